@@ -1,0 +1,221 @@
+"""The ``safety-edge`` command line.
+
+Sub-commands are registered by the module that owns the behaviour (``add_subcommands``
+functions); this file only dispatches and owns the detection/model commands of the
+foundation. Every failure prints one line ``error <code>: <cause>`` on stderr and exits
+with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge import __version__
+from edge.errors import EdgeError, ImageDecodeError
+
+log = logging.getLogger("edge.cli")
+
+DEFAULT_MODELS_DIR = Path(os.environ.get("SAFETY_EDGE_MODELS", "models"))
+DEFAULT_DETECTOR = "person_vehicle"
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    """Decode an image file to BGR uint8, raising ImageDecodeError (4009) with the cause."""
+    if not path.is_file():
+        raise ImageDecodeError(f"cannot read image {str(path)!r}: no such file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageDecodeError(f"cannot decode image {str(path)!r}: not a png/jpg/jpeg/bmp image")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def annotate(
+    image: npt.NDArray[np.uint8],
+    boxes: npt.NDArray[np.float32],
+    labels: Sequence[str],
+    polygon: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """A copy of ``image`` with boxes, labels and the polygon drawn."""
+    out = image.copy()
+    if polygon is not None:
+        pts = np.rint(polygon).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [pts], isClosed=True, color=(0, 200, 255), thickness=2)
+    for box, label in zip(boxes, labels, strict=True):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 255), 2)
+        cv2.putText(
+            out,
+            label,
+            (x1, max(y1 - 4, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    return out
+
+
+def _annotate_path(base: Path, index: int, count: int) -> Path:
+    return base if count == 1 else base.with_name(f"{base.stem}_{index}{base.suffix}")
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from edge.kernels.geometry import check_polygon_in_image, parse_area
+    from edge.runtime.detector import Detector
+    from edge.runtime.registry import discover_models
+    from edge.tasks.fence import FenceTask, fence_result
+
+    polygon = None
+    if args.task == "fence":
+        if args.area is None:
+            raise EdgeError('--task fence needs --area "x1,y1,x2,y2,..."', code=4012)
+        polygon = parse_area(args.area)
+    models = discover_models(args.models_dir)
+    if args.model not in models:
+        raise EdgeError(
+            f"model {args.model!r} not found in {str(args.models_dir)!r} "
+            f"(have: {', '.join(sorted(models)) or 'none'}; run `make models`)",
+            code=5001,
+        )
+    with Detector(models[args.model], intra_op_threads=args.threads) as detector:
+        task = FenceTask(detector=detector, anchor=args.anchor, score_threshold=args.score)
+        for i, path in enumerate(args.images):
+            image = read_image(Path(path))
+            if polygon is not None:
+                check_polygon_in_image(polygon, image.shape[1], image.shape[0])
+                dets = task.run(image, polygon)
+                item: dict[str, Any] = {"image": str(path), **fence_result(dets)}
+            else:
+                dets = task.targets(image)
+                item = {
+                    "image": str(path),
+                    "objects": [
+                        {
+                            "label": detector.class_names[int(c)],
+                            "score": round(float(s), 4),
+                            "box": box,
+                        }
+                        for c, s, box in zip(
+                            dets.class_ids, dets.scores, dets.to_ltwh_dicts(), strict=True
+                        )
+                    ],
+                }
+            print(json.dumps(item, ensure_ascii=False, indent=None if args.json else 2))
+            if args.annotate is not None:
+                labels = [
+                    f"{detector.class_names[int(c)]} {s:.2f}"
+                    for c, s in zip(dets.class_ids, dets.scores, strict=True)
+                ]
+                out_path = _annotate_path(Path(args.annotate), i, len(args.images))
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(out_path), annotate(image, dets.xyxy, labels, polygon)):
+                    raise EdgeError(f"cannot write {str(out_path)!r}")
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from edge.runtime.registry import discover_models, sha256_ok
+
+    models = discover_models(args.models_dir)
+    rows = []
+    for name, m in sorted(models.items()):
+        ok = sha256_ok(m)
+        status = "missing" if ok is None else ("ok" if ok else "MISMATCH")
+        rows.append(
+            {
+                "name": name,
+                "family": m.family,
+                "classes": len(m.class_names),
+                "input": f"{m.input_size[0]}x{m.input_size[1]}",
+                "sha256": status,
+                "licence": m.licence,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no models in {args.models_dir} (run `make models`)")
+        return 0
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0 if all(r["sha256"] == "ok" for r in rows) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safety-edge",
+        description="Hard-hat, workwear and electronic-fence detection on edge gateways.",
+    )
+    parser.add_argument("--version", action="version", version=f"safety-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="run the detector on image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--task",
+        choices=("fence", "person"),
+        default="person",
+        help="fence: targets inside --area; person: all people/vehicles",
+    )
+    p.add_argument("--area", help='polygon "x1,y1,x2,y2,..." in pixels, 4..9 points')
+    p.add_argument(
+        "--anchor",
+        choices=("bottom_center", "center", "overlap"),
+        default="bottom_center",
+        help="what must be inside the area",
+    )
+    p.add_argument("--model", default=DEFAULT_DETECTOR)
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    p.add_argument("--score", type=float, default=None, help="score threshold")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one compact JSON line per image")
+    fmt.add_argument("--pretty", action="store_true", help="indented JSON (default)")
+    p.add_argument("--annotate", metavar="OUT.jpg", help="write an annotated copy")
+    p.set_defaults(func=_cmd_detect)
+
+    m = sub.add_parser("models", help="installed models")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ml = msub.add_parser("list", help="list models with their sha256 check")
+    ml.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=_cmd_models_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except EdgeError as exc:
+        print(f"error {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Task logic on top of detections: what the three APIs and the camera pipeline answer.
+
+- :mod:`edge.tasks.fence`: people/vehicles inside a polygon.
+- :mod:`edge.tasks.hardhat`: heads with/without a hard hat, and the hat colour.
+- :mod:`edge.tasks.workwear`: people with/without workwear, and its colour.
+- :mod:`edge.tasks.colour`: colour naming from HSV statistics of a crop.
+"""
