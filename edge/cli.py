@@ -53,7 +53,7 @@ def annotate(
         pts = np.rint(polygon).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(out, [pts], isClosed=True, color=(0, 200, 255), thickness=2)
     for box, label in zip(boxes, labels, strict=True):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 255), 2)
         cv2.putText(
             out,
