@@ -1,0 +1,103 @@
+"""HSV colour naming on crafted patches (pure colours, noise, background margins)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.tasks.colour import (
+    BINS,
+    HAT_COLOURS,
+    WORKWEAR_COLOURS,
+    bin_pixels,
+    crop,
+    crop_colour,
+    torso_box,
+)
+
+
+def patch(bgr: tuple[int, int, int], size: int = 40) -> np.ndarray:
+    return np.full((size, size, 3), bgr, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("bgr", "expected"),
+    [
+        ((0, 0, 220), "red"),
+        ((30, 30, 160), "red"),
+        ((0, 140, 255), "orange"),
+        ((0, 220, 230), "yellow"),
+        ((40, 200, 40), "green"),
+        ((200, 60, 0), "blue"),
+        ((140, 80, 40), "blue"),
+        ((160, 40, 140), "purple"),
+        ((240, 240, 240), "light"),
+        ((190, 195, 200), "light"),
+        ((20, 20, 20), "dark"),
+        ((110, 110, 110), "grey"),
+    ],
+)
+def test_pure_patches(bgr: tuple[int, int, int], expected: str) -> None:
+    name, share = crop_colour(patch(bgr))
+    assert name == expected
+    assert share == pytest.approx(1.0)
+
+
+def test_margin_ignores_background_ring() -> None:
+    img = patch((20, 20, 20), 100)
+    img[20:80, 20:80] = (0, 220, 230)  # yellow centre, dark ring of 20 px
+    assert crop_colour(img, margin=0.2)[0] == "yellow"
+    # With no margin the dark ring (64 % of pixels) wins.
+    assert crop_colour(img, margin=0.0)[0] == "dark"
+
+
+def test_noisy_majority_and_share() -> None:
+    rng = np.random.default_rng(0)
+    img = patch((200, 60, 0), 50)
+    mask = rng.random((50, 50)) < 0.3
+    img[mask] = (240, 240, 240)
+    name, share = crop_colour(img, margin=0.0)
+    assert name == "blue"
+    assert 0.6 < share < 0.8
+
+
+def test_bin_counts_sum_to_pixels() -> None:
+    rng = np.random.default_rng(1)
+    hsv = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
+    hsv[..., 0] %= 180
+    counts = bin_pixels(hsv)
+    assert counts.shape == (len(BINS),)
+    assert counts.sum() == 17 * 23
+
+
+def test_empty_crop() -> None:
+    assert crop_colour(np.zeros((0, 0, 3), np.uint8)) == ("grey", 0.0)
+
+
+def test_crop_clips_to_image() -> None:
+    img = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
+    assert crop(img, np.array([-5, -5, 4, 3], np.float32)).shape == (3, 4, 3)
+    assert crop(img, np.array([10, 8, 50, 50], np.float32)).shape == (2, 2, 3)
+    assert crop(img, np.array([20, 20, 30, 30], np.float32)).size == 0
+
+
+def test_torso_box_geometry() -> None:
+    t = torso_box(np.array([[100, 0, 200, 100]], np.float32))
+    np.testing.assert_allclose(t, [[120, 20, 180, 60]])
+
+
+def test_vocabularies_use_contract_names() -> None:
+    assert set(HAT_COLOURS.values()) <= {"blue_hat", "white_hat", "yellow_hat", "red_hat"}
+    assert set(WORKWEAR_COLOURS.values()) <= {"light", "blue", "red", "dark", "yellow"}
+    assert set(HAT_COLOURS) | set(WORKWEAR_COLOURS) <= set(BINS)
+
+
+def test_hsv_conversion_roundtrip_for_named_hues() -> None:
+    # The bin edges are in OpenCV hue units (0..179); check a hue sweep lands in order.
+    hues = np.arange(0, 180, dtype=np.uint8)
+    hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 200)], axis=1)
+    bgr = cv2.cvtColor(hsv.reshape(1, -1, 3), cv2.COLOR_HSV2BGR)
+    names = [crop_colour(bgr[:, i : i + 1], margin=0.0)[0] for i in range(180)]
+    assert names[0] == "red" and names[179] == "red"
+    assert names[25] == "yellow" and names[110] == "blue" and names[60] == "green"
