@@ -79,20 +79,27 @@ class AlertRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    window_minutes: int = Field(5, ge=1, le=1440, description="sliding window, minutes")
+    window_minutes: int = Field(default=5, ge=1, le=1440, description="sliding window, minutes")
     min_requests: int = Field(
-        20, ge=1, description="requests in the window before error rate / p95 are judged"
+        default=20, ge=1, description="requests in the window before error rate / p95 are judged"
     )
     error_rate: float = Field(
-        0.05, gt=0.0, le=1.0, description="fraction of answers with an error code"
+        default=0.05, gt=0.0, le=1.0, description="fraction of answers with an error code"
     )
-    p95_ms: float = Field(2000.0, gt=0.0, description="p95 response time limit, ms")
+    p95_ms: float = Field(default=2000.0, gt=0.0, description="p95 response time limit, ms")
     quota_below_fraction: float = Field(
-        0.10, ge=0.0, le=1.0, description="alert when this fraction of calls or less is left"
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="alert when this fraction of calls or less is left",
     )
-    package_expiring_days: int = Field(30, ge=0, description="alert this many days before")
-    inference_failures: int = Field(5, ge=1, description="5001 answers per API in the window")
-    auth_failure_burst: int = Field(20, ge=1, description="4010 answers per AppKey in the window")
+    package_expiring_days: int = Field(default=30, ge=0, description="alert this many days before")
+    inference_failures: int = Field(
+        default=5, ge=1, description="5001 answers per API in the window"
+    )
+    auth_failure_burst: int = Field(
+        default=20, ge=1, description="4010 answers per AppKey in the window"
+    )
 
 
 _Want = dict[tuple[str, str], tuple[str, str | None, str | None]]
