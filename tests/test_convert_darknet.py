@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
@@ -289,12 +290,13 @@ def _letterbox_rgb01(bgr: np.ndarray, size: int = 416) -> np.ndarray:
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
 
 
-def _real_images() -> list[np.ndarray]:
-    images = [cv2.imread(str(REPO / "samples" / "vtest_frame.jpg"))]
+def _real_images() -> list[npt.NDArray[np.uint8]]:
+    """The repository's vtest sample frame and skimage's astronaut, BGR uint8."""
+    sample = cv2.imread(str(REPO / "samples" / "vtest_frame.jpg"))
+    assert sample is not None
     skimage_data = pytest.importorskip("skimage.data")
-    images.append(np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1]))
-    assert all(im is not None and im.ndim == 3 for im in images)
-    return images
+    astronaut = np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
+    return [np.asarray(sample, np.uint8), np.asarray(astronaut, np.uint8)]
 
 
 def test_yolov3_tiny_converts_and_matches_reference(tmp_path: Path) -> None:

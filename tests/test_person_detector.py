@@ -93,7 +93,7 @@ def _load(name: str) -> npt.NDArray[np.uint8]:
             pytest.skip(f"{path} missing (Debian package opencv-doc, `make deps`)")
         img = cv2.imread(str(path))
     assert img is not None and img.ndim == 3
-    return img
+    return np.asarray(img, np.uint8)
 
 
 def _iou(box: Box, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -103,7 +103,7 @@ def _iou(box: Box, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     rb = np.minimum(b[2:], boxes[:, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
     area = np.prod(b[2:] - b[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return (inter / (area - inter)).astype(np.float32)
+    return np.asarray(inter / (area - inter), np.float32)
 
 
 @pytest.fixture(scope="module")
