@@ -46,9 +46,10 @@ PROVIDER_ALIASES: Mapping[str, str] = {
     "openvino": "OpenVINOExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
     "rknpu": "RknpuExecutionProvider",
-    "acl": "ACLExecutionProvider",
-    "armnn": "ArmNNExecutionProvider",
     "xnnpack": "XnnpackExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "qnn": "QNNExecutionProvider",
 }
 
 #: A provider name, or ``(name, options)`` as onnxruntime takes them (e.g. TensorRT
@@ -228,6 +229,11 @@ class OnnxSession:
         self.input_dtype: InputDType = _input_dtype(meta.type)
         self.input_shape: list[int | str | None] = list(meta.shape)
         self.output_names: list[str] = [o.name for o in sess.get_outputs()]
+        self.thread_counts: tuple[int, int] = (
+            int(opts.intra_op_num_threads),
+            int(opts.inter_op_num_threads),
+        )
+        """(intra_op, inter_op) as configured; 0 means onnxruntime's default."""
 
     @property
     def closed(self) -> bool:
