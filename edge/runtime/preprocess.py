@@ -194,16 +194,24 @@ def preprocess(
         resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
 
     a, b = spec.affine()
-    order = [2, 1, 0] if spec.swap_rb else [0, 1, 2]  # network channel c <- BGR channel order[c]
+    a3, b3 = a.reshape(3, 1, 1), b.reshape(3, 1, 1)
     dtype = np.float16 if spec.dtype == "float16" else np.float32
     out = np.empty((1, 3, ih, iw), dtype=dtype)
-    if (nw, nh) != (iw, ih):
-        out[0] = (spec.pad_value * a + b).astype(dtype).reshape(3, 1, 1)
-    region = out[0, :, lb.pad_y : lb.pad_y + nh, lb.pad_x : lb.pad_x + nw]
-    src = resized.transpose(2, 0, 1)[order]  # (3, nh, nw) uint8, network channel order
+    x0, y0 = lb.pad_x, lb.pad_y
+    x1, y1 = x0 + nw, y0 + nh
+    if (nw, nh) != (iw, ih):  # fill only the border strips
+        pad = (spec.pad_value * a3 + b3).astype(dtype)
+        out[0, :, :y0, :] = pad
+        out[0, :, y1:, :] = pad
+        out[0, :, y0:y1, :x0] = pad
+        out[0, :, y0:y1, x1:] = pad
+    region = out[0, :, y0:y1, x0:x1]
+    # (3, nh, nw) uint8 view in network channel order: BGR -> RGB is a reversed-axis view
+    src = (resized[:, :, ::-1] if spec.swap_rb else resized).transpose(2, 0, 1)
     if dtype == np.float32:
-        np.multiply(src, a.reshape(3, 1, 1), out=region, casting="unsafe")
-        region += b.reshape(3, 1, 1)
+        np.multiply(src, a3, out=region, casting="unsafe")
+        if np.any(b3):
+            region += b3
     else:
-        region[...] = src * a.reshape(3, 1, 1) + b.reshape(3, 1, 1)
+        region[...] = src * a3 + b3
     return out, lb
