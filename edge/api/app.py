@@ -1,0 +1,1150 @@
+"""The composition root of the HTTP API: :func:`build_app` wires config, store, models,
+worker pool and routes into one FastAPI application.
+
+Paths (``../shared/CONTRACT.md``)::
+
+    POST /v1/aiop/api/{service_code}/SafeHat/base/hat_detect
+    POST /v1/aiop/api/{service_code}/UniformIdentity/base/clothes_detect
+    POST /v1/aiop/api/{service_code}/ef-http/electron/fence
+    GET  /metrics                      Prometheus text
+    GET  /healthz                      liveness + model status (no secrets)
+    GET  /console/api/...              JSON console (admin token), see :func:`_console_routes`
+    GET  /openapi.json, /docs          the three APIs and their codes
+
+Order of checks for an API request (the first failing check answers; codes per API in
+:mod:`edge.api.contract`):
+
+1. path and service code: unknown path, unknown service code, or a service code granted
+   for another API than the path -> ``4000``;
+2. method is not POST -> ``4004`` (hard-hat/workwear) / ``4001`` (fence);
+3. auth headers (missing/malformed), Timestamp window, AppKey known, app enabled, AppKey
+   owns the service code -> ``4010`` (before the body is read);
+4. body size: ``Content-Length`` over the limit, or more bytes streamed than the limit
+   (reading stops there; nothing over the limit is buffered) -> ``4002``;
+5. Sign over the raw body (computed while streaming), then the replay cache -> ``4010``;
+6. empty body, JSON, object, keys, types, base64, image header (format and pixel count
+   before decoding), area, area inside each image -> the contract's 4xxx codes;
+7. quota already known exhausted (1 s negative cache) -> ``4029``;
+8. the worker pool: full -> ``5000`` "gateway busy" at once;
+9. in a worker: decode pixels (fails -> 4003/4009), draw one call of quota (none left ->
+   ``4029``), run the model (fails -> 5000 / 5001); the per-request deadline bounds
+   the wait (exceeded -> ``5000`` "deadline exceeded", the job is abandoned).
+
+Quota: one call is drawn per request that reaches inference with at least one image
+decoded, just before the model runs. Client errors (4xxx), busy and deadline answers
+before that point never consume; a request whose model then fails (5000/5001) or whose
+deadline expires during inference stays counted (the store keeps no refunds).
+Database failures answer ``5002`` (fence) / ``5000`` and are remembered by the store, so
+the background task opens a ``store_fault`` alert.
+
+Every answer, success or failure, is counted with :meth:`Store.record_request` (app and
+API when known; the AppKey only once it names a known app, so random keys cannot blow
+up the statistics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import anyio
+import cv2
+import numpy as np
+import numpy.typing as npt
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from edge import __version__
+from edge.api import contract as C
+from edge.api.alerts import AlertEngine, AlertSink
+from edge.api.auth import (
+    AuthError,
+    Credentials,
+    ReplayCache,
+    SignHasher,
+    check_timestamp,
+    parse_credentials,
+)
+from edge.api.contract import Api, ApiFault, Fault
+from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
+from edge.config import GatewayConfig
+from edge.errors import EdgeError
+from edge.tasks.base import DetectorLike
+
+__all__ = ["Gateway", "build_app"]
+
+log = logging.getLogger("edge.api")
+
+T = TypeVar("T")
+
+_INLINE_VALIDATE_BYTES = 64 * 1024
+"""Bodies up to this size are validated on the event loop; larger ones in a thread."""
+
+_QUOTA_NEGATIVE_TTL_S = 1.0
+_MAX_SERVICE_CODE = 64
+
+
+# -- per-request state ---------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    api: Api | None
+    start: float
+    app_key: str | None = None
+    request_bytes: int = 0
+    auth_check: str | None = None
+
+
+@dataclass
+class _Job:
+    """What a worker runs; ``cancel`` is set when the deadline passed."""
+
+    api: Api
+    app_key: str | None
+    hat: C.HatRequest | None = None
+    fence_images: list[tuple[bytes, C.ImageInfo] | ApiFault] = field(default_factory=list)
+    polygon: npt.NDArray[np.float64] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class _Answer(Exception):
+    """Internal: a finished answer (used to leave the pipeline early)."""
+
+    def __init__(self, body: dict[str, Any], status: int = 200) -> None:
+        super().__init__("answer")
+        self.body = body
+        self.status = status
+
+
+def _decode_pixels(data: bytes, where: str) -> npt.NDArray[np.uint8]:
+    arr = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ApiFault(Fault.IMAGE_DECODE, f"{where} could not be decoded (corrupt image data)")
+    return np.asarray(image, dtype=np.uint8)
+
+
+# -- the gateway ---------------------------------------------------------------------
+
+
+class _Runner:
+    """The task behind one API, or why there is none."""
+
+    def __init__(self, *, task: Any | None, reason: str = "") -> None:
+        self.task = task
+        self.reason = reason
+
+
+class Gateway:
+    """Runtime state of the HTTP API: store, runners, pool, replay cache, counters.
+
+    Built by :func:`build_app`; the FastAPI lifespan starts the background task and
+    :meth:`close` releases what the gateway owns (idempotent).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        store: Store,
+        owns_store: bool,
+        runners: Mapping[Api, _Runner],
+        detectors_to_close: Sequence[Any] = (),
+        alert_sinks: Sequence[AlertSink] = (),
+    ) -> None:
+        api = config.api
+        self.config = config
+        self.store = store
+        self._owns_store = owns_store
+        self.runners = dict(runners)
+        self._detectors_to_close = list(detectors_to_close)
+        self.limits = C.Limits(
+            max_image_bytes=api.max_image_bytes,
+            max_fence_body_bytes=api.max_fence_body_bytes,
+            max_image_pixels=api.max_image_pixels,
+            max_fence_images=api.max_fence_images,
+        )
+        self.replay = ReplayCache(window_s=api.timestamp_skew_s, max_entries=api.replay_cache_max)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=api.workers, thread_name_prefix="edge-infer"
+        )
+        self.capacity = api.workers + api.queue_size
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._quota_empty: dict[tuple[str, str], tuple[float, str]] = {}
+        self.alerts = AlertEngine(store=store, rules=api.alert_rules, sinks=alert_sinks)
+        self.counters: dict[str, int] = {"busy": 0, "deadline": 0, "unhandled": 0}
+        self.auth_failures: dict[str, int] = {}
+        self._admin_token = api.resolved_admin_token()
+        self._last_prune = 0.0
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the pool (waits for running jobs), close models and the owned store."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for det in self._detectors_to_close:
+            close = getattr(det, "close", None)
+            if close is not None:
+                close()
+        if self._owns_store:
+            self.store.close()
+
+    def tick(self, now: datetime | None = None) -> None:
+        """One background round: flush stats, evaluate alerts, prune hourly. Never raises
+        StoreError (logged; the store remembers the fault for the alert rules)."""
+        self.alerts.evaluate(now=now)  # flushes first
+        if not self.config.api.alert_rules.enabled:
+            try:
+                self.store.flush()
+            except StoreError as exc:
+                log.error("monitoring flush failed: %s", exc)
+        if time.monotonic() - self._last_prune > 3600:
+            self._last_prune = time.monotonic()
+            try:
+                n = self.store.prune(self.config.api.retention_days)
+                if n:
+                    log.info(
+                        "pruned %d monitoring rows older than %d days",
+                        n,
+                        self.config.api.retention_days,
+                    )
+            except StoreError as exc:
+                log.error("prune failed: %s", exc)
+
+    async def background(self) -> None:
+        """Run :meth:`tick` every ``api.metrics_flush_s`` until cancelled."""
+        period = self.config.api.metrics_flush_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await anyio.to_thread.run_sync(self.tick)
+            except Exception:  # the loop must survive a bad round; logged with traceback
+                log.exception("background monitoring round failed")
+
+    # -- metrics ---------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def metrics_text(self) -> str:
+        """Prometheus text: the store's series plus the gateway's own gauges/counters."""
+        lines = [self.store.prometheus_text().rstrip("\n")]
+        add = lines.append
+        add("# HELP safety_edge_inflight_requests Requests queued or running in the worker pool.")
+        add("# TYPE safety_edge_inflight_requests gauge")
+        add(f"safety_edge_inflight_requests {self._inflight}")
+        add("# HELP safety_edge_pool_capacity Workers plus queue slots.")
+        add("# TYPE safety_edge_pool_capacity gauge")
+        add(f"safety_edge_pool_capacity {self.capacity}")
+        add("# HELP safety_edge_busy_rejections_total Requests answered busy (pool full).")
+        add("# TYPE safety_edge_busy_rejections_total counter")
+        add(f"safety_edge_busy_rejections_total {self.counters['busy']}")
+        add("# HELP safety_edge_deadline_exceeded_total Requests answered deadline exceeded.")
+        add("# TYPE safety_edge_deadline_exceeded_total counter")
+        add(f"safety_edge_deadline_exceeded_total {self.counters['deadline']}")
+        add("# HELP safety_edge_unhandled_errors_total Unexpected exceptions answered 5000.")
+        add("# TYPE safety_edge_unhandled_errors_total counter")
+        add(f"safety_edge_unhandled_errors_total {self.counters['unhandled']}")
+        add("# HELP safety_edge_auth_failures_total 4010 answers by failed check.")
+        add("# TYPE safety_edge_auth_failures_total counter")
+        for check, n in sorted(self.auth_failures.items()):
+            add(f'safety_edge_auth_failures_total{{check="{check}"}} {n}')
+        add("# HELP safety_edge_replay_cache_entries Accepted signs remembered.")
+        add("# TYPE safety_edge_replay_cache_entries gauge")
+        add(f"safety_edge_replay_cache_entries {len(self.replay)}")
+        add("# HELP safety_edge_model_up 1 when the API's model is loaded.")
+        add("# TYPE safety_edge_model_up gauge")
+        for api in C.APIS:
+            add(f'safety_edge_model_up{{api="{api}"}} {int(self.runners[api].task is not None)}')
+        return "\n".join(lines) + "\n"
+
+    # -- answering -------------------------------------------------------------------
+
+    def _response(self, ctx: _Ctx, body: dict[str, Any], status: int) -> Response:
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        code = int(body.get("code", 5000))
+        latency_ms = (time.perf_counter() - ctx.start) * 1000.0
+        try:
+            self.store.record_request(
+                app_key=ctx.app_key,
+                api=ctx.api,
+                code=code,
+                latency_ms=latency_ms,
+                request_bytes=ctx.request_bytes,
+                response_bytes=len(raw),
+            )
+        except EdgeError as exc:  # monitoring must never break an answer
+            log.error("record_request failed: %s", exc)
+        if self.config.api.log_requests:
+            log.info(
+                json.dumps(
+                    {
+                        "api": ctx.api,
+                        "app_key": ctx.app_key,
+                        "code": code,
+                        "ms": round(latency_ms, 3),
+                        "in": ctx.request_bytes,
+                        "out": len(raw),
+                    }
+                )
+            )
+        return Response(content=raw, status_code=status, media_type="application/json")
+
+    def _fault_response(self, ctx: _Ctx, fault: Fault, details: str) -> Response:
+        code = C.code_for(ctx.api, fault)
+        status = C.rest_status(fault) if self.config.api.rest_status else 200
+        return self._response(ctx, C.failure_body(code, details), status)
+
+    async def handle(self, request: Request, api: Api | None) -> Response:
+        """Answer one request to an API path (``api``) or an unknown path (``None``)."""
+        ctx = _Ctx(api=api, start=time.perf_counter())
+        try:
+            if api is None:
+                raise ApiFault(Fault.UNKNOWN_PATH, f"unknown path {_short_path(request)}")
+            deadline = ctx.start + self.config.api.deadline_s
+            body = await self._pipeline(request, api, ctx, deadline)
+            return self._response(ctx, body, 200)
+        except ApiFault as f:
+            if f.fault is Fault.AUTH:
+                self.auth_failures[ctx.auth_check or "other"] = (
+                    self.auth_failures.get(ctx.auth_check or "other", 0) + 1
+                )
+            elif f.fault is Fault.BUSY:
+                self.counters["busy"] += 1
+            elif f.fault is Fault.DEADLINE:
+                self.counters["deadline"] += 1
+            return self._fault_response(ctx, f.fault, f.details)
+        except StoreError as exc:
+            return self._fault_response(ctx, Fault.DATABASE, f"database error: {exc}")
+        except EdgeError as exc:
+            return self._fault_response(ctx, C.fault_for_error(exc), exc.details)
+        except Exception:  # never a traceback to the client; logged with context
+            self.counters["unhandled"] += 1
+            log.exception("unhandled error answering %s %s", request.method, _short_path(request))
+            return self._fault_response(ctx, Fault.SERVICE, "internal service error (logged)")
+
+    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call in a thread (SQLite may wait for a lock; the loop must not)."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    def _lookup(
+        self, service_code: str, app_key: str | None
+    ) -> tuple[Grant | None, AppRecord | None]:
+        grant = self.store.grant_for_service_code(service_code)
+        app = self.store.get_app(app_key) if app_key else None
+        return grant, app
+
+    async def _pipeline(
+        self, request: Request, api: Api, ctx: _Ctx, deadline: float
+    ) -> dict[str, Any]:
+        cfg = self.config.api
+        service_code = str(request.path_params.get("service_code", ""))
+
+        # 1. credentials syntax (raised after the path checks) + store lookups
+        creds: Credentials | None = None
+        creds_error: AuthError | None = None
+        try:
+            creds = parse_credentials(request.headers)
+        except AuthError as exc:
+            creds_error = exc
+        if len(service_code) > _MAX_SERVICE_CODE:
+            raise ApiFault(Fault.UNKNOWN_PATH, "unknown service code in the path")
+        grant, app = await self._store(
+            self._lookup, service_code, creds.app_key if creds is not None else None
+        )
+        if app is not None:
+            ctx.app_key = app.app_key
+        if grant is None and (cfg.auth or cfg.metered):
+            raise ApiFault(Fault.UNKNOWN_PATH, "unknown service code in the path")
+        if grant is not None and grant.api != api:
+            raise ApiFault(
+                Fault.UNKNOWN_PATH,
+                f"service code is granted for the {grant.api} API, not this path ({api})",
+            )
+
+        # 2. method
+        if request.method != "POST":
+            raise ApiFault(Fault.METHOD, f"method {request.method} is not allowed; use POST")
+
+        # 3. auth before reading the body
+        hasher: SignHasher | None = None
+        if cfg.auth:
+            try:
+                if creds_error is not None:
+                    raise creds_error
+                assert creds is not None
+                check_timestamp(creds, skew_s=cfg.timestamp_skew_s)
+                if app is None:
+                    raise AuthError("unknown_app", "unknown AppKey")
+                if not app.enabled:
+                    raise AuthError("disabled_app", "application is disabled")
+                assert grant is not None
+                if grant.app_key != app.app_key:
+                    raise AuthError(
+                        "not_owner", "the service code in the path is not granted to this AppKey"
+                    )
+                paths = [request.scope.get("raw_path", b"").decode("latin-1") or request.url.path]
+                if api == "fence" and cfg.accept_fence_sample_path:
+                    paths.append(f"{C.PATH_PREFIX}{service_code}/{C.FENCE_SAMPLE_SUFFIX}")
+                hasher = SignHasher(
+                    app_key=app.app_key,
+                    app_secret=app.app_secret,
+                    timestamp=creds.timestamp,
+                    paths=paths,
+                )
+            except AuthError as exc:
+                ctx.auth_check = exc.check
+                raise ApiFault(Fault.AUTH, exc.details) from None
+        elif grant is not None:
+            ctx.app_key = grant.app_key
+
+        # 4. body, streamed under the size limit and the deadline
+        limit = self.limits.body_limit(api)
+        body = await self._read_body(request, limit, hasher, ctx, deadline)
+
+        # 5. sign + replay
+        if hasher is not None:
+            assert creds is not None
+            try:
+                hasher.verify(creds.sign)
+                self.replay.check_and_add(creds)
+            except AuthError as exc:
+                ctx.auth_check = exc.check
+                if exc.check == "replay_cache_full":
+                    raise ApiFault(Fault.BUSY, f"gateway busy: {exc.details}") from None
+                raise ApiFault(Fault.AUTH, exc.details) from None
+
+        # 6. validation (large bodies off the event loop)
+        if len(body) <= _INLINE_VALIDATE_BYTES:
+            job = self._validate(api, body, ctx.app_key)
+        else:
+            job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
+        del body
+
+        # 7. model present, quota not known empty
+        runner = self.runners[api]
+        if runner.task is None:
+            raise ApiFault(Fault.INFERENCE, runner.reason)
+        if cfg.metered and ctx.app_key is not None:
+            hit = self._quota_empty.get((ctx.app_key, api))
+            if hit is not None and hit[0] > time.monotonic():
+                raise ApiFault(Fault.QUOTA, hit[1])
+
+        # 8./9. worker pool with deadline
+        return await self._submit(job, deadline)
+
+    async def _read_body(
+        self,
+        request: Request,
+        limit: int,
+        hasher: SignHasher | None,
+        ctx: _Ctx,
+        deadline: float,
+    ) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            ctx.request_bytes = 0
+            raise ApiFault(
+                Fault.BODY_TOO_LARGE,
+                f"request body of {int(declared)} bytes is over the limit of {limit} bytes",
+            )
+        chunks: list[bytes] = []
+        size = 0
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                size += len(chunk)
+                ctx.request_bytes = size
+                if size > limit:
+                    raise ApiFault(
+                        Fault.BODY_TOO_LARGE,
+                        f"request body is over the limit of {limit} bytes (stopped reading)",
+                    )
+                if hasher is not None:
+                    hasher.update(chunk)
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(read(), timeout=max(deadline - time.perf_counter(), 0.001))
+        except asyncio.TimeoutError:
+            raise ApiFault(
+                Fault.DEADLINE,
+                f"deadline exceeded ({self.config.api.deadline_s:g} s) while reading the body",
+            ) from None
+        return b"".join(chunks)
+
+    def _validate(self, api: Api, body: bytes, app_key: str | None) -> _Job:
+        obj = C.parse_json_object(body)
+        job = _Job(api=api, app_key=app_key)
+        if api != "fence":
+            job.hat = C.validate_hat(obj, self.limits)
+            return job
+        from edge.kernels.geometry import check_polygon_in_image, parse_area
+
+        req = C.validate_fence(obj, self.limits)
+        try:
+            polygon = parse_area(req.area)
+        except EdgeError as exc:
+            raise ApiFault(Fault.AREA_MALFORMED, f"area: {exc.details}") from None
+        job.polygon = polygon
+        for i, entry in enumerate(req.images):
+            try:
+                data, info = C.validate_fence_image(entry, i, self.limits)
+                try:
+                    check_polygon_in_image(polygon, info.width, info.height)
+                except EdgeError as exc:
+                    raise ApiFault(
+                        C.fault_for_error(exc), f"image[{i}] ({info.width}x{info.height}): {exc}"
+                    ) from None
+                job.fence_images.append((data, info))
+            except ApiFault as f:
+                job.fence_images.append(f)
+        if all(isinstance(x, ApiFault) for x in job.fence_images):
+            first = job.fence_images[0]
+            assert isinstance(first, ApiFault)
+            if len(job.fence_images) == 1:
+                raise first
+            causes = "; ".join(f.details for f in job.fence_images if isinstance(f, ApiFault))
+            raise ApiFault(first.fault, f"every image failed: {C._short(causes, 1000)}")
+        return job
+
+    async def _submit(self, job: _Job, deadline: float) -> dict[str, Any]:
+        with self._inflight_lock:
+            if self._inflight >= self.capacity:
+                raise ApiFault(
+                    Fault.BUSY,
+                    f"gateway busy: {self._inflight} requests in progress or queued "
+                    f"(capacity {self.capacity}); retry later",
+                )
+            self._inflight += 1
+        try:
+            fut = self.pool.submit(self._run_job, job)
+        except RuntimeError:  # pool shut down
+            with self._inflight_lock:
+                self._inflight -= 1
+            raise ApiFault(Fault.BUSY, "gateway is shutting down") from None
+        fut.add_done_callback(self._job_done)
+        remaining = deadline - time.perf_counter()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            job.cancel.set()
+            fut.cancel()
+            raise ApiFault(
+                Fault.DEADLINE,
+                f"deadline exceeded ({self.config.api.deadline_s:g} s): no result in time",
+            ) from None
+
+    def _job_done(self, _fut: concurrent.futures.Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    # -- worker side -------------------------------------------------------------------
+
+    def _check_cancel(self, job: _Job) -> None:
+        if job.cancel.is_set():
+            raise ApiFault(Fault.DEADLINE, "deadline exceeded")
+
+    def _consume(self, job: _Job) -> None:
+        if not self.config.api.metered or job.app_key is None:
+            return
+        res = self.store.consume(app_key=job.app_key, api=job.api)
+        key = (job.app_key, job.api)
+        if not res.ok:
+            details = f"quota exhausted: {res.reason}"
+            self._quota_empty[key] = (time.monotonic() + _QUOTA_NEGATIVE_TTL_S, details)
+            raise ApiFault(Fault.QUOTA, details)
+        self._quota_empty.pop(key, None)
+
+    def _run_job(self, job: _Job) -> dict[str, Any]:
+        self._check_cancel(job)
+        task = self.runners[job.api].task
+        if task is None:
+            raise ApiFault(Fault.INFERENCE, self.runners[job.api].reason)
+        if job.api != "fence":
+            assert job.hat is not None
+            image = _decode_pixels(job.hat.image, "image")
+            self._consume(job)
+            self._check_cancel(job)
+            try:
+                items = task.run(image)
+            except EdgeError as exc:
+                raise ApiFault(Fault.INFERENCE, f"inference failed: {exc.details}") from None
+            return C.hat_success_body(list(items))
+        return self._run_fence(job, task)
+
+    def _run_fence(self, job: _Job, task: Any) -> dict[str, Any]:
+        from edge.tasks.fence import fence_result
+
+        assert job.polygon is not None
+        items: list[dict[str, Any]] = []
+        faults: list[ApiFault] = []
+        consumed = False
+        for i, entry in enumerate(job.fence_images):
+            self._check_cancel(job)
+            if isinstance(entry, ApiFault):
+                faults.append(entry)
+                items.append(_failed_item(job.api, entry))
+                continue
+            data, _info = entry
+            try:
+                image = _decode_pixels(data, f"image[{i}]")
+            except ApiFault as bad:
+                faults.append(bad)
+                items.append(_failed_item(job.api, bad))
+                continue
+            if not consumed:
+                self._consume(job)
+                consumed = True
+            try:
+                dets = task.run(image, job.polygon)
+            except EdgeError as exc:
+                failed = ApiFault(Fault.INFERENCE, f"image[{i}]: inference failed: {exc.details}")
+                faults.append(failed)
+                items.append(_failed_item(job.api, failed))
+                continue
+            del image
+            items.append(fence_result(dets))
+        ok = len(items) - len(faults)
+        if ok == 0:
+            causes = "; ".join(f.details for f in faults)
+            if len(faults) == 1:
+                raise faults[0]
+            raise ApiFault(faults[0].fault, f"every image failed: {C._short(causes, 1000)}")
+        return C.fence_success_body(items, ok, len(faults))
+
+    # -- console -------------------------------------------------------------------------
+
+    def check_admin(self, request: Request) -> Response | None:
+        """None when the request carries the admin token; else the 401/403 answer."""
+        if self._admin_token is None:
+            return JSONResponse(
+                C.failure_body(
+                    4010,
+                    "console disabled: set api.admin_token or SAFETY_EDGE_ADMIN_TOKEN",
+                ),
+                status_code=403,
+            )
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        token = token or request.headers.get("x-admin-token", "")
+        if not token or not hmac.compare_digest(
+            token.encode("utf-8"), self._admin_token.encode("utf-8")
+        ):
+            return JSONResponse(
+                C.failure_body(4010, "missing or wrong admin token (Authorization: Bearer ...)"),
+                status_code=401,
+            )
+        return None
+
+
+def _failed_item(api: Api, f: ApiFault) -> dict[str, Any]:
+    return {
+        "target_num": 0,
+        "location": [],
+        "error": {"code": C.code_for(api, f.fault), "details": f.details},
+    }
+
+
+def _short_path(request: Request) -> str:
+    p = request.url.path
+    return repr(p if len(p) <= 120 else p[:117] + "...")
+
+
+# -- ASGI endpoints ----------------------------------------------------------------------
+
+
+class _ApiEndpoint:
+    """ASGI app for one API path (any method; the gateway answers non-POST itself)."""
+
+    def __init__(self, gateway: Gateway, api: Api | None) -> None:
+        self.gateway = gateway
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await self.gateway.handle(request, self.api)
+        await response(scope, receive, send)
+
+
+# -- OpenAPI ------------------------------------------------------------------------------
+
+_TITLE = {
+    "hardhat": "Hard-hat wearing",
+    "workwear": "Workwear wearing",
+    "fence": "Electronic fence",
+}
+
+_HAT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {
+            "type": "string",
+            "description": "base64 of a png/jpg/jpeg/bmp file (decoded at most 5 MiB); "
+            "a data:image/...;base64, prefix is stripped",
+        }
+    },
+}
+_FENCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image", "area"],
+    "additionalProperties": False,
+    "properties": {
+        "image": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 32,
+            "items": {"type": "string", "description": "base64 png/jpg/jpeg"},
+        },
+        "area": {
+            "type": "string",
+            "description": "x1,y1,x2,y2,... pixel coordinates, 4 to 9 points",
+            "example": "0,0,640,0,640,480,0,480",
+        },
+    },
+}
+_HAT_OK = {
+    "code": 0,
+    "message": "success",
+    "result": [{"box": [10, 20, 60, 70], "classname": "blue_hat", "score": 0.93}],
+    "data": [{"box": [10, 20, 60, 70], "classname": "blue_hat", "score": 0.93}],
+}
+_FENCE_OK = {
+    "code": 0,
+    "message": {"success": 1, "fail": 0},
+    "result": [{"target_num": 1, "location": [{"left": 5, "top": 8, "width": 40, "height": 90}]}],
+}
+
+_AUTH_HEADERS = [
+    {"name": "AppKey", "in": "header", "required": True, "schema": {"type": "string"}},
+    {
+        "name": "Timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]{13}$"},
+        "description": "Unix time in ms; within ±timestamp_skew_s (300 s) of the gateway",
+    },
+    {
+        "name": "Sign",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "description": "lowercase hex MD5(AppKey + AppSecret + Timestamp + Path + Body)",
+    },
+]
+
+
+def _doc_route(api: Api) -> APIRoute:
+    async def endpoint(service_code: str) -> None:  # documentation only, never mounted
+        return None
+
+    ok = _FENCE_OK if api == "fence" else _HAT_OK
+    return APIRoute(
+        f"{C.PATH_PREFIX}{{service_code}}/{C.API_PATHS[api]}",
+        endpoint,
+        methods=["POST"],
+        name=api,
+        summary=_TITLE[api],
+        description=(
+            f"{_TITLE[api]} (cloud contract). HTTP 200 carries every answer unless "
+            "`api.rest_status` is on. Codes:\n\n" + C.codes_markdown(api)
+        ),
+        tags=["contract"],
+        openapi_extra={
+            "parameters": _AUTH_HEADERS,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _FENCE_SCHEMA if api == "fence" else _HAT_SCHEMA}
+                },
+            },
+        },
+        responses={
+            200: {
+                "description": "success (code 0) or failure (code != 0)",
+                "content": {
+                    "application/json": {
+                        "examples": {
+                            "success": {"value": ok},
+                            "failure": {"value": C.failure_body(4010, "Sign does not match ...")},
+                        }
+                    }
+                },
+            }
+        },
+    )
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            routes = [_doc_route(api) for api in C.APIS] + [
+                r for r in app.routes if isinstance(r, APIRoute)
+            ]
+            ext = "\n".join(f"- `{c}`: {t}" for c, t in C.EXTENSION_CODES.items())
+            app.openapi_schema = get_openapi(
+                title="safety-edge gateway API",
+                version=__version__,
+                description=(
+                    "The cloud contract's three APIs served locally, plus monitoring.\n\n"
+                    f"Extension codes on every API:\n{ext}"
+                ),
+                routes=routes,
+            )
+        return app.openapi_schema
+
+    return build
+
+
+# -- composition root ---------------------------------------------------------------------
+
+
+def _load_runners(
+    config: GatewayConfig, detectors: Mapping[Api, DetectorLike | None] | None
+) -> tuple[dict[Api, _Runner], list[Any]]:
+    from edge.tasks.fence import FenceTask
+    from edge.tasks.hardhat import HardhatTask
+    from edge.tasks.workwear import WorkwearTask
+
+    tc = config.tasks
+    names: dict[Api, str | None] = {
+        "hardhat": tc.hardhat,
+        "workwear": tc.workwear,
+        "fence": tc.fence,
+    }
+    loaded: dict[Api, DetectorLike | None] = {}
+    reasons: dict[Api, str] = {}
+    owned: list[Any] = []
+    if detectors is not None:
+        for api in C.APIS:
+            loaded[api] = detectors.get(api)
+            if loaded[api] is None:
+                reasons[api] = f"no model serves the {api} API"
+    else:
+        from edge.runtime.detector import Detector
+        from edge.runtime.registry import discover_models
+
+        manifests: dict[str, Any] = {}
+        discover_error = ""
+        try:
+            manifests = discover_models(config.models_dir)
+        except EdgeError as exc:
+            discover_error = exc.details
+            log.error("models: %s", exc)
+        by_name: dict[str, DetectorLike | str] = {}
+        for api in C.APIS:
+            name = names[api]
+            if name is None:
+                loaded[api] = None
+                reasons[api] = f"the {api} API is switched off (tasks.{api} is null)"
+                continue
+            if name not in by_name:
+                if name not in manifests:
+                    by_name[name] = (
+                        discover_error
+                        or f"no manifest for model {name!r} in {str(config.models_dir)!r} "
+                        f"(have: {', '.join(sorted(manifests)) or 'none'})"
+                    )
+                else:
+                    try:
+                        detector = Detector(
+                            manifests[name],
+                            providers=tuple(config.api.providers),
+                            intra_op_threads=config.api.intra_op_threads,
+                        )
+                        owned.append(detector)
+                        by_name[name] = detector
+                    except EdgeError as exc:
+                        by_name[name] = exc.details
+                if isinstance(by_name[name], str):
+                    log.error("%s API: model %r not available: %s", api, name, by_name[name])
+            got = by_name[name]
+            if isinstance(got, str):
+                loaded[api] = None
+                reasons[api] = f"model {name!r} for the {api} API is not available: {got}"
+            else:
+                loaded[api] = got
+    runners: dict[Api, _Runner] = {}
+    for api in C.APIS:
+        det = loaded.get(api)
+        if det is None:
+            runners[api] = _Runner(task=None, reason=reasons.get(api, "no model"))
+        elif api == "hardhat":
+            runners[api] = _Runner(
+                task=HardhatTask(detector=det, score_threshold=tc.score_threshold)
+            )
+        elif api == "workwear":
+            runners[api] = _Runner(
+                task=WorkwearTask(detector=det, score_threshold=tc.score_threshold)
+            )
+        else:
+            runners[api] = _Runner(
+                task=FenceTask(
+                    detector=det,
+                    classes=tuple(tc.fence_classes),
+                    anchor=tc.fence_anchor,
+                    overlap_threshold=tc.fence_overlap_threshold,
+                    score_threshold=tc.score_threshold,
+                )
+            )
+    return runners, owned
+
+
+def build_app(
+    config: GatewayConfig,
+    *,
+    store: Store | None = None,
+    detectors: Mapping[Api, DetectorLike | None] | None = None,
+    alert_sinks: Sequence[AlertSink] = (),
+) -> FastAPI:
+    """Build the gateway's ASGI application from ``config``.
+
+    Args:
+        config: the validated gateway configuration.
+        store: an open store to use (not closed by the app); default: open
+            ``<data_dir>/safety-edge.sqlite3`` (closed at shutdown).
+        detectors: detectors per API instead of loading ``config.tasks`` models from
+            ``config.models_dir`` (``None`` values switch an API off).
+        alert_sinks: receive every opened/resolved alert (e.g. the MQTT publisher).
+
+    The returned app's ``state.gateway`` is the :class:`Gateway`. The lifespan starts
+    the background flush/alert task and closes the gateway at shutdown.
+    """
+    owns = store is None
+    st = store or Store(
+        path=db_path(config.data_dir), busy_timeout_ms=config.api.db_busy_timeout_ms
+    )
+    try:
+        runners, owned = _load_runners(config, detectors)
+    except BaseException:
+        if owns:
+            st.close()
+        raise
+    gateway = Gateway(
+        config=config,
+        store=st,
+        owns_store=owns,
+        runners=runners,
+        detectors_to_close=owned,
+        alert_sinks=alert_sinks,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(gateway.background(), name="edge-monitoring")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await anyio.to_thread.run_sync(gateway.close)
+
+    app = FastAPI(
+        title="safety-edge gateway API",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.gateway = gateway
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
+    for api in C.APIS:
+        app.router.routes.append(
+            Route(
+                f"{C.PATH_PREFIX}{{service_code}}/{C.API_PATHS[api]}",
+                _ApiEndpoint(gateway, api),
+                name=f"api_{api}",
+                include_in_schema=False,
+            )
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["monitoring"])
+    async def metrics() -> Response:
+        """Prometheus text exposition (requests by app/api/code, latency, quota, alerts)."""
+        text = await anyio.to_thread.run_sync(gateway.metrics_text)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/healthz", tags=["monitoring"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: ``status`` ok, models per API, pool use."""
+        return {
+            "status": "ok",
+            "models": {
+                api: ("up" if r.task is not None else r.reason) for api, r in runners.items()
+            },
+            "inflight": gateway.inflight,
+            "capacity": gateway.capacity,
+        }
+
+    _console_routes(app, gateway)
+
+    app.router.routes.append(
+        Route("/{path:path}", _ApiEndpoint(gateway, None), name="unknown", include_in_schema=False)
+    )
+    return app
+
+
+def _parse_time(text: str | None, default: datetime) -> datetime:
+    if not text:
+        return default
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _console_routes(app: FastAPI, gateway: Gateway) -> None:
+    """``/console/api``: apps with quota, per-minute stats, alerts, status (admin token)."""
+    store = gateway.store
+
+    async def guarded(request: Request, fn: Callable[[], Any]) -> Response:
+        denied = gateway.check_admin(request)
+        if denied is not None:
+            return denied
+        try:
+            return JSONResponse(await anyio.to_thread.run_sync(fn))
+        except StoreError as exc:
+            return JSONResponse(C.failure_body(5002, f"database error: {exc}"), status_code=503)
+        except (ValueError, EdgeError) as exc:
+            return JSONResponse(C.failure_body(4000, str(exc)), status_code=400)
+
+    def app_view(rec: AppRecord) -> dict[str, Any]:
+        packages = store.quota(rec.app_key)
+        out = rec.to_dict(secret=False)
+        out["paths"] = {
+            g.api: f"{C.PATH_PREFIX}{g.service_code}/{C.API_PATHS[g.api]}" for g in rec.grants
+        }
+        out["quota"] = {
+            g.api: {
+                "remaining": sum(p.remaining for p in packages if p.api == g.api and p.active),
+                "packages": [p.to_dict() for p in packages if p.api == g.api],
+            }
+            for g in rec.grants
+        }
+        return out
+
+    @app.get("/console/api/apps", tags=["console"])
+    async def console_apps(request: Request) -> Response:
+        """Applications (no secrets) with grants, paths and remaining quota."""
+        return await guarded(request, lambda: [app_view(a) for a in store.list_apps()])
+
+    @app.get("/console/api/apps/{app}", tags=["console"])
+    async def console_app(request: Request, app: str) -> Response:
+        """One application by name or AppKey."""
+
+        def one() -> Any:
+            rec = store.find_app(app)
+            if rec is None:
+                raise ValueError(f"no application {app!r}")
+            return app_view(rec)
+
+        return await guarded(request, one)
+
+    @app.get("/console/api/stats", tags=["console"])
+    async def console_stats(
+        request: Request,
+        app: str | None = None,
+        api: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        minutes: int = 60,
+    ) -> Response:
+        """Per-minute stats (requests, errors by code, p50/p95/p99 ms, bytes) per app/API.
+
+        ``app``: name or AppKey; ``api``: hardhat|workwear|fence; ``since``/``until``:
+        ISO 8601 (default: the last ``minutes`` minutes)."""
+
+        def stats() -> Any:
+            key = None
+            if app:
+                rec = store.find_app(app)
+                if rec is None:
+                    raise ValueError(f"no application {app!r}")
+                key = rec.app_key
+            if api is not None and api not in C.APIS:
+                raise ValueError(f"unknown api {api!r}")
+            now = datetime.now(timezone.utc)
+            lo = _parse_time(since, now - timedelta(minutes=max(minutes, 1)))
+            hi = _parse_time(until, now + timedelta(minutes=1))
+            rows = store.minute_stats(app_key=key, api=api, since=lo, until=hi)
+            return {
+                "since": lo.isoformat(),
+                "until": hi.isoformat(),
+                "stats": [r.to_dict() for r in rows],
+            }
+
+        return await guarded(request, stats)
+
+    @app.get("/console/api/alerts", tags=["console"])
+    async def console_alerts(
+        request: Request, active: bool | None = None, limit: int = 100
+    ) -> Response:
+        """Alerts, newest first (``active=true`` open only, ``false`` resolved only)."""
+        return await guarded(
+            request,
+            lambda: [
+                a.to_dict()
+                for a in store.list_alerts(active=active, limit=max(1, min(limit, 10_000)))
+            ],
+        )
+
+    @app.get("/console/api/status", tags=["console"])
+    async def console_status(request: Request) -> Response:
+        """Gateway status: models, pool, counters, recent database faults."""
+
+        def status() -> Any:
+            cfg = gateway.config
+            return {
+                "gateway_id": cfg.gateway_id,
+                "version": __version__,
+                "models": {
+                    api: ("up" if r.task is not None else r.reason)
+                    for api, r in gateway.runners.items()
+                },
+                "inflight": gateway.inflight,
+                "capacity": gateway.capacity,
+                "counters": dict(gateway.counters),
+                "auth_failures": dict(gateway.auth_failures),
+                "replay_cache_entries": len(gateway.replay),
+                "metered": cfg.api.metered,
+                "auth": cfg.api.auth,
+                "store_faults": [
+                    {
+                        "at": f.at.isoformat(),
+                        "kind": f.kind,
+                        "operation": f.operation,
+                        "cause": f.cause,
+                    }
+                    for f in store.faults()
+                ],
+            }
+
+        return await guarded(request, status)
