@@ -593,6 +593,7 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._lock_timeout_s = max(busy_timeout_ms / 1000.0, 0.05) * 2
         self._agg_lock = threading.Lock()
         self._pending: dict[tuple[int, str, str], _Agg] = {}
         self._prom: dict[tuple[str, str], _PromSeries] = {}
@@ -671,19 +672,31 @@ class Store:
 
     def _note_fault(self, kind: str, operation: str, cause: str) -> None:
         fault = StoreFault(at=_utc(None), kind=kind, operation=operation, cause=cause)
-        self._faults.append(fault)
-        self._fault_count[kind] = self._fault_count.get(kind, 0) + 1
+        with self._agg_lock:
+            self._faults.append(fault)
+            self._fault_count[kind] = self._fault_count.get(kind, 0) + 1
         log.error("database fault (%s) during %s: %s", kind, operation, cause)
 
     def faults(self, *, since: datetime | None = None) -> list[StoreFault]:
         """Database failures remembered in memory (last 100), oldest first."""
         s = None if since is None else _utc(since)
-        return [f for f in list(self._faults) if s is None or f.at >= s]
+        with self._agg_lock:
+            faults = list(self._faults)
+        return [f for f in faults if s is None or f.at >= s]
 
     @contextmanager
     def _guard(self, operation: str) -> Iterator[sqlite3.Connection]:
-        """Hold the connection lock; map SQLite failures to StoreError; roll back."""
-        with self._lock:
+        """Hold the connection lock; map SQLite failures to StoreError; roll back.
+
+        Waiting for the lock is bounded by the busy timeout too, so that while the file is
+        locked by another process, queued callers fail after about one busy timeout each
+        instead of one after the other.
+        """
+        if not self._lock.acquire(timeout=self._lock_timeout_s):
+            cause = f"store busy: waited {self._lock_timeout_s:.1f} s for the connection"
+            self._note_fault("locked", operation, cause)
+            raise StoreError(f"database error during {operation}: {cause}", kind="locked")
+        try:
             if self._closed:
                 raise StoreError(f"{operation}: store is closed")
             try:
@@ -703,6 +716,8 @@ class Store:
             except BaseException:
                 self._rollback()
                 raise
+        finally:
+            self._lock.release()
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -1339,7 +1354,9 @@ class Store:
             add(f"safety_edge_alerts_active{lab(kind=kind)} {n}")
         add("# HELP safety_edge_store_faults_total Database failures by kind.")
         add("# TYPE safety_edge_store_faults_total counter")
-        for kind, n in sorted(self._fault_count.items()):
+        with self._agg_lock:
+            fault_counts = sorted(self._fault_count.items())
+        for kind, n in fault_counts:
             add(f"safety_edge_store_faults_total{lab(kind=kind)} {n}")
         add("# HELP safety_edge_store_up 1 when the database answered this scrape.")
         add("# TYPE safety_edge_store_up gauge")

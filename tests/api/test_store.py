@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -477,3 +478,36 @@ def test_alert_open_is_idempotent_and_close(store: Store) -> None:
     assert reopened.id != a1.id and reopened.count == 1
     assert len(store.list_alerts(limit=2)) == 2
     assert reopened.to_dict()["state"] == "active"
+
+
+def test_waiting_on_a_locked_file_is_bounded(tmp_path: Path) -> None:
+    """16 callers queued behind a file locked by another process all fail within about
+    two busy timeouts, not one busy timeout after another (16 x 0.2 s)."""
+    path = db_path(tmp_path)
+    with Store(path=path, busy_timeout_ms=200) as s:
+        app = s.create_app(name="queued", description="", grants=["fence"])
+        s.add_package(app="queued", api="fence", tier="100k")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        outcomes: list[str] = []
+
+        def call() -> None:
+            try:
+                s.consume(app_key=app.app_key, api="fence")
+                outcomes.append("ok")
+            except StoreError as exc:
+                outcomes.append(exc.kind)
+
+        threads = [threading.Thread(target=call) for _ in range(16)]
+        t0 = time.perf_counter()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        elapsed = time.perf_counter() - t0
+        assert outcomes == ["locked"] * 16
+        assert elapsed < 2.0, elapsed
