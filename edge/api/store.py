@@ -297,7 +297,11 @@ class MinuteStat:
 
 @dataclass(frozen=True)
 class AlertRecord:
-    """An alert; open while ``ended_at`` is ``None``. At most one open per (kind, key)."""
+    """An alert; open while ``ended_at`` is ``None``. At most one open per (kind, key).
+
+    ``count``: how many times the condition was reported (opening plus each refresh by
+    :meth:`Store.open_alert` while open); ``last_seen_at``: the latest of those.
+    """
 
     id: int
     kind: str
@@ -1065,6 +1069,8 @@ class Store:
         minute = int(ts // 60) * 60
         key = (minute, app_key or "", api or "")
         lat = max(float(latency_ms), 0.0)
+        request_bytes = max(int(request_bytes), 0)
+        response_bytes = max(int(response_bytes), 0)
         bucket = _latency_bucket(lat)
         prom_bucket = bisect.bisect_left(_PROM_BOUNDS_S, lat / 1000.0)
         with self._agg_lock:
