@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     ml.add_argument("--json", action="store_true")
     ml.set_defaults(func=_cmd_models_list)
+
+    from edge.api import commands as api_commands
+
+    api_commands.add_subcommands(sub)
     return parser
 
 
