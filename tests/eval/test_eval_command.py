@@ -1,0 +1,267 @@
+"""``safety-edge eval`` end to end: a planted ONNX model (real onnxruntime session) over a
+synthetic YOLO data set written here, through the argparse sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.errors import EdgeError, ModelError
+from edge.eval.commands import (
+    EvalError,
+    Progress,
+    add_subcommands,
+    map_classes,
+    parse_class_map,
+)
+from edge.eval.dataset import DatasetError
+from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+
+NET = 320  # network input side; the manifest uses a plain resize (letterbox: false)
+DATA_NAMES = ["none", "red", "blue", "white", "yellow"]
+# model class order differs from the data set's, has an extra class and lacks blue/white
+MODEL_NAMES = ["person", "yellow", "red", "none"]
+# planted detections, in network-input pixels: (cx, cy, w, h), model class, score
+PLANTED = [
+    ((80.0, 80.0, 60.0, 60.0), "red", 0.9),
+    ((240.0, 160.0, 80.0, 100.0), "none", 0.8),
+    ((160.0, 260.0, 40.0, 40.0), "yellow", 0.3),
+]
+IMAGE_SIZES = [(320, 320), (640, 480), (200, 300)]  # (w, h); plain resize keeps normalised boxes
+
+
+def label_lines(classes: list[str]) -> str:
+    return "".join(
+        f"{DATA_NAMES.index(c)} {cx / NET:.6f} {cy / NET:.6f} {w / NET:.6f} {h / NET:.6f}\n"
+        for ((cx, cy, w, h), _, _), c in zip(PLANTED, classes, strict=True)
+    )
+
+
+def make_dataset(root: Path, wrong_first: bool = False) -> Path:
+    """Three images whose labels are exactly the planted boxes; with ``wrong_first`` the
+    red box of the first image is labelled yellow."""
+    rng = np.random.default_rng(1)
+    for i, (w, h) in enumerate(IMAGE_SIZES):
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / "images" / "val" / f"im{i}.png"), img)
+        classes = [c for _, c, _ in PLANTED]
+        if wrong_first and i == 0:
+            classes[0] = "yellow"
+        (root / "labels" / "val" / f"im{i}.txt").write_text(label_lines(classes))
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(DATA_NAMES))
+    y = root / "data.yaml"
+    y.write_text(f"path: .\nval: images/val\nnames:\n{names}")
+    return y
+
+
+def make_models(
+    folder: Path,
+    names: list[str] = MODEL_NAMES,
+    name: str = "hardhat",
+    rename: dict[str, str] | None = None,
+) -> Path:
+    """A planted model emitting :data:`PLANTED`; ``rename`` maps planted classes to other
+    model class names (a planted class the model lacks gets score 0: not emitted)."""
+    scores = [[0.0] * len(names) for _ in PLANTED]
+    for j, (_, cls, s) in enumerate(PLANTED):
+        cls = (rename or {}).get(cls, cls)
+        if cls in names:
+            scores[j][names.index(cls)] = s
+    out = yolov8_output([b for b, _, _ in PLANTED], scores, num_anchors=32)
+    model = planted_model({"output0": out}, input_size=(NET, NET))
+    write_model_and_manifest(
+        folder,
+        model,
+        name=name,
+        family="yolov8",
+        class_names=names,
+        input_size=(NET, NET),
+        letterbox=False,
+    )
+    return folder
+
+
+def run_eval(*argv: str) -> int:
+    """Parse like ``safety-edge`` does (the CLI registers the same sub-command)."""
+    parser = argparse.ArgumentParser(prog="safety-edge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(sub)
+    args = parser.parse_args(["eval", *argv])
+    return int(args.func(args))
+
+
+def read_report(out: Path, task: str = "hardhat") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / f"eval_{task}.json").read_text())
+    return data
+
+
+def per_class(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in report["per_class"]}
+
+
+def test_perfect_model_scores_map_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "data")
+    models = make_models(tmp_path / "models")
+    out = tmp_path / "out"
+    rc = run_eval(
+        "--task", "hardhat", "--data", str(data), "--models-dir", str(models), "--out", str(out)
+    )
+    assert rc == 0
+    assert "mAP50 1.000" in capsys.readouterr().out
+    r = read_report(out)
+    s = r["summary"]
+    assert s["map50"] == 1.0 and s["map50_95"] == pytest.approx(1.0, abs=1e-6)
+    assert s["images"] == 3 and s["gt_boxes"] == 9
+    assert s["precision_mean"] == 1.0 and s["recall_mean"] == 1.0
+    # evaluated classes in data set order; blue/white are not predicted by the model
+    assert [c["name"] for c in r["per_class"]] == ["none", "red", "yellow"]
+    assert r["unevaluated_dataset_classes"] == ["blue", "white"]
+    assert r["unmapped_model_classes"] == ["person"]
+    assert r["class_map"] == {"none": "none", "red": "red", "yellow": "yellow"}
+    assert all(c["gt"] == 3 and c["tp"] == 3 and c["fp"] == 0 for c in r["per_class"])
+    assert r["confusion"]["labels"] == ["none", "red", "yellow", "background"]
+    assert r["confusion"]["matrix"] == [[3, 0, 0, 0], [0, 3, 0, 0], [0, 0, 3, 0], [0, 0, 0, 0]]
+    assert r["model"]["sha256_ok"] is True and len(r["model"]["sha256"]) == 64
+    assert r["dataset"]["data_yaml"] == str(data.resolve())
+    assert r["command"].startswith("safety-edge eval --task hardhat --data ")
+    assert r["settings"]["map_score_threshold"] == 0.001
+    # markdown report and samples (6 asked, 3 images)
+    md = (out / "eval_hardhat.md").read_text()
+    assert "| `red` | 1.000 | 1.000 | 1.000 | 1.000 | 3 | 3 | 0 | 0 |" in md
+    assert "## Confusion matrix" in md and r["model"]["sha256"] in md
+    samples = sorted((out / "samples").glob("*.jpg"))
+    assert len(samples) == 3
+    img = cv2.imread(str(samples[1]))
+    assert img.shape == (480, 640, 3)  # drawn on the original image
+    # the red (prediction) and green (ground truth) outlines are both there
+    b, g, r_ = img[..., 0].astype(int), img[..., 1].astype(int), img[..., 2].astype(int)
+    assert ((r_ > 200) & (g < 60) & (b < 60)).sum() > 100
+    assert ((g > 150) & (r_ < 60) & (b < 60)).sum() > 100
+
+
+def test_wrong_label_gives_hand_computed_values(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", wrong_first=True)
+    models = make_models(tmp_path / "models")
+    out = tmp_path / "out"
+    args = ["--task", "hardhat", "--data", str(data), "--models-dir", str(models)]
+    assert run_eval(*args, "--out", str(out), "--samples", "0") == 0
+    r = read_report(out)
+    pc = per_class(r)
+    # none: 3 of 3, perfect
+    assert pc["none"]["ap50"] == 1.0
+    # red: 2 objects, detections (all 0.9, image order) FP TP TP: precision envelope 2/3
+    assert pc["red"]["ap50"] == pytest.approx(2 / 3, abs=1e-6)
+    assert (pc["red"]["tp"], pc["red"]["fp"], pc["red"]["gt"]) == (2, 1, 2)
+    # yellow: 4 objects, 3 found with precision 1: recall points 0..0.75 -> 76/101
+    assert pc["yellow"]["ap50"] == pytest.approx(76 / 101, abs=1e-6)
+    assert pc["yellow"]["recall"] == 0.75 and pc["yellow"]["precision"] == 1.0
+    assert r["summary"]["map50"] == pytest.approx((1 + 2 / 3 + 76 / 101) / 3, abs=1e-6)
+    # the red box on a yellow-labelled hat: predicted red, true yellow
+    assert r["confusion"]["matrix"] == [[3, 0, 0, 0], [0, 2, 1, 0], [0, 0, 3, 0], [0, 0, 0, 0]]
+    assert not (out / "samples").exists()
+
+    # above the yellow detections' score (0.3) they are gone from P/R and the matrix,
+    # while AP (computed from the low-threshold run) is unchanged
+    out2 = tmp_path / "out2"
+    assert run_eval(*args, "--out", str(out2), "--score", "0.5", "--limit", "2") == 0
+    r2 = read_report(out2)
+    pc2 = per_class(r2)
+    assert r2["summary"]["images"] == 2
+    assert pc2["yellow"]["precision"] is None and pc2["yellow"]["recall"] == 0.0
+    # AP of the first two images: yellow 3 objects, 2 found (recall points 0..0.66);
+    # red: FP then TP on 1 object -> 1/2
+    assert pc2["yellow"]["ap50"] == pytest.approx(67 / 101, abs=1e-6)
+    assert pc2["red"]["ap50"] == pytest.approx(0.5, abs=1e-6)
+    assert r2["confusion"]["matrix"][3] == [0, 0, 2, 0]  # two yellow hats missed
+    assert "| `yellow` |" in (out2 / "eval_hardhat.md").read_text()
+    assert len(list((out2 / "samples").glob("*.jpg"))) == 2
+
+
+def test_class_mismatch_is_an_error_listing_both_sides(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    models = make_models(
+        tmp_path / "models",
+        names=["helmet", "head"],
+        name="other",
+        rename={"red": "helmet", "none": "head"},
+    )
+    with pytest.raises(EvalError) as err:
+        run_eval(
+            "--task", "hardhat", "--data", str(data), "--models-dir", str(models),
+            "--model", "other", "--out", str(tmp_path / "out"),
+        )  # fmt: skip
+    msg = str(err.value)
+    assert "['helmet', 'head']" in msg and "'yellow'" in msg and "--class-map" in msg
+    assert err.value.code == 5000
+    # an explicit map makes the same model usable
+    rc = run_eval(
+        "--task", "hardhat", "--data", str(data), "--models-dir", str(models),
+        "--model", "other", "--class-map", "helmet=red,head=none", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert rc == 0
+    r = read_report(tmp_path / "o")
+    assert r["class_map"] == {"head": "none", "helmet": "red"}
+    # the planted red box comes as "helmet", the bare head as "head"; no yellow class
+    assert per_class(r)["red"]["ap50"] == 1.0 and per_class(r)["none"]["ap50"] == 1.0
+    assert r["unevaluated_dataset_classes"] == ["blue", "white", "yellow"]
+
+
+def test_unknown_model_and_bad_data_are_edge_errors(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    models = make_models(tmp_path / "models")
+    base = ["--data", str(data), "--models-dir", str(models), "--out", str(tmp_path / "o")]
+    with pytest.raises(ModelError, match=r"model 'workwear' not found .*have: hardhat"):
+        run_eval("--task", "workwear", *base)
+    (tmp_path / "data" / "labels" / "val" / "im1.txt").write_text("9 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match=r"im1.txt line 1: class id 9"):
+        run_eval("--task", "hardhat", *base)
+    with pytest.raises(EdgeError, match="no split 'test'"):
+        run_eval("--task", "hardhat", *base[:-2], "--split", "test", "--out", str(tmp_path / "x"))
+    with pytest.raises(SystemExit):
+        run_eval("--task", "hardhat", *base, "--score", "1.5")
+
+
+def test_map_classes_rules() -> None:
+    m = map_classes(["Person", " RED ", "none"], ["none", "red", "blue"])
+    assert m.pairs == (("none", "none"), (" RED ", "red"))
+    assert m.model_to_eval.tolist() == [-1, 1, 0]
+    assert m.data_to_eval.tolist() == [0, 1, -1]
+    assert m.unmapped_model == ("Person",) and m.unevaluated_data == ("blue",)
+    with pytest.raises(EvalError, match="several model classes"):
+        map_classes(["red", "r"], ["red"], {"r": "red"})
+    with pytest.raises(EvalError, match="has no class 'x'"):
+        map_classes(["red"], ["red"], {"x": "red"})
+    assert parse_class_map(" a = b ,c=d") == {"a": "b", "c": "d"}
+    with pytest.raises(EvalError, match="MODEL_CLASS=DATA_CLASS"):
+        parse_class_map("a=b,c")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    tty = _Tty()
+    bar = Progress(label="eval", stream=tty)
+    for i in range(1, 4):
+        bar.update(i, 3)
+    bar.close()
+    bar.close()
+    text = tty.getvalue()
+    assert text.startswith("\reval 1/3 [") and "\reval 3/3 [" in text
+    assert text.endswith("\n") and text.count("\n") == 1
+    pipe = io.StringIO()
+    quiet = Progress(label="eval", stream=pipe)
+    quiet.update(1, 1)
+    quiet.close()
+    assert pipe.getvalue() == ""
