@@ -144,13 +144,17 @@ def map_classes(
     model_names: Sequence[str],
     data_names: Sequence[str],
     explicit: Mapping[str, str] | None = None,
+    only: Sequence[str] | None = None,
 ) -> ClassMapping:
     """Pair model classes with data set classes: ``explicit`` first, then equal names
-    (case-insensitive, surrounding blanks ignored).
+    (case-insensitive, surrounding blanks ignored). ``only`` restricts the evaluation to
+    those data set classes (e.g. ``["wear", "no_wear"]``); the others count as not
+    evaluated.
 
     Raises:
         EvalError: an explicit pair names an unknown class, two model classes map to one
-            data set class, or no class matches at all (the message lists both sides).
+            data set class, no class matches at all (the message lists both sides), or a
+            class in ``only`` is unknown or not predicted by the model.
     """
     explicit = dict(explicit or {})
 
@@ -172,6 +176,18 @@ def map_classes(
     for i, m_name in enumerate(model_names):
         if m_name not in explicit and key(m_name) in data_index:
             target[i] = data_index[key(m_name)]
+    if only is not None:
+        unknown = [c for c in only if key(c) not in data_index]
+        if unknown:
+            raise EvalError(f"--classes: the data set has no class {unknown} ({list(data_names)})")
+        keep_ids = {data_index[key(c)] for c in only}
+        missing = [data_names[d] for d in sorted(keep_ids) if d not in target.values()]
+        if missing:
+            raise EvalError(
+                f"--classes: the model predicts no class for {missing} (model classes "
+                f"{list(model_names)}; use --class-map MODEL=DATA to pair them)"
+            )
+        target = {m: d for m, d in target.items() if d in keep_ids}
     if not target:
         raise EvalError(
             f"no model class matches a data set class by name: model classes "
@@ -294,6 +310,7 @@ def evaluate(
     nms_iou: float | None = None,
     map_score_threshold: float = MAP_SCORE_THRESHOLD,
     class_map: Mapping[str, str] | None = None,
+    classes: Sequence[str] | None = None,
     limit: int | None = None,
     samples: int = 0,
     sample_dir: Path | None = None,
@@ -311,6 +328,7 @@ def evaluate(
         nms_iou: detector NMS IoU (``None``: the detector's default).
         map_score_threshold: score threshold of the detector run (low, for AP).
         class_map: explicit model class -> data set class pairs (see :func:`map_classes`).
+        classes: evaluate only these data set classes (default: every matched one).
         limit: evaluate only the first ``limit`` images (sorted by path).
         samples: number of annotated images (evenly spread over the split) to write to
             ``sample_dir``.
@@ -322,7 +340,7 @@ def evaluate(
         EdgeError: from the detector (model/inference errors), or a sample that cannot
             be written.
     """
-    mapping = map_classes(detector.class_names, config.class_names, class_map)
+    mapping = map_classes(detector.class_names, config.class_names, class_map, classes)
     items = config.samples(split)
     if limit is not None:
         items = items[: max(int(limit), 0)]
@@ -405,9 +423,20 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--map-score", f"{args.map_score:g}"]
     if args.class_map:
         parts += ["--class-map", args.class_map]
+    if args.classes:
+        parts += ["--classes", args.classes]
     if args.limit is not None:
         parts += ["--limit", str(args.limit)]
     return shlex.join(parts)
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise EvalError("--classes needs at least one class name")
+    return names
 
 
 def _unit_interval(text: str) -> float:
@@ -450,6 +479,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 nms_iou=nms_iou,
                 map_score_threshold=args.map_score,
                 class_map=parse_class_map(args.class_map),
+                classes=_split_names(args.classes),
                 limit=args.limit,
                 samples=args.samples,
                 sample_dir=out / "samples" if args.samples > 0 else None,
@@ -546,6 +576,12 @@ def add_subcommands(subparsers: Any) -> None:
         help="detector score threshold for the AP run",
     )
     p.add_argument("--class-map", default=None, metavar="M=D,...", help="model=data pairs")
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="NAME,...",
+        help="evaluate only these data set classes (e.g. wear,no_wear)",
+    )
     p.add_argument("--samples", type=int, default=6, help="annotated sample images")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")

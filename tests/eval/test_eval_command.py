@@ -183,6 +183,14 @@ def test_wrong_label_gives_hand_computed_values(tmp_path: Path) -> None:
     assert pc2["red"]["ap50"] == pytest.approx(0.5, abs=1e-6)
     assert r2["confusion"]["matrix"][3] == [0, 0, 2, 0]  # two yellow hats missed
     assert "| `yellow` |" in (out2 / "eval_hardhat.md").read_text()
+
+    # --classes restricts the evaluated set (as "mAP over wear/no_wear" needs)
+    out3 = tmp_path / "out3"
+    assert run_eval(*args, "--out", str(out3), "--classes", "red,yellow", "--samples", "0") == 0
+    r3 = read_report(out3)
+    assert [c["name"] for c in r3["per_class"]] == ["red", "yellow"]
+    assert r3["summary"]["map50"] == pytest.approx((2 / 3 + 76 / 101) / 2, abs=1e-6)
+    assert "--classes red,yellow" in r3["command"]
     assert len(list((out2 / "samples").glob("*.jpg"))) == 2
 
 
@@ -240,6 +248,13 @@ def test_map_classes_rules() -> None:
         map_classes(["red", "r"], ["red"], {"r": "red"})
     with pytest.raises(EvalError, match="has no class 'x'"):
         map_classes(["red"], ["red"], {"x": "red"})
+    only = map_classes(["Person", "red", "none"], ["none", "red", "blue"], only=["red"])
+    assert only.pairs == (("red", "red"),) and only.unevaluated_data == ("none", "blue")
+    assert only.unmapped_model == ("Person", "none")
+    with pytest.raises(EvalError, match=r"predicts no class for \['blue'\]"):
+        map_classes(["red"], ["red", "blue"], only=["blue"])
+    with pytest.raises(EvalError, match=r"has no class \['pink'\]"):
+        map_classes(["red"], ["red"], only=["pink"])
     assert parse_class_map(" a = b ,c=d") == {"a": "b", "c": "d"}
     with pytest.raises(EvalError, match="MODEL_CLASS=DATA_CLASS"):
         parse_class_map("a=b,c")
