@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.api import commands as api_commands
 
     api_commands.add_subcommands(sub)
+
+    from edge.eval import commands as eval_commands
+
+    eval_commands.add_subcommands(sub)
     return parser
 
 
