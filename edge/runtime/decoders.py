@@ -226,7 +226,7 @@ def decode_yolox(
 def decode_yolov3(
     outputs: Sequence[npt.NDArray[Any]],
     *,
-    anchors: Sequence[Sequence[tuple[float, float]]],
+    anchors: Sequence[Sequence[Sequence[float]]],
     num_classes: int,
     input_size: tuple[int, int],
     score_threshold: float,

@@ -204,7 +204,7 @@ class Detector:
 
     def detect(
         self,
-        image_bgr: npt.NDArray[np.uint8],
+        image_bgr: npt.NDArray[Any],
         *,
         score_threshold: float | None = None,
         iou_threshold: float | None = None,
@@ -240,7 +240,7 @@ class Detector:
 
     def detect_with_timings(
         self,
-        image_bgr: npt.NDArray[np.uint8],
+        image_bgr: npt.NDArray[Any],
         *,
         score_threshold: float | None = None,
         iou_threshold: float | None = None,

@@ -159,7 +159,7 @@ class PreprocessSpec:
 
 
 def preprocess(
-    image_bgr: npt.NDArray[np.uint8], spec: PreprocessSpec
+    image_bgr: npt.NDArray[Any], spec: PreprocessSpec
 ) -> tuple[npt.NDArray[Any], Letterbox]:
     """BGR image -> network input tensor.
 

@@ -8,7 +8,7 @@ and detector recover the boxes planted in those tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,8 @@ def logit(p: float) -> float:
 
 
 def yolov8_output(
-    boxes_cxcywh: list[tuple[float, float, float, float]],
-    class_scores: list[list[float]],
+    boxes_cxcywh: Sequence[Sequence[float]],
+    class_scores: Sequence[Sequence[float]],
     *,
     num_anchors: int = 64,
     dtype: type[np.floating[Any]] = np.float32,

@@ -32,7 +32,7 @@ def run_planted(
 ) -> tuple[ModelManifest, list[np.ndarray]]:
     """Save a planted graph + manifest, run it once in onnxruntime on a grey image tensor."""
     size = tuple(manifest_fields.get("input_size", (416, 416)))
-    model = planted_model(outputs, input_size=size)  # type: ignore[arg-type]
+    model = planted_model(outputs, input_size=size)
     m = load_manifest(write_model_and_manifest(tmp_path, model, **manifest_fields))
     with OnnxSession(model_path=m.model_path) as s:
         x = np.full((1, 3, size[1], size[0]), 0.5, np.float32)

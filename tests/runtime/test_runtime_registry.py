@@ -122,7 +122,7 @@ def test_family_specific_fields_accepted_for_their_family(tmp_path: Path) -> Non
 def test_manifest_is_immutable() -> None:
     m = ModelManifest.model_validate(manifest_dict())
     with pytest.raises(ValueError, match="frozen"):
-        m.name = "other"  # type: ignore[misc]
+        m.name = "other"
 
 
 def test_sha256_ok_true_false_none(tmp_path: Path) -> None:
