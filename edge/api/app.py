@@ -337,7 +337,10 @@ class Gateway:
                 self.counters["deadline"] += 1
             return self._fault_response(ctx, f.fault, f.details)
         except StoreError as exc:
-            return self._fault_response(ctx, Fault.DATABASE, f"database error: {exc}")
+            # The cause is logged by the store; the client learns the kind, not the path.
+            return self._fault_response(
+                ctx, Fault.DATABASE, f"database error ({exc.kind}); retry later"
+            )
         except EdgeError as exc:
             return self._fault_response(ctx, C.fault_for_error(exc), exc.details)
         except Exception:  # never a traceback to the client; logged with context

@@ -17,7 +17,7 @@ the input (see ``tests/runtime/graphs.py``), so onnxruntime really runs them:
   (7..13, 7..13) score 0.8.
 
 A 64x64 test image maps boxes 1:1. ``slow_matmuls`` adds a chain of 512x512 MatMuls to
-every model so one inference takes a noticeable time (busy/deadline tests).
+the ``hardhat`` model so one inference takes a noticeable time (busy/deadline tests).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def slow_planted_model(
 
 
 def write_models(models_dir: Path, *, slow_matmuls: int = 0) -> None:
-    """Write the ``hardhat``, ``workwear`` and ``fence`` tiny models + manifests."""
+    """Write the ``hardhat``, ``workwear`` and ``fence`` tiny models + manifests
+    (``slow_matmuls`` > 0 makes the ``hardhat`` one slow)."""
     specs = {
         "hardhat": (HAT_BOXES, HAT_SCORES, ["blue", "head"]),
         "workwear": (WEAR_BOXES, WEAR_SCORES, ["wear", "no_wear"]),
@@ -130,7 +131,7 @@ def write_models(models_dir: Path, *, slow_matmuls: int = 0) -> None:
         out = {"output0": yolov8_output(boxes, scores)}
         model = (
             slow_planted_model(out, matmuls=slow_matmuls)
-            if slow_matmuls
+            if slow_matmuls and name == "hardhat"
             else planted_model(out, input_size=INPUT)
         )
         write_model_and_manifest(
@@ -333,7 +334,7 @@ def start_server(
     Args:
         root: an empty temporary folder (config, data dir, models, log go there).
         api, tasks: config overrides (``api.*`` and ``tasks.*`` keys).
-        slow_matmuls: make every model slow (see :func:`slow_planted_model`).
+        slow_matmuls: make the hardhat model slow (see :func:`slow_planted_model`).
         preexec_fn: run in the child before exec (e.g. resource limits).
         before_start: called with the data dir after the database exists, before start.
     """
