@@ -1,0 +1,436 @@
+"""Greedy non-maximum suppression with classic semantics, vectorized in numpy.
+
+Semantics (the textbook greedy loop, and ``cv2.dnn.NMSBoxes`` with ``eta=1``; both are
+checked against this module in ``tests/kernels/test_nms.py``):
+
+1. Candidates are the boxes whose ``score > score_threshold`` (strict, compared in
+   float32 like OpenCV). NaN scores are never candidates.
+2. Candidates are visited in descending score. Equal scores keep index order (a stable
+   sort, as OpenCV's ``std::stable_sort``), so ties are deterministic: the lower index wins.
+3. ``top_k`` keeps only the first ``top_k`` candidates of that order *before*
+   suppression (OpenCV's and Caffe-SSD's ``top_k``; OpenCV's docstring says otherwise,
+   its code does this). ``max_det`` caps the *output*: the first ``max_det`` kept boxes.
+4. A candidate is kept unless an already kept box (of the same class, when
+   ``class_ids`` is given) overlaps it with IoU above ``iou_threshold``.
+   IoU = |A∩B| / (|A| + |B| - |A∩B|) on continuous coordinates, no "+1" pixel
+   convention (OpenCV 5.0 has none either; measured). It is evaluated in float64 from
+   the float32 inputs, bit for bit as OpenCV does, and compared as OpenCV compares it:
+   suppressed iff ``float32(1 - float32(1 - iou)) > float32(iou_threshold)``. That is
+   ``iou > iou_threshold`` except within a float32 ulp of the threshold; an IoU exactly
+   equal to the threshold keeps the box.
+5. Empty boxes (zero or negative width or height, i.e. inverted corners, or non-finite
+   coordinates) have IoU 0 with every box: kept when they are candidates, never
+   suppressing anything. OpenCV differs only here: it gives two zero-area boxes IoU 1,
+   a box whose ``w*h`` is negative can suppress others, and boxes whose areas sum to at
+   most 2.2e-16 are treated as identical.
+
+Returned indices are int64, in descending score order (ties by index).
+
+Algorithm. Greedy NMS is sequential in score order, and a Python loop per kept box costs
+more than OpenCV's C++ loop, so beyond a few dozen boxes the work is done in rounds over a
+uniform grid. If IoU(a, b) > t then the overlap of a and b along x exceeds t times the
+wider of the two, so boxes shrunk by t/2 of their size on each side still intersect: two
+boxes can only suppress each other when their shrunk boxes share a grid cell. Each box is
+registered in every cell its shrunk box touches. In a round, a *head* is an undecided box
+that has the best rank in every cell it touches; no undecided better box can suppress it,
+so it is kept, and it suppresses (IoU tested exactly) the boxes in its cells. Heads never
+share a cell, the best remaining box is always a head, and each round removes whole
+clusters, so a detector's output takes a handful of rounds of array operations. The last
+few boxes, and small inputs, go through the plain loop vectorized per kept box.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.types import Detections
+
+__all__ = ["nms", "nms_detections", "suppression_bound"]
+
+IndexArray = npt.NDArray[np.int64]
+_F64 = npt.NDArray[np.float64]
+_C128 = npt.NDArray[np.complex128]
+_I64 = npt.NDArray[np.int64]
+_Bool = npt.NDArray[np.bool_]
+
+# Inputs with at most this many valid candidates use the per-kept-box loop.
+_SEQUENTIAL_MAX = 96
+# Once this few registrations remain, the grid rounds hand over to the per-box loop.
+_TAIL_REGISTRATIONS = 48
+# Grid cell size as a multiple of the mean shrunk box size (measured: 1.5 to 2 is best).
+_CELL_FACTOR = 1.75
+# At most this many cells along an axis (keeps cell ids and sort keys in int64).
+_GRID_MAX = 1024
+
+
+def nms(
+    xyxy: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    *,
+    iou_threshold: float,
+    score_threshold: float = 0.0,
+    top_k: int | None = None,
+    class_ids: npt.ArrayLike | None = None,
+    max_det: int | None = None,
+) -> IndexArray:
+    """Indices of the boxes that greedy NMS keeps, best score first.
+
+    Args:
+        xyxy: (N, 4) corners (x1, y1, x2, y2), converted to float32.
+        scores: (N,) scores, converted to float32.
+        iou_threshold: in [0, 1]; a kept box suppresses boxes with IoU above it
+            (compared as OpenCV does, see the module docstring).
+        score_threshold: candidates have ``score > score_threshold`` (float32 compare).
+        top_k: consider only the ``top_k`` best candidates (None: all). OpenCV semantics.
+        class_ids: (N,) integer classes; boxes of different classes never suppress
+            each other (None: class-agnostic).
+        max_det: return at most this many indices, the best ones (None: no cap).
+
+    Returns:
+        (K,) int64 indices into the inputs, descending score, ties by ascending index.
+
+    Raises:
+        ValueError: on shape mismatches or out-of-range thresholds.
+    """
+    boxes = np.asarray(xyxy, dtype=np.float32)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"xyxy must have shape (N, 4), got {boxes.shape}")
+    n = boxes.shape[0]
+    conf = np.asarray(scores, dtype=np.float32)
+    if conf.shape != (n,):
+        raise ValueError(f"scores must have shape ({n},), got {conf.shape}")
+    thr = float(iou_threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if math.isnan(float(score_threshold)):
+        raise ValueError("score_threshold must not be NaN")
+    _check_cap("top_k", top_k)
+    _check_cap("max_det", max_det)
+    classes: _I64 | None = None
+    if class_ids is not None:
+        cl = np.asarray(class_ids)
+        if cl.shape != (n,):
+            raise ValueError(f"class_ids must have shape ({n},), got {cl.shape}")
+        integral = np.issubdtype(cl.dtype, np.integer) or np.array_equal(cl, np.round(cl))
+        if cl.size and not integral:
+            raise ValueError("class_ids must be integers")
+        classes = cl.astype(np.int64)
+
+    order = _score_order(conf, np.float32(score_threshold))
+    if top_k is not None:
+        order = order[:top_k]
+    if order.size == 0:
+        return np.zeros((0,), dtype=np.int64)
+
+    bound = suppression_bound(thr)
+    keep_pos = _greedy_positions(boxes[order], None if classes is None else classes[order], bound)
+    kept = order[keep_pos]
+    if max_det is not None:
+        kept = kept[:max_det]
+    return kept
+
+
+def nms_detections(
+    dets: Detections,
+    *,
+    iou_threshold: float,
+    score_threshold: float = 0.0,
+    top_k: int | None = None,
+    class_agnostic: bool = False,
+    max_det: int | None = None,
+) -> Detections:
+    """The detections greedy NMS keeps, best score first (see :func:`nms`).
+
+    Class-aware by ``dets.class_ids`` unless ``class_agnostic``; extra ``data`` arrays
+    are carried along.
+    """
+    keep = nms(
+        dets.xyxy,
+        dets.scores,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        top_k=top_k,
+        class_ids=None if class_agnostic else dets.class_ids,
+        max_det=max_det,
+    )
+    return dets[keep]
+
+
+@functools.lru_cache(maxsize=256)
+def suppression_bound(iou_threshold: float) -> float:
+    """The largest float64 IoU that does *not* suppress at ``iou_threshold``.
+
+    OpenCV keeps a box when ``1.f - (float)(1.0 - iou) <= (float)iou_threshold``. That
+    map is monotone in ``iou``, so it is equivalent to ``iou <= bound`` for one float64
+    ``bound``, found here by bisection over the bit patterns of [0, 1]. Pure; cached.
+    """
+    u = float(np.float32(iou_threshold))
+    one = np.float32(1.0)
+
+    def overlap(x: float) -> float:  # float32 arithmetic, exactly representable result
+        return float(one - np.float32(1.0 - x))
+
+    if overlap(1.0) <= u:
+        return 1.0
+    lo, hi = 0, _bits(1.0)  # overlap(0.0) == 0 <= u < overlap(1.0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if overlap(_from_bits(mid)) <= u:
+            lo = mid
+        else:
+            hi = mid
+    return _from_bits(lo)
+
+
+# -- internals -----------------------------------------------------------------------
+
+
+def _check_cap(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+
+
+def _bits(x: float) -> int:
+    return int(struct.unpack("<q", struct.pack("<d", x))[0])
+
+
+def _from_bits(b: int) -> float:
+    return float(struct.unpack("<d", struct.pack("<q", b))[0])
+
+
+def _score_order(scores: npt.NDArray[np.float32], threshold: np.float32) -> _I64:
+    """Indices with ``score > threshold``, descending score, ties by ascending index."""
+    idx = np.flatnonzero(scores > threshold)
+    if idx.size < 2:
+        return idx.astype(np.int64)
+    # One int64 sort of (descending score key, index): faster than a stable argsort.
+    s = scores[idx] + np.float32(0.0)  # -0.0 -> +0.0 so that the two tie
+    b = s.view(np.int32).astype(np.int64)
+    ordered = np.where(b < 0, b ^ 0x7FFFFFFF, b)  # int order == float order
+    key = (-ordered << 32) | idx
+    key.sort()
+    out: _I64 = key & 0xFFFFFFFF
+    return out
+
+
+def _greedy_positions(boxes: npt.NDArray[np.float32], classes: _I64 | None, bound: float) -> _I64:
+    """Kept positions (ascending) of rank-ordered boxes (M, 4) float32."""
+    m = boxes.shape[0]
+    b = boxes.astype(np.float64).T.copy()  # (4, M) contiguous rows
+    x1, y1, x2, y2 = b
+    w = x2 - x1
+    h = y2 - y1
+    with np.errstate(over="ignore", invalid="ignore"):
+        area = w * h
+    valid = (w > 0) & (h > 0) & (area < np.inf)
+    if classes is not None and classes.size and classes.min() == classes.max():
+        classes = None
+    if bound >= 1.0:
+        return np.arange(m, dtype=np.int64)
+    if valid.all():
+        return _greedy_valid(x1, y1, x2, y2, w, h, area, classes, bound)
+    pos = np.flatnonzero(valid)
+    sub = _greedy_valid(
+        x1[pos],
+        y1[pos],
+        x2[pos],
+        y2[pos],
+        w[pos],
+        h[pos],
+        area[pos],
+        None if classes is None else classes[pos],
+        bound,
+    )
+    out: _I64 = np.sort(np.concatenate([pos[sub], np.flatnonzero(~valid)]))
+    return out
+
+
+def _greedy_valid(
+    x1: _F64,
+    y1: _F64,
+    x2: _F64,
+    y2: _F64,
+    w: _F64,
+    h: _F64,
+    area: _F64,
+    classes: _I64 | None,
+    bound: float,
+) -> _I64:
+    if x1.size <= _SEQUENTIAL_MAX:
+        return _greedy_loop(x1, y1, x2, y2, area, classes, bound)
+    return _greedy_grid(x1, y1, x2, y2, w, h, area, classes, bound)
+
+
+def _greedy_loop(
+    x1: _F64, y1: _F64, x2: _F64, y2: _F64, area: _F64, classes: _I64 | None, bound: float
+) -> _I64:
+    """The textbook loop, one vectorized step per kept box. Positive-area boxes only."""
+    n = x1.size
+    alive = np.ones(n, dtype=np.bool_)
+    kept: list[int] = []
+    p = 0
+    while p < n:
+        if not alive[p]:
+            p += int(alive[p:].argmax())
+            if not alive[p]:
+                break
+        kept.append(p)
+        q = p + 1
+        if q == n:
+            break
+        iw = np.minimum(x2[q:], x2[p])
+        iw -= np.maximum(x1[q:], x1[p])
+        np.maximum(iw, 0.0, out=iw)
+        ih = np.minimum(y2[q:], y2[p])
+        ih -= np.maximum(y1[q:], y1[p])
+        np.maximum(ih, 0.0, out=ih)
+        iw *= ih
+        union = area[q:] + area[p]
+        union -= iw
+        iw /= union
+        sup = iw > bound
+        if classes is not None:
+            sup &= classes[q:] == classes[p]
+        alive[q:][sup] = False
+        p = q
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _greedy_grid(
+    x1: _F64,
+    y1: _F64,
+    x2: _F64,
+    y2: _F64,
+    w: _F64,
+    h: _F64,
+    area: _F64,
+    classes: _I64 | None,
+    bound: float,
+) -> _I64:
+    """Greedy NMS in rounds over a grid (see the module docstring). Positive-area boxes."""
+    n = x1.size
+    # Shrink each side by s = t'/2 of the size, t' a little below the true threshold so
+    # that rounding can never separate two boxes that suppress each other.
+    s = 0.5 * bound * (1.0 - 1e-3) if bound >= 1e-3 else 0.0
+    lx = x1 + s * w
+    hx = x2 - s * w
+    ly = y1 + s * h
+    hy = y2 - s * h
+    ox, oy = float(lx.min()), float(ly.min())
+    spanx, spany = float(hx.max()) - ox, float(hy.max()) - oy
+    cw = max(_CELL_FACTOR * (1.0 - 2.0 * s) * float(w.mean()), spanx / _GRID_MAX, 1e-300)
+    ch = max(_CELL_FACTOR * (1.0 - 2.0 * s) * float(h.mean()), spany / _GRID_MAX, 1e-300)
+    # floor((v - o) / c) is monotone in v, so intersecting intervals share a cell index.
+    c0 = ((lx - ox) * (1.0 / cw)).astype(np.int64)
+    c1 = ((hx - ox) * (1.0 / cw)).astype(np.int64)
+    r0 = ((ly - oy) * (1.0 / ch)).astype(np.int64)
+    r1 = ((hy - oy) * (1.0 / ch)).astype(np.int64)
+    gx = int(c1.max()) + 1
+    gy = int(r1.max()) + 1
+    base: _I64 | None = None
+    ncls = 1
+    if classes is not None:
+        dense = np.unique(classes, return_inverse=True)[1].reshape(-1)
+        ncls = int(dense.max()) + 1
+        base = dense * (gx * gy)
+    nbits = max(n.bit_length(), 1)
+    if (gx * gy * ncls).bit_length() + nbits > 62:
+        return _greedy_loop(x1, y1, x2, y2, area, classes, bound)
+
+    # Registrations: one (cell, box) pair for every cell a shrunk box touches.
+    nx = c1 - c0 + 1
+    cnt = nx * (r1 - r0 + 1)
+    total = int(cnt.sum())
+    if total == n:
+        box = np.arange(n, dtype=np.int64)
+        cell = r0 * gx + c0
+        if base is not None:
+            cell += base
+    else:
+        box = np.repeat(np.arange(n, dtype=np.int64), cnt)
+        k = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        nxb = nx[box]
+        row = ((k + 0.5) / nxb).astype(np.int64)  # == k // nxb, without integer division
+        cell = (r0[box] + row) * gx + c0[box] + (k - row * nxb)
+        if base is not None:
+            cell += base[box]
+    key = (cell << nbits) | box
+    key.sort()  # by cell, then by rank
+    cell = key >> nbits
+    rank = key & ((1 << nbits) - 1)
+
+    lo = np.stack([x1, y1], axis=1).view(np.complex128).reshape(-1)  # one 16-byte gather
+    hi = np.stack([x2, y2], axis=1).view(np.complex128).reshape(-1)
+    alive = np.ones(n, dtype=np.bool_)
+    kept: list[_I64] = []
+    while rank.size > _TAIL_REGISTRATIONS:
+        r = rank.size
+        first = np.empty(r, dtype=np.bool_)
+        first[0] = True
+        np.not_equal(cell[1:], cell[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        lead = rank[starts]
+        blocked = np.zeros(n, dtype=np.bool_)  # second or later in some cell
+        blocked[rank[~first]] = True
+        heads = np.flatnonzero(alive & ~blocked)
+        kept.append(heads)
+        hsel = ~blocked[lead]
+        seg = np.empty_like(starts)
+        seg[:-1] = starts[1:]
+        seg[-1] = r
+        seg -= starts
+        hstart = starts[hsel]
+        hlen = seg[hsel]
+        hrank = lead[hsel]
+        npairs = int(hlen.sum())
+        offs = np.cumsum(hlen) - hlen
+        pos = np.arange(npairs, dtype=np.int64) + np.repeat(hstart - offs, hlen)
+        other = rank[pos]
+        sup = _pairs_suppressed(lo, hi, area, hrank, hlen, other, bound)
+        alive[other[sup]] = False
+        alive[heads] = False
+        live = alive[rank]
+        rank = rank[live]
+        cell = cell[live]
+    if rank.size:
+        rest = np.flatnonzero(alive)
+        sub = _greedy_loop(
+            x1[rest],
+            y1[rest],
+            x2[rest],
+            y2[rest],
+            area[rest],
+            None if classes is None else classes[rest],
+            bound,
+        )
+        kept.append(rest[sub])
+    out: _I64 = np.sort(np.concatenate(kept)) if kept else np.zeros((0,), dtype=np.int64)
+    return out
+
+
+def _pairs_suppressed(
+    lo: _C128, hi: _C128, area: _F64, heads: _I64, reps: _I64, other: _I64, bound: float
+) -> _Bool:
+    """(P,) bool: IoU(head, other) > bound, heads repeated ``reps`` times (P = sum)."""
+    a = np.repeat(lo[heads], reps).view(np.float64).reshape(-1, 2)
+    np.maximum(a, lo[other].view(np.float64).reshape(-1, 2), out=a)
+    c = np.repeat(hi[heads], reps).view(np.float64).reshape(-1, 2)
+    np.minimum(c, hi[other].view(np.float64).reshape(-1, 2), out=c)
+    c -= a
+    np.maximum(c, 0.0, out=c)
+    inter = c[:, 0] * c[:, 1]
+    union = np.repeat(area[heads], reps)
+    union += area[other]
+    union -= inter
+    inter /= union
+    out: _Bool = inter > bound
+    return out
