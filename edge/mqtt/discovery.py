@@ -1,0 +1,102 @@
+"""Home Assistant MQTT discovery messages (opt-in: ``MqttConfig.ha_discovery``).
+
+For every camera/task/zone the gateway announces, retained under ``{ha_prefix}/...``:
+
+- a ``binary_sensor`` (device class ``safety``: on = unsafe) that is on while the zone's
+  count in the retained state topic is above zero, and
+- a ``sensor`` with that count (state class ``measurement``).
+
+Both read the existing state topic ``{prefix}/{gateway}/{camera}/{task}/state`` and take
+availability from the status topic, so Home Assistant needs no configuration and no
+extra traffic. All entities belong to one device per gateway. Topics are
+``{ha_prefix}/{component}/{gateway id}/{object id}/config`` (object ids keep only
+``[a-z0-9_]``), so a broker ACL line ``pattern write homeassistant/+/%u/#`` fits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edge.mqtt.schema import CameraTask
+from edge.mqtt.topics import Topics
+
+__all__ = ["DiscoveryMessage", "discovery_messages"]
+
+_UNSAFE = re.compile(r"[^a-z0-9_]+")
+
+
+def _object_id(*parts: str) -> str:
+    return _UNSAFE.sub("_", "_".join(parts).lower()).strip("_") or "x"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryMessage:
+    """One retained config message: ``topic`` and JSON-ready ``payload``."""
+
+    topic: str
+    payload: dict[str, Any]
+
+
+def discovery_messages(
+    *, topics: Topics, ha_prefix: str, cameras: Sequence[CameraTask], version: str
+) -> list[DiscoveryMessage]:
+    """Config messages for all ``cameras`` zones (two per zone), in a stable order."""
+    gw = topics.gateway
+    node = gw  # already [A-Za-z0-9_-]: HA's node id rule, and the ACL's %u
+    device = {
+        "identifiers": [f"safety_edge_{_object_id(gw)}"],
+        "name": f"safety-edge {gw}",
+        "manufacturer": "safety-edge",
+        "model": "gateway",
+        "sw_version": version,
+    }
+    availability = {
+        "availability_topic": topics.status,
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    out: list[DiscoveryMessage] = []
+    for cam in cameras:
+        state_topic = topics.state(cam.camera, cam.task)
+        for zone in cam.zones:
+            oid = _object_id(cam.camera, cam.task, zone)
+            count = "(value_json.zones[" + json.dumps(zone) + "] | default(0) | int)"
+            common = {
+                "state_topic": state_topic,
+                "device": device,
+                "origin": {"name": "safety-edge", "sw_version": version},
+                **availability,
+            }
+            out.append(
+                DiscoveryMessage(
+                    topic=f"{ha_prefix}/binary_sensor/{node}/{oid}/config",
+                    payload={
+                        "name": f"{cam.camera} {zone} {cam.task}",
+                        "unique_id": f"safety_edge_{_object_id(gw)}_{oid}",
+                        "device_class": "safety",
+                        "value_template": "{{ 'ON' if " + count + " > 0 else 'OFF' }}",
+                        "payload_on": "ON",
+                        "payload_off": "OFF",
+                        **common,
+                    },
+                )
+            )
+            out.append(
+                DiscoveryMessage(
+                    topic=f"{ha_prefix}/sensor/{node}/{oid}_count/config",
+                    payload={
+                        "name": f"{cam.camera} {zone} {cam.task} count",
+                        "unique_id": f"safety_edge_{_object_id(gw)}_{oid}_count",
+                        "state_class": "measurement",
+                        "icon": "mdi:counter",
+                        "value_template": "{{ " + count + " }}",
+                        **common,
+                    },
+                )
+            )
+    return out

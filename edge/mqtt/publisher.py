@@ -1,0 +1,898 @@
+"""The MQTT publisher: events and alerts through the durable outbox, state and results direct.
+
+Threads (started by :meth:`Publisher.start`, joined by :meth:`Publisher.close`):
+
+- *link*: opens the connection (TCP, TLS, CONNECT with a persistent session: MQTT 5
+  ``clean_start=False`` + session expiry, MQTT 3.1.1 ``clean_session=False``), runs paho's
+  network thread for it, and after a refusal or a lost connection waits per
+  :class:`~edge.mqtt.reconnect.Backoff` before building a fresh client. Each failure is
+  logged once with its reason and counted in ``mqtt_connect_failures_total{reason=...}``;
+  bad credentials or a failed TLS verification wait ``backoff_auth_s`` (5 min default).
+- *pump*: moves outbox rows to the broker in id order, at most ``max_inflight`` (or the
+  broker's Receive Maximum) unacknowledged at once, and deletes rows in batches when
+  their PUBACK/PUBCOMP arrives. A new connection starts again from the oldest row, so
+  whatever was unacknowledged when a connection or the process died goes out again.
+
+Paho is used with ``CallbackAPIVersion.VERSION2``; each connection gets a new client, so
+the outbox is the only place unacknowledged messages live. Callbacks run in paho's
+thread and only touch a small lock that is never held while calling into paho.
+
+Retained messages: ``{prefix}/{gw}/status`` (``online`` JSON at every connect, the
+last will ``offline``/``connection_lost`` when the connection dies, ``offline``/``shutdown``
+on :meth:`Publisher.close`), the per camera/task state, and Home Assistant discovery.
+
+Nothing is dropped silently: when the outbox is full the oldest ``update`` events go
+first (``start``/``end``/alerts never), a batch that still does not fit raises
+:class:`~edge.mqtt.outbox.OutboxFullError`; both are counted, logged and raised as an
+alert — to ``on_alert`` and to the alerts topic — at most once per ``alert_interval_s``
+with the counts accumulated since the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import __version__
+from edge.errors import ConfigError, EdgeError
+from edge.mqtt.config import MqttConfig
+from edge.mqtt.discovery import discovery_messages
+from edge.mqtt.ids import new_event_id
+from edge.mqtt.outbox import Message, Outbox, OutboxError, OutboxFullError
+from edge.mqtt.reconnect import (
+    Backoff,
+    Failure,
+    classify_connack,
+    classify_exception,
+    reason_slug,
+)
+from edge.mqtt.schema import (
+    CameraTask,
+    Event,
+    alert_payload,
+    dumps,
+    iso_utc,
+    now_ms,
+    result_payload,
+    state_payload,
+    status_payload,
+    will_payload,
+)
+from edge.mqtt.topics import Topics, validate_gateway_id
+
+__all__ = ["AlertHook", "Publisher", "PublisherClosedError", "build_ssl_context"]
+
+log = logging.getLogger("edge.mqtt")
+
+AlertHook = Callable[[dict[str, Any]], None]
+"""Receives the publisher's own alerts (outbox full, broker refusing us) as JSON-ready dicts
+with ``kind``, ``key``, ``state`` (``active``/``resolved``), ``severity`` and ``message``.
+Called from the thread that noticed; must be quick and must not call back into the
+publisher's publish methods."""
+
+_STABLE_S = 10.0  # a connection that lasted this long resets the backoff
+_DRAIN_S = 2.0  # close() waits this long for in-flight acknowledgements
+_PUMP_TICK_S = 0.25  # longest pump sleep (bounds ack-delete latency when idle)
+_TICK_S = 1.0  # loss-alert flush and checkpoint check period
+_HANDOFF_MIN = 256  # rows handed to paho ahead of acks (paho queues beyond max_inflight)
+
+
+def _handoff(inflight: int) -> int:
+    return max(_HANDOFF_MIN, 8 * inflight)
+
+
+class PublisherClosedError(EdgeError):
+    """A publish method was called after :meth:`Publisher.close`."""
+
+
+def build_ssl_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The client TLS context for ``config.tls`` (``None`` without TLS).
+
+    Raises:
+        ConfigError: a CA/certificate/key file is missing or not valid PEM.
+    """
+    tls = config.tls
+    if tls is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=None if tls.ca_file is None else str(tls.ca_file)
+        )
+        if tls.ca_file is not None and tls.use_system_ca:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if tls.cert_file is not None and tls.key_file is not None:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt.tls: cannot load CA/certificate/key: {exc}") from exc
+    if tls.insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+@dataclass(eq=False)
+class _Link:
+    """State of one connection attempt (one paho client)."""
+
+    gen: int
+    connack: threading.Event = field(default_factory=threading.Event)
+    down: threading.Event = field(default_factory=threading.Event)
+    failure: Failure | None = None
+    closing: bool = False
+
+
+class Publisher:
+    """Publishes a gateway's events, alerts, state and results to one MQTT broker.
+
+    Args:
+        config: broker, TLS, credentials, topics, outbox and backoff settings.
+        outbox_path: SQLite file of the outbox (one process per file).
+        gateway_id: ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}``; topic level, default client id.
+        version: software version announced in the online status.
+        models: model names announced in the online status.
+        cameras: camera/task/zones announced in the status and to Home Assistant.
+        on_alert: hook for the publisher's own alerts (see :data:`AlertHook`).
+        alert_interval_s: at most one outbox-loss alert per this many seconds.
+
+    Thread-safety: every public method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: MqttConfig,
+        outbox_path: Path,
+        gateway_id: str,
+        version: str = __version__,
+        models: Sequence[str] = (),
+        cameras: Sequence[CameraTask] = (),
+        on_alert: AlertHook | None = None,
+        alert_interval_s: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.gateway_id = validate_gateway_id(gateway_id)
+        self.topics = Topics(config.prefix, gateway_id)
+        self.client_id = config.client_id or gateway_id
+        self._version = version
+        self._models: tuple[str, ...] = tuple(models)
+        self._cameras: tuple[CameraTask, ...] = tuple(cameras)
+        self._on_alert = on_alert
+        self._alert_interval_s = alert_interval_s
+        self._ssl_context: ssl.SSLContext | None = None
+        self._outbox = Outbox(
+            path=outbox_path,
+            max_rows=config.outbox.max_rows,
+            max_bytes=config.outbox.max_bytes,
+            synchronous=config.outbox.synchronous,
+        )
+        # Shared state, guarded by _lock. Never held while calling into paho.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._client: mqtt.Client | None = None  # the connected client, if any
+        self._gen = 0
+        self._link_seq = 0  # link thread only
+        self._window = _handoff(config.max_inflight)  # rows the pump keeps handed to paho
+        self._paho_inflight = config.max_inflight  # MQTT in-flight limit for new clients
+        self._acks: list[tuple[int, int, int]] = []  # (gen, mid, reason code value)
+        self._pump_waiting = False
+        self._wake_acks = 1
+        self._inflight_n = 0
+        self._draining = False
+        # Retained state per topic; _state_lock orders state publishes against reconnects.
+        self._state_lock = threading.Lock()
+        self._states: dict[str, bytes] = {}
+        # Counters.
+        self._metrics_lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._last_error: str | None = None
+        # Loss alerts, coalesced.
+        self._alert_lock = threading.Lock()
+        self._loss: Counter[str] = Counter()
+        self._loss_since_ms: int | None = None
+        self._last_loss_alert = -float("inf")
+        self._hard_alert_reason: str | None = None
+        # Lifecycle.
+        self._life_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._stopping = threading.Event()
+        self._wake_link = threading.Event()
+        self._link_done = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Validate TLS files and start the link and pump threads (idempotent).
+
+        Raises:
+            ConfigError: TLS files cannot be loaded.
+            PublisherClosedError: after :meth:`close`.
+        """
+        with self._life_lock:
+            if self._closed:
+                raise PublisherClosedError("publisher is closed")
+            if self._started:
+                return
+            self._ssl_context = build_ssl_context(self.config)
+            self._started = True
+            for name, target in (("link", self._run_link), ("pump", self._run_pump)):
+                t = threading.Thread(
+                    target=target, name=f"mqtt-{name}-{self.gateway_id}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop sending, wait up to 2 s for in-flight acknowledgements, publish the retained
+        ``offline`` status, disconnect and close the outbox (idempotent). Messages not yet
+        acknowledged stay in the outbox for the next start."""
+        with self._life_lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+        if started:
+            with self._cond:
+                self._draining = True
+                self._cond.notify_all()
+            self._stopping.set()
+            self._wake_link.set()
+            deadline = time.monotonic() + timeout
+            for t in self._threads:
+                t.join(max(0.1, deadline - time.monotonic()))
+                if t.is_alive():
+                    log.error("mqtt: thread %s did not stop within %.1f s", t.name, timeout)
+        self._outbox.close()
+
+    def __enter__(self) -> Publisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public publishing API ----------------------------------------------------------------
+
+    def publish_event(self, event: Event) -> str:
+        """Commit ``event`` to the outbox and return its ``event_id``; it is sent (QoS
+        ``config.qos``, at least once) as soon as a connection allows.
+
+        Raises:
+            OutboxFullError: the outbox is full of start/end/alert messages (counted,
+                alerted); old ``update`` events are dropped to make room before that.
+            OutboxError: the database failed.
+            PublisherClosedError: after :meth:`close`.
+        """
+        return self.publish_events([event])[0]
+
+    def publish_events(self, events: Sequence[Event]) -> list[str]:
+        """Like :meth:`publish_event` for a batch, committed in one transaction (all or
+        none stored). Returns the event ids in order."""
+        if not events:
+            return []
+        topic, gw, qos = self.topics.events, self.gateway_id, self.config.qos
+        messages = [
+            Message(
+                key=e.event_id, kind=e.type, topic=topic, payload=dumps(e.to_payload(gw)), qos=qos
+            )
+            for e in events
+        ]
+        self._store(messages)
+        self._inc("mqtt_events_accepted_total", len(events))
+        return [e.event_id for e in events]
+
+    def publish_alert(self, alert: Mapping[str, Any]) -> None:
+        """Commit an alert (a JSON-ready dict, e.g. from the API's alert engine) to the
+        outbox for ``{prefix}/{gw}/alerts``; alerts are never dropped to make room.
+
+        Raises:
+            OutboxFullError, OutboxError, PublisherClosedError: as :meth:`publish_event`.
+        """
+        self._store([self._alert_message(alert)])
+        self._inc("mqtt_alerts_accepted_total")
+
+    def publish_state(self, camera: str, task: str, counts: Mapping[str, int]) -> None:
+        """Set the retained state of ``camera``/``task``: objects counted per zone now.
+
+        Sent at once when connected (QoS 1, retained) and again after every reconnect;
+        only the latest state per camera/task is kept, so nothing queues up.
+        """
+        self._check_open()
+        topic = self.topics.state(camera, task)
+        payload = dumps(
+            state_payload(
+                gateway=self.gateway_id, camera=camera, task=task, counts=counts, t_ms=now_ms()
+            )
+        )
+        with self._state_lock:
+            self._states[topic] = payload
+            client = self._client
+            if client is not None:
+                client.publish(topic, payload, qos=1, retain=True)
+                self._inc("mqtt_state_published_total")
+
+    def publish_result(
+        self, result: Mapping[str, Any], *, camera: str | None = None, task: str | None = None
+    ) -> bool:
+        """Send one API result to ``{prefix}/{gw}/results`` at QoS 0 (not through the
+        outbox). Returns False, counting ``mqtt_results_dropped_total``, when not connected;
+        returns False without counting when ``config.results`` is off."""
+        self._check_open()
+        if not self.config.results:
+            return False
+        client = self._client
+        if client is not None:
+            payload = result_payload(
+                gateway=self.gateway_id, result=result, t_ms=now_ms(), camera=camera, task=task
+            )
+            info = client.publish(self.topics.results, dumps(payload), qos=0)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self._inc("mqtt_results_published_total")
+                return True
+        self._inc("mqtt_results_dropped_total")
+        return False
+
+    def set_inventory(
+        self, *, models: Sequence[str] | None = None, cameras: Sequence[CameraTask] | None = None
+    ) -> None:
+        """Change what the online status (and Home Assistant discovery) announces; sent at
+        once when connected, else at the next connect."""
+        self._check_open()
+        if models is not None:
+            self._models = tuple(models)
+        if cameras is not None:
+            self._cameras = tuple(cameras)
+        client = self._client
+        if client is not None:
+            self._announce(client)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (every message acknowledged); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._outbox.rows > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and CONNACKed."""
+        return self._client is not None
+
+    @property
+    def last_error(self) -> str | None:
+        """Message of the latest connection failure (None if the last attempt worked)."""
+        return self._last_error
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox (read its ``rows``/``bytes``/``stats()``; do not write to it)."""
+        return self._outbox
+
+    def metrics(self) -> dict[str, float]:
+        """Counters and gauges as Prometheus series names (labels inside the key), e.g.
+        ``'mqtt_connect_failures_total{reason="bad_credentials"}': 3.0``."""
+        with self._metrics_lock:
+            out = {k: float(v) for k, v in self._counts.items()}
+        st = self._outbox.stats()
+        out["mqtt_connected"] = 1.0 if self.connected else 0.0
+        out["mqtt_inflight"] = float(self._inflight_n)
+        out["mqtt_outbox_rows"] = float(st["rows"])
+        out["mqtt_outbox_bytes"] = float(st["bytes"])
+        out["mqtt_outbox_max_rows"] = float(self._outbox.max_rows)
+        out["mqtt_outbox_max_bytes"] = float(self._outbox.max_bytes)
+        out["mqtt_outbox_commits_total"] = float(st["commits"])
+        return out
+
+    # -- storing and loss accounting -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PublisherClosedError("publisher is closed")
+
+    def _alert_message(self, alert: Mapping[str, Any]) -> Message:
+        alert_id = new_event_id()
+        payload = alert_payload(
+            gateway=self.gateway_id, alert=alert, alert_id=alert_id, t_ms=now_ms()
+        )
+        return Message(
+            key=alert_id,
+            kind="alert",
+            topic=self.topics.alerts,
+            payload=dumps(payload),
+            qos=self.config.qos,
+        )
+
+    def _store(self, messages: Sequence[Message], *, internal: bool = False) -> None:
+        self._check_open()
+        try:
+            result = self._outbox.append(messages)
+        except OutboxFullError:
+            kinds = Counter(m.kind for m in messages)
+            for kind, n in kinds.items():
+                self._inc(f'mqtt_outbox_rejected_total{{kind="{kind}"}}', n)
+            self._note_loss("refused", len(messages), internal=internal)
+            raise
+        except OutboxError:
+            self._inc("mqtt_outbox_errors_total")
+            raise
+        if result.dropped:
+            self._inc('mqtt_outbox_dropped_total{kind="update"}', result.dropped)
+            self._note_loss("dropped_updates", result.dropped, internal=internal)
+        self._wake_pump()
+
+    def _wake_pump(self) -> None:
+        with self._cond:
+            if self._pump_waiting:
+                self._cond.notify()
+
+    def _note_loss(self, what: str, n: int, *, internal: bool = False) -> None:
+        with self._alert_lock:
+            if self._loss_since_ms is None:
+                self._loss_since_ms = now_ms()
+            self._loss[what] += n
+        if not internal:
+            self._maybe_emit_loss_alert()
+
+    def _maybe_emit_loss_alert(self, *, force: bool = False) -> None:
+        with self._alert_lock:
+            if not self._loss:
+                return
+            now = time.monotonic()
+            if not force and now - self._last_loss_alert < self._alert_interval_s:
+                return
+            self._last_loss_alert = now
+            loss, self._loss = self._loss, Counter()
+            since, self._loss_since_ms = self._loss_since_ms, None
+        st = self._outbox.stats()
+        parts = [f"{n} {what.replace('_', ' ')}" for what, n in sorted(loss.items())]
+        alert: dict[str, Any] = {
+            "kind": "mqtt_outbox_loss",
+            "key": self.gateway_id,
+            "state": "active",
+            "severity": "warning",
+            "message": (
+                f"MQTT outbox lost messages since {iso_utc(since or now_ms())}: {', '.join(parts)}"
+                f" (outbox {st['rows']}/{self._outbox.max_rows} rows,"
+                f" {st['bytes']}/{self._outbox.max_bytes} bytes)"
+            ),
+            "since": iso_utc(since or now_ms()),
+            **{k: int(v) for k, v in loss.items()},
+            "outbox_rows": st["rows"],
+            "outbox_bytes": st["bytes"],
+        }
+        log.warning("mqtt: %s", alert["message"])
+        self._raise_alert(alert, publish=True)
+
+    def _raise_alert(self, alert: dict[str, Any], *, publish: bool) -> None:
+        self._inc("mqtt_alerts_raised_total")
+        if self._on_alert is not None:
+            try:
+                self._on_alert(dict(alert))
+            except Exception:  # a broken hook must not break publishing; logged with context
+                self._inc("mqtt_alert_hook_errors_total")
+                log.exception("mqtt: on_alert hook failed for %s", alert.get("kind"))
+        if publish and not self._closed:
+            try:
+                self._store([self._alert_message(alert)], internal=True)
+            except OutboxError as exc:
+                self._inc("mqtt_alerts_lost_total")
+                log.error("mqtt: cannot store alert %s: %s", alert.get("kind"), exc)
+
+    def _inc(self, name: str, n: int = 1) -> None:
+        with self._metrics_lock:
+            self._counts[name] += n
+
+    # -- link thread -------------------------------------------------------------------------
+
+    def _run_link(self) -> None:
+        cfg = self.config
+        backoff = Backoff(
+            min_s=cfg.backoff_min_s, max_s=cfg.backoff_max_s, hard_s=cfg.backoff_auth_s
+        )
+        try:
+            while not self._stopping.is_set():
+                failure, up_s = self._connect_once()
+                if self._stopping.is_set():
+                    break
+                if up_s >= _STABLE_S:
+                    backoff.reset()
+                delay = backoff.next_delay(failure.hard)
+                self._record_failure(failure, delay, connected=up_s > 0)
+                self._wake_link.clear()
+                if self._stopping.wait(delay):
+                    break
+        except Exception:  # the link thread must not die silently
+            log.exception("mqtt: link thread crashed")
+            raise
+        finally:
+            self._link_done.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _new_client(self, link: _Link) -> mqtt.Client:
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+            userdata=link,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = cfg.connect_timeout_s
+        if cfg.username is not None:
+            pw = cfg.password.get_secret_value() if cfg.password is not None else None
+            client.username_pw_set(cfg.username, pw)
+        if self._ssl_context is not None:
+            client.tls_set_context(self._ssl_context)
+            if cfg.tls is not None and cfg.tls.insecure:
+                client.tls_insecure_set(True)
+        will = will_payload(gateway=self.gateway_id, reason="connection_lost")
+        client.will_set(self.topics.status, dumps(will), qos=1, retain=True)
+        client.max_inflight_messages_set(self._paho_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _connect_once(self) -> tuple[Failure, float]:
+        """One connection from CONNECT to its end; returns why it ended and how long it
+        was up (0 if it never was)."""
+        cfg = self.config
+        self._link_seq += 1
+        link = _Link(gen=self._link_seq)
+        client = self._new_client(link)
+        self._inc("mqtt_connect_attempts_total")
+        try:
+            if cfg.protocol == "5":
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = cfg.session_expiry_s
+                client.connect(
+                    cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
+                )
+            else:
+                client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            return classify_exception(exc, host=cfg.host, port=cfg.port), 0.0
+        client.loop_start()
+        if not link.connack.wait(cfg.connect_timeout_s):
+            link.failure = Failure(
+                "connack_timeout", f"no CONNACK within {cfg.connect_timeout_s} s"
+            )
+            link.closing = True
+            client.disconnect()
+            client.loop_stop()
+            return link.failure, 0.0
+        if link.failure is not None:  # refused in CONNACK
+            client.loop_stop()
+            return link.failure, 0.0
+        t_up = time.monotonic()
+        while not link.down.is_set() and not self._stopping.is_set():
+            self._wake_link.wait(1.0)
+            self._wake_link.clear()
+        if not link.down.is_set():  # close(): drain, say goodbye, disconnect
+            self._goodbye(client, link)
+        client.loop_stop()
+        with self._cond:
+            if self._client is client:
+                self._client = None
+            self._cond.notify_all()
+        up_s = time.monotonic() - t_up
+        return link.failure or Failure("connection_lost", "connection lost"), up_s
+
+    def _goodbye(self, client: mqtt.Client, link: _Link) -> None:
+        deadline = time.monotonic() + _DRAIN_S
+        with self._cond:
+            while self._inflight_n > 0 and not link.down.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.05))
+        link.closing = True
+        payload = will_payload(gateway=self.gateway_id, reason="shutdown", t_ms=now_ms())
+        info = client.publish(self.topics.status, dumps(payload), qos=1, retain=True)
+        try:
+            info.wait_for_publish(1.0)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("mqtt: offline status not confirmed: %s", exc)
+        client.disconnect()
+
+    def _record_failure(self, failure: Failure, delay: float, *, connected: bool) -> None:
+        if connected:
+            self._inc(f'mqtt_disconnects_total{{reason="{failure.reason}"}}')
+        else:
+            self._inc(f'mqtt_connect_failures_total{{reason="{failure.reason}"}}')
+        self._last_error = failure.message
+        where = f"{self.config.host}:{self.config.port}"
+        if failure.hard:
+            log.error(
+                "mqtt: %s as %r: %s [%s]; needs a configuration change, retrying in %.0f s",
+                where, self.client_id, failure.message, failure.reason, delay,
+            )  # fmt: skip
+            if self._hard_alert_reason != failure.reason:
+                self._hard_alert_reason = failure.reason
+                self._raise_alert(
+                    {
+                        "kind": "mqtt_connect_failed",
+                        "key": failure.reason,
+                        "state": "active",
+                        "severity": "critical",
+                        "message": f"{where}: {failure.message}",
+                    },
+                    publish=False,
+                )
+        elif connected:
+            log.warning("mqtt: connection to %s ended: %s; reconnecting in %.1f s",
+                        where, failure.message, delay)  # fmt: skip
+        else:
+            log.warning("mqtt: connect to %s failed [%s]: %s; retrying in %.1f s",
+                        where, failure.reason, failure.message, delay)  # fmt: skip
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        link: _Link,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            link.failure = classify_connack(int(reason_code.value), reason_code.getName())
+            link.connack.set()
+            return
+        recv_max = getattr(properties, "ReceiveMaximum", None)
+        if isinstance(recv_max, int) and 0 < recv_max < self._paho_inflight:
+            # paho cannot change its limit on a live connection; the next client uses it.
+            log.warning(
+                "mqtt: broker Receive Maximum %d < max_inflight %d; using %d from the next "
+                "connection", recv_max, self._paho_inflight, recv_max,
+            )  # fmt: skip
+            self._paho_inflight = recv_max
+        window = _handoff(self._paho_inflight)
+        self._announce(client)
+        with self._cond:
+            self._client = client
+            self._gen = link.gen
+            self._window = window
+            self._cond.notify_all()
+        self._inc("mqtt_connects_total")
+        self._last_error = None
+        log.info(
+            "mqtt: connected to %s:%d as %r (MQTT %s, session present %s, in flight %d, outbox %d)",
+            self.config.host, self.config.port, self.client_id, self.config.protocol,
+            flags.session_present, self._paho_inflight, self._outbox.rows,
+        )  # fmt: skip
+        if self._hard_alert_reason is not None:
+            reason, self._hard_alert_reason = self._hard_alert_reason, None
+            self._raise_alert(
+                {
+                    "kind": "mqtt_connect_failed",
+                    "key": reason,
+                    "state": "resolved",
+                    "severity": "critical",
+                    "message": "connected again",
+                },
+                publish=True,
+            )
+        link.connack.set()
+
+    def _announce(self, client: mqtt.Client) -> None:
+        """Retained online status, Home Assistant discovery and the last states."""
+        status = status_payload(
+            gateway=self.gateway_id,
+            version=self._version,
+            models=self._models,
+            cameras=self._cameras,
+            t_ms=now_ms(),
+        )
+        client.publish(self.topics.status, dumps(status), qos=1, retain=True)
+        if self.config.ha_discovery:
+            for msg in discovery_messages(
+                topics=self.topics,
+                ha_prefix=self.config.ha_prefix,
+                cameras=self._cameras,
+                version=self._version,
+            ):
+                client.publish(msg.topic, dumps(msg.payload), qos=1, retain=True)
+        with self._state_lock:
+            for topic, payload in self._states.items():
+                client.publish(topic, payload, qos=1, retain=True)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        link: _Link,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if self._client is client:
+                self._client = None
+            self._cond.notify_all()
+        if link.failure is None and not link.closing:
+            if flags.is_disconnect_packet_from_server:
+                name = reason_code.getName()
+                link.failure = Failure(reason_slug(name), f"broker closed the connection: {name}")
+            else:
+                link.failure = Failure("connection_lost", "connection lost")
+        link.down.set()
+        link.connack.set()
+        self._wake_link.set()
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        link: _Link,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        with self._cond:
+            self._acks.append((link.gen, mid, int(reason_code.value)))
+            if self._pump_waiting and len(self._acks) >= self._wake_acks:
+                self._cond.notify()
+
+    # -- pump thread --------------------------------------------------------------------------
+
+    def _run_pump(self) -> None:
+        pump = _Pump(self)
+        while True:
+            try:
+                if not pump.step():
+                    return
+            except OutboxError as exc:
+                self._inc("mqtt_outbox_errors_total")
+                log.error("mqtt: outbox error in the sender: %s; retrying in 1 s", exc)
+                if self._stopping.wait(1.0) and self._link_done.is_set():
+                    return
+            except Exception:  # keep sending whatever happens; logged with context
+                self._inc("mqtt_pump_errors_total")
+                log.exception("mqtt: sender failed; retrying in 1 s")
+                if self._stopping.wait(1.0) and self._link_done.is_set():
+                    return
+
+
+class _Pump:
+    """Sender state owned by the pump thread (no locking needed for these fields)."""
+
+    def __init__(self, pub: Publisher) -> None:
+        self.pub = pub
+        self.inflight: dict[int, int] = {}  # mid -> row id, current connection
+        self.gen = -1
+        self.cursor = 0  # highest row id handed to the current connection
+        self.max_sent = 0  # highest row id ever sent by this process (resend counting)
+        self.checkpoint_s = pub.config.outbox.checkpoint_interval_s
+        now = time.monotonic()
+        self.next_checkpoint = now + self.checkpoint_s if self.checkpoint_s > 0 else float("inf")
+        self.next_tick = now + _TICK_S
+        self.checkpointed = (0, 0)  # (commits, acked) at the last checkpoint
+        self.acked = 0
+
+    def _want_to_run(self, client: mqtt.Client | None, gen: int, window: int) -> bool:
+        pub = self.pub
+        if pub._acks or pub._link_done.is_set():
+            return True
+        if client is None:
+            return bool(self.inflight) or self.gen != -1
+        if gen != self.gen:
+            return True
+        room = window - len(self.inflight)
+        need = max(1, window // 2) if self.inflight else 1
+        return not pub._draining and room >= need and pub._outbox.last_id > self.cursor
+
+    def step(self) -> bool:
+        """One round: wait for work, apply acks, send. False when the pump should exit."""
+        pub = self.pub
+        with pub._cond:
+            while not self._want_to_run(pub._client, pub._gen, pub._window):
+                left = self.next_tick - time.monotonic()
+                unsent = pub._outbox.last_id > self.cursor
+                n = len(self.inflight)
+                pub._wake_acks = max(1, n - pub._window // 2) if unsent else max(1, n)
+                pub._pump_waiting = True
+                pub._cond.wait(max(0.001, min(_PUMP_TICK_S, left)))
+                pub._pump_waiting = False
+                if time.monotonic() >= self.next_tick:
+                    break
+            acks, pub._acks = pub._acks, []
+            client, gen, window = pub._client, pub._gen, pub._window
+            draining, final = pub._draining, pub._link_done.is_set()
+
+        self._apply_acks(acks)
+        if client is None or gen != self.gen:  # connection gone or new: start from the oldest
+            self.inflight.clear()
+            self.cursor = 0
+            self.gen = gen if client is not None else -1
+        if client is not None and not draining:
+            self._send(client, window)
+        with pub._cond:
+            pub._inflight_n = len(self.inflight)
+            pub._cond.notify_all()
+        self._periodic()
+        return not final
+
+    def _apply_acks(self, acks: list[tuple[int, int, int]]) -> None:
+        if not acks:
+            return
+        pub = self.pub
+        done: list[int] = []
+        for gen, mid, code in acks:
+            if gen != self.gen:
+                continue
+            rid = self.inflight.pop(mid, None)
+            if rid is None:  # status/state/discovery/result message
+                continue
+            done.append(rid)
+            if code >= 0x80:
+                reason = reason_slug(ReasonCode(PacketTypes.PUBACK, identifier=code).getName())
+                pub._inc(f'mqtt_publish_rejected_total{{reason="{reason}"}}')
+                log.error("mqtt: broker refused outbox row %d (0x%02X %s)", rid, code, reason)
+                pub._note_loss(f"refused_by_broker_{reason}", 1)
+        if done:
+            pub._outbox.delete(done)
+            pub._inc("mqtt_messages_acked_total", len(done))
+            self.acked += len(done)
+
+    def _send(self, client: mqtt.Client, window: int) -> None:
+        pub = self.pub
+        room = window - len(self.inflight)
+        if room <= 0:
+            return
+        last = pub._outbox.last_id
+        if last <= self.cursor:
+            return
+        rows = pub._outbox.read_after(self.cursor, room)
+        sent = resent = 0
+        for row in rows:
+            info = client.publish(row.topic, row.payload, qos=row.qos)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # connection going down; on_disconnect follows
+            self.inflight[info.mid] = row.id
+            self.cursor = row.id
+            sent += 1
+            if row.id <= self.max_sent:
+                resent += 1
+        else:
+            if len(rows) < room:  # read everything up to `last`: rows below it are gone
+                self.cursor = max(self.cursor, last)
+        self.max_sent = max(self.max_sent, self.cursor)
+        if sent:
+            pub._inc("mqtt_messages_sent_total", sent)
+        if resent:
+            pub._inc("mqtt_messages_resent_total", resent)
+
+    def _periodic(self) -> None:
+        """Once a second: flush a pending loss alert; every ``checkpoint_interval_s``:
+        checkpoint the WAL if anything was written since the last one."""
+        pub = self.pub
+        now = time.monotonic()
+        if now < self.next_tick:
+            return
+        self.next_tick = now + _TICK_S
+        pub._maybe_emit_loss_alert()
+        if now >= self.next_checkpoint:
+            self.next_checkpoint = now + self.checkpoint_s
+            mark = (pub._outbox.stats()["commits"], self.acked)
+            if mark != self.checkpointed:
+                pub._outbox.checkpoint()
+                self.checkpointed = mark

@@ -1,0 +1,91 @@
+"""The topic tree: one place that spells every topic the gateway publishes.
+
+::
+
+    {prefix}/{gateway}/status                 retained, JSON, last will = offline
+    {prefix}/{gateway}/events                 QoS 1, via the outbox
+    {prefix}/{gateway}/alerts                 QoS 1, via the outbox
+    {prefix}/{gateway}/{camera}/{task}/state  retained, current counts per zone
+    {prefix}/{gateway}/results                QoS 0, optional, every HTTP API result
+
+Names that become topic levels (gateway, camera, task) are validated here: non-empty,
+at most 128 characters, none of ``/ + # $`` or NUL or whitespace, so a subscriber's
+``+`` always matches exactly one of them. Gateway ids are stricter (letters, digits,
+``_`` and ``-``) because they also serve as MQTT client id, ACL ``%u``/``%c`` and Home
+Assistant node id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Topics", "validate_gateway_id", "validate_prefix", "validate_segment"]
+
+_GATEWAY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_FORBIDDEN = frozenset("/+#$\x00")
+
+
+def validate_segment(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is usable as one topic level, else raise ``ValueError``."""
+    if not name or len(name) > 128:
+        raise ValueError(f"{what} must be 1..128 characters, got {name!r}")
+    bad = _FORBIDDEN.intersection(name)
+    if bad or any(c.isspace() for c in name):
+        raise ValueError(f"{what} {name!r} contains characters not allowed in a topic level")
+    return name
+
+
+def validate_gateway_id(gateway_id: str) -> str:
+    """Return ``gateway_id`` if it matches ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}``."""
+    if not _GATEWAY_RE.match(gateway_id):
+        raise ValueError(
+            f"gateway id {gateway_id!r} must be 1..64 letters, digits, '_' or '-' "
+            "(it is also the MQTT client id and Home Assistant node id)"
+        )
+    return gateway_id
+
+
+def validate_prefix(prefix: str) -> str:
+    """A topic prefix: one or more valid levels joined by ``/`` (no leading/trailing ``/``)."""
+    for level in prefix.split("/"):
+        validate_segment(level, "topic prefix level")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names of one gateway. ``prefix`` and ``gateway`` are validated on construction."""
+
+    prefix: str
+    gateway: str
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+        validate_gateway_id(self.gateway)
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.gateway}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
+
+    @property
+    def results(self) -> str:
+        return f"{self.base}/results"
+
+    def state(self, camera: str, task: str) -> str:
+        """Retained per camera/task state topic; raises ``ValueError`` for bad names."""
+        validate_segment(camera, "camera")
+        validate_segment(task, "task")
+        return f"{self.base}/{camera}/{task}/state"
