@@ -5,7 +5,8 @@ Every decoder:
 - returns boxes as ``xyxy`` in **network-input pixels** (before letterbox unmapping),
   ``float32``; the caller maps them to the image (:meth:`Letterbox.unmap_boxes`);
 - keeps, for each candidate box, its best class and that class's score, and drops the
-  box when that score is below ``score_threshold`` (``score >= score_threshold`` stays);
+  box unless that score is above ``score_threshold`` (``score > score_threshold`` stays,
+  strictly, as in Darknet, Ultralytics, OpenCV and :func:`edge.kernels.nms.nms`);
 - runs no NMS (the detector does, class-aware);
 - takes thresholds as arguments; nothing is a constant inside a decoder;
 - is vectorized numpy over all boxes (the only Python loop is over output heads);
@@ -83,17 +84,17 @@ def _from_rows(
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.intp]]:
     """Rows ``(N, 4 [+1] + C)`` of cx, cy, w, h, [obj], class scores (probabilities)
     -> (score, cx/cy/w/h (K, 4), best class) of the rows whose
-    ``[obj *] max(class score) >= score_threshold``."""
+    ``[obj *] max(class score) > score_threshold``."""
     first = 5 if objectness else 4
     if objectness:
         # score = obj * cls <= obj: rows whose objectness is below the bar cannot pass.
-        rows = rows[rows[:, 4] >= score_threshold]
+        rows = rows[rows[:, 4] > score_threshold]
     cls = rows[:, first:]
     best = cls.argmax(axis=1) if cls.shape[0] else np.zeros((0,), np.intp)
     score = cls[np.arange(cls.shape[0]), best]
     if objectness:
         score = score * rows[:, 4]
-    keep = score >= score_threshold
+    keep = score > score_threshold
     return score[keep], rows[keep, :4], best[keep]
 
 
@@ -106,7 +107,7 @@ def decode_yolov5(
         output: (1, N, 5+C) or (N, 5+C): cx, cy, w, h in input pixels, objectness and C
             class probabilities (already sigmoid).
         num_classes: C.
-        score_threshold: keep ``obj * max(cls) >= score_threshold``.
+        score_threshold: keep ``obj * max(cls) > score_threshold``.
     """
     rows = _drop_batch(output, 2, "yolov5 output")
     if rows.shape[1] != 5 + num_classes:
@@ -128,14 +129,14 @@ def decode_yolov8(
         output: (1, 4+C, N) as exported (or (1, N, 4+C) transposed, recognised by shape):
             cx, cy, w, h in input pixels, then C class probabilities.
         num_classes: C.
-        score_threshold: keep ``max(cls) >= score_threshold``.
+        score_threshold: keep ``max(cls) > score_threshold``.
     """
     a = _drop_batch(output, 2, "yolov8 output")
     n_attr = 4 + num_classes
     if a.shape[0] == n_attr:
         cls = a[4:]  # (C, N)
         score_all = cls.max(axis=0)
-        idx = np.flatnonzero(score_all >= score_threshold)
+        idx = np.flatnonzero(score_all > score_threshold)
         best = cls[:, idx].argmax(axis=0)
         box = a[:4, idx]
         xyxy = _cxcywh_to_xyxy(box[0], box[1], box[2], box[3])
@@ -191,7 +192,7 @@ def decode_yolox(
         input_size: network input (width, height).
         strides: grid strides, in output order.
         decoded: the export already decoded the boxes.
-        score_threshold: keep ``obj * max(cls) >= score_threshold``.
+        score_threshold: keep ``obj * max(cls) > score_threshold``.
     """
     if decoded:
         return decode_yolov5(output, num_classes=num_classes, score_threshold=score_threshold)
@@ -207,12 +208,12 @@ def decode_yolox(
             f"yolox output has {rows.shape[0]} rows; input {tuple(input_size)} with strides "
             f"{list(strides)} gives {grid.shape[0]} grid cells (is 'decoded' or 'strides' wrong?)"
         )
-    obj_ok = np.flatnonzero(rows[:, 4] >= score_threshold)
+    obj_ok = np.flatnonzero(rows[:, 4] > score_threshold)
     sub = rows[obj_ok]
     cls = sub[:, 5:]
     best = cls.argmax(axis=1) if sub.shape[0] else np.zeros((0,), np.intp)
     score = cls[np.arange(sub.shape[0]), best] * sub[:, 4]
-    keep = score >= score_threshold
+    keep = score > score_threshold
     idx = obj_ok[keep]
     sub = sub[keep]
     s = stride[idx]
@@ -240,7 +241,7 @@ def decode_yolov3(
         anchors: per head (same order as ``outputs``), A anchors (w, h) in input pixels.
         num_classes: C.
         input_size: network input (width, height); ``stride = input / grid`` per axis.
-        score_threshold: keep ``sigmoid(obj) * max(sigmoid(cls)) >= score_threshold``
+        score_threshold: keep ``sigmoid(obj) * max(sigmoid(cls)) > score_threshold``
             (Darknet's YOLOv3 score).
 
     Box: ``cx = (sigmoid(tx) + cell_x) * stride_x``, ``w = exp(tw) * anchor_w``, likewise
@@ -265,12 +266,12 @@ def decode_yolov3(
         gh, gw = x.shape[1:]
         p = x.reshape(n_anchor, n_attr, gh, gw)
         obj = _sigmoid(p[:, 4])  # (A, H, W)
-        a_idx, gy, gx = np.nonzero(obj >= score_threshold)  # score <= obj: safe prefilter
+        a_idx, gy, gx = np.nonzero(obj > score_threshold)  # score <= obj: safe prefilter
         sel = p[a_idx, :, gy, gx]  # (K, 5+C)
         cls = _sigmoid(sel[:, 5:])
         best = cls.argmax(axis=1) if sel.shape[0] else np.zeros((0,), np.intp)
         score = cls[np.arange(sel.shape[0]), best] * obj[a_idx, gy, gx]
-        keep = score >= score_threshold
+        keep = score > score_threshold
         sel, a_idx, gx, gy = sel[keep], a_idx[keep], gx[keep], gy[keep]
         anc = np.asarray(head, dtype=_F32).reshape(n_anchor, 2)
         cx = (_sigmoid(sel[:, 0]) + gx.astype(_F32)) * _F32(iw / gw)
@@ -301,7 +302,7 @@ def decode_ssd(
             when ``has_background``.
         num_classes: C.
         input_size: network input (width, height).
-        score_threshold: keep ``max(class score) >= score_threshold`` (background ignored).
+        score_threshold: keep ``max(class score) > score_threshold`` (background ignored).
     """
     b = _drop_batch(boxes, 2, "ssd boxes")
     s = _drop_batch(scores, 2, "ssd scores")
@@ -318,7 +319,7 @@ def decode_ssd(
     if has_background:
         s = s[:, 1:]
     score_all = s.max(axis=1)
-    idx = np.flatnonzero(score_all >= score_threshold)
+    idx = np.flatnonzero(score_all > score_threshold)
     best = s[idx].argmax(axis=1) if idx.size else np.zeros((0,), np.intp)
     sel = b[idx]
     if box_format == "yxyx":
@@ -415,7 +416,7 @@ def decode_outputs(
     Args:
         manifest: selects the decoder and gives classes, anchors, strides, box format.
         outputs: the session outputs, ordered as ``manifest.output_names`` (if set).
-        score_threshold: candidates below it are dropped.
+        score_threshold: candidates whose score is not above it are dropped.
 
     Returns:
         Candidates (before NMS) in network-input pixels.

@@ -1,8 +1,8 @@
 """The object detector: manifest + ONNX file -> :class:`~edge.types.Detections` per image.
 
 One call runs four timed stages: preprocess (letterbox, normalise), ``session.run``,
-decode (family decoder, score threshold), and NMS (class filter, class-aware greedy NMS,
-mapping boxes back to the original image).
+decode (family decoder, score threshold), and NMS (class filter, mapping boxes back to
+the original image, class-aware greedy NMS from :mod:`edge.kernels.nms`).
 
 Thread-safety: :meth:`Detector.detect` may be called from several threads at once.
 onnxruntime's ``session.run`` is thread-safe and the detector keeps no per-call state;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import ConfigError, InferenceError, ModelError
+from edge.kernels.nms import nms
 from edge.runtime.decoders import decode_outputs
 from edge.runtime.preprocess import InputDType, PreprocessSpec, preprocess
 from edge.runtime.registry import ModelManifest, discover_models, sha256_ok
@@ -33,16 +34,6 @@ from edge.types import Detections
 __all__ = ["Detector"]
 
 logger = logging.getLogger("edge.runtime")
-
-NmsFn = Callable[..., npt.NDArray[np.int64]]
-
-
-def _load_nms() -> NmsFn:
-    # Imported on first use so this module imports even where the kernel is absent.
-    from edge.kernels.nms import nms
-
-    fn: NmsFn = nms
-    return fn
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -214,7 +205,7 @@ class Detector:
 
         Args:
             image_bgr: (H, W, 3) uint8, BGR (as ``cv2.imread`` returns).
-            score_threshold: minimum score (default: the manifest's).
+            score_threshold: keep scores above it (default: the manifest's).
             iou_threshold: NMS IoU above which the lower-scored box of the same class goes
                 (default: the manifest's).
             classes: keep only these class names (default: all).
@@ -257,7 +248,6 @@ class Detector:
             "iou_threshold", m.iou_threshold if iou_threshold is None else iou_threshold
         )
         wanted = self.class_ids_for(classes) if classes is not None else None
-        nms = _load_nms()
 
         t0 = time.perf_counter()
         tensor, letterbox = preprocess(image_bgr, self._spec)
@@ -268,20 +258,20 @@ class Detector:
         t3 = time.perf_counter()
         if wanted is not None:
             cands = cands[np.isin(cands.class_ids, wanted)]
+        # Unmap before NMS so that boxes lying wholly in the letterbox padding are gone
+        # before ``max_detections`` is counted.
+        xyxy = letterbox.unmap_boxes(cands.xyxy)
+        visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        xyxy, scores, class_ids = xyxy[visible], cands.scores[visible], cands.class_ids[visible]
         keep = nms(
-            cands.xyxy,
-            cands.scores,
+            xyxy,
+            scores,
             iou_threshold=iou,
             score_threshold=thr,
-            top_k=m.max_detections,
-            class_ids=cands.class_ids,
+            class_ids=class_ids,
+            max_det=m.max_detections,
         )
-        kept = cands[keep]
-        xyxy = letterbox.unmap_boxes(kept.xyxy)
-        visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-        dets = Detections(
-            xyxy=xyxy[visible], scores=kept.scores[visible], class_ids=kept.class_ids[visible]
-        )
+        dets = Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=class_ids[keep])
         t4 = time.perf_counter()
 
         timings = StageTimings(

@@ -296,3 +296,9 @@ def test_single_output_family_with_two_outputs_asks_for_output_names(tmp_path: P
     m, outs = run_planted(tmp_path, {"a": out, "b": out}, family="yolov8")
     with pytest.raises(ModelError, match="set output_names"):
         decode_outputs(m, outs, score_threshold=0.5)
+
+
+def test_threshold_is_strict_like_nms_and_darknet() -> None:
+    out = yolov8_output([(10, 10, 4, 4), (30, 30, 4, 4)], [[0.5], [0.5000001]], num_anchors=4)
+    d = decode_yolov8(out, num_classes=1, score_threshold=0.5)
+    np.testing.assert_allclose(d.xyxy, [[28, 28, 32, 32]])
