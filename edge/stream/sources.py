@@ -1,0 +1,491 @@
+"""Camera sources: one reader thread per camera, latest-frame hand-off, reconnect.
+
+Kinds (:func:`source_kind` tells them apart from the URI):
+
+- ``rtsp``: ``rtsp://`` / ``rtsps://`` URLs through OpenCV's FFmpeg backend; TCP
+  transport by default (``OPENCV_FFMPEG_CAPTURE_OPTIONS="rtsp_transport;tcp"`` is set
+  only around the open call, under a lock, so cameras may differ);
+- ``http``: ``http://`` / ``https://`` MJPEG streams (``multipart/x-mixed-replace``) and
+  other streams FFmpeg reads;
+- ``device``: V4L2 devices, an int index or ``/dev/videoN``;
+- ``file``: a video file, optionally looped.
+
+Hand-off: the reader keeps only the **latest** frame. A frame that is replaced before the
+consumer took it is *dropped* and counted (``dropped``); frames left out on purpose by
+the ``target_fps`` throttle are counted as ``skipped`` (they are grabbed but not
+decoded to BGR). Nothing is buffered beyond one frame.
+
+Files read in ``realtime`` mode are paced at their own frame rate and behave like a
+live camera. With ``realtime=False`` the reader hands out every ``frame_step``-th frame and
+waits for the consumer instead of dropping (offline analysis, tests, benchmarks); frame
+times then follow the video (``index / fps``), so results do not depend on CPU speed.
+
+Failures: a source that cannot be opened, stops delivering (read timeout), or whose
+file disappeared (on loop) goes *offline*; the reader retries with jittered exponential
+backoff (``backoff_min_s`` doubling up to ``backoff_max_s``) until it opens and delivers
+a frame again (*online*). ``on_status(online, reason)`` is called on each change, from
+the reader thread. A file that ends without ``loop`` *finishes*: :meth:`CameraSource.read`
+then returns ``None`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.mqtt.reconnect import Backoff
+
+__all__ = [
+    "CameraSource",
+    "Frame",
+    "SourceKind",
+    "SourceSpec",
+    "StatusCallback",
+    "source_kind",
+]
+
+log = logging.getLogger("edge.stream")
+
+SourceKind = Literal["rtsp", "http", "device", "file"]
+StatusCallback = Callable[[bool, str], None]
+"""``on_status(online, reason)``: called from the reader thread on each state change."""
+
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_env_lock = threading.Lock()
+_DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
+
+
+def source_kind(uri: str | int) -> SourceKind:
+    """Which kind of source ``uri`` is: int or ``/dev/videoN`` -> device, ``rtsp(s)://`` ->
+    rtsp, ``http(s)://`` -> http, anything else -> file."""
+    if isinstance(uri, int):
+        return "device"
+    s = uri.strip()
+    low = s.lower()
+    if low.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if low.startswith(("http://", "https://")):
+        return "http"
+    if _DEVICE_RE.match(s) or s.isdigit():
+        return "device"
+    return "file"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSpec:
+    """How to read one camera.
+
+    Attributes:
+        uri: RTSP/HTTP URL, ``/dev/videoN`` or device index, or a file path.
+        target_fps: hand out at most this many frames per second (live sources and
+            realtime files); ``None``: every frame. For non-realtime files it sets
+            ``frame_step`` to ``round(file_fps / target_fps)`` when that is 1.
+        loop: files: start over at the end (re-opening the path, so a replaced or
+            vanished file is noticed).
+        realtime: files: pace at the file's frame rate and drop like a live camera.
+        frame_step: non-realtime files: hand out every n-th frame (>= 1).
+        rtsp_tcp: RTSP over TCP (interleaved) instead of UDP.
+        width, height: requested capture size (devices); ``None``: the default.
+        open_timeout_s, read_timeout_s: FFmpeg timeouts for network sources.
+        backoff_min_s, backoff_max_s: reconnect delay range (jittered, doubling).
+    """
+
+    uri: str | int
+    target_fps: float | None = None
+    loop: bool = False
+    realtime: bool = True
+    frame_step: int = 1
+    rtsp_tcp: bool = True
+    width: int | None = None
+    height: int | None = None
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.uri, str) and not self.uri.strip():
+            raise ValueError("source uri must be non-empty")
+        if isinstance(self.uri, int) and self.uri < 0:
+            raise ValueError("device index must be >= 0")
+        if self.target_fps is not None and not (
+            math.isfinite(self.target_fps) and self.target_fps > 0
+        ):
+            raise ValueError("target_fps must be > 0 or None")
+        if self.frame_step < 1:
+            raise ValueError("frame_step must be >= 1")
+        if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+
+    @property
+    def kind(self) -> SourceKind:
+        return source_kind(self.uri)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame handed to the consumer.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR.
+        seq: 0, 1, 2, ... frames handed out by this source.
+        index: frames read from the source so far, including skipped ones (for files:
+            the position in the video, counting across loops).
+        t: frame time in seconds on a monotonic clock (live: when it was read; non-realtime
+            files: start + index / fps).
+        wall_ms: frame time as Unix milliseconds (same rule).
+        captured_mono: ``time.monotonic()`` when it was read (latency measurements).
+    """
+
+    image: npt.NDArray[np.uint8]
+    seq: int
+    index: int
+    t: float
+    wall_ms: int
+    captured_mono: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+_Outcome = tuple[Literal["stop", "loop", "offline"], str]
+
+
+def _open_capture(spec: SourceSpec) -> Any:
+    """A ``cv2.VideoCapture`` for ``spec`` (may be not opened)."""
+    kind = spec.kind
+    if kind == "device":
+        m = _DEVICE_RE.match(str(spec.uri))
+        index = int(spec.uri) if not m else int(m.group(1))
+        cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if spec.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, spec.width)
+            if spec.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, spec.height)
+        return cap
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        round(spec.open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        round(spec.read_timeout_s * 1000),
+    ]
+    uri = str(spec.uri)
+    if kind == "rtsp":
+        with _env_lock:  # the option is read from the environment during open only
+            old = os.environ.get(_FFMPEG_OPTIONS_ENV)
+            os.environ[_FFMPEG_OPTIONS_ENV] = (
+                "rtsp_transport;tcp" if spec.rtsp_tcp else "rtsp_transport;udp"
+            )
+            try:
+                return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+            finally:
+                if old is None:
+                    os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+                else:
+                    os.environ[_FFMPEG_OPTIONS_ENV] = old
+    if kind == "file" and not Path(uri).is_file():
+        return None
+    return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+
+
+class CameraSource:
+    """Reads one camera in a background thread; :meth:`read` returns the latest frame.
+
+    Keyword-only; use as a context manager (starts on enter) or call :meth:`start` and
+    :meth:`close`.
+
+    Args:
+        spec: what to read.
+        name: camera name (logs, thread name).
+        on_status: ``(online, reason)`` on each online/offline change (reader thread).
+        rng: uniform [0, 1) source for the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: SourceSpec,
+        name: str = "camera",
+        on_status: StatusCallback | None = None,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = name
+        self._on_status = on_status
+        self._backoff = Backoff(
+            min_s=spec.backoff_min_s,
+            max_s=spec.backoff_max_s,
+            hard_s=spec.backoff_max_s,
+            **({"rng": rng} if rng is not None else {}),
+        )
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._online: bool | None = None
+        self._finished = False
+        self._fps: float | None = None
+        self._t0: float | None = None  # non-realtime files: time of index 0
+        self._wall0 = 0
+        # counters (read under the condition's lock)
+        self._read = 0
+        self._delivered = 0
+        self._taken = 0
+        self._dropped = 0
+        self._skipped = 0
+        self._reconnects = 0
+        self._failures = 0
+        self._last_error = ""
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def online(self) -> bool | None:
+        """True after a frame arrived, False after a failure, None before either."""
+        return self._online
+
+    @property
+    def finished(self) -> bool:
+        """A file ended without ``loop`` (or the source was closed)."""
+        return self._finished
+
+    @property
+    def fps(self) -> float | None:
+        """The source's own frame rate as reported by the backend (None if unknown)."""
+        return self._fps
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /metrics: frames ``read`` (grabbed), ``delivered`` to the slot,
+        ``taken`` by the consumer, ``dropped`` (replaced before taken), ``skipped``
+        (throttle/frame_step), ``reconnects``, ``failures``; and ``online``."""
+        with self._cond:
+            return {
+                "online": self._online,
+                "finished": self._finished,
+                "frames_read": self._read,
+                "frames_delivered": self._delivered,
+                "frames_taken": self._taken,
+                "frames_dropped": self._dropped,
+                "frames_skipped": self._skipped,
+                "reconnects": self._reconnects,
+                "failures": self._failures,
+                "last_error": self._last_error,
+            }
+
+    # -- consumer side ---------------------------------------------------------------
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The latest frame not yet taken; waits up to ``timeout`` seconds (None: until a
+        frame comes, the file finishes or the source is closed). ``None`` on timeout,
+        finish or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._slot is None:
+                if self._finished or self._stop.is_set():
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._slot = self._slot, None
+            self._taken += 1
+            self._cond.notify_all()
+            return frame
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the reader thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the reader and wait up to ``timeout`` s for it; True if it ended.
+
+        A read blocked inside the backend ends within ``read_timeout_s``; the capture is
+        released by the reader thread itself. Idempotent.
+        """
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout)
+        alive = t.is_alive()
+        if alive:
+            log.warning("camera %s: reader did not stop within %.1f s", self.name, timeout)
+        return not alive
+
+    def __enter__(self) -> CameraSource:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reader thread -----------------------------------------------------------------
+    def _set_status(self, online: bool, reason: str) -> None:
+        with self._cond:
+            if self._online is online:
+                return
+            self._online = online
+            if not online:
+                self._failures += 1
+                self._last_error = reason
+        level = logging.INFO if online else logging.WARNING
+        log.log(level, "camera %s %s: %s", self.name, "online" if online else "offline", reason)
+        if self._on_status is not None:
+            try:
+                self._on_status(online, reason)
+            except Exception:  # a faulty callback must not kill the reader
+                log.exception("camera %s: status callback failed", self.name)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                what, reason = self._read_session()
+                if what == "stop" or self._stop.is_set():
+                    break
+                if what == "loop":
+                    log.debug("camera %s: end of file, looping", self.name)
+                    continue
+                self._set_status(False, reason)
+                delay = self._backoff.next_delay()
+                log.debug("camera %s: retry in %.2f s", self.name, delay)
+                if self._stop.wait(delay):
+                    break
+                with self._cond:
+                    self._reconnects += 1
+        except Exception:
+            log.exception("camera %s: reader thread failed", self.name)
+            raise
+        finally:
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _read_session(self) -> _Outcome:
+        """Open and read until the source fails, the file ends, or the reader stops."""
+        spec = self.spec
+        cap = _open_capture(spec)
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return "offline", f"cannot open {self._where()}"
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self._fps = fps if math.isfinite(fps) and 0 < fps < 1000 else None
+            return self._read_loop(cap)
+        finally:
+            cap.release()
+
+    def _where(self) -> str:
+        uri = str(self.spec.uri)
+        return re.sub(r"//[^/@]*@", "//***@", uri)  # no passwords in logs
+
+    def _read_loop(self, cap: Any) -> _Outcome:
+        spec = self.spec
+        is_file = spec.kind == "file"
+        paced_file = is_file and spec.realtime
+        offline_file = is_file and not spec.realtime
+        fps = self._fps or 25.0
+        step = spec.frame_step
+        if offline_file and step == 1 and spec.target_fps is not None:
+            step = max(1, round(fps / spec.target_fps))
+        period = (1.0 / spec.target_fps) if spec.target_fps and not offline_file else None
+        frames_here = 0
+        t_open = time.monotonic()
+        next_due = t_open
+        while not self._stop.is_set():
+            if paced_file:  # behave like a camera producing fps frames per second
+                wait = t_open + frames_here / fps - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return "stop", ""
+            ok = bool(cap.grab())
+            if not ok:
+                if is_file and frames_here > 0:  # end of file
+                    if not spec.loop:
+                        log.info("camera %s: end of file", self.name)
+                        return "stop", "end of file"
+                    if Path(str(spec.uri)).is_file():
+                        return "loop", ""
+                    return "offline", f"{self._where()} is gone"
+                return "offline", f"no frame from {self._where()} (read failed or timed out)"
+            frames_here += 1
+            now = time.monotonic()
+            with self._cond:
+                index = self._read
+                self._read += 1
+            if offline_file:
+                want = index % step == 0
+            elif period is not None:
+                want = now >= next_due
+                if want:
+                    next_due = next_due + period if now - next_due < period else now + period
+            else:
+                want = True
+            if not want:
+                with self._cond:
+                    self._skipped += 1
+                continue
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                return "offline", f"cannot decode a frame from {self._where()}"
+            self._backoff.reset()
+            self._set_status(True, "receiving frames")
+            self._deliver(np.ascontiguousarray(image, dtype=np.uint8), index, now, offline_file)
+        return "stop", ""
+
+    def _deliver(self, image: npt.NDArray[np.uint8], index: int, now: float, wait: bool) -> None:
+        if wait:
+            fps = self._fps or 25.0
+            if self._t0 is None:
+                self._t0 = now - index / fps
+                self._wall0 = time.time_ns() // 1_000_000 - round(index * 1000 / fps)
+            t = self._t0 + index / fps
+            wall_ms = self._wall0 + round(index * 1000 / fps)
+        else:
+            t = now
+            wall_ms = time.time_ns() // 1_000_000
+        with self._cond:
+            if wait:  # offline file: never drop, wait for the consumer
+                while self._slot is not None and not self._stop.is_set():
+                    self._cond.wait(0.1)
+                if self._stop.is_set():
+                    return
+            if self._slot is not None:
+                self._dropped += 1
+            self._slot = Frame(
+                image=image,
+                seq=self._delivered,
+                index=index,
+                t=t,
+                wall_ms=wall_ms,
+                captured_mono=now,
+            )
+            self._delivered += 1
+            self._cond.notify_all()
