@@ -1,0 +1,422 @@
+"""The local events table: every zone event the gateway raised, for the console and queries.
+
+One SQLite file in the data directory (:func:`events_db_path`), WAL mode, so the command
+line (``safety-edge events list``) and the API can read while the pipeline writes. Rows
+are never updated; :meth:`EventStore.prune` deletes old ones. The MQTT outbox is a
+separate table owned by :mod:`edge.mqtt.outbox`: this one is a log, not a queue.
+
+:class:`ZoneEvent` is the stream layer's event value (raised by
+:class:`edge.stream.zones.ZoneMonitor`, stored here, handed to sinks).
+
+Thread-safety: one connection guarded by a lock; any thread may call any method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from edge.errors import EdgeError
+
+__all__ = [
+    "EVENTS_DB_FILENAME",
+    "AttributeValue",
+    "EventStore",
+    "EventStoreError",
+    "EventType",
+    "ZoneEvent",
+    "event_to_dict",
+    "events_db_path",
+    "parse_time",
+]
+
+log = logging.getLogger("edge.stream")
+
+EVENTS_DB_FILENAME = "events.sqlite3"
+
+EventType = Literal["start", "update", "end"]
+AttributeValue = str | int | float | bool
+
+
+# -- the event ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneEvent:
+    """One zone event; field names match :class:`edge.mqtt.schema.Event`, so
+    ``Event(**event.mqtt_fields())`` builds the published payload.
+
+    Attributes:
+        event_id: time-ordered unique id (ULID layout, :mod:`edge.mqtt.ids`).
+        type: ``start`` | ``update`` | ``end``.
+        camera, task, zone: where it happened.
+        label: what: the track's class name, or the zone's ``label`` (e.g. ``no_hat``).
+        score: detector score in [0, 1] of the box below.
+        box: (x1, y1, x2, y2) pixels of the source frame; for ``end`` the last box seen
+            inside the zone.
+        track_id: tracker id of the object.
+        time_ms: wall-clock Unix milliseconds of the frame that raised the event.
+        start_event_id, start_time_ms: the incident's ``start`` (``None`` on ``start``).
+        snapshot: path of the JPEG saved for the event (set by the pipeline).
+        model: the detector's name.
+        attributes: small extra values: ``dwell_s`` (float seconds inside, so far),
+            ``reason`` on ``end``, ``last_inside_ms`` on ``end``.
+        mono_s: monotonic seconds at which the frame was captured (for latency metrics;
+            not part of the public event).
+    """
+
+    event_id: str
+    type: EventType
+    camera: str
+    task: str
+    zone: str
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    track_id: int | None
+    time_ms: int
+    start_event_id: str | None = None
+    start_time_ms: int | None = None
+    snapshot: str | None = None
+    model: str = ""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    mono_s: float = 0.0
+
+    _MQTT_FIELDS = (
+        "event_id",
+        "type",
+        "camera",
+        "task",
+        "zone",
+        "label",
+        "score",
+        "box",
+        "track_id",
+        "time_ms",
+        "start_event_id",
+        "start_time_ms",
+        "snapshot",
+        "model",
+        "attributes",
+    )
+
+    def mqtt_fields(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`edge.mqtt.schema.Event` (everything but ``mono_s``)."""
+        return {k: getattr(self, k) for k in self._MQTT_FIELDS}
+
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        event_id       TEXT PRIMARY KEY,
+        type           TEXT NOT NULL CHECK (type IN ('start', 'update', 'end')),
+        time_ms        INTEGER NOT NULL,
+        camera         TEXT NOT NULL,
+        task           TEXT NOT NULL,
+        zone           TEXT NOT NULL,
+        label          TEXT NOT NULL,
+        score          REAL NOT NULL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+        track_id       INTEGER,
+        snapshot       TEXT,
+        model          TEXT NOT NULL DEFAULT '',
+        start_event_id TEXT,
+        start_time_ms  INTEGER,
+        attributes     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_time ON events (time_ms);
+    CREATE INDEX events_camera_time ON events (camera, time_ms);
+    CREATE INDEX events_task_time ON events (task, time_ms);
+    """,
+)
+
+_COLUMNS = (
+    "event_id, type, time_ms, camera, task, zone, label, score, x1, y1, x2, y2, track_id, "
+    "snapshot, model, start_event_id, start_time_ms, attributes"
+)
+
+
+class EventStoreError(EdgeError):
+    """The events database cannot be opened, read or written (locked, full, corrupt)."""
+
+    code = 5002
+
+
+def events_db_path(data_dir: str | Path) -> Path:
+    """The events database in a data directory: ``data_dir / "events.sqlite3"``."""
+    return Path(data_dir) / EVENTS_DB_FILENAME
+
+
+_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_time(text: str, *, now_ms: int | None = None) -> int:
+    """A point in time as Unix milliseconds.
+
+    Accepts a duration back from now (``90s``, ``15m``, ``1h``, ``2d``, ``1w``), an ISO 8601
+    date or date-time (naive means local time), or Unix seconds/milliseconds as digits
+    (more than 11 digits is taken as milliseconds).
+
+    Raises:
+        ValueError: none of those forms.
+    """
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    m = _REL.match(text)
+    if m:
+        return now - round(float(m.group(1)) * _UNIT_S[m.group(2).lower()] * 1000)
+    s = text.strip()
+    if s.isdigit():
+        v = int(s)
+        return v if len(s) > 11 else v * 1000
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"time {text!r} is not a duration (1h, 30m, 2d), an ISO date-time or Unix time"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # local time
+    return int(dt.astimezone(timezone.utc).timestamp() * 1000)
+
+
+def _row_to_event(row: Sequence[Any]) -> ZoneEvent:
+    attrs = cast(dict[str, AttributeValue], json.loads(row[17]) if row[17] else {})
+    return ZoneEvent(
+        event_id=row[0],
+        type=cast(EventType, row[1]),
+        time_ms=int(row[2]),
+        camera=row[3],
+        task=row[4],
+        zone=row[5],
+        label=row[6],
+        score=float(row[7]),
+        box=(float(row[8]), float(row[9]), float(row[10]), float(row[11])),
+        track_id=None if row[12] is None else int(row[12]),
+        snapshot=row[13],
+        model=row[14],
+        start_event_id=row[15],
+        start_time_ms=None if row[16] is None else int(row[16]),
+        attributes=attrs,
+    )
+
+
+def _event_row(e: ZoneEvent) -> tuple[Any, ...]:
+    return (
+        e.event_id,
+        e.type,
+        int(e.time_ms),
+        e.camera,
+        e.task,
+        e.zone,
+        e.label,
+        float(e.score),
+        *(float(v) for v in e.box),
+        e.track_id,
+        e.snapshot,
+        e.model,
+        e.start_event_id,
+        e.start_time_ms,
+        json.dumps(dict(e.attributes), separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+class EventStore:
+    """The events table in a SQLite file (created, migrated on open).
+
+    Args:
+        path: the database file; its folder is created.
+        busy_timeout_ms: how long a write waits for another process's lock.
+
+    Raises:
+        EventStoreError: the file cannot be opened or migrated.
+    """
+
+    def __init__(self, *, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), timeout=busy_timeout_ms / 1000.0, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise EventStoreError(f"cannot open events database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise EventStoreError(f"cannot prepare events database {self.path}: {exc}") from exc
+        self._conn = conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(_MIGRATIONS):
+            raise sqlite3.DatabaseError(
+                f"database schema version {version} is newer than this program ({len(_MIGRATIONS)})"
+            )
+        for n in range(version, len(_MIGRATIONS)):
+            conn.executescript(f"BEGIN;{_MIGRATIONS[n]}PRAGMA user_version = {n + 1};COMMIT;")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise EventStoreError(f"events database {self.path} is closed")
+        return self._conn
+
+    # -- writing -------------------------------------------------------------------
+    def add(self, event: ZoneEvent) -> bool:
+        """Store one event; ``False`` when its ``event_id`` is already stored.
+
+        Raises:
+            EventStoreError: the database is locked past the busy timeout, full, or broken.
+        """
+        return self.add_many([event]) == 1
+
+    def add_many(self, events: Iterable[ZoneEvent]) -> int:
+        """Store events in one transaction; returns how many were new."""
+        rows = [_event_row(e) for e in events]
+        if not rows:
+            return 0
+        with self._lock:
+            db = self._db()
+            try:
+                with db:
+                    before = db.total_changes
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                        rows,
+                    )
+                    return db.total_changes - before
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot write events to {self.path}: {exc}") from exc
+
+    def prune(self, *, before_ms: int) -> int:
+        """Delete events older than ``before_ms`` (Unix ms); returns how many."""
+        with self._lock:
+            db = self._db()
+            try:
+                with db:
+                    return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot prune {self.path}: {exc}") from exc
+
+    # -- reading -------------------------------------------------------------------
+    def list_events(
+        self,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        camera: str | None = None,
+        task: str | None = None,
+        zone: str | None = None,
+        type: EventType | None = None,
+        limit: int = 100,
+    ) -> list[ZoneEvent]:
+        """Events matching every given filter, newest first.
+
+        Args:
+            since, until: Unix ms, ``since <= time_ms < until``.
+            camera, task, zone, type: exact matches.
+            limit: at most this many (1 .. 100000).
+        """
+        if not 1 <= limit <= 100_000:
+            raise ValueError("limit must be in 1..100000")
+        where: list[str] = []
+        args: list[Any] = []
+        for col, op, val in (
+            ("time_ms", ">=", since),
+            ("time_ms", "<", until),
+            ("camera", "=", camera),
+            ("task", "=", task),
+            ("zone", "=", zone),
+            ("type", "=", type),
+        ):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        sql = f"SELECT {_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_ms DESC, event_id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            db = self._db()
+            try:
+                rows = db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read events from {self.path}: {exc}") from exc
+        return [_row_to_event(r) for r in rows]
+
+    def get(self, event_id: str) -> ZoneEvent | None:
+        """One event by id."""
+        with self._lock:
+            db = self._db()
+            try:
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE event_id = ?", (event_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read events from {self.path}: {exc}") from exc
+        return None if row is None else _row_to_event(row)
+
+    def counts(self, *, since: int | None = None) -> dict[str, int]:
+        """Number of events by type (``start``/``update``/``end``), since ``since`` (Unix ms)."""
+        sql = "SELECT type, COUNT(*) FROM events"
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql += " WHERE time_ms >= ?"
+            args = (since,)
+        with self._lock:
+            db = self._db()
+            try:
+                rows = db.execute(sql + " GROUP BY type", args).fetchall()
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read events from {self.path}: {exc}") from exc
+        out = {"start": 0, "update": 0, "end": 0}
+        out.update({str(k): int(v) for k, v in rows})
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def event_to_dict(event: ZoneEvent) -> dict[str, Any]:
+    """JSON-ready dict of an event (ISO time added), as the ``events list`` command prints."""
+    d = event.mqtt_fields()
+    d["box"] = list(event.box)
+    d["attributes"] = dict(event.attributes)
+    d["time"] = (
+        datetime.fromtimestamp(event.time_ms / 1000, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+    return d
