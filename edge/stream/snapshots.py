@@ -1,0 +1,359 @@
+"""JPEG snapshots of incidents (boxes and zone drawn) with retention by age and total size.
+
+Files live under ``root/<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of the event);
+events carry the path relative to ``root``. Writes are atomic (temporary file, then
+rename), so a reader or a power cut never sees half a JPEG.
+
+Retention (:meth:`SnapshotStore.sweep`, run by a background thread every
+``sweep_interval_s`` after :meth:`SnapshotStore.start`):
+
+1. JPEGs whose modification time is older than ``max_age_days`` are deleted;
+2. then, while the JPEGs left total more than ``max_total_bytes``, the oldest are
+   deleted (so the newest snapshots are always the ones kept);
+3. empty folders and stale temporary files (older than an hour) are removed.
+
+Only ``*.jpg`` files (and this module's ``*.jpg.tmp``) under ``root`` are touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.stream.events import ZoneEvent
+from edge.stream.tracker import TRACK_IDS
+from edge.types import Detections
+
+__all__ = ["SnapshotStore", "SweepResult", "draw_snapshot"]
+
+log = logging.getLogger("edge.stream")
+
+_TMP_SUFFIX = ".tmp"
+_STALE_TMP_S = 3600.0
+
+_RED = (0, 0, 255)
+_YELLOW = (0, 220, 255)
+_ZONE = (255, 160, 0)
+
+
+def draw_snapshot(
+    image_bgr: npt.NDArray[np.uint8],
+    *,
+    dets: Detections | None = None,
+    class_names: Sequence[str] = (),
+    polygon: npt.NDArray[np.float64] | None = None,
+    highlight_track: int | None = None,
+    caption: str = "",
+) -> npt.NDArray[np.uint8]:
+    """A copy of ``image_bgr`` with the zone polygon (outlined, lightly filled), every box
+    (the ``highlight_track`` one in red and thicker, others in yellow) labelled
+    ``class #track score``, and a caption at the top left.
+
+    Args:
+        image_bgr: (H, W, 3) uint8.
+        dets: boxes in image pixels; ``data["track_ids"]`` is used when present.
+        class_names: names for ``class_ids``.
+        polygon: (M, 2) pixels, or None.
+    """
+    out: npt.NDArray[np.uint8] = np.array(image_bgr, dtype=np.uint8, copy=True)
+    h, w = out.shape[:2]
+    thick = max(1, round(min(h, w) / 300))
+    if polygon is not None and len(polygon) >= 3:
+        pts = np.rint(polygon).astype(np.int32).reshape(-1, 1, 2)
+        overlay = out.copy()
+        cv2.fillPoly(overlay, [pts], _ZONE)
+        cv2.addWeighted(overlay, 0.2, out, 0.8, 0, dst=out)
+        cv2.polylines(out, [pts], isClosed=True, color=_ZONE, thickness=thick + 1)
+    if dets is not None and len(dets):
+        ids = dets.data.get(TRACK_IDS)
+        for k in range(len(dets)):
+            x1, y1, x2, y2 = (round(float(v)) for v in dets.xyxy[k])
+            cid = int(dets.class_ids[k])
+            name = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
+            tid = None if ids is None else int(ids[k])
+            hot = highlight_track is not None and tid == highlight_track
+            colour = _RED if hot else _YELLOW
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick * (2 if hot else 1))
+            label = f"{name} #{tid} {float(dets.scores[k]):.2f}" if tid is not None else name
+            cv2.putText(
+                out,
+                label,
+                (x1, max(y1 - 4, 12)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
+    if caption:
+        cv2.putText(
+            out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA
+        )
+        cv2.putText(
+            out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one retention pass did: files/bytes deleted (by age, by size) and kept."""
+
+    deleted_by_age: int
+    deleted_by_size: int
+    deleted_bytes: int
+    kept_files: int
+    kept_bytes: int
+
+
+class SnapshotStore:
+    """Saves incident snapshots and enforces retention.
+
+    Args:
+        root: folder for snapshots (created).
+        max_age_days: delete snapshots older than this; ``None`` = no age limit.
+        max_total_bytes: keep the folder's JPEGs under this total; ``None`` = no limit.
+        jpeg_quality: 1..100.
+        sweep_interval_s: period of the background sweeper (see :meth:`start`).
+        clock: wall clock in Unix seconds (tests pass a fixed one).
+
+    Thread-safety: :meth:`save` may be called from several threads; the sweeper runs in
+    its own thread. :meth:`close` stops the sweeper (idempotent).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        max_age_days: float | None = 30.0,
+        max_total_bytes: int | None = 2 * 1024**3,
+        jpeg_quality: int = 85,
+        sweep_interval_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_age_days is not None and max_age_days <= 0:
+            raise ValueError("max_age_days must be > 0 or None")
+        if max_total_bytes is not None and max_total_bytes < 0:
+            raise ValueError("max_total_bytes must be >= 0 or None")
+        if not 1 <= jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+        if sweep_interval_s <= 0:
+            raise ValueError("sweep_interval_s must be > 0")
+        self.root = Path(root)
+        self.max_age_days = max_age_days
+        self.max_total_bytes = max_total_bytes
+        self.jpeg_quality = jpeg_quality
+        self.sweep_interval_s = sweep_interval_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sweep_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.saved = 0
+        self.save_failures = 0
+        self.swept_files = 0
+        self.last_sweep: SweepResult | None = None
+
+    # -- saving ----------------------------------------------------------------------
+    def relative_path(self, event: ZoneEvent) -> str:
+        """``<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of the event)."""
+        day = datetime.fromtimestamp(event.time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+        return f"{_safe(event.camera)}/{day}/{_safe(event.event_id)}.jpg"
+
+    def save(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        *,
+        event: ZoneEvent,
+        dets: Detections | None = None,
+        class_names: Sequence[str] = (),
+        polygon: npt.NDArray[np.float64] | None = None,
+    ) -> str | None:
+        """Draw and save the snapshot of ``event``; returns its path relative to ``root``.
+
+        Returns ``None`` (and logs a WARNING, counts ``save_failures``) when the file
+        cannot be written -- disk full, folder not writable: the event goes on without a
+        snapshot rather than being lost.
+        """
+        drawn = draw_snapshot(
+            image_bgr,
+            dets=dets,
+            class_names=class_names,
+            polygon=polygon,
+            highlight_track=event.track_id,
+            caption=f"{event.camera} {event.zone} {event.label} {event.type}",
+        )
+        ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        rel = self.relative_path(event)
+        path = self.root / rel
+        tmp = path.with_name(path.name + _TMP_SUFFIX)
+        try:
+            if not ok:
+                raise OSError("JPEG encoding failed")
+            data = buf.tobytes()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write(tmp, data)
+            except FileNotFoundError:  # the sweeper removed the empty folder just now
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write(tmp, data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with self._stats_lock:
+                self.save_failures += 1
+            log.warning("snapshot %s not saved: %s", path, exc)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                log.debug("could not remove %s", tmp)
+            return None
+        with self._stats_lock:
+            self.saved += 1
+        return rel
+
+    # -- retention -------------------------------------------------------------------
+    def sweep(self, *, now: float | None = None) -> SweepResult:
+        """One retention pass (see the module docstring); safe to call any time."""
+        now = self._clock() if now is None else now
+        with self._sweep_lock:
+            files: list[tuple[float, int, Path]] = []
+            if self.root.is_dir():
+                for p in self.root.rglob("*"):
+                    try:
+                        if p.name.endswith(".jpg" + _TMP_SUFFIX):
+                            if now - p.stat().st_mtime > _STALE_TMP_S:
+                                p.unlink()
+                            continue
+                        if p.suffix.lower() != ".jpg" or not p.is_file():
+                            continue
+                        st = p.stat()
+                    except FileNotFoundError:
+                        continue
+                    files.append((st.st_mtime, st.st_size, p))
+            files.sort(key=lambda f: (f[0], str(f[2])))
+            by_age = by_size = freed = 0
+            keep: list[tuple[float, int, Path]] = []
+            cutoff = None if self.max_age_days is None else now - self.max_age_days * 86_400
+            for f in files:
+                if cutoff is not None and f[0] < cutoff and _unlink(f[2]):
+                    by_age += 1
+                    freed += f[1]
+                else:
+                    keep.append(f)
+            total = sum(f[1] for f in keep)
+            if self.max_total_bytes is not None:
+                while keep and total > self.max_total_bytes:
+                    _, size, p = keep.pop(0)
+                    if _unlink(p):
+                        by_size += 1
+                        freed += size
+                    total -= size
+            self._remove_empty_dirs()
+            result = SweepResult(
+                deleted_by_age=by_age,
+                deleted_by_size=by_size,
+                deleted_bytes=freed,
+                kept_files=len(keep),
+                kept_bytes=total,
+            )
+        with self._stats_lock:
+            self.swept_files += by_age + by_size
+            self.last_sweep = result
+        if by_age or by_size:
+            log.info(
+                "snapshot retention: deleted %d by age, %d by size (%d bytes); kept %d (%d bytes)",
+                by_age,
+                by_size,
+                freed,
+                len(keep),
+                total,
+            )
+        return result
+
+    def _remove_empty_dirs(self) -> None:
+        if not self.root.is_dir():
+            return
+        for d in sorted((p for p in self.root.rglob("*") if p.is_dir()), reverse=True):
+            try:
+                d.rmdir()  # only succeeds when empty
+            except OSError:
+                continue
+
+    # -- background sweeper ------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background sweeper (a daemon thread; first pass at once)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sweeper, name="snapshot-sweeper", daemon=True)
+        self._thread.start()
+
+    def _sweeper(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep()
+            except OSError as exc:
+                log.warning("snapshot retention pass failed: %s", exc)
+            self._stop.wait(self.sweep_interval_s)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /metrics."""
+        with self._stats_lock:
+            last = self.last_sweep
+            return {
+                "snapshots_saved": self.saved,
+                "snapshot_save_failures": self.save_failures,
+                "snapshots_deleted": self.swept_files,
+                "snapshot_bytes": -1 if last is None else last.kept_bytes,
+            }
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the sweeper thread (idempotent)."""
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None:
+            t.join(timeout)
+
+    def __enter__(self) -> SnapshotStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _unlink(p: Path) -> bool:
+    try:
+        p.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot delete snapshot %s: %s", p, exc)
+        return False
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a camera name or id (no separators, no leading dot)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return cleaned or "_"
