@@ -1,0 +1,514 @@
+"""Zone rules: per-(zone, track) state that turns per-frame detections into incidents.
+
+A :class:`ZoneMonitor` watches one zone (a polygon, or the whole frame) for tracks that
+satisfy its condition: the track's class is one of the zone's ``classes``, its anchor
+lies in the polygon and, optionally, a per-detection predicate holds (e.g. "this head
+has no hard hat"). Intrusion, hard-hat and workwear violations are all this one
+machine with different classes and predicates.
+
+Behaviour, per track (times are the frame times passed in, never read from a clock):
+
+- **dwell**: the dwell clock starts on the first frame the track is inside. ``start``
+  fires on the first frame inside at which the track has been inside for at least
+  ``min_dwell_s``. A track that leaves before that raises nothing.
+- **debounce / cooldown**: once a track has been inside, it must be *not inside*
+  (outside the polygon, or not detected at all) for ``cooldown_s`` before its state is
+  dropped. Short flickers (the box edge crossing the polygon, a missed detection) do
+  not end an incident, nor restart the dwell clock.
+- **end**: an open incident ends on the first frame at which the track has not been
+  inside for ``cooldown_s``; ``attributes["reason"]`` is ``"left"`` (seen outside),
+  ``"lost"`` (not detected), ``"schedule"`` or ``"shutdown"``.
+- **update**: while an incident is open and the track is inside, at most one ``update``
+  every ``update_every_s`` (``None``: no updates).
+- **schedule**: outside the zone's active schedule nothing is tracked and no event is
+  raised; when the schedule closes, open incidents end (reason ``"schedule"``).
+
+So one incident gives exactly one ``start`` and one ``end`` (plus bounded ``update``s);
+a track that leaves and comes back after the cooldown makes a second incident.
+All zone tests of a frame are one vectorized call over all anchors
+(:func:`edge.tasks.fence.inside_mask`).
+
+Not thread-safe: one monitor per camera, task and zone, stepped from one thread.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.errors import AreaError
+from edge.kernels.geometry import validate_polygon
+from edge.mqtt.ids import new_event_id
+from edge.stream.events import AttributeValue, EventType, ZoneEvent
+from edge.stream.tracker import TRACK_IDS
+from edge.tasks.fence import AnchorMode, inside_mask
+from edge.types import BoolArray, Detections
+
+__all__ = [
+    "Condition",
+    "Schedule",
+    "TimeRange",
+    "ZoneMonitor",
+    "ZoneSpec",
+]
+
+EndReason = Literal["left", "lost", "schedule", "shutdown"]
+Condition = Callable[[Detections], BoolArray]
+"""Per-detection predicate: (N,) bool for a frame's tracked detections."""
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_S = 86_400
+
+
+# -- schedules ------------------------------------------------------------------------
+def _parse_hhmm(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*", text)
+    if not m:
+        raise ValueError(f"time {text!r} is not HH:MM or HH:MM:SS")
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if mi > 59 or s > 59 or h > 24 or (h == 24 and (mi or s)):
+        raise ValueError(f"time {text!r} is out of range (00:00 to 24:00)")
+    return h * 3600 + mi * 60 + s
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Seconds since local midnight, ``[start_s, end_s)``. ``end_s < start_s`` runs over
+    midnight into the next day (``22:00-06:00``); ``end_s == 86400`` is ``24:00``."""
+
+    start_s: int
+    end_s: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start_s < _DAY_S and 0 <= self.end_s <= _DAY_S):
+            raise ValueError(f"time range {self.start_s}-{self.end_s} s is out of range")
+        if self.start_s == self.end_s:
+            raise ValueError("a time range must not be empty (use 00:00-24:00 for all day)")
+
+    @classmethod
+    def parse(cls, text: str) -> TimeRange:
+        """``"07:00-19:00"``, ``"22:00-06:00"`` (overnight), ``"00:00-24:00"``."""
+        parts = text.split("-")
+        if len(parts) != 2:
+            raise ValueError(f"time range {text!r} is not HH:MM-HH:MM")
+        return cls(_parse_hhmm(parts[0]), _parse_hhmm(parts[1]))
+
+    @property
+    def overnight(self) -> bool:
+        return self.end_s < self.start_s
+
+
+def _parse_days(spec: str | Iterable[str]) -> frozenset[int]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    days: set[int] = set()
+    for raw in items:
+        item = raw.strip().lower()
+        if item in ("", "*", "daily", "all", "every day"):
+            days.update(range(7))
+            continue
+        if item in ("weekdays", "workdays"):
+            days.update(range(5))
+            continue
+        if item == "weekends":
+            days.update((5, 6))
+            continue
+        lo, _, hi = item.partition("-")
+        try:
+            a = DAY_NAMES.index(lo.strip()[:3])
+            b = DAY_NAMES.index(hi.strip()[:3]) if hi else a
+        except ValueError:
+            raise ValueError(
+                f"day {raw!r} is not one of {', '.join(DAY_NAMES)} (or a range like mon-fri)"
+            ) from None
+        k = a
+        while True:  # ranges may wrap: fri-mon
+            days.add(k)
+            if k == b:
+                break
+            k = (k + 1) % 7
+    return frozenset(days)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a zone is armed: days of the week and time ranges, in a time zone.
+
+    Attributes:
+        days: ISO weekday numbers 0 (Monday) .. 6 (Sunday) on which a range *starts*.
+        ranges: time ranges; empty means all day.
+        tz: IANA time zone name (e.g. ``Europe/Berlin``); ``None`` = the gateway's local
+            time zone.
+    """
+
+    days: frozenset[int] = frozenset(range(7))
+    ranges: tuple[TimeRange, ...] = ()
+    tz: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.days or not self.days <= frozenset(range(7)):
+            raise ValueError("days must be a non-empty subset of 0 (Mon) .. 6 (Sun)")
+        if self.tz is not None:
+            try:
+                ZoneInfo(self.tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.tz!r}") from None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        days: str | Iterable[str] = "mon-sun",
+        hours: Iterable[str] = (),
+        tz: str | None = None,
+    ) -> Schedule:
+        """From text: ``days="mon-fri"`` (also ``"sat,sun"``, ``"weekdays"``, ``"daily"``),
+        ``hours=["07:00-12:00", "13:00-19:00"]``, ``tz="Europe/Berlin"``."""
+        return cls(days=_parse_days(days), ranges=tuple(TimeRange.parse(h) for h in hours), tz=tz)
+
+    def _tzinfo(self) -> tzinfo | None:
+        return ZoneInfo(self.tz) if self.tz is not None else None
+
+    def active_at(self, wall_ms: int) -> bool:
+        """Whether the schedule is on at Unix time ``wall_ms`` (milliseconds)."""
+        utc = datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
+        tz = self._tzinfo()
+        local = utc.astimezone(tz) if tz is not None else utc.astimezone()
+        return self.active_local(local)
+
+    def active_local(self, local: datetime) -> bool:
+        """Whether the schedule is on at a local (wall) date and time."""
+        day = local.weekday()
+        if not self.ranges:
+            return day in self.days
+        sec = local.hour * 3600 + local.minute * 60 + local.second
+        yesterday = (local - timedelta(days=1)).weekday()
+        for r in self.ranges:
+            if r.overnight:
+                if (day in self.days and sec >= r.start_s) or (
+                    yesterday in self.days and sec < r.end_s
+                ):
+                    return True
+            elif day in self.days and r.start_s <= sec < r.end_s:
+                return True
+        return False
+
+
+# -- zone specification ---------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ZoneSpec:
+    """One zone rule (validated here; the gateway config maps onto it).
+
+    Attributes:
+        name: zone name, used in events (non-empty).
+        polygon: (x, y) vertices, >= 3, in pixels (or in [0, 1] of the frame width and
+            height when ``normalized``); ``None`` is the whole frame.
+        normalized: the polygon is in 0-1 frame coordinates.
+        classes: detector class names that count; empty = every class the task detects.
+        min_dwell_s: seconds inside before ``start`` (>= 0).
+        cooldown_s: seconds not inside before ``end`` (>= 0); also the debounce gap.
+        update_every_s: minimum seconds between ``update`` events; ``None``: none.
+        anchor: which point of a box must be inside (``bottom_center`` = the feet,
+            ``center``), or ``overlap`` = at least ``overlap_threshold`` of the box area.
+        overlap_threshold: for ``anchor="overlap"``, in (0, 1].
+        schedule: when the zone is armed; ``None`` = always.
+        label: event label; ``None`` = the track's class name.
+    """
+
+    name: str
+    polygon: tuple[tuple[float, float], ...] | None = None
+    normalized: bool = False
+    classes: tuple[str, ...] = ()
+    min_dwell_s: float = 0.0
+    cooldown_s: float = 3.0
+    update_every_s: float | None = 30.0
+    anchor: AnchorMode = "bottom_center"
+    overlap_threshold: float = 0.5
+    schedule: Schedule | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ValueError("zone name must be non-empty")
+        if self.polygon is not None:
+            poly = tuple((float(x), float(y)) for x, y in self.polygon)
+            object.__setattr__(self, "polygon", poly)
+            try:
+                validate_polygon(np.asarray(poly, dtype=np.float64))
+            except AreaError as exc:
+                raise ValueError(f"zone {self.name!r}: {exc}") from None
+            arr = np.asarray(poly, dtype=np.float64)
+            if self.normalized and ((arr < 0).any() or (arr > 1).any()):
+                raise ValueError(f"zone {self.name!r}: normalized coordinates must be in [0, 1]")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        for name in ("min_dwell_s", "cooldown_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"zone {self.name!r}: {name} must be >= 0, got {v}")
+        if self.update_every_s is not None and not self.update_every_s > 0:
+            raise ValueError(f"zone {self.name!r}: update_every_s must be > 0 or None")
+        if self.anchor not in ("bottom_center", "center", "overlap"):
+            raise ValueError(f"zone {self.name!r}: unknown anchor {self.anchor!r}")
+        if not 0.0 < self.overlap_threshold <= 1.0:
+            raise ValueError(f"zone {self.name!r}: overlap_threshold must be in (0, 1]")
+
+    def polygon_px(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
+        """(M, 2) float64 polygon in pixels of a ``width`` x ``height`` frame, or None."""
+        if self.polygon is None:
+            return None
+        arr = np.asarray(self.polygon, dtype=np.float64)
+        if self.normalized:
+            arr = arr * np.array([width, height], dtype=np.float64)
+        return arr
+
+
+# -- the state machine ----------------------------------------------------------------
+@dataclass(slots=True)
+class _TrackState:
+    first_in_t: float
+    last_in_t: float
+    last_in_ms: int
+    box: tuple[float, float, float, float]
+    score: float
+    label: str
+    start_id: str | None = None
+    start_ms: int | None = None
+    last_emit_t: float = 0.0
+
+
+def _box(row: npt.NDArray[np.float32]) -> tuple[float, float, float, float]:
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+class ZoneMonitor:
+    """Turns tracked detections into ``start``/``update``/``end`` events for one zone.
+
+    Args:
+        spec: the zone rule.
+        camera, task: written into every event.
+        class_names: the detector's class names (``class_ids`` index them).
+        model: the detector's name, written into events.
+        condition: optional extra per-detection predicate ((N,) bool), ANDed with the
+            class and polygon tests -- e.g. "no hard hat".
+        new_id: event id factory (default: :func:`edge.mqtt.ids.new_event_id`).
+    """
+
+    def __init__(
+        self,
+        spec: ZoneSpec,
+        *,
+        camera: str,
+        task: str,
+        class_names: Sequence[str],
+        model: str = "",
+        condition: Condition | None = None,
+        new_id: Callable[[], str] = new_event_id,
+    ) -> None:
+        self.spec = spec
+        self.camera = camera
+        self.task = task
+        self.model = model
+        self._names = list(class_names)
+        unknown = [c for c in spec.classes if c not in self._names]
+        if unknown:
+            raise ValueError(
+                f"zone {spec.name!r}: classes {unknown} are not detected by the model "
+                f"(it knows {self._names})"
+            )
+        self._class_ids = np.array([self._names.index(c) for c in spec.classes], dtype=np.int32)
+        self._condition = condition
+        self._new_id = new_id
+        self._states: dict[int, _TrackState] = {}
+        self._poly_cache: tuple[tuple[int, int], npt.NDArray[np.float64] | None] | None = None
+        self._inside_now = 0
+        self._armed: bool | None = None
+
+    # -- read-only state -------------------------------------------------------------
+    @property
+    def open_incidents(self) -> int:
+        """Incidents started and not yet ended."""
+        return sum(1 for s in self._states.values() if s.start_id is not None)
+
+    @property
+    def inside_count(self) -> int:
+        """Tracks inside the zone on the last frame (whether or not an incident is open)."""
+        return self._inside_now
+
+    @property
+    def armed(self) -> bool | None:
+        """Whether the schedule was on at the last step (``None`` before the first)."""
+        return self._armed
+
+    def polygon_for(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
+        """The zone polygon in pixels of a ``width`` x ``height`` frame (cached)."""
+        key = (width, height)
+        if self._poly_cache is None or self._poly_cache[0] != key:
+            self._poly_cache = (key, self.spec.polygon_px(width, height))
+        return self._poly_cache[1]
+
+    # -- the per-frame step ----------------------------------------------------------
+    def inside(self, dets: Detections, frame_size: tuple[int, int]) -> BoolArray:
+        """(N,) bool: detections that satisfy the zone's condition (class, polygon,
+        predicate). One vectorized polygon test over all anchors."""
+        n = len(dets)
+        mask = np.ones((n,), dtype=np.bool_)
+        if n == 0:
+            return mask
+        if self._class_ids.size:
+            mask &= np.isin(dets.class_ids, self._class_ids)
+        poly = self.polygon_for(*frame_size)
+        if poly is not None and mask.any():
+            mask &= inside_mask(
+                dets, poly, anchor=self.spec.anchor, overlap_threshold=self.spec.overlap_threshold
+            )
+        if self._condition is not None and mask.any():
+            cond = np.asarray(self._condition(dets), dtype=np.bool_)
+            if cond.shape != (n,):
+                raise ValueError(f"condition returned shape {cond.shape}, expected ({n},)")
+            mask &= cond
+        return mask
+
+    def step(
+        self,
+        dets: Detections,
+        *,
+        t: float,
+        wall_ms: int,
+        frame_size: tuple[int, int],
+        mono_s: float | None = None,
+    ) -> list[ZoneEvent]:
+        """Advance by one frame.
+
+        Args:
+            dets: the frame's tracked detections (``data["track_ids"]`` required).
+            t: frame time, seconds on a monotonic clock (dwell/cooldown arithmetic).
+            wall_ms: frame time, Unix milliseconds (event times, the schedule).
+            frame_size: (width, height) of the frame in pixels.
+            mono_s: capture time for latency metrics (default ``t``).
+
+        Returns:
+            The events this frame raised, ends first, then starts and updates.
+        """
+        mono = t if mono_s is None else mono_s
+        armed = self.spec.schedule is None or self.spec.schedule.active_at(wall_ms)
+        self._armed = armed
+        if not armed:
+            self._inside_now = 0
+            return self._end_all(wall_ms=wall_ms, reason="schedule", mono_s=mono)
+        if len(dets) and TRACK_IDS not in dets.data:
+            raise ValueError("ZoneMonitor.step needs tracked detections (data['track_ids'])")
+        mask = self.inside(dets, frame_size)
+        idx = np.flatnonzero(mask)
+        self._inside_now = int(idx.size)
+        track_ids = dets.data[TRACK_IDS] if len(dets) else np.zeros((0,), np.int64)
+        seen = {int(v) for v in track_ids.tolist()}
+        inside_ids = {int(track_ids[i]) for i in idx.tolist()}
+
+        events: list[ZoneEvent] = []
+        # 1. states not inside this frame: drop after the cooldown (ending incidents).
+        for tid in [k for k in self._states if k not in inside_ids]:
+            st = self._states[tid]
+            if t - st.last_in_t >= self.spec.cooldown_s:
+                del self._states[tid]
+                if st.start_id is not None:
+                    reason: EndReason = "left" if tid in seen else "lost"
+                    events.append(self._end(tid, st, wall_ms=wall_ms, reason=reason, mono=mono))
+        # 2. tracks inside: dwell, start, update.
+        dwell_min = self.spec.min_dwell_s
+        every = self.spec.update_every_s
+        for i in idx.tolist():
+            tid = int(track_ids[i])
+            box = _box(dets.xyxy[i])
+            score = float(dets.scores[i])
+            label = self.spec.label or self._names[int(dets.class_ids[i])]
+            cur = self._states.get(tid)
+            if cur is None:
+                cur = _TrackState(
+                    first_in_t=t, last_in_t=t, last_in_ms=wall_ms, box=box, score=score, label=label
+                )
+                self._states[tid] = cur
+            cur.last_in_t, cur.last_in_ms, cur.box, cur.score = t, wall_ms, box, score
+            if cur.start_id is None:
+                cur.label = label
+                if t - cur.first_in_t >= dwell_min:
+                    eid = self._new_id()
+                    cur.start_id, cur.start_ms, cur.last_emit_t = eid, wall_ms, t
+                    events.append(self._event("start", eid, tid, cur, wall_ms, mono))
+            elif every is not None and t - cur.last_emit_t >= every:
+                cur.last_emit_t = t
+                events.append(self._event("update", self._new_id(), tid, cur, wall_ms, mono))
+        return events
+
+    def close(self, *, t: float, wall_ms: int, mono_s: float | None = None) -> list[ZoneEvent]:
+        """End every open incident (reason ``shutdown``) and forget all tracks."""
+        return self._end_all(
+            wall_ms=wall_ms, reason="shutdown", mono_s=t if mono_s is None else mono_s
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+    def _end_all(self, *, wall_ms: int, reason: EndReason, mono_s: float) -> list[ZoneEvent]:
+        events = [
+            self._end(tid, st, wall_ms=wall_ms, reason=reason, mono=mono_s)
+            for tid, st in sorted(self._states.items())
+            if st.start_id is not None
+        ]
+        self._states.clear()
+        return events
+
+    def _event(
+        self,
+        kind: EventType,
+        event_id: str,
+        tid: int,
+        st: _TrackState,
+        wall_ms: int,
+        mono: float,
+        extra: Mapping[str, AttributeValue] | None = None,
+    ) -> ZoneEvent:
+        attrs: dict[str, AttributeValue] = {"dwell_s": round(st.last_in_t - st.first_in_t, 3)}
+        if extra:
+            attrs.update(extra)
+        is_start = kind == "start"
+        return ZoneEvent(
+            event_id=event_id,
+            type=kind,
+            camera=self.camera,
+            task=self.task,
+            zone=self.spec.name,
+            label=st.label,
+            score=min(max(st.score, 0.0), 1.0),
+            box=st.box,
+            track_id=tid,
+            time_ms=wall_ms,
+            start_event_id=None if is_start else st.start_id,
+            start_time_ms=None if is_start else st.start_ms,
+            model=self.model,
+            attributes=attrs,
+            mono_s=mono,
+        )
+
+    def _end(
+        self,
+        tid: int,
+        st: _TrackState,
+        *,
+        wall_ms: int,
+        reason: EndReason,
+        mono: float,
+    ) -> ZoneEvent:
+        return self._event(
+            "end",
+            self._new_id(),
+            tid,
+            st,
+            wall_ms,
+            mono,
+            extra={"reason": reason, "last_inside_ms": st.last_in_ms},
+        )
