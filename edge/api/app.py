@@ -64,7 +64,7 @@ import numpy.typing as npt
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -189,7 +189,12 @@ class Gateway:
         self._inflight_lock = threading.Lock()
         self._quota_empty: dict[tuple[str, str], tuple[float, str]] = {}
         self.alerts = AlertEngine(store=store, rules=api.alert_rules, sinks=alert_sinks)
-        self.counters: dict[str, int] = {"busy": 0, "deadline": 0, "unhandled": 0}
+        self.counters: dict[str, int] = {
+            "busy": 0,
+            "deadline": 0,
+            "unhandled": 0,
+            "client_disconnects": 0,
+        }
         self.auth_failures: dict[str, int] = {}
         self._admin_token = api.resolved_admin_token()
         self._last_prune = 0.0
@@ -267,6 +272,9 @@ class Gateway:
         add("# HELP safety_edge_unhandled_errors_total Unexpected exceptions answered 5000.")
         add("# TYPE safety_edge_unhandled_errors_total counter")
         add(f"safety_edge_unhandled_errors_total {self.counters['unhandled']}")
+        add("# HELP safety_edge_client_disconnects_total Clients gone before sending the body.")
+        add("# TYPE safety_edge_client_disconnects_total counter")
+        add(f"safety_edge_client_disconnects_total {self.counters['client_disconnects']}")
         add("# HELP safety_edge_auth_failures_total 4010 answers by failed check.")
         add("# TYPE safety_edge_auth_failures_total counter")
         for check, n in sorted(self.auth_failures.items()):
@@ -336,6 +344,11 @@ class Gateway:
             elif f.fault is Fault.DEADLINE:
                 self.counters["deadline"] += 1
             return self._fault_response(ctx, f.fault, f.details)
+        except ClientDisconnect:
+            # Nobody to answer: the client went away while sending the body.
+            log.info("client disconnected while sending %s", _short_path(request))
+            self.counters["client_disconnects"] += 1
+            return Response(status_code=400)
         except StoreError as exc:
             # The cause is logged by the store; the client learns the kind, not the path.
             return self._fault_response(

@@ -361,9 +361,9 @@ def _json_type(value: object) -> str:
 # -- images --------------------------------------------------------------------------
 
 _DATA_URL = re.compile(r"^\s*data:[^,]{0,100}?;base64,", re.IGNORECASE)
-_WS = re.compile(r"\s+")
-_B64_OK = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_URLSAFE = str.maketrans("-_", "+/")
+_WS_BYTES = b" \t\r\n\v\f"
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 ImageFormat = Literal["png", "jpeg", "bmp"]
 
@@ -377,11 +377,6 @@ class ImageInfo:
     height: int
 
 
-def _b64_decoded_len(b64: str) -> int:
-    pad = len(b64) - len(b64.rstrip("="))
-    return len(b64) * 3 // 4 - pad
-
-
 def decode_base64_image(
     text: str,
     *,
@@ -392,31 +387,35 @@ def decode_base64_image(
     """Base64 text (optionally with a ``data:`` prefix) -> bytes.
 
     The decoded size is computed from the text length and checked against ``max_bytes``
-    (fault ``too_large``) *before* decoding. Bad base64 is ``IMAGE_DECODE``.
+    (fault ``too_large``) *before* decoding. Bad base64 is ``IMAGE_DECODE``. Every pass
+    over the text is a C-level bytes operation (a 7 MB image costs milliseconds).
     """
-    m = _DATA_URL.match(text)
+    m = _DATA_URL.match(text, 0, 200)
     if m:
         text = text[m.end() :]
-    if _WS.search(text):
-        text = _WS.sub("", text)
-    if "-" in text or "_" in text:
-        text = text.translate(_URLSAFE)
-    if len(text) % 4:
-        text += "=" * (-len(text) % 4)
-    if not text:
+    if not text.isascii():
+        raise ApiFault(Fault.IMAGE_DECODE, f"{where} is not base64: non-ASCII characters")
+    raw = text.encode("ascii")
+    stripped = raw.translate(None, _WS_BYTES)
+    if b"-" in stripped or b"_" in stripped:
+        stripped = stripped.translate(_URLSAFE)
+    if len(stripped) % 4:
+        stripped += b"=" * (-len(stripped) % 4)
+    if not stripped:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} is empty after removing the data: prefix")
-    if _b64_decoded_len(text) > max_bytes:
+    body = stripped.rstrip(b"=")
+    decoded_len = len(stripped) * 3 // 4 - (len(stripped) - len(body))
+    if decoded_len > max_bytes:
         raise ApiFault(
             too_large,
-            f"{where} is {_b64_decoded_len(text)} bytes decoded, over the limit of "
-            f"{max_bytes} bytes",
+            f"{where} is {decoded_len} bytes decoded, over the limit of {max_bytes} bytes",
         )
-    if not _B64_OK.match(text):
+    if len(stripped) - len(body) > 2 or body.translate(None, _B64_ALPHABET):
         raise ApiFault(
             Fault.IMAGE_DECODE, f"{where} is not base64: characters outside the base64 alphabet"
         )
     try:
-        return binascii.a2b_base64(text)
+        return binascii.a2b_base64(stripped)
     except binascii.Error as exc:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} is not valid base64: {exc}") from None
 

@@ -337,7 +337,25 @@ def test_client_error_does_not_consume_quota(srv: Server) -> None:
         assert st.remaining(app_key=a.app_key, api="hardhat") == 2
 
 
+def test_client_gone_mid_body(srv: Server, app: AppRecord) -> None:
+    p = srv.path("fence", app)
+    h = provider_headers(app.app_key, app.app_secret, p, b"x")
+    host, port = srv.base_url.removeprefix("http://").split(":")
+    head = f"POST {p} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"image": [')
+    srv.wait_for(
+        lambda: (
+            "safety_edge_client_disconnects_total 1" in srv.http.get(srv.base_url + "/metrics").text
+        )
+    )
+    assert srv.health()["status"] == "ok"
+
+
 def test_server_still_healthy(srv: Server, app: AppRecord) -> None:
     assert srv.health()["status"] == "ok"
     assert srv.contract(srv.post("hardhat", app, {"image": IMG}))["code"] == 0
     assert "Traceback" not in srv.log()
+    metrics = srv.http.get(srv.base_url + "/metrics").text
+    assert "safety_edge_unhandled_errors_total 0" in metrics
