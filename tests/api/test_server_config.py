@@ -1,0 +1,115 @@
+"""gateway.yaml validation (edge/config.py) and the serve/demo-app command-line overrides."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from edge.api import server as server_cmd
+from edge.config import ADMIN_TOKEN_ENV, GatewayConfig, config_from_mapping, load_config
+from edge.errors import ConfigError
+
+
+def test_defaults_without_file() -> None:
+    c = load_config(None)
+    assert c == GatewayConfig()
+    assert (c.api.host, c.api.port, c.api.timestamp_skew_s) == ("127.0.0.1", 8080, 300.0)
+    assert c.api.auth and c.api.metered and not c.api.rest_status
+    assert c.api.max_image_bytes == 5 * 1024 * 1024
+    assert c.api.max_fence_body_bytes == 50 * 1024 * 1024
+    assert c.tasks.fence == "person_vehicle"
+    assert c.api.alert_rules.quota_below_fraction == pytest.approx(0.10)
+    assert c.api.alert_rules.package_expiring_days == 30
+
+
+def test_full_file(tmp_path: Path) -> None:
+    p = tmp_path / "gateway.yaml"
+    p.write_text(
+        "gateway_id: site-a\n"
+        "data_dir: /var/lib/se\n"
+        "api:\n"
+        "  port: 9000\n"
+        "  workers: 4\n"
+        "  rest_status: true\n"
+        "  alert_rules: {error_rate: 0.2, p95_ms: 500}\n"
+        "tasks:\n"
+        "  hardhat: my_hats\n"
+        "  workwear: null\n",
+        encoding="utf-8",
+    )
+    c = load_config(p)
+    assert c.gateway_id == "site-a" and c.data_dir == Path("/var/lib/se")
+    assert (c.api.port, c.api.workers, c.api.rest_status) == (9000, 4, True)
+    assert c.api.alert_rules.p95_ms == 500
+    assert c.tasks.hardhat == "my_hats" and c.tasks.workwear is None
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("api:\n  prot: 1\n", "api.prot"),
+        ("api:\n  port: 70000\n", "api.port"),
+        ("api:\n  workers: 0\n", "api.workers"),
+        ("api:\n  alert_rules: {error_rate: 2}\n", "api.alert_rules.error_rate"),
+        ("tasks:\n  fence_anchor: feet\n", "tasks.fence_anchor"),
+        ("colour: red\n", "colour"),
+        ("- 1\n- 2\n", "mapping"),
+        ("api: [\n", "invalid YAML"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path: Path, text: str, word: str) -> None:
+    p = tmp_path / "gateway.yaml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert word in str(ei.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_admin_token_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = config_from_mapping({"api": {"admin_token": "from-file"}})
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    assert c.api.resolved_admin_token() == "from-file"
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "from-env")
+    assert c.api.resolved_admin_token() == "from-env"
+    monkeypatch.delenv(ADMIN_TOKEN_ENV)
+    assert config_from_mapping({}).api.resolved_admin_token() is None
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    server_cmd.add_subcommands(sub)
+    return parser.parse_args(list(argv))
+
+
+def test_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "gateway.yaml"
+    p.write_text("api: {port: 9000, workers: 3}\ndata_dir: d1\n", encoding="utf-8")
+    c = server_cmd.resolve_config(
+        _args("serve", "--config", str(p), "--port", "9100", "--host", "0.0.0.0")
+    )
+    assert (c.api.port, c.api.host, c.api.workers, c.data_dir) == (9100, "0.0.0.0", 3, Path("d1"))
+    c = server_cmd.resolve_config(_args("serve", "--config", str(p), "--data-dir", "d2"))
+    assert c.data_dir == Path("d2")
+    monkeypatch.setenv("SAFETY_EDGE_DATA_DIR", str(tmp_path / "env"))
+    assert server_cmd.resolve_config(_args("serve")).data_dir == tmp_path / "env"
+    # With a config file, the file's data_dir wins over the environment.
+    assert server_cmd.resolve_config(_args("serve", "--config", str(p))).data_dir == Path("d1")
+    with pytest.raises(ConfigError):
+        server_cmd.resolve_config(_args("serve", "--port", "99999"))
+
+
+def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "gateway.yaml"
+    p.write_text("api: {prot: 1}\n", encoding="utf-8")
+    args = _args("serve", "--config", str(p))
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error 5000: ") and "api.prot" in err and err.count("\n") == 1
