@@ -310,6 +310,9 @@ def test_validate_hat_ok_ignores_extra_keys() -> None:
         ({"image": ["x"] * 33, "area": "1"}, Fault.IMAGE_COUNT),
         ({"image": ["x"], "area": 5}, Fault.AREA_NOT_STRING),
         ({"image": ["x"], "area": ["1", "2"]}, Fault.AREA_NOT_STRING),
+        ({"image": ["x"], "area": ",".join(["1"] * 19)}, Fault.AREA_MALFORMED),
+        ({"image": ["x"], "area": "1," * 5_000_000}, Fault.AREA_MALFORMED),
+        ({"image": ["x"], "area": "1" * 5000}, Fault.AREA_MALFORMED),
     ],
 )
 def test_validate_fence_faults(obj: dict[str, object], fault: Fault) -> None:
