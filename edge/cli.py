@@ -65,7 +65,8 @@ def annotate(
             1,
             cv2.LINE_AA,
         )
-    return out
+    drawn: npt.NDArray[np.uint8] = out
+    return drawn
 
 
 def _annotate_path(base: Path, index: int, count: int) -> Path:

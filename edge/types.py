@@ -123,8 +123,9 @@ class Detections:
     @property
     def area(self) -> FloatArray:
         """(N,) box areas; zero for inverted boxes."""
-        wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0.0, None)
-        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        wh: FloatArray = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0.0, None)
+        area: FloatArray = (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        return area
 
     def clip(self, width: int, height: int) -> Detections:
         """Boxes clipped to the image ``[0, width] x [0, height]``."""

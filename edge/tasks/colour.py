@@ -81,7 +81,8 @@ def crop_colour(crop_bgr: npt.NDArray[np.uint8], *, margin: float = 0.2) -> tupl
         inner = crop_bgr
     if inner.size == 0:
         return "grey", 0.0
-    counts = bin_pixels(cv2.cvtColor(np.ascontiguousarray(inner), cv2.COLOR_BGR2HSV))
+    hsv = np.asarray(cv2.cvtColor(np.ascontiguousarray(inner), cv2.COLOR_BGR2HSV), np.uint8)
+    counts = bin_pixels(hsv)
     best = int(np.argmax(counts))
     return BINS[best], float(counts[best] / max(int(counts.sum()), 1))
 
