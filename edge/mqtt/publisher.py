@@ -203,6 +203,8 @@ class Publisher:
         self._loss_since_ms: int | None = None
         self._last_loss_alert = -float("inf")
         self._hard_alert_reason: str | None = None
+        self._fail_reason: str | None = None  # link thread only
+        self._fail_streak = 0
         # Lifecycle.
         self._life_lock = threading.Lock()
         self._started = False
@@ -239,6 +241,8 @@ class Publisher:
         """Stop sending, wait up to 2 s for in-flight acknowledgements, publish the retained
         ``offline`` status, disconnect and close the outbox (idempotent). Messages not yet
         acknowledged stay in the outbox for the next start."""
+        if not self._closed:
+            self._maybe_emit_loss_alert(force=True)  # stored for the next run if not sent
         with self._life_lock:
             if self._closed:
                 return
@@ -621,6 +625,10 @@ class Publisher:
             self._inc(f'mqtt_connect_failures_total{{reason="{failure.reason}"}}')
         self._last_error = failure.message
         where = f"{self.config.host}:{self.config.port}"
+        # One line per failure, but a long outage of the same kind logs every 10th only.
+        self._fail_streak = self._fail_streak + 1 if failure.reason == self._fail_reason else 1
+        self._fail_reason = failure.reason
+        level = logging.WARNING if self._fail_streak % 10 == 1 else logging.DEBUG
         if failure.hard:
             log.error(
                 "mqtt: %s as %r: %s [%s]; needs a configuration change, retrying in %.0f s",
@@ -642,8 +650,8 @@ class Publisher:
             log.warning("mqtt: connection to %s ended: %s; reconnecting in %.1f s",
                         where, failure.message, delay)  # fmt: skip
         else:
-            log.warning("mqtt: connect to %s failed [%s]: %s; retrying in %.1f s",
-                        where, failure.reason, failure.message, delay)  # fmt: skip
+            log.log(level, "mqtt: connect to %s failed [%s] (%d in a row): %s; retrying in %.1f s",
+                    where, failure.reason, self._fail_streak, failure.message, delay)  # fmt: skip
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
@@ -676,6 +684,7 @@ class Publisher:
             self._cond.notify_all()
         self._inc("mqtt_connects_total")
         self._last_error = None
+        self._fail_reason, self._fail_streak = None, 0
         log.info(
             "mqtt: connected to %s:%d as %r (MQTT %s, session present %s, in flight %d, outbox %d)",
             self.config.host, self.config.port, self.client_id, self.config.protocol,

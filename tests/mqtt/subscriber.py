@@ -1,9 +1,11 @@
 """A collecting MQTT subscriber for tests (real paho client, persistent session by default).
 
-With ``persistent=True`` it connects with MQTT 5 ``clean_start`` only on the very first
-connect and a session expiry of one hour, subscribes at QoS 1, and reconnects on its
-own (0.1-1 s backoff), so a broker with persistence hands it every QoS 1 message
-published while it was disconnected.
+With ``persistent=True`` it connects with MQTT 5 ``clean_start=False`` and a session
+expiry of one hour, subscribes at QoS 1, and reconnects on its own (0.1-1 s backoff), so a
+broker with persistence hands it every QoS 1 message published while it was disconnected.
+(``clean_start=False`` from the very first connect matters: mosquitto 2.0 saves only
+sessions that were not started clean into its persistence file.) Use a client id that is
+unique on the broker.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class Subscriber:
     def start(self, timeout: float = 10.0) -> Subscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600 if self.persistent else 0
-        clean: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY if self.persistent else True
+        clean = not self.persistent
         self.client.connect(self.host, self.port, 30, clean_start=clean, properties=props)
         self.client.loop_start()
         if not self.connected.wait(timeout):
