@@ -183,7 +183,7 @@ def evaluate(
     heads: Any,
     num_classes: int,
     *,
-    conf: float = 0.001,
+    conf: float = 0.005,
     iou: float = 0.45,
     batch: int = 8,
 ) -> list[Any]:
@@ -195,7 +195,7 @@ def evaluate(
         outs = run_outputs(imgs[i : i + batch])
         for b in range(len(outs[0])):
             boxes, scores, cls = yt.decode([o[b] for o in outs], heads, conf)
-            keep = yt.nms(boxes, scores, cls, iou, top_k=300)
+            keep = yt.nms(boxes, scores, cls, iou, top_k=100)
             preds.append((boxes[keep], scores[keep], cls[keep]))
     return yt.average_precision(preds, truths, num_classes)
 

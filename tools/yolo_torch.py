@@ -532,7 +532,7 @@ def _wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
 class LossConfig:
     box: float = 0.05
     obj: float = 1.0
-    cls: float = 0.3
+    cls: float = 0.08
     ignore_iou: float = 0.7  # predictions overlapping a truth this much are not negatives
     match_iou: float = 0.35  # extra positive anchors (besides the best) above this wh-IoU
     level_weights: tuple[float, ...] = (0.4, 1.0)  # per head in cfg order (stride 32, 16)
@@ -548,9 +548,10 @@ def yolo_loss(
 
     Positives: for each truth, the best-matching anchor over all heads plus any anchor
     with wh-IoU > ``match_iou``, at the cell holding the box centre. Box: 1 - CIoU on the
-    decoded box (``exp`` width as the deployed decoder). Objectness: BCE, target 1 at
-    positives, 0 elsewhere except predictions whose IoU with a truth exceeds
-    ``ignore_iou``. Classes: one-hot BCE at positives.
+    decoded box (``exp`` width as the deployed decoder). Objectness: BCE with target
+    ``max(CIoU, 0)`` at positives (as YOLOv5) and 0 elsewhere, except predictions whose
+    IoU with a truth exceeds ``ignore_iou`` (YOLOv3's ignore rule), which are left out.
+    Classes: one-hot BCE at positives.
     """
     bs = outs[0].shape[0]
     all_anchors = torch.tensor([a for h in heads for a in h.anchors], dtype=torch.float32)
@@ -619,7 +620,7 @@ def yolo_loss(
                 lbox = lbox + (1.0 - ciou).mean() * cfg.level_weights[li] / sum(
                     cfg.level_weights
                 ) * len(heads)
-                tobj[bi, ai, gj, gi] = 1.0
+                tobj[bi, ai, gj, gi] = ciou.detach().clamp(0.0)
                 noobj[bi, ai, gj, gi] = True
                 tcls = torch.zeros(len(ti), nc)
                 tcls[torch.arange(len(ti)), t[:, 1].long()] = 1.0
