@@ -227,9 +227,9 @@ def _greedy_positions(boxes: npt.NDArray[np.float32], classes: _I64 | None, boun
     m = boxes.shape[0]
     b = boxes.astype(np.float64).T.copy()  # (4, M) contiguous rows
     x1, y1, x2, y2 = b
-    w = x2 - x1
-    h = y2 - y1
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: NaN, an empty box
+        w = x2 - x1
+        h = y2 - y1
         area = w * h
     valid = (w > 0) & (h > 0) & (area < np.inf)
     if classes is not None and classes.size and classes.min() == classes.max():
