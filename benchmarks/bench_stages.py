@@ -2,7 +2,8 @@
 
 Runs the default detector (``models/person_vehicle.onnx``, YOLOv3-tiny at 416x416) on
 ``samples/vtest_frame.jpg`` (768x576) on this machine's CPU and reports each stage's
-median milliseconds and share of the frame, plus frames per second. Every stage is timed
+median milliseconds and share of the frame (medians: robust to other load on the
+machine), plus frames per second. Every stage is timed
 inside the same ``Detector.detect_with_timings`` calls, so the shares are ratios measured
 in one run.
 
@@ -85,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 "stage": label,
                 "median_ms": round(med[key], 3),
                 "mean_ms": round(mean[key], 3),
-                "share_of_frame": round(mean[key] / total_mean, 4),
+                "share_of_frame": round(med[key] / total_med, 4),
             }
         )
-    outside = (total_mean - mean["inference_ms"]) / total_mean
+    outside = (total_med - med["inference_ms"]) / total_med
     fps = args.frames / wall_s
     rows.append(
         {
