@@ -268,6 +268,12 @@ class CameraSource:
         return self._finished
 
     @property
+    def media_origin_ms(self) -> int | None:
+        """Non-realtime files: the ``wall_ms`` of frame index 0 (frame ``i`` is at
+        ``origin + i * 1000 / fps``); ``None`` for other sources or before the first frame."""
+        return self._wall0 if self._t0 is not None else None
+
+    @property
     def fps(self) -> float | None:
         """The source's own frame rate as reported by the backend (None if unknown)."""
         return self._fps

@@ -105,6 +105,14 @@ def greedy_match(
     return np.asarray(out_r, dtype=np.intp), np.asarray(out_c, dtype=np.intp)
 
 
+def _widen(xyxy: FloatArray, frac: float) -> FloatArray:
+    """(N, 4) boxes grown by ``frac`` of their width/height on every side."""
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    pad = np.concatenate([-wh, wh], axis=1) * np.float32(frac)
+    out: FloatArray = (xyxy + pad).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrackerConfig:
     """Tracker settings (see the module docstring for how each is used).
@@ -123,6 +131,11 @@ class TrackerConfig:
             between e.g. ``helmet`` and ``head`` for one object).
         predict: constant-velocity prediction of the box centre while matching.
         velocity_smoothing: weight of the newest velocity sample in (0, 1].
+        lost_buffer: a track that missed frames also matches by *buffered IoU* (C-BIoU):
+            its last box and the detections are widened by this fraction of their width
+            and height on each side, and the better of that and the predicted-box IoU
+            counts. It re-finds an object that stopped or turned while hidden, where the
+            velocity prediction went the wrong way. 0 disables.
     """
 
     high_score: float = 0.5
@@ -130,11 +143,12 @@ class TrackerConfig:
     match_iou: float = 0.2
     low_match_iou: float = 0.4
     n_init: int = 2
-    max_age_frames: int | None = 30
-    max_age_s: float | None = None
+    max_age_frames: int | None = None
+    max_age_s: float | None = 3.0
     class_aware: bool = True
     predict: bool = True
     velocity_smoothing: float = 0.5
+    lost_buffer: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -153,6 +167,8 @@ class TrackerConfig:
             raise ValueError("max_age_s must be >= 0")
         if not 0.0 < self.velocity_smoothing <= 1.0:
             raise ValueError("velocity_smoothing must be in (0, 1]")
+        if not 0.0 <= self.lost_buffer <= 2.0:
+            raise ValueError("lost_buffer must be in [0, 2]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +285,11 @@ class Tracker:
             return np.zeros((len(tracks), len(dets)), dtype=np.float32)
         boxes = np.stack([tr.predicted(t, self._cfg.predict) for tr in tracks])
         iou = iou_matrix(boxes, dets.xyxy)
+        lost = np.array([tr.misses > 0 for tr in tracks], dtype=np.bool_)
+        if self._cfg.lost_buffer > 0 and lost.any():
+            last = np.stack([tracks[k].box for k in np.flatnonzero(lost)])
+            b = self._cfg.lost_buffer
+            iou[lost] = np.maximum(iou[lost], iou_matrix(_widen(last, b), _widen(dets.xyxy, b)))
         if self._cfg.class_aware:
             tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
             iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))

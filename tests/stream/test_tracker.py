@@ -222,3 +222,22 @@ def test_empty_frames_and_time_order() -> None:
 def test_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TrackerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_buffered_iou_refinds_an_object_that_turned_while_hidden() -> None:
+    """Moving right, hidden for 5 frames, back in view a little left of where it was last
+    seen (it turned round): the velocity prediction points the wrong way; the buffered IoU
+    on the last box still matches it."""
+
+    def ids(lost_buffer: float) -> list[int]:
+        tr = Tracker(config=TrackerConfig(n_init=1, lost_buffer=lost_buffer))
+        seen: list[int] = []
+        for k in range(10):  # moving right, 10 px per frame
+            seen += tr.update(dets([box_at(100 + 10 * k, 300)]), t=k / FPS).data[TRACK_IDS].tolist()
+        for k in range(10, 15):
+            tr.update(dets([]), t=k / FPS)
+        out = tr.update(dets([box_at(165, 300)]), t=1.5)  # last seen at 190
+        return sorted(set(seen + out.data[TRACK_IDS].tolist()))
+
+    assert ids(0.3) == [1]
+    assert ids(0.0) == [1, 2]
