@@ -8,10 +8,14 @@ Threads (started by :meth:`Publisher.start`, joined by :meth:`Publisher.close`):
   :class:`~edge.mqtt.reconnect.Backoff` before building a fresh client. Each failure is
   logged once with its reason and counted in ``mqtt_connect_failures_total{reason=...}``;
   bad credentials or a failed TLS verification wait ``backoff_auth_s`` (5 min default).
-- *pump*: moves outbox rows to the broker in id order, at most ``max_inflight`` (or the
-  broker's Receive Maximum) unacknowledged at once, and deletes rows in batches when
-  their PUBACK/PUBCOMP arrives. A new connection starts again from the oldest row, so
-  whatever was unacknowledged when a connection or the process died goes out again.
+- *pump*: hands outbox rows to paho in id order and deletes them in batches when their
+  PUBACK/PUBCOMP arrives. Paho keeps at most ``max_inflight`` unacknowledged on the wire
+  (lowered for the next connection if an MQTT 5 broker announces a smaller Receive
+  Maximum) and queues up to ``max(256, 8 * max_inflight)`` rows behind them, so the next
+  message goes out the moment an acknowledgement arrives (no stop-and-go, which Nagle
+  on the broker side would turn into 40 ms stalls). A new connection starts again from
+  the oldest row, so whatever was unacknowledged when a connection or the process died
+  goes out again; paho's queue dies with its client and is never the only copy.
 
 Paho is used with ``CallbackAPIVersion.VERSION2``; each connection gets a new client, so
 the outbox is the only place unacknowledged messages live. Callbacks run in paho's
@@ -493,7 +497,7 @@ class Publisher:
         if publish and not self._closed:
             try:
                 self._store([self._alert_message(alert)], internal=True)
-            except OutboxError as exc:
+            except EdgeError as exc:  # outbox full/failed, or closed meanwhile
                 self._inc("mqtt_alerts_lost_total")
                 log.error("mqtt: cannot store alert %s: %s", alert.get("kind"), exc)
 

@@ -115,23 +115,26 @@ def test_events_queued_before_the_broker_exists_go_out_in_order(tmp_path: Path) 
     broker = MosquittoBroker(tmp_path)  # not started yet
     with Publisher(config=cfg(broker), outbox_path=tmp_path / "o.db", gateway_id="gw") as pub:
         ids = [pub.publish_event(event(i, "start")) for i in range(30)]
-        assert wait(
-            lambda: (
-                pub.metrics().get('mqtt_connect_failures_total{reason="connection_refused"}', 0)
-                >= 1
-            )
-        )
+        pub.publish_state("cam-1", "hardhat", {"dock": 1})  # kept, sent at connect
+        pub.publish_state("cam-1", "hardhat", {"dock": 3})  # only the latest is
+        refused = 'mqtt_connect_failures_total{reason="connection_refused"}'
+        assert wait(lambda: pub.metrics().get(refused, 0) >= 1)
         assert not pub.connected and pub.outbox.rows == 30
         assert pub.last_error is not None and "refused" in pub.last_error
         with broker:
             sub = Subscriber(
-                host=broker.host, port=broker.port, topics=["safety-edge/gw/events"],
-                client_id="s",
-            ).start()  # fmt: skip
+                host=broker.host, port=broker.port, topics=["safety-edge/gw/#"], client_id="s"
+            ).start()
             assert pub.flush(15)
             assert wait(lambda: len(sub.event_ids()) == 30)
+            pub.set_inventory(models=["fence@2"], cameras=CAMS)
+            assert wait(lambda: len(sub.on_topic("/status")) >= 2)
             sub.stop()
     assert [r.json()["event_id"] for r in sub.on_topic("/events")] == ids
+    states = [r.json()["zones"] for r in sub.on_topic("/state")]
+    assert states and all(z == {"dock": 3} for z in states)  # never the stale state
+    statuses = [r.json() for r in sub.on_topic("/status")]
+    assert statuses[-1]["models"] == ["fence@2"] and statuses[-1]["cameras"] == ["cam-1"]
 
 
 def test_results_are_qos0_and_counted_when_dropped(broker: MosquittoBroker, tmp_path: Path) -> None:
