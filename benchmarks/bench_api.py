@@ -99,14 +99,24 @@ def big_jpeg(target: int = 4_900_000) -> bytes:
     img = rng.integers(0, 256, (2400, 3000, 3), dtype=np.uint8)  # 7.2 MP
     img = cv2.GaussianBlur(img, (3, 3), 0)
     lo, hi, best = 50, 100, b""
-    while lo <= hi:
+    while lo <= hi:  # highest quality that fits
         q = (lo + hi) // 2
         data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
         if len(data) <= target:
             best, lo = data, q + 1
         else:
             hi = q - 1
-    if len(best) < 0.9 * target:
+    if lo <= 100:  # one quality step up, fewer rows: closer to the target size
+        top, bottom = img.shape[0] // 2, img.shape[0]
+        while top < bottom - 8:
+            rows = (top + bottom) // 2
+            data = cv2.imencode(".jpg", img[:rows], [cv2.IMWRITE_JPEG_QUALITY, lo])[1].tobytes()
+            if len(data) <= target:
+                best = max(best, data, key=len)
+                top = rows
+            else:
+                bottom = rows
+    if len(best) < 0.97 * target:
         raise RuntimeError(f"could not make a {target}-byte JPEG (got {len(best)})")
     return best
 
@@ -186,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import httpx
-    from benchmarks.common import write_results
 
+    from benchmarks.common import write_results
     from tests.api.server_fixture import jpeg_bytes, provider_headers, start_server
 
     small = jpeg_bytes(64, 64)
