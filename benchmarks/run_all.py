@@ -1,0 +1,85 @@
+"""Run every ``benchmarks/bench_*.py`` and gather their tables in ``results/README.md``.
+
+Each script runs in its own process (one after the other, so they do not compete for
+the CPU) and writes ``results/<name>.json`` and ``.md``; afterwards every
+``results/*.md`` table is concatenated into ``results/README.md``.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only nms,pip] [--timeout 900]
+
+``--quick`` is passed on to the scripts that accept it. Exit status: 0 when every script
+exited 0 (a script exits non-zero when it misses its bar or its results disagree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def scripts(only: set[str] | None = None) -> list[Path]:
+    """The bench_*.py scripts, sorted; ``only`` filters by name (``bench_<name>.py``)."""
+    found = sorted(HERE.glob("bench_*.py"))
+    if only:
+        found = [p for p in found if p.stem.removeprefix("bench_") in only]
+    return found
+
+
+def collect_readme() -> Path:
+    """Concatenate every results/*.md (except README.md) into results/README.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    parts = ["# Benchmark results", ""]
+    parts.append(
+        "Written by `benchmarks/run_all.py` from the per-benchmark tables below; each "
+        "table's own notes say what was measured, on which machine, and the bar."
+    )
+    parts.append("")
+    for md in sorted(RESULTS.glob("*.md")):
+        if md.name == "README.md":
+            continue
+        parts.append(md.read_text(encoding="utf-8").rstrip())
+        parts.append("")
+    out = RESULTS / "README.md"
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="pass --quick to scripts that take it")
+    ap.add_argument("--only", default="", help="comma-separated names, e.g. nms,pip")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    args = ap.parse_args(argv)
+
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or None
+    todo = scripts(only)
+    if not todo:
+        print("no benchmark scripts matched", file=sys.stderr)
+        return 2
+    status: list[tuple[str, int | str, float]] = []
+    for path in todo:
+        cmd = [sys.executable, str(path)]
+        if args.quick and '"--quick"' in path.read_text(encoding="utf-8"):
+            cmd.append("--quick")
+        print(f"== {path.name} {' '.join(cmd[2:])}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            rc: int | str = subprocess.run(cmd, cwd=HERE.parent, timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = f"timeout after {args.timeout:g} s"
+        status.append((path.name, rc, time.perf_counter() - t0))
+    readme = collect_readme()
+    print(f"\n{readme.relative_to(HERE.parent)} updated {_dt.datetime.now():%Y-%m-%d %H:%M}")
+    for name, rc, secs in status:
+        print(f"{name:<24} {'ok' if rc == 0 else f'FAILED ({rc})':<24} {secs:7.1f} s")
+    return 0 if all(rc == 0 for _, rc, _ in status) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
