@@ -12,6 +12,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -51,9 +52,16 @@ def free_port() -> int:
 
 
 class MjpegServer:
-    """``http://127.0.0.1:{port}/stream.mjpg``, ``fps`` numbered frames per second."""
+    """``http://127.0.0.1:{port}/stream.mjpg``, ``fps`` frames per second: numbered
+    frames (:func:`numbered_frame`), or ``images`` in a cycle."""
 
-    def __init__(self, *, port: int, fps: float = 20.0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        fps: float = 20.0,
+        images: Sequence[npt.NDArray[np.uint8]] | None = None,
+    ) -> None:
         self.port = port
         self.fps = fps
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
@@ -62,8 +70,8 @@ class MjpegServer:
         self._thread: threading.Thread | None = None
         self.frames_sent = 0
         jpgs = []
-        for i in range(32):
-            ok, buf = cv2.imencode(".jpg", numbered_frame(i))
+        for img in images if images is not None else [numbered_frame(i) for i in range(32)]:
+            ok, buf = cv2.imencode(".jpg", img)
             assert ok
             jpgs.append(buf.tobytes())
         self._jpgs = jpgs
@@ -80,7 +88,7 @@ class MjpegServer:
                 i = 0
                 try:
                     while not owner._stop.is_set():
-                        j = owner._jpgs[i % 32]
+                        j = owner._jpgs[i % len(owner._jpgs)]
                         head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                         self.wfile.write(head % len(j) + j + b"\r\n")
                         owner.frames_sent += 1

@@ -1,0 +1,546 @@
+"""The per-camera loop: source -> detector -> tracker -> zones -> events (store, snapshots, sinks).
+
+A :class:`CameraPipeline` owns one :class:`~edge.stream.sources.CameraSource` and runs
+one or more :class:`TaskRunner` on each frame it takes (a task = a detector, its tracker
+and the zones it watches). Every event a zone raises is, in this order:
+
+1. for ``start`` events, drawn into a JPEG snapshot (``event.snapshot`` is set);
+2. written to the events table (:class:`~edge.stream.events.EventStore`);
+3. handed to every sink (``Callable[[ZoneEvent], None]``), e.g. the MQTT publisher
+   through a small adapter -- this module imports nothing of MQTT.
+
+A failing store, snapshot folder or sink is logged and counted (``store_errors``,
+``sink_errors``, ``snapshot_save_failures``) and never stops the loop or the other
+outputs.
+
+Time: each frame carries its own time (:class:`~edge.stream.sources.Frame`), which is the
+only clock the tracker and zones see. While a live camera is offline, the loop steps the
+tasks with no detections every ``idle_tick_s`` so open incidents still end after their
+cooldown.
+
+Stop: :meth:`CameraPipeline.stop` lets the frame in flight finish, ends every open
+incident (``end`` events with reason ``shutdown`` go through the same outputs), closes
+the source and joins the thread. :meth:`CameraPipeline.metrics` is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from edge.stream.events import EventStore, EventStoreError, ZoneEvent
+from edge.stream.snapshots import SnapshotStore
+from edge.stream.sources import CameraSource, Frame, SourceSpec
+from edge.stream.tracker import Tracker, TrackerConfig
+from edge.stream.zones import Condition, ZoneMonitor, ZoneSpec
+from edge.tasks.base import DetectorLike, ImageBGR
+from edge.types import Detections
+
+__all__ = [
+    "CameraPipeline",
+    "EventSink",
+    "StatusSink",
+    "TaskRunner",
+    "TaskSpec",
+]
+
+log = logging.getLogger("edge.stream")
+
+EventSink = Callable[[ZoneEvent], None]
+"""Receives every event after it is stored (from the pipeline thread; keep it quick)."""
+StatusSink = Callable[[str, bool, str], None]
+"""``(camera, online, reason)`` on each camera online/offline change (reader thread)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """One task on one camera.
+
+    Attributes:
+        name: the task name written into events (``fence``, ``hardhat``, ``workwear``).
+        zones: the zones it watches (names unique within the task).
+        score_threshold: detector score threshold (``None``: the model's default).
+        min_box_area: detections with a smaller box area (pixels^2) are ignored.
+        tracker: tracker settings.
+        snapshots: save a snapshot for each ``start`` event.
+    """
+
+    name: str
+    zones: tuple[ZoneSpec, ...]
+    score_threshold: float | None = None
+    min_box_area: float = 0.0
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    snapshots: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("task name must be non-empty")
+        if not self.zones:
+            raise ValueError(f"task {self.name!r}: needs at least one zone")
+        names = [z.name for z in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name!r}: zone names must be unique, got {names}")
+        if self.min_box_area < 0:
+            raise ValueError("min_box_area must be >= 0")
+
+
+class _Stat:
+    """Running mean and last value of a duration in milliseconds."""
+
+    __slots__ = ("count", "last", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.last = 0.0
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        self.total += ms
+        self.last = ms
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean_ms": self.total / self.count if self.count else 0.0, "last_ms": self.last}
+
+
+class TaskRunner:
+    """Detector + tracker + zone monitors of one task on one camera.
+
+    Args:
+        spec: the task.
+        detector: any :class:`~edge.tasks.base.DetectorLike`; its
+            ``detect_with_timings`` is used when it has one (stage timings in metrics).
+        camera: camera name for events.
+        model: model name for events (default: ``detector.manifest.name`` if present).
+        conditions: extra per-detection predicates by zone name (see
+            :class:`~edge.stream.zones.ZoneMonitor`).
+
+    Raises:
+        ValueError: a zone names a class the detector does not know.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: TaskSpec,
+        detector: DetectorLike,
+        camera: str,
+        model: str | None = None,
+        conditions: Mapping[str, Condition] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.detector = detector
+        self.camera = camera
+        manifest = getattr(detector, "manifest", None)
+        self.model = model if model is not None else str(getattr(manifest, "name", ""))
+        self.class_names = list(detector.class_names)
+        self.tracker = Tracker(config=spec.tracker)
+        conditions = conditions or {}
+        unknown = set(conditions) - {z.name for z in spec.zones}
+        if unknown:
+            raise ValueError(f"task {spec.name!r}: conditions for unknown zones {sorted(unknown)}")
+        self.monitors = [
+            ZoneMonitor(
+                z,
+                camera=camera,
+                task=spec.name,
+                class_names=self.class_names,
+                model=self.model,
+                condition=conditions.get(z.name),
+            )
+            for z in spec.zones
+        ]
+        # Ask the detector only for the classes some zone counts (all when a zone counts all).
+        wanted: list[str] | None = []
+        for z in spec.zones:
+            if not z.classes:
+                wanted = None
+                break
+            assert wanted is not None
+            wanted += [c for c in z.classes if c not in wanted]
+        self.classes = wanted
+        self.stage_ms: dict[str, _Stat] = {
+            k: _Stat()
+            for k in ("preprocess", "inference", "decode", "nms", "detect", "track", "zones")
+        }
+
+    def detect(self, image: ImageBGR) -> Detections:
+        """Detections of the task's classes, small boxes removed; timings recorded."""
+        t0 = time.perf_counter()
+        with_timings = getattr(self.detector, "detect_with_timings", None)
+        dets: Detections
+        if with_timings is not None:
+            dets, timings = with_timings(
+                image, score_threshold=self.spec.score_threshold, classes=self.classes
+            )
+            self.stage_ms["preprocess"].add(timings.preprocess_ms)
+            self.stage_ms["inference"].add(timings.inference_ms)
+            self.stage_ms["decode"].add(timings.decode_ms)
+            self.stage_ms["nms"].add(timings.nms_ms)
+        else:
+            dets = self.detector.detect(
+                image, score_threshold=self.spec.score_threshold, classes=self.classes
+            )
+        if self.spec.min_box_area > 0 and len(dets):
+            dets = dets[dets.area >= self.spec.min_box_area]
+        self.stage_ms["detect"].add((time.perf_counter() - t0) * 1e3)
+        return dets
+
+    def step(
+        self,
+        dets: Detections,
+        *,
+        t: float,
+        wall_ms: int,
+        frame_size: tuple[int, int],
+        mono_s: float,
+    ) -> tuple[Detections, list[ZoneEvent]]:
+        """Track ``dets`` and step every zone; returns the tracked detections and events."""
+        t0 = time.perf_counter()
+        tracked = self.tracker.update(dets, t=t)
+        t1 = time.perf_counter()
+        events: list[ZoneEvent] = []
+        for mon in self.monitors:
+            events += mon.step(tracked, t=t, wall_ms=wall_ms, frame_size=frame_size, mono_s=mono_s)
+        t2 = time.perf_counter()
+        self.stage_ms["track"].add((t1 - t0) * 1e3)
+        self.stage_ms["zones"].add((t2 - t1) * 1e3)
+        return tracked, events
+
+    def close(self, *, t: float, wall_ms: int) -> list[ZoneEvent]:
+        """End every open incident (reason ``shutdown``)."""
+        events: list[ZoneEvent] = []
+        for mon in self.monitors:
+            events += mon.close(t=t, wall_ms=wall_ms)
+        return events
+
+    def monitor(self, zone: str) -> ZoneMonitor:
+        for m in self.monitors:
+            if m.spec.name == zone:
+                return m
+        raise KeyError(zone)
+
+
+class CameraPipeline:
+    """One camera's loop (see the module docstring).
+
+    Keyword-only; use as a context manager (``start`` on enter, ``stop`` on exit) or call
+    :meth:`start`/:meth:`stop`, or drive it synchronously with :meth:`run`.
+
+    Args:
+        camera: camera name (events, metrics, logs).
+        source: how to read the camera (the pipeline owns the :class:`CameraSource`).
+        tasks: the tasks to run on each frame.
+        store: the events table (``None``: events are not stored).
+        sinks: event consumers, called in order for each event.
+        status_sinks: ``(camera, online, reason)`` consumers for camera status changes.
+        snapshots: where ``start`` snapshots go (``None``: no snapshots).
+        idle_tick_s: while a live camera delivers nothing, step the tasks with no
+            detections this often (so incidents end); ``None`` disables.
+    """
+
+    def __init__(
+        self,
+        *,
+        camera: str,
+        source: SourceSpec,
+        tasks: Sequence[TaskRunner],
+        store: EventStore | None = None,
+        sinks: Sequence[EventSink] = (),
+        status_sinks: Sequence[StatusSink] = (),
+        snapshots: SnapshotStore | None = None,
+        idle_tick_s: float | None = 1.0,
+    ) -> None:
+        if not tasks:
+            raise ValueError("a pipeline needs at least one task")
+        self.camera = camera
+        self.tasks = list(tasks)
+        self._store = store
+        self._sinks = list(sinks)
+        self._status_sinks = list(status_sinks)
+        self._snapshots = snapshots
+        self._idle_tick_s = idle_tick_s
+        self._offline_file = source.kind == "file" and not source.realtime
+        self.source = CameraSource(spec=source, name=camera, on_status=self._on_status)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last_t: float | None = None
+        self._last_wall_ms: int | None = None
+        self._last_idle = time.monotonic()
+        # metrics (guarded by _lock)
+        self._frames = 0
+        self._done_times: deque[float] = deque(maxlen=64)
+        self._events: dict[str, int] = {"start": 0, "update": 0, "end": 0}
+        self._store_errors = 0
+        self._sink_errors = 0
+        self._frame_ms = _Stat()
+        self._output_ms = _Stat()
+        self._latency_ms: deque[float] = deque(maxlen=512)
+        self._zone_stats: dict[str, dict[str, dict[str, int]]] = {}
+
+    # -- status --------------------------------------------------------------------
+    def _on_status(self, online: bool, reason: str) -> None:
+        for sink in self._status_sinks:
+            try:
+                sink(self.camera, online, reason)
+            except Exception:
+                log.exception("camera %s: status sink %r failed", self.camera, sink)
+
+    # -- one frame -----------------------------------------------------------------
+    def process(self, frame: Frame) -> list[ZoneEvent]:
+        """Run every task on ``frame`` and hand out its events; returns the events."""
+        t0 = time.perf_counter()
+        with self._lock:  # an idle tick may have run at a later time than this capture
+            t = frame.t if self._last_t is None else max(frame.t, self._last_t)
+        out: list[ZoneEvent] = []
+        for task in self.tasks:
+            dets = task.detect(frame.image)
+            tracked, events = task.step(
+                dets,
+                t=t,
+                wall_ms=frame.wall_ms,
+                frame_size=frame.size,
+                mono_s=frame.captured_mono,
+            )
+            out += self._emit(events, task=task, image=frame.image, tracked=tracked)
+        done = time.perf_counter()
+        with self._lock:
+            self._frames += 1
+            self._done_times.append(time.monotonic())
+            self._frame_ms.add((done - t0) * 1e3)
+            self._last_t, self._last_wall_ms = t, frame.wall_ms
+        self._update_zone_stats()
+        return out
+
+    def _idle_tick(self) -> list[ZoneEvent]:
+        """Step every task with no detections at the current time (camera offline)."""
+        now, wall = time.monotonic(), time.time_ns() // 1_000_000
+        out: list[ZoneEvent] = []
+        with self._lock:
+            t = max(now, self._last_t or now)
+            self._last_t = t
+        for task in self.tasks:  # no detections: the polygon (and frame size) is not used
+            _, events = task.step(
+                Detections.empty(), t=t, wall_ms=wall, frame_size=(1, 1), mono_s=0.0
+            )
+            out += self._emit(events, task=task, image=None, tracked=None)
+        self._update_zone_stats()
+        return out
+
+    def _update_zone_stats(self) -> None:
+        stats = {
+            t.spec.name: {
+                m.spec.name: {"inside": m.inside_count, "open": m.open_incidents}
+                for m in t.monitors
+            }
+            for t in self.tasks
+        }
+        with self._lock:
+            self._zone_stats = stats
+
+    def _emit(
+        self,
+        events: list[ZoneEvent],
+        *,
+        task: TaskRunner,
+        image: ImageBGR | None,
+        tracked: Detections | None,
+    ) -> list[ZoneEvent]:
+        out: list[ZoneEvent] = []
+        for ev in events:
+            t0 = time.perf_counter()
+            if (
+                ev.type == "start"
+                and self._snapshots is not None
+                and task.spec.snapshots
+                and image is not None
+            ):
+                poly = task.monitor(ev.zone).polygon_for(int(image.shape[1]), int(image.shape[0]))
+                rel = self._snapshots.save(
+                    image, event=ev, dets=tracked, class_names=task.class_names, polygon=poly
+                )
+                if rel is not None:
+                    ev = replace(ev, snapshot=rel)
+            if self._store is not None:
+                try:
+                    self._store.add(ev)
+                except EventStoreError as exc:
+                    with self._lock:
+                        self._store_errors += 1
+                    log.error("camera %s: event %s not stored: %s", self.camera, ev.event_id, exc)
+            for sink in self._sinks:
+                try:
+                    sink(ev)
+                except Exception:
+                    with self._lock:
+                        self._sink_errors += 1
+                    log.exception(
+                        "camera %s: sink %r failed on event %s", self.camera, sink, ev.event_id
+                    )
+            with self._lock:
+                self._events[ev.type] += 1
+                self._output_ms.add((time.perf_counter() - t0) * 1e3)
+                if ev.mono_s > 0:
+                    self._latency_ms.append((time.monotonic() - ev.mono_s) * 1e3)
+            out.append(ev)
+        return out
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self, *, max_frames: int | None = None) -> int:
+        """Read and process frames in the calling thread until :meth:`stop`, the end of a
+        file, or ``max_frames``; then finish (end open incidents, close the source).
+        Returns the number of frames processed."""
+        self.source.start()
+        n = 0
+        try:
+            while not self._stop.is_set() and (max_frames is None or n < max_frames):
+                frame = self.source.read(timeout=0.25)
+                if frame is None:
+                    if self.source.finished:
+                        break
+                    self._maybe_idle_tick()
+                    continue
+                self.process(frame)
+                n += 1
+        finally:
+            self._finish()
+        return n
+
+    def _maybe_idle_tick(self) -> None:
+        if self._offline_file or self._idle_tick_s is None or self.source.online is not False:
+            return
+        now = time.monotonic()
+        if now - self._last_idle >= self._idle_tick_s:
+            self._last_idle = now
+            self._idle_tick()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            t, wall = self._last_t, self._last_wall_ms
+        wall_now = time.time_ns() // 1_000_000
+        for task in self.tasks:
+            events = task.close(
+                t=time.monotonic() if t is None else t, wall_ms=max(wall or 0, wall_now)
+            )
+            self._emit(events, task=task, image=None, tracked=None)
+        self._update_zone_stats()
+        self.source.close()
+
+    def start(self) -> None:
+        """Run the loop in a background thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self.run, name=f"pipeline-{self.camera}", daemon=True
+        )
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the loop thread to end by itself (a file finished); True if it did."""
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop reading, let the frame in flight finish, end open incidents, close the
+        source; True if everything ended within ``timeout`` seconds. Idempotent."""
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("camera %s: pipeline did not stop within %.1f s", self.camera, timeout)
+                return False
+        else:
+            self._finish()
+        return True
+
+    close = stop
+
+    def __enter__(self) -> CameraPipeline:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- metrics -------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the pipeline's counters for /metrics.
+
+        Keys: ``camera``, ``online``, ``fps`` (frames processed per second over the last
+        64), ``frames_processed``, the source's ``frames_read/delivered/taken/dropped/
+        skipped``, ``reconnects``, ``failures``, ``frame_ms`` and ``output_ms`` (mean/
+        last), ``latency_ms`` (capture to event handed out: p50/p95 over the last 512
+        events), ``events`` by type, ``open_incidents``, ``store_errors``,
+        ``sink_errors``, and per task ``stage_ms`` (preprocess, inference, decode, nms,
+        detect, track, zones: mean/last).
+        """
+        src = self.source.stats()
+        with self._lock:
+            times = list(self._done_times)
+            fps = (
+                (len(times) - 1) / (times[-1] - times[0])
+                if len(times) >= 2 and times[-1] > times[0]
+                else 0.0
+            )
+            lat = np.asarray(self._latency_ms, dtype=np.float64)
+            out: dict[str, Any] = {
+                "camera": self.camera,
+                "online": src["online"],
+                "fps": fps,
+                "frames_processed": self._frames,
+                "events": dict(self._events),
+                "store_errors": self._store_errors,
+                "sink_errors": self._sink_errors,
+                "frame_ms": self._frame_ms.as_dict(),
+                "output_ms": self._output_ms.as_dict(),
+                "latency_ms": {
+                    "p50": float(np.percentile(lat, 50)) if lat.size else 0.0,
+                    "p95": float(np.percentile(lat, 95)) if lat.size else 0.0,
+                },
+            }
+        for k in (
+            "frames_read",
+            "frames_delivered",
+            "frames_taken",
+            "frames_dropped",
+            "frames_skipped",
+            "reconnects",
+            "failures",
+        ):
+            out[k] = src[k]
+        with self._lock:
+            zones = self._zone_stats
+        out["open_incidents"] = sum(z["open"] for per in zones.values() for z in per.values())
+        out["tasks"] = {
+            t.spec.name: {
+                "model": t.model,
+                "stage_ms": {k: s.as_dict() for k, s in t.stage_ms.items()},
+                "zones": zones.get(t.spec.name, {}),
+            }
+            for t in self.tasks
+        }
+        if self._snapshots is not None:
+            out.update(self._snapshots.stats())
+        return out
