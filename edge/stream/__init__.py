@@ -1,0 +1,14 @@
+"""The stream layer: cameras in, zone events out.
+
+Modules, in data-flow order (importing this package imports none of them):
+
+- :mod:`~edge.stream.sources`: :class:`CameraSource`, one reader thread per camera (RTSP,
+  HTTP MJPEG, V4L2, files) with latest-frame hand-off and reconnect;
+- :mod:`~edge.stream.tracker`: :class:`Tracker`, ByteTrack-style IoU tracking on numpy;
+- :mod:`~edge.stream.zones`: :class:`ZoneSpec`, :class:`Schedule` and :class:`ZoneMonitor`,
+  per-(zone, track) dwell / cooldown state that turns frames into incidents;
+- :mod:`~edge.stream.events`: :class:`ZoneEvent` and the SQLite events table;
+- :mod:`~edge.stream.snapshots`: incident JPEGs with retention by age and size;
+- :mod:`~edge.stream.pipeline`: :class:`CameraPipeline`, the per-camera loop;
+- :mod:`~edge.stream.commands`: ``safety-edge events list|prune``.
+"""
