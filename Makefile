@@ -28,7 +28,9 @@ $(DEFAULT_MODEL): tools/convert_darknet.py models/person_vehicle.yaml | $(STAMP)
 	$(BIN)/python tools/convert_darknet.py --out $(DEFAULT_MODEL) --manifest models/person_vehicle.yaml
 
 run: models
-	$(BIN)/safety-edge detect --task fence --area "0,0,768,0,768,576,0,576" --annotate var/run-annotated.jpg samples/vtest_frame.jpg
+	$(BIN)/safety-edge detect --task fence --area "300,250,768,250,768,576,300,576" --annotate var/run-annotated.jpg samples/vtest_frame.jpg
+	$(BIN)/safety-edge demo-app --data-dir var
+	$(BIN)/safety-edge serve --data-dir var
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge tests tools benchmarks

@@ -201,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     ml.set_defaults(func=_cmd_models_list)
 
     from edge.api import commands as api_commands
+    from edge.api import server as api_server
 
+    api_server.add_subcommands(sub)
     api_commands.add_subcommands(sub)
 
     from edge.eval import commands as eval_commands
