@@ -253,3 +253,14 @@ def test_password_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
         assert status.wait_for(lambda s: s == [False])
     assert "s3cret" not in caplog.text and "s3cret" not in status.calls[0][1]
     assert "//***@127.0.0.1" in status.calls[0][1]
+
+
+def test_missing_v4l2_device_is_offline() -> None:
+    if Path("/dev/video63").exists():
+        pytest.skip("/dev/video63 exists here")
+    status = StatusLog()
+    spec = SourceSpec(uri="/dev/video63", backoff_min_s=0.05, backoff_max_s=0.1)
+    with CameraSource(spec=spec, name="usb", on_status=status) as src:
+        assert status.wait_for(lambda s: s == [False])
+        assert src.read(timeout=0.2) is None
+    assert status.calls[0][1] == "cannot open /dev/video63"
