@@ -140,6 +140,7 @@ class _Grid:
     __slots__ = ("cell", "lut", "single", "x0", "y0")
 
     SIZE = 256
+    CHUNK = 32768
 
     def __init__(
         self, lut: npt.NDArray[np.uint8], x0: float, y0: float, cell: float, single: bool
@@ -217,6 +218,14 @@ class _Grid:
 
     def contains(self, pts: _F64, poly: Polygon) -> _Bool:
         """(N,) bool for (N, 2) C-contiguous float64 points."""
+        out = np.empty(pts.shape[0], dtype=np.bool_)
+        step = self.CHUNK  # a chunk's temporaries stay in cache between passes
+        for start in range(0, pts.shape[0], step):
+            chunk = pts[start : start + step]
+            out[start : start + step] = self._classify(chunk, poly)
+        return out
+
+    def _classify(self, pts: _F64, poly: Polygon) -> _Bool:
         inv = 1.0 / self.cell
         off = complex(2.0 - self.x0 * inv, 2.0 - self.y0 * inv)
         flat = pts.reshape(-1)  # x and y share the cell size: one pass for both
@@ -227,9 +236,10 @@ class _Grid:
             else:
                 z = flat * inv
                 z.view(np.complex128)[:] += off
-        np.fmax(z, 0.0, out=z)  # fmax/fmin send NaN to 0 and clamp infinities
-        np.fmin(z, float(self.SIZE - 1), out=z)
-        cells = z.astype(np.uint8).view(np.uint16).astype(np.intp)
+            # Clamp into the table; NaN stays NaN and casts to 0 (x86 and ARM alike:
+            # tested), the outer ring, so NaN points are outside as the exact test says.
+            np.clip(z, 0.0, float(self.SIZE - 1), out=z)
+            cells = z.astype(np.uint8).view(np.uint16).astype(np.intp)
         cls = self.lut[cells]
         out: _Bool = cls == 1
         near = np.flatnonzero(cls == 2)
