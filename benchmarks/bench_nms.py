@@ -17,6 +17,7 @@ Bar: at least as fast as cv2 at every N (ratio of medians); goal 2x.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -94,14 +95,18 @@ def plain_python_nms(xyxy: npt.NDArray[np.float32], scores: npt.NDArray[np.float
     return kept
 
 
+def run_cv2(xywh: npt.NDArray[np.float64], scores: npt.NDArray[np.float32]) -> object:
+    import cv2
+
+    return cv2.dnn.NMSBoxes(xywh, scores, 0.0, IOU)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--repeat", type=int, default=None, help="timed batches per contender")
     args = ap.parse_args(argv)
     repeat = args.repeat or (5 if args.quick else 15)
-
-    import cv2
 
     from benchmarks.common import interleaved, write_results
     from edge.kernels.nms import nms
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             xywh = xyxy.astype(np.float64)
             xywh[:, 2:] -= xywh[:, :2]
             ours = nms(xyxy, scores, iou_threshold=IOU).tolist()
-            ref_cv2 = np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, IOU)).reshape(-1).tolist()  # type: ignore[call-overload]
+            ref_cv2 = np.asarray(run_cv2(xywh, scores)).reshape(-1).tolist()
             identical = ours == ref_cv2
             python_ms = math.nan
             if n <= PYTHON_MAX:
@@ -125,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             all_identical &= identical
             t = interleaved(
                 {
-                    "cv2": lambda b=xywh, s=scores: cv2.dnn.NMSBoxes(b, s, 0.0, IOU),  # type: ignore[misc]
-                    "ours": lambda b=xyxy, s=scores: nms(b, s, iou_threshold=IOU),
+                    "cv2": functools.partial(run_cv2, xywh, scores),
+                    "ours": functools.partial(nms, xyxy, scores, iou_threshold=IOU),
                 },
                 repeat=repeat,
                 number=BATCH[n],

@@ -86,15 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         poly = np.asarray(verts, dtype=np.float64)
         pts = points_around(poly, args.points, seed)
 
-        def run_shapely(poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts):
+        def run_shapely(
+            poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts
+        ) -> npt.NDArray[np.bool_]:
             shape = shapely.Polygon(poly)
             shapely.prepare(shape)
-            return shapely.contains_xy(shape, pts[:, 0], pts[:, 1])
+            return np.asarray(shapely.contains_xy(shape, pts[:, 0], pts[:, 1]))
 
-        def run_mpl(poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts):
-            return MplPath(poly).contains_points(pts)
+        def run_mpl(
+            poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts
+        ) -> npt.NDArray[np.bool_]:
+            return np.asarray(MplPath(poly).contains_points(pts))
 
-        def run_ours(poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts):
+        def run_ours(
+            poly: npt.NDArray[np.float64] = poly, pts: npt.NDArray[np.float64] = pts
+        ) -> npt.NDArray[np.bool_]:
             return points_in_polygon(pts, poly)
 
         ring = shapely.Polygon(poly).boundary
