@@ -65,6 +65,8 @@ class TrainConfig:
     anchors: list[list[float]] = field(default_factory=list)  # filled from k-means
     max_iters: int = 0  # >0: stop each epoch after this many iterations (smoke tests)
     cache_scale: float = 1.25  # images cached at size * cache_scale on the long side
+    loss_cls: float = 0.08  # class BCE weight (yolo_torch.LossConfig.cls)
+    loss_obj_pos: float = 0.0  # extra objectness weight on positives (LossConfig.obj_pos)
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -183,7 +185,7 @@ def evaluate(
     heads: Any,
     num_classes: int,
     *,
-    conf: float = 0.005,
+    conf: float = 0.01,
     iou: float = 0.45,
     batch: int = 8,
 ) -> list[Any]:
@@ -319,7 +321,7 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         per_epoch = min(per_epoch, cfg.max_iters)
     total = per_epoch * cfg.epochs
     aug = yt.AugmentConfig(hue=cfg.hue, saturation=cfg.saturation, value=cfg.value)
-    lcfg = yt.LossConfig()
+    lcfg = yt.LossConfig(cls=cfg.loss_cls, obj_pos=cfg.loss_obj_pos)
 
     def lr_at(it: int) -> float:
         if it < cfg.warmup_iters:

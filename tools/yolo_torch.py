@@ -533,6 +533,7 @@ class LossConfig:
     box: float = 0.05
     obj: float = 1.0
     cls: float = 0.08
+    obj_pos: float = 0.0  # >0: extra BCE term, mean over positives only (recall of objectness)
     ignore_iou: float = 0.7  # predictions overlapping a truth this much are not negatives
     match_iou: float = 0.35  # extra positive anchors (besides the best) above this wh-IoU
     level_weights: tuple[float, ...] = (0.4, 1.0)  # per head in cfg order (stride 32, 16)
@@ -550,7 +551,9 @@ def yolo_loss(
     with wh-IoU > ``match_iou``, at the cell holding the box centre. Box: 1 - CIoU on the
     decoded box (``exp`` width as the deployed decoder). Objectness: BCE with target
     ``max(CIoU, 0)`` at positives (as YOLOv5) and 0 elsewhere, except predictions whose
-    IoU with a truth exceeds ``ignore_iou`` (YOLOv3's ignore rule), which are left out.
+    IoU with a truth exceeds ``ignore_iou`` (YOLOv3's ignore rule), which are left out;
+    averaged over the cells, plus ``obj_pos`` times its mean over the positives alone
+    (the few positives otherwise weigh little against thousands of empty cells).
     Classes: one-hot BCE at positives.
     """
     bs = outs[0].shape[0]
@@ -627,6 +630,8 @@ def yolo_loss(
                 lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], tcls)
         obj_l = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
         lobj = lobj + (obj_l * noobj).sum() / noobj.sum().clamp(min=1) * cfg.level_weights[li]
+        if cfg.obj_pos > 0 and len(targets) and len(ti):
+            lobj = lobj + cfg.obj_pos * obj_l[bi, ai, gj, gi].mean() * cfg.level_weights[li]
         start += na
     loss = (cfg.box * lbox + cfg.obj * lobj + cfg.cls * lcls) * bs
     return loss, {
