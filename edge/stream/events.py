@@ -69,8 +69,9 @@ class ZoneEvent:
         model: the detector's name.
         attributes: small extra values: ``dwell_s`` (float seconds inside, so far),
             ``reason`` on ``end``, ``last_inside_ms`` on ``end``.
-        mono_s: monotonic seconds at which the frame was captured (for latency metrics;
-            not part of the public event).
+        mono_s: ``time.monotonic()`` when the frame that raised it was captured (latency
+            metrics; not part of the public event); 0.0 when no frame did (ends raised at
+            shutdown or while a camera is offline).
     """
 
     event_id: str

@@ -219,7 +219,7 @@ class TaskRunner:
         """End every open incident (reason ``shutdown``)."""
         events: list[ZoneEvent] = []
         for mon in self.monitors:
-            events += mon.close(t=t, wall_ms=wall_ms)
+            events += mon.close(t=t, wall_ms=wall_ms, mono_s=0.0)
         return events
 
     def monitor(self, zone: str) -> ZoneMonitor:
