@@ -244,6 +244,10 @@ def test_outbox_full_policy_is_counted_alerted_and_delivered(tmp_path: Path) -> 
     are refused with OutboxFullError. When the broker returns, every stored event and the
     loss alert arrive; received + dropped updates == published updates."""
     broker = MosquittoBroker(tmp_path, port=free_port())
+    with broker:  # the subscriber's persistent session exists before the gateway connects
+        Subscriber(
+            host=broker.host, port=broker.port, topics=["safety-edge/gw/#"], client_id="s"
+        ).start().stop()
     alerts: list[dict[str, Any]] = []
     config = cfg(broker.port, outbox={"max_rows": 20})
     protected, updates, refused = [], [], 0
