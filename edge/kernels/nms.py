@@ -357,23 +357,25 @@ def _greedy_grid(
     hi_c = corners[:, 1]
     alive = np.ones(n, dtype=np.bool_)
     kept: list[_I64] = []
+    regs = np.bincount(key & mask, minlength=n)  # registrations per box
     while key.size > _TAIL_REGISTRATIONS:
         r = key.size
         cell = key >> nbits
         rank = key & mask
-        first = np.empty(r, dtype=np.bool_)
+        first = np.empty(r + 1, dtype=np.bool_)
         first[0] = True
-        np.not_equal(cell[1:], cell[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
+        first[r] = True  # sentinel: ends the last segment
+        np.not_equal(cell[1:], cell[:-1], out=first[1:r])
+        bounds = np.flatnonzero(first)
+        starts = bounds[:-1]
+        seg = np.diff(bounds)
         lead = rank[starts]
-        blocked = np.zeros(n, dtype=np.bool_)  # second or later in some cell
-        blocked[rank[~first]] = True
-        head_led = ~blocked[lead]  # segments led by a head: heads are kept
+        # a head leads every cell it is registered in
+        head_led = np.bincount(lead, minlength=n)[lead] == regs[lead]
         kept.append(lead[head_led])
-        seg = np.diff(starts, append=r)
         in_head_cell = np.repeat(head_led, seg)
         other = rank[in_head_cell]
-        head = np.repeat(lead, seg)[in_head_cell]
+        head = np.repeat(lead[head_led], seg[head_led])
         # each head also meets itself (IoU 1 > bound), which retires it
         alive[other[_pairs_suppressed(lo_c, hi_c, area, head, other, bound)]] = False
         key = key[alive[rank]]
