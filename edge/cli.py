@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     api_server.add_subcommands(sub)
     api_commands.add_subcommands(sub)
 
+    from edge.stream import commands as stream_commands
+
+    stream_commands.add_subcommands(sub)
+
     from edge.eval import commands as eval_commands
 
     eval_commands.add_subcommands(sub)
