@@ -10,7 +10,7 @@ in one run.
 Bar: everything outside ``session.run`` (the part this package owns) takes at most 15 %
 of the frame.
 
-    .venv/bin/python benchmarks/bench_stages.py [--frames 100] [--threads N]
+    .venv/bin/python benchmarks/bench_stages.py [--frames 100] [--threads N] [--quick]
 
 Skips with a message (exit 0) when ``make models`` has not built the ONNX file.
 """
@@ -41,14 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames")
+    ap.add_argument("--quick", action="store_true", help="20 frames (smoke run)")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     ap.add_argument("--manifest", type=Path, default=REPO / "models" / "person_vehicle.yaml")
     ap.add_argument("--image", type=Path, default=REPO / "samples" / "vtest_frame.jpg")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.frames = min(args.frames, 20)
 
     import cv2
-    from benchmarks.common import write_results
 
+    from benchmarks.common import write_results
     from edge.runtime.detector import Detector
     from edge.runtime.registry import load_manifest
 
