@@ -216,9 +216,13 @@ def _score_order(scores: npt.NDArray[np.float32], threshold: np.float32) -> _I64
     if idx.size < 2:
         return idx.astype(np.int64)
     # One int64 sort of (descending score key, index): faster than a stable argsort.
-    s = scores[idx] + np.float32(0.0)  # -0.0 -> +0.0 so that the two tie
-    b = s.view(np.int32).astype(np.int64)
-    ordered = np.where(b < 0, b ^ 0x7FFFFFFF, b)  # int order == float order
+    # The bits of a positive float32 order like the float; a threshold >= 0 leaves only
+    # positive scores, otherwise negative ones are remapped and -0.0 is made +0.0.
+    if threshold >= 0:
+        ordered = scores[idx].view(np.int32).astype(np.int64)
+    else:
+        b = (scores[idx] + np.float32(0.0)).view(np.int32).astype(np.int64)
+        ordered = np.where(b < 0, b ^ 0x7FFFFFFF, b)
     key = (-ordered << 32) | idx
     key.sort()
     out: _I64 = key & 0xFFFFFFFF

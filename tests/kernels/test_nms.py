@@ -287,6 +287,13 @@ SQ = [0.0, 0.0, 10.0, 10.0]
         pytest.param(
             [SQ, [0, 0, 10, 10]], [-1.0, -2.0], {"score_threshold": -5.0}, [0], id="neg-scores"
         ),
+        pytest.param(
+            [SQ, [50, 50, 60, 60], [90, 90, 99, 99]],
+            [0.0, -1.0, -0.0],
+            {"score_threshold": -5.0},
+            [0, 2, 1],
+            id="minus-zero-ties-plus-zero",
+        ),
     ],
 )
 def test_edge_cases(
