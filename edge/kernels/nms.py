@@ -63,8 +63,9 @@ _Bool = npt.NDArray[np.bool_]
 
 # Inputs with at most this many valid candidates use the per-kept-box loop.
 _SEQUENTIAL_MAX = 128
-# Once this few registrations remain, the grid rounds hand over to the per-box loop.
-_TAIL_REGISTRATIONS = 48
+# Once this few registrations remain, the grid rounds hand over to the per-box loop (a
+# round costs about as many array calls as three kept boxes in the loop).
+_TAIL_REGISTRATIONS = 2
 # Grid cell size as a multiple of the mean shrunk box size (measured: 2 to 3 is best).
 _CELL_FACTOR = 2.5
 # At most this many cells along an axis (keeps cell ids and sort keys in int64).
