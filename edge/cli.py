@@ -142,7 +142,8 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
                 "classes": len(m.class_names),
                 "input": f"{m.input_size[0]}x{m.input_size[1]}",
                 "sha256": status,
-                "licence": m.licence,
+                "size_mb": round(m.model_path.stat().st_size / 1e6, 1) if ok is not None else "-",
+                "licence": m.licence if len(m.licence) <= 40 else m.licence[:37] + "...",
             }
         )
     if args.json:
