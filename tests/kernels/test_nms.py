@@ -142,7 +142,7 @@ def any_boxes(draw: st.DrawFn, max_n: int = 30) -> tuple[np.ndarray, np.ndarray]
 
 
 _SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
