@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.eval import commands as eval_commands
 
     eval_commands.add_subcommands(sub)
+
+    from edge.service import commands as service_commands
+
+    service_commands.add_subcommands(sub)
     return parser
 
 

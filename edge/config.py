@@ -23,30 +23,60 @@ Example::
       hardhat: hardhat
       workwear: workwear
 
-Later issues add sections (cameras, mqtt, storage) as new fields here.
+Cameras, per-camera tasks and zones, filters, MQTT, storage and the service (``safety-edge
+run``) are described with a full commented example in ``safety-edge config example``
+(:mod:`edge.service.example`); ``safety-edge config check FILE`` reports every problem
+with its YAML path and line (:mod:`edge.service.config_check`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edge.api.alerts import AlertRules
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
+from edge.mqtt.config import MqttConfig
+
+if TYPE_CHECKING:
+    from edge.stream.zones import Schedule, ZoneSpec
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "MQTT_PASSWORD_ENV",
+    "MQTT_USERNAME_ENV",
     "ApiConfig",
+    "CameraConfig",
+    "CameraTaskConfig",
+    "FiltersConfig",
     "GatewayConfig",
+    "ScheduleConfig",
+    "ServiceConfig",
+    "StorageConfig",
+    "TaskKind",
     "TasksConfig",
+    "TrackerSettings",
+    "ZoneConfig",
     "load_config",
 ]
 
 ADMIN_TOKEN_ENV = "SAFETY_EDGE_ADMIN_TOKEN"
+MQTT_USERNAME_ENV = "SAFETY_EDGE_MQTT_USERNAME"
+MQTT_PASSWORD_ENV = "SAFETY_EDGE_MQTT_PASSWORD"
 MIB = 1024 * 1024
 
 
@@ -124,6 +154,349 @@ class TasksConfig(BaseModel):
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+# -- cameras, zones, storage, service (issue 6) ---------------------------------------------
+
+TaskKind = Literal["fence", "hardhat", "workwear"]
+CLASS_GROUPS: dict[str, tuple[str, ...]] = {
+    "people": ("person",),
+    "vehicles": ("bicycle", "car", "motorcycle", "bus", "truck"),
+}
+"""Aliases usable in a zone's ``classes``: expanded to detector class names."""
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _topic_name(v: str, what: str) -> str:
+    """A name that becomes an MQTT topic level (camera, task) or appears in events (zone)."""
+    from edge.mqtt.topics import validate_segment
+
+    return validate_segment(v, what)
+
+
+class FiltersConfig(BaseModel):
+    """Detections kept for tracking and zones: ``min_score`` (``null``: the model's own
+    threshold) and ``min_box_area`` in pixels^2 of the source frame."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_box_area: float = Field(default=0.0, ge=0.0)
+
+
+class TrackerSettings(BaseModel):
+    """Tracker knobs (:class:`edge.stream.tracker.TrackerConfig`); defaults suit 2-10 fps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high_score: float = Field(default=0.5, ge=0.0, le=1.0, description="may start tracks")
+    low_score: float = Field(default=0.1, ge=0.0, le=1.0, description="only extends tracks")
+    match_iou: float = Field(default=0.2, gt=0.0, le=1.0)
+    n_init: int = Field(default=2, ge=1, le=100, description="hits before a track counts")
+    max_age_s: float = Field(default=3.0, ge=0.0, le=3600.0, description="unseen -> deleted")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackerSettings:
+        if self.low_score > self.high_score:
+            raise ValueError("low_score must be <= high_score")
+        return self
+
+
+class ScheduleConfig(BaseModel):
+    """When a zone is armed: ``days`` (``mon-fri``, ``sat,sun``, ``weekdays``, ``daily``),
+    ``hours`` (``["07:00-12:00", "13:00-19:00"]``, ``22:00-06:00`` runs overnight; empty =
+    all day) and ``tz`` (IANA name; ``null`` = the gateway's local time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: str | list[str] = "mon-sun"
+    hours: list[str] = Field(default_factory=list)
+    tz: str | None = None
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: str | list[str]) -> str | list[str]:
+        from edge.stream.zones import Schedule
+
+        Schedule.parse(days=v)
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: list[str]) -> list[str]:
+        from edge.stream.zones import TimeRange
+
+        for h in v:
+            TimeRange.parse(h)
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        from edge.stream.zones import Schedule
+
+        if v is not None:
+            Schedule(tz=v)
+        return v
+
+    def to_schedule(self) -> Schedule:
+        from edge.stream.zones import Schedule
+
+        return Schedule.parse(days=self.days, hours=self.hours, tz=self.tz)
+
+
+class ZoneConfig(BaseModel):
+    """One zone of a camera task (see :class:`edge.stream.zones.ZoneSpec` for behaviour).
+
+    ``polygon``: ``[[x, y], ...]`` (3 or more points) or ``"x1,y1,x2,y2,..."``, in pixels of
+    the camera frame, or in 0-1 of its width/height when ``normalized`` (``null``: normalized
+    when every coordinate is within 0-1); absent = the whole frame. ``classes``: detector
+    class names (or ``people``/``vehicles``) that count; absent = the task's default
+    (fence: ``people``; hardhat: the model's bare-head classes; workwear: its no-workwear
+    classes).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    polygon: list[tuple[float, float]] | None = None
+    normalized: bool | None = Field(default=None, description="null: auto (all within 0-1)")
+    classes: list[str] | None = None
+    min_dwell_s: float = Field(default=1.0, ge=0.0, le=86_400.0, description="inside before start")
+    cooldown_s: float = Field(default=3.0, ge=0.0, le=86_400.0, description="gone before end")
+    update_every_s: float | None = Field(
+        default=30.0, gt=0.0, description="at most one update per this; null = none"
+    )
+    anchor: Literal["bottom_center", "center", "overlap"] = "bottom_center"
+    overlap_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    schedule: ScheduleConfig | None = Field(default=None, description="absent = always armed")
+    label: str | None = Field(default=None, description="event label; absent = class name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _topic_name(v, "zone name")
+
+    @field_validator("polygon", mode="before")
+    @classmethod
+    def _polygon_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                nums = [float(p) for p in v.split(",")]
+            except ValueError:
+                raise ValueError('polygon text must be "x1,y1,x2,y2,..." numbers') from None
+            if len(nums) % 2:
+                raise ValueError("polygon text has an odd count of numbers")
+            return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
+        return v
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is None:
+            return v
+        from edge.kernels.geometry import validate_polygon
+
+        try:
+            validate_polygon(v)
+        except EdgeError as exc:
+            raise ValueError(str(exc)) from None
+        if any(x < 0 or y < 0 for x, y in v):
+            raise ValueError("polygon coordinates must be >= 0")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out: list[str] = []
+        for c in v:
+            for name in CLASS_GROUPS.get(c, (c,)):
+                if not name.strip():
+                    raise ValueError("class names must be non-empty")
+                if name not in out:
+                    out.append(name)
+        if not out:
+            raise ValueError("classes must not be empty (omit the key for the task default)")
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> ZoneConfig:
+        if self.polygon is not None:
+            small = all(0.0 <= c <= 1.0 for p in self.polygon for c in p)
+            if self.normalized is None:
+                self.normalized = small
+            elif self.normalized and not small:
+                raise ValueError("normalized: true needs polygon coordinates within 0-1")
+        return self
+
+    def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> ZoneSpec:
+        """The stream layer's zone (``classes``/``label``: resolved against the model)."""
+        from edge.stream.zones import ZoneSpec
+
+        return ZoneSpec(
+            name=self.name,
+            polygon=None if self.polygon is None else tuple(self.polygon),
+            normalized=bool(self.normalized),
+            classes=classes,
+            min_dwell_s=self.min_dwell_s,
+            cooldown_s=self.cooldown_s,
+            update_every_s=self.update_every_s,
+            anchor=self.anchor,
+            overlap_threshold=self.overlap_threshold,
+            schedule=None if self.schedule is None else self.schedule.to_schedule(),
+            label=self.label if self.label is not None else label,
+        )
+
+
+class CameraTaskConfig(BaseModel):
+    """One task on one camera: which model (``null``: the gateway's ``tasks.<kind>``),
+    its zones, filters (``null``: the gateway's ``filters``) and tracker settings.
+    ``fence`` needs at least one zone; ``hardhat``/``workwear`` without zones watch the
+    whole frame (one zone named ``frame``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    filters: FiltersConfig | None = None
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    snapshots: bool = Field(default=True, description="JPEG for each start event")
+
+    @field_validator("zones")
+    @classmethod
+    def _unique(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
+        names = [z.name for z in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"zone names must be unique within a task; repeated: {dup}")
+        return v
+
+
+class CameraConfig(BaseModel):
+    """One camera: where to read it and which tasks run on it.
+
+    ``source``: ``rtsp://user:${CAM_PASSWORD}@host/stream`` (``${VAR}`` is taken from the
+    environment at start), ``http://host/video.mjpg``, ``/dev/video0`` or a device index,
+    or a video file. ``target_fps``: detections per second at most (frames in between
+    are skipped, counted); ``null``: every frame.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str | int
+    enabled: bool = True
+    target_fps: float | None = Field(default=5.0, gt=0.0, le=240.0)
+    width: int | None = Field(default=None, ge=16, le=16_384, description="devices: request")
+    height: int | None = Field(default=None, ge=16, le=16_384, description="devices: request")
+    loop: bool = Field(default=False, description="files: start over at the end")
+    realtime: bool = Field(default=True, description="files: pace at the file's frame rate")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    read_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    backoff_max_s: float = Field(default=30.0, ge=0.5, le=3600.0, description="reconnect cap")
+    tasks: dict[TaskKind, CameraTaskConfig]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _topic_name(v, "camera name")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | int) -> str | int:
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError("device index must be >= 0")
+        elif not v.strip():
+            raise ValueError("source must be non-empty")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: dict[TaskKind, CameraTaskConfig]) -> dict[TaskKind, CameraTaskConfig]:
+        if not v:
+            raise ValueError("a camera needs at least one task (fence, hardhat, workwear)")
+        fence = v.get("fence")
+        if fence is not None and not fence.zones:
+            raise ValueError("the fence task needs at least one zone")
+        return v
+
+    def env_refs(self) -> list[str]:
+        """Environment variables named by ``${VAR}`` in ``source``."""
+        return _ENV_REF.findall(self.source) if isinstance(self.source, str) else []
+
+    def resolved_source(self) -> str | int:
+        """``source`` with ``${VAR}`` replaced from the environment.
+
+        Raises:
+            ConfigError: a referenced variable is not set.
+        """
+        if isinstance(self.source, int):
+            return self.source
+        missing = [n for n in self.env_refs() if n not in os.environ]
+        if missing:
+            raise ConfigError(
+                f"camera {self.name!r}: source needs environment variable(s) {missing}"
+            )
+        return _ENV_REF.sub(lambda m: os.environ[m.group(1)], self.source)
+
+
+class StorageConfig(BaseModel):
+    """Snapshots and the events table on disk.
+
+    ``snapshot_dir`` ``null`` = ``<data_dir>/snapshots``. Snapshots older than
+    ``snapshot_retention_days`` go, then the oldest until the folder holds at most
+    ``snapshot_max_mb``; a background pass runs every ``sweep_interval_s``. Events older
+    than ``events_retention_days`` are deleted hourly.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshots: bool = True
+    snapshot_dir: Path | None = None
+    snapshot_retention_days: float | None = Field(default=30.0, gt=0.0)
+    snapshot_max_mb: float | None = Field(default=2048.0, ge=0.0)
+    jpeg_quality: int = Field(default=85, ge=1, le=100)
+    sweep_interval_s: float = Field(default=600.0, gt=0.0)
+    events_retention_days: float | None = Field(default=90.0, gt=0.0)
+
+
+class ServiceConfig(BaseModel):
+    """``safety-edge run``: the in-process API, shutdown bounds, state topic, logs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api: bool = Field(
+        default=True, description="serve the HTTP API in this process (false: `serve` apart)"
+    )
+    stop_timeout_s: float = Field(
+        default=20.0, gt=0.0, le=600.0, description="SIGTERM to exit, at most (flush included)"
+    )
+    flush_timeout_s: float = Field(
+        default=5.0, ge=0.0, le=600.0, description="SIGTERM: wait for the broker's acks"
+    )
+    state_interval_s: float = Field(
+        default=1.0, gt=0.0, le=3600.0, description="retained state topic refresh"
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceConfig:
+        if self.flush_timeout_s >= self.stop_timeout_s:
+            raise ValueError("flush_timeout_s must be < stop_timeout_s")
+        return self
+
+
+def _check_cameras(v: list[CameraConfig]) -> list[CameraConfig]:
+    names = [c.name for c in v]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"camera names must be unique; repeated: {dup}")
+    return v
+
+
 class GatewayConfig(BaseModel):
     """One gateway's configuration (see the module docstring for an example)."""
 
@@ -133,7 +506,11 @@ class GatewayConfig(BaseModel):
     data_dir: Path = Path("var")
     models_dir: Path = Path("models")
     api: ApiConfig = Field(default_factory=ApiConfig)
-    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    mqtt: MqttConfig | None = Field(default=None, description="absent: no MQTT output")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @field_validator("gateway_id")
     @classmethod
@@ -141,6 +518,39 @@ class GatewayConfig(BaseModel):
         if not v.strip() or len(v) > 64:
             raise ValueError("must be 1 to 64 characters")
         return v
+
+    @field_validator("cameras")
+    @classmethod
+    def _check_cameras(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        return _check_cameras(v)
+
+    @field_validator("mqtt")
+    @classmethod
+    def _check_mqtt(cls, v: MqttConfig | None, info: ValidationInfo) -> MqttConfig | None:
+        gw = info.data.get("gateway_id")
+        if v is not None and isinstance(gw, str):
+            from edge.mqtt.topics import validate_gateway_id
+
+            validate_gateway_id(gw)
+        return v
+
+    def resolved_mqtt(self) -> MqttConfig | None:
+        """``mqtt`` with ``SAFETY_EDGE_MQTT_USERNAME``/``SAFETY_EDGE_MQTT_PASSWORD`` applied
+        (the environment wins over the file); ``None`` when MQTT is off."""
+        if self.mqtt is None:
+            return None
+        update: dict[str, Any] = {}
+        user = os.environ.get(MQTT_USERNAME_ENV)
+        password = os.environ.get(MQTT_PASSWORD_ENV)
+        if user:
+            update["username"] = user
+        if password:
+            update["password"] = SecretStr(password)
+        return self.mqtt.model_copy(update=update) if update else self.mqtt
+
+    def snapshot_dir(self) -> Path:
+        """Where incident snapshots go (``storage.snapshot_dir`` or ``<data_dir>/snapshots``)."""
+        return self.storage.snapshot_dir or self.data_dir / "snapshots"
 
 
 def _format(err: ValidationError) -> str:

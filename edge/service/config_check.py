@@ -1,0 +1,434 @@
+"""``safety-edge config check``: every problem of a ``gateway.yaml`` with its path and line.
+
+:func:`check_text` validates in three passes and collects, never stops at the first:
+
+1. YAML: syntax errors (with their line) and duplicate keys (YAML silently keeps the last
+   one; here it is an error);
+2. the pydantic models of :mod:`edge.config`: each validation error's location
+   (``('cameras', 0, 'tasks', 'fence', 'zones', 1, 'polygon')``) is followed through
+   the node tree of :func:`yaml.compose` to the line it came from;
+3. this machine (only when ``environment=True``): models named by camera tasks exist in
+   ``models_dir`` and know the zones' classes, video files exist, ``${VAR}`` in sources
+   are set. A missing model, file or variable is a *warning* for ``config check`` (the
+   file may be checked away from the gateway) and, for variables, an error at start-up.
+
+Each :class:`Problem` prints as ``FILE:LINE: PATH: MESSAGE`` (what editors and CI
+annotate). :func:`load_checked` is what ``safety-edge run`` uses: any error raises
+:class:`ConfigReportError` carrying the whole report.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edge.config import GatewayConfig, TaskKind
+from edge.errors import ConfigError
+
+__all__ = [
+    "ConfigReportError",
+    "Problem",
+    "check_file",
+    "check_text",
+    "format_report",
+    "load_checked",
+    "task_model_name",
+]
+
+Loc = tuple[str | int, ...]
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem: ``path`` like ``cameras[0].tasks.fence.zones[1].polygon`` (``""`` = the
+    whole file), ``line`` 1-based (``None`` when unknown), and what is wrong."""
+
+    path: str
+    line: int | None
+    message: str
+    severity: Severity = "error"
+
+    def format(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line is not None else source
+        head = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {head}{self.path or '(file)'}: {self.message}"
+
+
+class ConfigReportError(ConfigError):
+    """The configuration has errors; ``str()`` is the full report, one problem a line."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(format_report(source, self.problems))
+
+
+def format_report(source: str, problems: Sequence[Problem]) -> str:
+    """``N error(s)[, M warning(s)] in SOURCE`` and one line per problem, errors first."""
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    counts = [f"{len(errors)} error{'s' * (len(errors) != 1)}"]
+    if warnings:
+        counts.append(f"{len(warnings)} warning{'s' * (len(warnings) != 1)}")
+    lines = [f"{', '.join(counts)} in {source}"]
+    lines += ["  " + p.format(source) for p in errors + warnings]
+    return "\n".join(lines)
+
+
+def format_path(loc: Loc) -> str:
+    """``('cameras', 0, 'name')`` -> ``cameras[0].name``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+# -- YAML nodes ----------------------------------------------------------------------------
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """(key node, value node) of ``part`` in a mapping, or (item, item) in a sequence."""
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        found = None
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == part:
+                found = (k, v)  # the last one wins, as in the loaded data
+        return found
+    if (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(part, int)
+        and 0 <= part < len(node.value)
+    ):
+        item = node.value[part]
+        return item, item
+    return None
+
+
+def _walk(
+    root: yaml.Node | None, data: Any, loc: Sequence[str | int], *, key_line: bool
+) -> tuple[Loc, int | None]:
+    """Follow ``loc`` through the data and nodes as far as both go.
+
+    Returns the part of ``loc`` that exists in the data (pydantic's union-member and
+    validator tags drop out; a missing key at the end is kept) and the line: of the key
+    itself when ``key_line`` (unknown keys), else of the value reached.
+    """
+    path: list[str | int] = []
+    node = root
+    line = _line(root) if root is not None else None
+    cur = data
+    if loc and loc[-1] == "[key]":  # a bad dict key: point at the key itself
+        loc, key_line = loc[:-1], True
+    for i, part in enumerate(loc):
+        exists = (isinstance(cur, dict) and isinstance(part, str) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        )
+        if not exists:
+            if i == len(loc) - 1 and isinstance(cur, dict) and isinstance(part, str):
+                path.append(part)  # a missing key: report it at its parent's line
+            break
+        cur = cur[part]
+        path.append(part)
+        pair = _child(node, part) if node is not None else None
+        if pair is None:
+            node = None
+            continue
+        key, node = pair
+        last = i == len(loc) - 1
+        line = _line(key) if (key_line and last) else _line(node)
+    return tuple(path), line
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[Problem]:
+    out: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else None
+            if name is not None:
+                if name in seen:
+                    out.append(
+                        Problem(
+                            format_path((*loc, name)),
+                            _line(k),
+                            f"duplicate key (first at line {seen[name]}; YAML would keep "
+                            "only this one)",
+                        )
+                    )
+                else:
+                    seen[name] = _line(k)
+            out += _duplicate_keys(v, (*loc, name if name is not None else "?"))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, (*loc, i))
+    return out
+
+
+# -- pydantic errors -----------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The member types of ``X | None``, ``list[X]``, ``dict[K, X]`` (the X parts)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for a in typing.get_args(tp):
+            out += _unwrap(a)
+        return out
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return _unwrap(args[0]) if args else []
+    if origin is dict:
+        args = typing.get_args(tp)
+        return _unwrap(args[1]) if len(args) == 2 else []
+    return [tp]
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The pydantic model whose keys live at ``loc`` (best effort; for suggestions)."""
+    model: type[BaseModel] | None = GatewayConfig
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            if part in ("fence", "hardhat", "workwear"):  # dict keys of camera tasks
+                continue
+            return None
+        models = [t for t in _unwrap(field.annotation) if isinstance(t, type)]
+        model = next((t for t in models if issubclass(t, BaseModel)), None)
+    return model
+
+
+def _message(err: Any, path: Loc) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid"))
+    if kind == "extra_forbidden" and path and isinstance(path[-1], str):
+        model = _model_at(path[:-1])
+        if model is not None:
+            allowed = sorted(model.model_fields)
+            close = difflib.get_close_matches(path[-1], allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return f"unknown key; {hint}allowed: {', '.join(allowed)}"
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    inp = err.get("input")
+    if isinstance(inp, str | int | float | bool):
+        shown = repr(inp)
+        if len(shown) <= 60 and shown not in msg:
+            msg += f" (got {shown})"
+    return msg
+
+
+def _pydantic_problems(exc: ValidationError, root: yaml.Node | None, data: Any) -> list[Problem]:
+    merged: dict[tuple[Loc, int | None], list[str]] = {}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path, line = _walk(root, data, loc, key_line=err.get("type") == "extra_forbidden")
+        msgs = merged.setdefault((path, line), [])
+        text = _message(err, path)
+        if text not in msgs:
+            msgs.append(text)
+    return [
+        Problem(format_path(path), line, msgs[0] if len(msgs) == 1 else " or ".join(msgs))
+        for (path, line), msgs in merged.items()
+    ]
+
+
+# -- this machine --------------------------------------------------------------------------
+
+
+def task_model_name(config: GatewayConfig, kind: TaskKind, model: str | None) -> str | None:
+    """The model a camera task uses: its own ``model`` or the gateway's ``tasks.<kind>``."""
+    if model is not None:
+        return model
+    name: str | None = getattr(config.tasks, kind)
+    return name
+
+
+def _environment_problems(
+    config: GatewayConfig, root: yaml.Node | None, data: Any, *, env_errors: bool
+) -> list[Problem]:
+    from edge.runtime.registry import discover_models
+    from edge.service.tasks import default_zone_classes
+
+    out: list[Problem] = []
+
+    def add(loc: Loc, message: str, severity: Severity) -> None:
+        path, line = _walk(root, data, loc, key_line=False)
+        out.append(Problem(format_path(path), line, message, severity))
+
+    manifests: dict[str, Any] = {}
+    models_error = ""
+    try:
+        manifests = discover_models(config.models_dir)
+    except Exception as exc:  # a broken manifest must become one reported problem
+        models_error = str(exc)
+    for ci, cam in enumerate(config.cameras):
+        missing_env = [n for n in cam.env_refs() if not _env_set(n)]
+        if missing_env:
+            add(
+                ("cameras", ci, "source"),
+                f"environment variable(s) {', '.join(missing_env)} not set",
+                "error" if env_errors else "warning",
+            )
+        src = cam.source
+        if isinstance(src, str) and _is_file_source(src) and not Path(src).is_file():
+            add(("cameras", ci, "source"), f"video file {src!r} does not exist", "warning")
+        for kind, task in cam.tasks.items():
+            name = task_model_name(config, kind, task.model)
+            loc: Loc = ("cameras", ci, "tasks", kind)
+            if name is None:
+                add(
+                    loc,
+                    f"no model: tasks.{kind} is null and the task names none; set model:",
+                    "error",
+                )
+                continue
+            manifest = manifests.get(name)
+            if manifest is None:
+                why = models_error or (
+                    f"have: {', '.join(sorted(manifests)) or 'none'}; run `make models`"
+                )
+                add(
+                    loc,
+                    f"model {name!r} not found in {str(config.models_dir)!r} ({why}); "
+                    "the task stays off until it is installed",
+                    "warning",
+                )
+                continue
+            known = list(manifest.class_names)
+            if not task.zones and kind != "fence" and not default_zone_classes(kind, known):
+                add(
+                    loc,
+                    f"model {name!r} has no class a {kind} violation is made of "
+                    f"(it knows {known}); name the classes in a zone",
+                    "error",
+                )
+            for zi, zone in enumerate(task.zones):
+                classes = zone.classes or list(default_zone_classes(kind, known))
+                if not classes:
+                    add(
+                        (*loc, "zones", zi),
+                        f"model {name!r} has no default {kind} classes (it knows {known}); "
+                        "set classes:",
+                        "error",
+                    )
+                    continue
+                unknown = [c for c in classes if c not in known]
+                if unknown:
+                    add(
+                        (*loc, "zones", zi, "classes"),
+                        f"model {name!r} does not detect {unknown} (it knows {known})",
+                        "error",
+                    )
+    return out
+
+
+def _env_set(name: str) -> bool:
+    import os
+
+    return name in os.environ
+
+
+def _is_file_source(src: str) -> bool:
+    from edge.stream.sources import source_kind
+
+    return source_kind(src) == "file"
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def check_text(
+    text: str,
+    *,
+    source: str = "gateway.yaml",
+    environment: bool = True,
+    env_errors: bool = False,
+) -> tuple[GatewayConfig | None, list[Problem]]:
+    """Validate YAML ``text``; returns the config (``None`` when it has errors) and every
+    problem found. ``environment``: also check models, files and variables on this
+    machine; ``env_errors``: an unset ``${VAR}`` is an error (start-up), not a warning."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = int(mark.line) + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        msg = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+        return None, [Problem("", line, msg)]
+    problems = _duplicate_keys(root)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(
+            Problem("", _line(root) if root else 1, "expected a mapping of settings at the top")
+        )
+        return None, problems
+    config: GatewayConfig | None
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        config = None
+        problems += _pydantic_problems(exc, root, data)
+    if config is not None and environment:
+        problems += _environment_problems(config, root, data, env_errors=env_errors)
+    problems.sort(key=lambda p: (p.line is None, p.line or 0))
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return config, problems
+
+
+def check_file(
+    path: str | Path, *, environment: bool = True, env_errors: bool = False
+) -> tuple[GatewayConfig | None, list[Problem]]:
+    """:func:`check_text` on a file.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"config {str(p)!r}: cannot read: {why}") from None
+    return check_text(text, source=str(p), environment=environment, env_errors=env_errors)
+
+
+def load_checked(path: str | Path) -> tuple[GatewayConfig, list[Problem]]:
+    """The config for start-up and its warnings.
+
+    Raises:
+        ConfigReportError: any error (the report lists every problem with its line).
+        ConfigError: the file cannot be read.
+    """
+    config, problems = check_file(path, environment=True, env_errors=True)
+    if config is None:
+        raise ConfigReportError(str(path), problems)
+    return config, problems

@@ -1,0 +1,685 @@
+"""The composition root of ``safety-edge run``: one process that watches the cameras,
+serves the local API and publishes to MQTT.
+
+:class:`GatewayService` builds, from one validated :class:`~edge.config.GatewayConfig`::
+
+    event store (SQLite)   snapshot store (+ retention sweeper)
+    MQTT publisher (durable outbox)                         -- when ``mqtt`` is set
+    detectors, one per model name, shared by cameras and API
+    one CameraPipeline per enabled camera: its tasks -> store, snapshots, outbox
+    the HTTP API (uvicorn, in a thread of this process)     -- when ``service.api``
+
+Outputs of a camera: every zone event goes to the events table and then to the outbox
+(``{prefix}/{gw}/events``); a camera going offline/online raises/resolves a
+``camera_offline`` alert (``{prefix}/{gw}/alerts``, via the outbox); the inside-counts
+per zone go to the retained ``{prefix}/{gw}/{camera}/{task}/state`` when they change
+(checked every ``service.state_interval_s``); the API's alerts go to the alerts topic.
+``/healthz`` and ``/metrics`` of the API gain per-camera sections
+(:mod:`edge.service.metrics`).
+
+A camera task whose model is missing or cannot serve its zones is *off*: logged, shown
+in ``/healthz`` (``status: degraded``) and ``safety_edge_task_up 0``, and raised once
+per start as a ``task_unavailable`` alert; the camera runs its other tasks.
+
+Start order: stores, publisher, detectors, pipelines built, API started (port bound),
+pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
+by ``service.stop_timeout_s``): ``STOPPING=1``; the pipelines (stop reading, finish the
+frame in flight, end open incidents -- those ``end`` events go through the same outputs)
+and the API (running requests finish) in parallel; then the outbox is flushed as far as
+the broker acknowledges within ``service.flush_timeout_s`` (what is left stays on disk
+and goes out after the next start); then the publisher, detectors and stores close.
+
+:meth:`GatewayService.run` is the supervising loop: it pings the systemd watchdog
+while every pipeline and the API thread are alive, refreshes the state topics, prunes
+old events hourly, and returns 1 if a pipeline or the API died (so ``Restart=always``
+restarts the service), 0 when asked to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.config import CameraConfig, GatewayConfig, TaskKind
+from edge.errors import EdgeError
+from edge.mqtt.config import MqttConfig
+from edge.service.config_check import task_model_name
+from edge.service.metrics import prometheus_text
+from edge.service.notify import Notifier
+from edge.service.tasks import build_task_spec
+from edge.stream.events import EventStore, ZoneEvent, events_db_path
+from edge.stream.pipeline import CameraPipeline, TaskRunner
+from edge.stream.snapshots import SnapshotStore
+from edge.stream.sources import SourceSpec, source_kind
+
+__all__ = ["OUTBOX_FILENAME", "GatewayService", "ServiceStartError"]
+
+log = logging.getLogger("edge.service")
+
+OUTBOX_FILENAME = "outbox.sqlite3"
+_MIB = 1024 * 1024
+_PRUNE_EVERY_S = 3600.0
+
+
+class ServiceStartError(EdgeError):
+    """The gateway could not start (API port taken, data folder not writable, ...)."""
+
+
+@dataclass
+class _Camera:
+    config: CameraConfig
+    pipeline: CameraPipeline | None = None
+    tasks_up: dict[str, bool] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # task (or "camera") -> why off
+    states: dict[str, dict[str, int]] = field(default_factory=dict)  # last published
+
+
+class _ApiThread:
+    """uvicorn in a background thread (it installs no signal handlers off the main thread)."""
+
+    def __init__(self, app: Any, *, host: str, port: int, graceful_s: int) -> None:
+        import uvicorn
+
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=graceful_s,
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(self.config)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="api-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve())
+        except BaseException as exc:  # SystemExit from uvicorn when the port is taken
+            self.error = exc
+            log.error("API server stopped: %r", exc)
+
+    def start(self, timeout: float) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise ServiceStartError(
+                    f"the API could not start on {self.config.host}:{self.config.port} "
+                    "(port in use or not allowed? see the log above)"
+                )
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"the API did not start within {timeout:.0f} s")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        for server in getattr(self.server, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return int(self.config.port)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float) -> bool:
+        self.server.should_exit = True
+        if self.thread.ident is None:
+            return True
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class GatewayService:
+    """The whole gateway in one process (see the module docstring).
+
+    Keyword-only. :meth:`start`, then :meth:`run` (blocks until ``stop_event`` is set),
+    then :meth:`stop` (idempotent); or use it as a context manager around :meth:`run`.
+
+    Args:
+        config: the validated configuration (``mqtt`` already resolved, e.g. by
+            :meth:`GatewayConfig.resolved_mqtt`; ``None`` = no MQTT).
+        notifier: systemd notifications (default: from the environment).
+    """
+
+    def __init__(self, *, config: GatewayConfig, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.mqtt: MqttConfig | None = config.resolved_mqtt()
+        self.cameras: dict[str, _Camera] = {c.name: _Camera(config=c) for c in config.cameras}
+        self.store: EventStore | None = None
+        self.snapshots: SnapshotStore | None = None
+        self.publisher: Any = None  # edge.mqtt.publisher.Publisher (imported lazily)
+        self.detectors: dict[str, Any] = {}  # model name -> Detector
+        self.model_errors: dict[str, str] = {}
+        self._api: _ApiThread | None = None
+        self.app: Any = None
+        self._lock = threading.Lock()
+        self._offline: set[str] = set()
+        self._started_at = time.monotonic()
+        self._started = False
+        self._stopped = False
+        self.stop_report: dict[str, Any] = {}
+
+    # -- start -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Build and start everything (see the module docstring for the order).
+
+        Raises:
+            ServiceStartError, EdgeError: start-up failed; what had started is stopped.
+        """
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.config
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceStartError(f"data_dir {str(cfg.data_dir)!r}: {exc.strerror}") from None
+        self.store = EventStore(path=events_db_path(cfg.data_dir))
+        st = cfg.storage
+        if st.snapshots:
+            self.snapshots = SnapshotStore(
+                root=cfg.snapshot_dir(),
+                max_age_days=st.snapshot_retention_days,
+                max_total_bytes=None
+                if st.snapshot_max_mb is None
+                else int(st.snapshot_max_mb * _MIB),
+                jpeg_quality=st.jpeg_quality,
+                sweep_interval_s=st.sweep_interval_s,
+            )
+            self.snapshots.start()
+        if self.mqtt is not None:
+            from edge.mqtt.publisher import Publisher
+
+            self.publisher = Publisher(
+                config=self.mqtt,
+                outbox_path=cfg.data_dir / OUTBOX_FILENAME,
+                gateway_id=cfg.gateway_id,
+                on_alert=self._publisher_alert,
+            )
+            self.publisher.start()
+        self._load_detectors()
+        for cam in self.cameras.values():
+            self._build_camera(cam)
+        if self.publisher is not None:
+            from edge.mqtt.schema import CameraTask
+
+            inventory = [
+                CameraTask(
+                    camera=name,
+                    task=r.spec.name,
+                    zones=tuple(z.name for z in r.spec.zones),
+                )
+                for name, cam in self.cameras.items()
+                if cam.pipeline is not None
+                for r in cam.pipeline.tasks
+            ]
+            self.publisher.set_inventory(models=sorted(self.detectors), cameras=inventory)
+            for name, cam in self.cameras.items():
+                for task, why in cam.reasons.items():
+                    self._alert("task_unavailable", f"{name}/{task}", True, why, "critical")
+        if cfg.service.api:
+            self._start_api()
+        for cam in self.cameras.values():
+            if cam.pipeline is not None:
+                cam.pipeline.start()
+        self._publish_states(force=True)
+        running = sum(1 for c in self.cameras.values() if c.pipeline is not None)
+        where = f", API on {self.api_url}" if self._api is not None else ""
+        status = f"{running}/{len(self.cameras)} cameras running{where}"
+        log.info("gateway %s started: %s", cfg.gateway_id, status)
+        self.notifier.ready(status)
+
+    def _load_detectors(self) -> None:
+        from edge.runtime.detector import Detector
+        from edge.runtime.registry import discover_models
+
+        cfg = self.config
+        wanted: set[str] = set()
+        for cam in cfg.cameras:
+            if cam.enabled:
+                for kind, task in cam.tasks.items():
+                    name = task_model_name(cfg, kind, task.model)
+                    if name is not None:
+                        wanted.add(name)
+        if cfg.service.api:
+            wanted |= {n for n in (cfg.tasks.fence, cfg.tasks.hardhat, cfg.tasks.workwear) if n}
+        if not wanted:
+            return
+        try:
+            manifests = discover_models(cfg.models_dir)
+        except EdgeError as exc:
+            for name in wanted:
+                self.model_errors[name] = str(exc)
+            return
+        for name in sorted(wanted):
+            manifest = manifests.get(name)
+            if manifest is None:
+                self.model_errors[name] = (
+                    f"model {name!r} not found in {str(cfg.models_dir)!r} "
+                    f"(have: {', '.join(sorted(manifests)) or 'none'})"
+                )
+                continue
+            try:
+                self.detectors[name] = Detector(
+                    manifest,
+                    providers=tuple(cfg.api.providers),
+                    intra_op_threads=cfg.api.intra_op_threads,
+                )
+            except EdgeError as exc:
+                self.model_errors[name] = str(exc)
+        for name, why in self.model_errors.items():
+            log.error("model %s unavailable: %s", name, why)
+
+    def _build_camera(self, cam: _Camera) -> None:
+        c = cam.config
+        if not c.enabled:
+            cam.reasons["camera"] = "disabled in the config"
+            return
+        runners: list[TaskRunner] = []
+        for kind, task in c.tasks.items():
+            name = task_model_name(self.config, kind, task.model)
+            det = self.detectors.get(name) if name is not None else None
+            if det is None:
+                why = self.model_errors.get(str(name), f"no model for the {kind} task")
+                self._task_off(cam, kind, why)
+                continue
+            try:
+                spec = build_task_spec(
+                    kind, task, class_names=det.class_names, filters=self.config.filters
+                )
+                runners.append(TaskRunner(spec=spec, detector=det, camera=c.name, model=name))
+                cam.tasks_up[kind] = True
+            except ValueError as exc:
+                self._task_off(cam, kind, str(exc))
+        if not runners:
+            cam.reasons.setdefault("camera", "no task can run")
+            log.error("camera %s not started: no task can run", c.name)
+            return
+        sinks = [self._to_outbox] if self.publisher is not None else []
+        cam.pipeline = CameraPipeline(
+            camera=c.name,
+            source=_source_spec(c),
+            tasks=runners,
+            store=self.store,
+            sinks=sinks,
+            status_sinks=[self._camera_status],
+            snapshots=self.snapshots,
+        )
+
+    def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
+        cam.tasks_up[kind] = False
+        cam.reasons[kind] = why
+        log.error("camera %s: task %s is off: %s", cam.config.name, kind, why)
+
+    def _start_api(self) -> None:
+        from edge.api.app import build_app
+
+        cfg = self.config
+        by_api: dict[str, Any] = {}
+        for api in ("fence", "hardhat", "workwear"):
+            name = getattr(cfg.tasks, api)
+            by_api[api] = self.detectors.get(name) if name else None
+        sinks = [self.publisher.publish_alert] if self.publisher is not None else []
+        self.app = build_app(cfg, detectors=by_api, alert_sinks=sinks)  # type: ignore[arg-type]
+        _install_routes(self.app, self)
+        graceful = max(1, int(min(cfg.api.deadline_s, cfg.service.stop_timeout_s / 2)))
+        self._api = _ApiThread(self.app, host=cfg.api.host, port=cfg.api.port, graceful_s=graceful)
+        self._api.start(timeout=30.0)
+
+    # -- outputs -----------------------------------------------------------------------
+    def _to_outbox(self, event: ZoneEvent) -> None:
+        from edge.mqtt.schema import Event
+
+        self.publisher.publish_event(Event(**event.mqtt_fields()))
+
+    def _camera_status(self, camera: str, online: bool, reason: str) -> None:
+        with self._lock:
+            was_offline = camera in self._offline
+            if online:
+                self._offline.discard(camera)
+            else:
+                self._offline.add(camera)
+        if online and not was_offline:
+            return  # first frame after start: nothing to resolve
+        if not online and was_offline:
+            return
+        self._alert("camera_offline", camera, not online, reason, "warning", camera=camera)
+
+    def _alert(
+        self,
+        kind: str,
+        key: str,
+        active: bool,
+        message: str,
+        severity: str,
+        **extra: str,
+    ) -> None:
+        if self.publisher is None:
+            return
+        alert = {
+            "kind": kind,
+            "key": key,
+            "state": "active" if active else "resolved",
+            "severity": severity,
+            "message": message,
+            **extra,
+        }
+        try:
+            self.publisher.publish_alert(alert)
+        except EdgeError as exc:
+            log.error("alert %s/%s not queued: %s", kind, key, exc)
+
+    @staticmethod
+    def _publisher_alert(alert: dict[str, Any]) -> None:
+        log.warning("mqtt alert %s/%s %s: %s", alert.get("kind"), alert.get("key"),
+                    alert.get("state"), alert.get("message"))  # fmt: skip
+
+    def _publish_states(self, *, force: bool = False) -> None:
+        if self.publisher is None:
+            return
+        for name, cam in self.cameras.items():
+            pipe = cam.pipeline
+            if pipe is None:
+                continue
+            zones = pipe.metrics()["tasks"]
+            for runner in pipe.tasks:
+                task = runner.spec.name
+                stats = zones.get(task, {}).get("zones", {})
+                counts = {
+                    z.name: int(stats.get(z.name, {}).get("inside", 0)) for z in runner.spec.zones
+                }
+                if force or cam.states.get(task) != counts:
+                    try:
+                        self.publisher.publish_state(name, task, counts)
+                        cam.states[task] = counts
+                    except EdgeError as exc:
+                        log.debug("state %s/%s not published: %s", name, task, exc)
+
+    # -- supervision -------------------------------------------------------------------
+    @property
+    def api_url(self) -> str | None:
+        """``http://host:port`` of the in-process API (``None`` when it is off)."""
+        if self._api is None:
+            return None
+        return f"http://{self.config.api.host}:{self._api.port}"
+
+    def problems(self) -> list[str]:
+        """Why the service is not healthy now (empty = healthy): a pipeline thread or the
+        API thread that ended unexpectedly. A file without ``loop`` may end."""
+        out = []
+        for name, cam in self.cameras.items():
+            pipe = cam.pipeline
+            if pipe is None or not pipe.wait(0):
+                continue
+            c = cam.config
+            ends = isinstance(c.source, str) and source_kind(c.source) == "file" and not c.loop
+            if not ends or not pipe.source.finished:
+                out.append(f"camera {name}: pipeline ended")
+        if self._api is not None and not self._api.alive:
+            out.append("API server ended")
+        return out
+
+    def run(self, stop_event: threading.Event) -> int:
+        """Supervise until ``stop_event`` is set (0) or a part died (1); see the module
+        docstring. Does not stop the service: call :meth:`stop` afterwards."""
+        interval = self.config.service.state_interval_s
+        wd = self.notifier.watchdog_interval_s
+        tick = min(interval, wd) if wd is not None else interval
+        tick = min(tick, 1.0)
+        next_state = next_wd = time.monotonic()
+        last_prune = -float("inf")
+        while not stop_event.is_set():
+            now = time.monotonic()
+            bad = self.problems()
+            if bad:
+                log.error("gateway unhealthy, stopping: %s", "; ".join(bad))
+                self.notifier.status("unhealthy: " + "; ".join(bad))
+                return 1
+            if wd is not None and now >= next_wd:
+                self.notifier.watchdog()
+                next_wd = now + wd
+            if now >= next_state:
+                self._publish_states()
+                next_state = now + interval
+            if now - last_prune >= _PRUNE_EVERY_S:
+                last_prune = now
+                self._prune_events()
+            stop_event.wait(tick)
+        return 0
+
+    def _prune_events(self) -> None:
+        days = self.config.storage.events_retention_days
+        if days is None or self.store is None:
+            return
+        before = time.time_ns() // 1_000_000 - int(days * 86_400_000)
+        try:
+            n = self.store.prune(before_ms=before)
+            if n:
+                log.info("pruned %d events older than %g days", n, days)
+        except EdgeError as exc:
+            log.error("event pruning failed: %s", exc)
+
+    # -- health and metrics --------------------------------------------------------------
+    def camera_metrics(self) -> list[dict[str, Any]]:
+        """Per-camera metrics (:meth:`CameraPipeline.metrics` plus ``running``)."""
+        out: list[dict[str, Any]] = []
+        for name, cam in self.cameras.items():
+            pipe = cam.pipeline
+            if pipe is None:
+                out.append({"camera": name, "online": False, "running": False})
+                continue
+            m = pipe.metrics()
+            m["running"] = not pipe.wait(0)
+            out.append(m)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """The gateway part of ``/healthz``: ``status`` (``ok``/``degraded``), cameras,
+        MQTT and uptime. Degraded: a camera offline or not running, a task off, a part
+        ended unexpectedly."""
+        cams: dict[str, Any] = {}
+        degraded = bool(self.problems())
+        for m in self.camera_metrics():
+            name = m["camera"]
+            cam = self.cameras[name]
+            entry: dict[str, Any] = {
+                "online": m.get("online"),
+                "running": m["running"],
+                "tasks": dict(cam.tasks_up),
+            }
+            if cam.reasons:
+                entry["off"] = dict(cam.reasons)
+                degraded = True
+            if "fps" in m:
+                entry.update(
+                    fps=round(m["fps"], 2),
+                    frames_processed=m["frames_processed"],
+                    frames_dropped=m["frames_dropped"],
+                    frames_skipped=m["frames_skipped"],
+                    reconnects=m["reconnects"],
+                    inference_ms={
+                        t: round(v["stage_ms"]["inference"]["mean_ms"], 2)
+                        for t, v in m["tasks"].items()
+                    },
+                    latency_ms={k: round(v, 1) for k, v in m["latency_ms"].items()},
+                    events=m["events"],
+                    open_incidents=m["open_incidents"],
+                )
+            if cam.config.enabled and not m.get("online"):
+                degraded = True
+            cams[name] = entry
+        mqtt: dict[str, Any] = {"configured": self.publisher is not None}
+        if self.publisher is not None:
+            mqtt.update(
+                connected=bool(self.publisher.connected),
+                outbox_rows=int(self.publisher.outbox.rows),
+                last_error=self.publisher.last_error,
+            )
+        return {
+            "status": "degraded" if degraded else "ok",
+            "gateway": self.config.gateway_id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "cameras": cams,
+            "mqtt": mqtt,
+        }
+
+    def metrics_text(self) -> str:
+        """Prometheus text of the cameras, tasks and publisher (:mod:`edge.service.metrics`)."""
+        tasks_up = {
+            (name, task): up
+            for name, cam in self.cameras.items()
+            for task, up in cam.tasks_up.items()
+        }
+        pub = self.publisher.metrics() if self.publisher is not None else None
+        return prometheus_text(self.camera_metrics(), tasks_up=tasks_up, publisher=pub)
+
+    # -- stop --------------------------------------------------------------------------
+    def stop(self) -> dict[str, Any]:
+        """Stop everything within ``service.stop_timeout_s`` (order in the module
+        docstring); returns what happened (``pipelines_stopped``, ``api_stopped``,
+        ``flushed``, ``outbox_left``, ``seconds``). Idempotent."""
+        if self._stopped:
+            return self.stop_report
+        self._stopped = True
+        svc = self.config.service
+        t0 = time.monotonic()
+        deadline = t0 + svc.stop_timeout_s
+        self.notifier.stopping("stopping")
+        log.info("gateway %s stopping", self.config.gateway_id)
+        report: dict[str, Any] = {}
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        # 1. pipelines and the API in parallel; keep the flush budget (+1 s to close).
+        budget = max(1.0, left() - svc.flush_timeout_s - 1.0)
+        results: dict[str, bool] = {}
+        threads = []
+        for name, cam in self.cameras.items():
+            pipe = cam.pipeline
+            if pipe is not None:
+
+                def stop_pipe(p: CameraPipeline = pipe, n: str = name) -> None:
+                    results[n] = p.stop(timeout=budget)
+
+                threads.append(threading.Thread(target=stop_pipe, name=f"stop-{name}"))
+        if self._api is not None:
+            api = self._api
+
+            def stop_api() -> None:
+                results["(api)"] = api.stop(timeout=budget)
+
+            threads.append(threading.Thread(target=stop_api, name="stop-api"))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(budget + 0.5)
+        report["pipelines_stopped"] = all(v for k, v in results.items() if k != "(api)")
+        report["api_stopped"] = results.get("(api)", True)
+        # 2. the outbox, as far as the broker acknowledges, then the publisher.
+        if self.publisher is not None:
+            flushed = self.publisher.flush(min(svc.flush_timeout_s, max(0.0, left() - 1.0)))
+            report["flushed"] = flushed
+            report["outbox_left"] = int(self.publisher.outbox.rows)
+            if not flushed:
+                log.warning(
+                    "stopping with %d message(s) in the outbox; they go out after the next start",
+                    report["outbox_left"],
+                )
+            self.publisher.close(timeout=max(0.5, left()))
+        # 3. models and stores.
+        for det in self.detectors.values():
+            det.close()
+        if self.snapshots is not None:
+            self.snapshots.close(timeout=max(0.1, min(2.0, left())))
+        if self.store is not None:
+            self.store.close()
+        self.notifier.close()
+        report["seconds"] = round(time.monotonic() - t0, 3)
+        log.info("gateway %s stopped: %s", self.config.gateway_id, report)
+        self.stop_report = report
+        return report
+
+    def __enter__(self) -> GatewayService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _source_spec(c: CameraConfig) -> SourceSpec:
+    return SourceSpec(
+        uri=c.resolved_source(),
+        target_fps=c.target_fps,
+        loop=c.loop,
+        realtime=c.realtime,
+        rtsp_tcp=c.rtsp_transport == "tcp",
+        width=c.width,
+        height=c.height,
+        open_timeout_s=c.open_timeout_s,
+        read_timeout_s=c.read_timeout_s,
+        backoff_max_s=c.backoff_max_s,
+    )
+
+
+def _install_routes(app: Any, service: GatewayService) -> None:
+    """Put gateway-aware ``/healthz`` and ``/metrics`` in front of the API's own: the
+    API's answer (when its handler takes no arguments) extended with the cameras."""
+    import anyio
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    base_health = None
+    for route in app.router.routes:
+        if getattr(route, "path", None) == "/healthz":
+            endpoint = getattr(route, "endpoint", None)
+            if endpoint is not None and not inspect.signature(endpoint).parameters:
+                base_health = endpoint
+            break
+
+    async def healthz(_request: Request) -> Response:
+        base: Mapping[str, Any] = {}
+        if base_health is not None:
+            got = await base_health()
+            base = got if isinstance(got, Mapping) else {}
+        extra = await anyio.to_thread.run_sync(service.health)
+        return JSONResponse({**base, **extra})
+
+    async def metrics(_request: Request) -> Response:
+        def text() -> str:
+            own = str(app.state.gateway.metrics_text())
+            return own + service.metrics_text()
+
+        body = await anyio.to_thread.run_sync(text)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.router.routes.insert(0, Route("/healthz", healthz, methods=["GET"]))
+    app.router.routes.insert(0, Route("/metrics", metrics, methods=["GET"]))
+
+
+def default_outbox_path(data_dir: Path) -> Path:
+    """Where ``run`` keeps the MQTT outbox: ``data_dir / "outbox.sqlite3"``."""
+    return Path(data_dir) / OUTBOX_FILENAME
