@@ -22,6 +22,14 @@ Example::
       fence: person_vehicle
       hardhat: hardhat
       workwear: workwear
+    fallback:                 # off by default; see edge/cloud/fallback.py
+      enabled: true
+      base_url: https://cloud.example.com
+      app_key: KEY            # or env SAFETY_EDGE_FALLBACK_APP_KEY
+      app_secret: SECRET      # or env SAFETY_EDGE_FALLBACK_APP_SECRET
+      service_codes: {hardhat: CODE1, fence: CODE2}
+      uncertain_band: [0.3, 0.6]
+      daily_budget: 1000
 
 Cameras, per-camera tasks and zones, filters, MQTT, storage and the service (``safety-edge
 run``) are described with a full commented example in ``safety-edge config example``
@@ -57,11 +65,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "FALLBACK_APP_KEY_ENV",
+    "FALLBACK_APP_SECRET_ENV",
     "MQTT_PASSWORD_ENV",
     "MQTT_USERNAME_ENV",
     "ApiConfig",
     "CameraConfig",
     "CameraTaskConfig",
+    "FallbackConfig",
     "FiltersConfig",
     "GatewayConfig",
     "ScheduleConfig",
@@ -75,6 +86,8 @@ __all__ = [
 ]
 
 ADMIN_TOKEN_ENV = "SAFETY_EDGE_ADMIN_TOKEN"
+FALLBACK_APP_KEY_ENV = "SAFETY_EDGE_FALLBACK_APP_KEY"
+FALLBACK_APP_SECRET_ENV = "SAFETY_EDGE_FALLBACK_APP_SECRET"
 MQTT_USERNAME_ENV = "SAFETY_EDGE_MQTT_USERNAME"
 MQTT_PASSWORD_ENV = "SAFETY_EDGE_MQTT_PASSWORD"
 MIB = 1024 * 1024
@@ -152,6 +165,103 @@ class TasksConfig(BaseModel):
         default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
     )
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class FallbackConfig(BaseModel):
+    """The cloud fallback (:mod:`edge.cloud.fallback`): uncertain results ask an endpoint
+    that speaks the contract (the provider's cloud or a bigger safety-edge box).
+
+    Off by default. ``app_key``/``app_secret`` may come from the environment
+    (``SAFETY_EDGE_FALLBACK_APP_KEY`` / ``SAFETY_EDGE_FALLBACK_APP_SECRET`` win over the
+    file). Only APIs with a service code in ``service_codes`` use the fallback.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    base_url: str | None = Field(default=None, description="e.g. https://cloud.example.com")
+    app_key: str | None = Field(default=None, description=f"env {FALLBACK_APP_KEY_ENV} overrides")
+    app_secret: str | None = Field(
+        default=None, description=f"env {FALLBACK_APP_SECRET_ENV} overrides"
+    )
+    service_codes: dict[Literal["hardhat", "workwear", "fence"], str] = Field(
+        default_factory=dict, description="remote service code per API; absent = no fallback"
+    )
+    uncertain_band: tuple[float, float] = Field(
+        default=(0.3, 0.6), description="[low, high): a box scored in it asks the cloud"
+    )
+    on_model_error: bool = Field(default=True, description="ask the cloud when inference fails")
+    send: Literal["image", "crop"] = Field(
+        default="image", description="the whole image, or one crop around the uncertain boxes"
+    )
+    crop_margin: float = Field(default=0.5, ge=0.0, le=10.0, description="x box size, per side")
+    crop_min_size: int = Field(default=96, ge=8, description="crop side at least (pixels)")
+    jpeg_quality: int = Field(default=90, ge=1, le=100, description="crops and camera frames")
+    match_iou: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="a cloud box this close to a sure local one is it"
+    )
+    deadline_s: float = Field(
+        default=2.0, gt=0.0, le=600.0, description="whole fallback, retries included"
+    )
+    connect_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    max_retries: int = Field(default=2, ge=0, le=10, description="only connect/transport/5000/5001")
+    backoff_base_s: float = Field(default=0.1, ge=0.0, le=60.0)
+    backoff_max_s: float = Field(default=1.0, ge=0.0, le=600.0)
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures to open")
+    breaker_cooldown_s: float = Field(default=30.0, ge=0.0, description="open -> half-open probe")
+    daily_budget: int | None = Field(
+        default=1000, ge=0, description="requests per day (retries count); null = unlimited"
+    )
+    budget_day: Literal["local", "utc"] = "local"
+    max_concurrent: int = Field(
+        default=2, ge=1, le=64, description="cloud calls in flight; beyond: busy, answered locally"
+    )
+    report_source: bool = Field(
+        default=False,
+        description="add 'source' per item and a 'fallback' object to answers (not contract)",
+    )
+    fence_sample_path: bool = False
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _check_band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError("must be [low, high] with 0 <= low < high <= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _check_enabled(self) -> FallbackConfig:
+        if self.enabled and (not self.base_url or not self.service_codes):
+            raise ValueError("an enabled fallback needs base_url and at least one service code")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be >= backoff_base_s")
+        return self
+
+    def credentials(self) -> tuple[str, str, str]:
+        """``(base_url, app_key, app_secret)``, environment first.
+
+        Raises:
+            ConfigError: the fallback is enabled but one of them, or every service code,
+                is missing.
+        """
+        key = os.environ.get(FALLBACK_APP_KEY_ENV) or self.app_key
+        secret = os.environ.get(FALLBACK_APP_SECRET_ENV) or self.app_secret
+        missing = [
+            name
+            for name, value in (
+                ("fallback.base_url", self.base_url),
+                (f"fallback.app_key (or {FALLBACK_APP_KEY_ENV})", key),
+                (f"fallback.app_secret (or {FALLBACK_APP_SECRET_ENV})", secret),
+            )
+            if not value
+        ]
+        if not self.service_codes:
+            missing.append("fallback.service_codes")
+        if missing:
+            raise ConfigError(f"fallback is enabled but {', '.join(missing)} is not set")
+        assert self.base_url and key and secret
+        return self.base_url, key, secret
 
 
 # -- cameras, zones, storage, service (issue 6) ---------------------------------------------
@@ -506,6 +616,8 @@ class GatewayConfig(BaseModel):
     data_dir: Path = Path("var")
     models_dir: Path = Path("models")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     mqtt: MqttConfig | None = Field(default=None, description="absent: no MQTT output")

@@ -55,7 +55,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import cv2
@@ -86,6 +86,9 @@ from edge.config import GatewayConfig
 from edge.errors import EdgeError
 from edge.tasks.base import DetectorLike
 
+if TYPE_CHECKING:
+    from edge.cloud.fallback import FallbackClient
+
 __all__ = ["Gateway", "build_app"]
 
 log = logging.getLogger("edge.api")
@@ -96,6 +99,8 @@ _INLINE_VALIDATE_BYTES = 64 * 1024
 """Bodies up to this size are validated on the event loop; larger ones in a thread."""
 
 _QUOTA_NEGATIVE_TTL_S = 1.0
+_FALLBACK_MARGIN_S = 0.1
+"""The cloud fallback must finish this long before the request's deadline."""
 _MAX_SERVICE_CODE = 64
 
 
@@ -121,6 +126,8 @@ class _Job:
     fence_images: list[tuple[bytes, C.ImageInfo] | ApiFault] = field(default_factory=list)
     polygon: npt.NDArray[np.float64] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float = 0.0
+    """``time.perf_counter()`` value by which the answer is due."""
 
 
 class _Answer(Exception):
@@ -167,8 +174,10 @@ class Gateway:
         runners: Mapping[Api, _Runner],
         detectors_to_close: Sequence[Any] = (),
         alert_sinks: Sequence[AlertSink] = (),
+        fallback: FallbackClient | None = None,
     ) -> None:
         api = config.api
+        self.fallback = fallback
         self.config = config
         self.store = store
         self._owns_store = owns_store
@@ -208,6 +217,8 @@ class Gateway:
             return
         self._closed = True
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.fallback is not None:
+            self.fallback.close()
         for det in self._detectors_to_close:
             close = getattr(det, "close", None)
             if close is not None:
@@ -286,6 +297,10 @@ class Gateway:
         add("# TYPE safety_edge_model_up gauge")
         for api in C.APIS:
             add(f'safety_edge_model_up{{api="{api}"}} {int(self.runners[api].task is not None)}')
+        if self.fallback is not None:
+            from edge.cloud.fallback import prometheus_text
+
+            add(prometheus_text(self.fallback.metrics()).rstrip("\n"))
         return "\n".join(lines) + "\n"
 
     # -- answering -------------------------------------------------------------------
@@ -458,6 +473,7 @@ class Gateway:
         else:
             job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
         del body
+        job.deadline = deadline
 
         # 7. model present, quota not known empty
         runner = self.runners[api]
@@ -607,12 +623,45 @@ class Gateway:
             image = _decode_pixels(job.hat.image, "image")
             self._consume(job)
             self._check_cancel(job)
+            fb = self._fallback_for(job.api)
+            failed: EdgeError | None = None
             try:
                 items = task.run(image)
             except EdgeError as exc:
-                raise ApiFault(Fault.INFERENCE, f"inference failed: {exc.details}") from None
-            return C.hat_success_body(list(items))
+                if fb is None:
+                    raise ApiFault(Fault.INFERENCE, f"inference failed: {exc.details}") from None
+                items, failed = None, exc
+            else:
+                if fb is None:
+                    return C.hat_success_body(list(items))
+            hat_api: Literal["hardhat", "workwear"] = job.api
+            review = fb.review_hat(
+                hat_api,
+                image_bgr=image,
+                local=items,
+                image_file=job.hat.image,
+                timeout_s=self._fallback_time(job),
+            )
+            if failed is not None and not review.outcome.used:
+                raise ApiFault(
+                    Fault.INFERENCE,
+                    f"inference failed: {failed.details} (cloud fallback: "
+                    f"{review.outcome.status} {review.outcome.detail})".rstrip(),
+                )
+            if not self.config.fallback.report_source:
+                return C.hat_success_body(list(review.items))
+            body = C.hat_success_body(review.annotated())
+            body["fallback"] = review.outcome.to_dict()
+            return body
         return self._run_fence(job, task)
+
+    def _fallback_for(self, api: Api) -> FallbackClient | None:
+        fb = self.fallback
+        return fb if fb is not None and fb.handles(api) else None
+
+    @staticmethod
+    def _fallback_time(job: _Job) -> float:
+        return job.deadline - time.perf_counter() - _FALLBACK_MARGIN_S
 
     def _run_fence(self, job: _Job, task: Any) -> dict[str, Any]:
         from edge.tasks.fence import fence_result
@@ -621,6 +670,8 @@ class Gateway:
         items: list[dict[str, Any]] = []
         faults: list[ApiFault] = []
         consumed = False
+        fb = self._fallback_for(job.api)
+        report = self.config.fallback.report_source and fb is not None
         for i, entry in enumerate(job.fence_images):
             self._check_cancel(job)
             if isinstance(entry, ApiFault):
@@ -637,15 +688,47 @@ class Gateway:
             if not consumed:
                 self._consume(job)
                 consumed = True
+            dets = None
             try:
                 dets = task.run(image, job.polygon)
             except EdgeError as exc:
-                failed = ApiFault(Fault.INFERENCE, f"image[{i}]: inference failed: {exc.details}")
+                detail = f"image[{i}]: inference failed: {exc.details}"
+                if fb is None:
+                    failed = ApiFault(Fault.INFERENCE, detail)
+                    faults.append(failed)
+                    items.append(_failed_item(job.api, failed))
+                    continue
+            if fb is None:
+                assert dets is not None
+                items.append(fence_result(dets))
+                continue
+            review = fb.review_fence(
+                image_bgr=image,
+                polygon=job.polygon,
+                local=dets,
+                image_file=data,
+                anchor=task.anchor,
+                overlap_threshold=task.overlap_threshold,
+                default_class_id=_first_class_id(task),
+                timeout_s=self._fallback_time(job),
+            )
+            del image
+            if dets is None and not review.outcome.used:
+                out = review.outcome
+                failed = ApiFault(
+                    Fault.INFERENCE,
+                    f"{detail} (cloud fallback: {out.status} {out.detail})".rstrip(),
+                )
                 faults.append(failed)
                 items.append(_failed_item(job.api, failed))
                 continue
-            del image
-            items.append(fence_result(dets))
+            item: dict[str, Any] = {
+                "target_num": len(review.dets),
+                "location": review.locations(with_source=report),
+            }
+            if report:
+                item["fallback"] = review.outcome.to_dict()
+            items.append(item)
         ok = len(items) - len(faults)
         if ok == 0:
             causes = "; ".join(f.details for f in faults)
@@ -677,6 +760,13 @@ class Gateway:
                 status_code=401,
             )
         return None
+
+
+def _first_class_id(task: Any) -> int:
+    """The fence task's first counted class id (for cloud boxes overlapping no local one)."""
+    names = list(task.detector.class_names)
+    known = [c for c in task.classes if c in names]
+    return names.index(known[0]) if known else 0
 
 
 def _failed_item(api: Api, f: ApiFault) -> dict[str, Any]:
@@ -956,9 +1046,17 @@ def build_app(
     st = store or Store(
         path=db_path(config.data_dir), busy_timeout_ms=config.api.db_busy_timeout_ms
     )
+    fallback: FallbackClient | None = None
+    owned: list[Any] = []
     try:
         runners, owned = _load_runners(config, detectors)
+        if config.fallback.enabled:
+            from edge.cloud.fallback import FallbackClient
+
+            fallback = FallbackClient(config=config.fallback, data_dir=config.data_dir)
     except BaseException:
+        for det in owned:
+            det.close()
         if owns:
             st.close()
         raise
@@ -969,6 +1067,7 @@ def build_app(
         runners=runners,
         detectors_to_close=owned,
         alert_sinks=alert_sinks,
+        fallback=fallback,
     )
 
     @contextlib.asynccontextmanager
@@ -1152,6 +1251,7 @@ def _console_routes(app: FastAPI, gateway: Gateway) -> None:
                 "replay_cache_entries": len(gateway.replay),
                 "metered": cfg.api.metered,
                 "auth": cfg.api.auth,
+                "fallback": gateway.fallback.metrics() if gateway.fallback is not None else None,
                 "store_faults": [
                     {
                         "at": f.at.isoformat(),
