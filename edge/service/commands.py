@@ -141,7 +141,7 @@ def _banner(service: Any, config: GatewayConfig, demo: dict[str, Any] | None) ->
             f"{t}{'' if up else ' (off: ' + cam.reasons.get(t, '?') + ')'}"
             for t, up in cam.tasks_up.items()
         )
-        state = "running" if cam.pipeline is not None else f"not running: {cam.reasons}"
+        state = "running" if cam.pipeline is not None else f"not running ({cam.off})"
         lines.append(f"  camera {name}: {state}; tasks: {tasks or '-'}")
     if service.api_url:
         lines.append(f"  API:      {service.api_url}   (health: {service.api_url}/healthz)")

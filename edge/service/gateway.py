@@ -78,7 +78,8 @@ class _Camera:
     config: CameraConfig
     pipeline: CameraPipeline | None = None
     tasks_up: dict[str, bool] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)  # task (or "camera") -> why off
+    reasons: dict[str, str] = field(default_factory=dict)  # task -> why it is off
+    off: str | None = None  # why the camera does not run
     states: dict[str, dict[str, int]] = field(default_factory=dict)  # last published
 
 
@@ -237,6 +238,8 @@ class GatewayService:
             for name, cam in self.cameras.items():
                 for task, why in cam.reasons.items():
                     self._alert("task_unavailable", f"{name}/{task}", True, why, "critical")
+                if cam.off is not None and cam.config.enabled:
+                    self._alert("camera_unavailable", name, True, cam.off, "critical", camera=name)
         if cfg.service.api:
             self._start_api()
         for cam in self.cameras.values():
@@ -293,7 +296,7 @@ class GatewayService:
     def _build_camera(self, cam: _Camera) -> None:
         c = cam.config
         if not c.enabled:
-            cam.reasons["camera"] = "disabled in the config"
+            cam.off = "disabled in the config"
             return
         runners: list[TaskRunner] = []
         for kind, task in c.tasks.items():
@@ -312,7 +315,7 @@ class GatewayService:
             except ValueError as exc:
                 self._task_off(cam, kind, str(exc))
         if not runners:
-            cam.reasons.setdefault("camera", "no task can run")
+            cam.off = "no task can run"
             log.error("camera %s not started: no task can run", c.name)
             return
         sinks = [self._to_outbox] if self.publisher is not None else []
@@ -508,8 +511,11 @@ class GatewayService:
                 "tasks": dict(cam.tasks_up),
             }
             if cam.reasons:
-                entry["off"] = dict(cam.reasons)
+                entry["tasks_off"] = dict(cam.reasons)
                 degraded = True
+            if cam.off is not None:
+                entry["off"] = cam.off
+                degraded = degraded or cam.config.enabled
             if "fps" in m:
                 entry.update(
                     fps=round(m["fps"], 2),
