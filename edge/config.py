@@ -75,6 +75,7 @@ __all__ = [
     "FallbackConfig",
     "FiltersConfig",
     "GatewayConfig",
+    "RuntimeConfig",
     "ScheduleConfig",
     "ServiceConfig",
     "StorageConfig",
@@ -572,6 +573,43 @@ class StorageConfig(BaseModel):
     events_retention_days: float | None = Field(default=90.0, gt=0.0)
 
 
+class RuntimeConfig(BaseModel):
+    """Execution providers of the detectors ``safety-edge run`` loads (shared by the
+    cameras and the API). ``providers`` ``null``: ``api.providers``. ``provider_options``
+    per provider (alias or onnxruntime name), e.g. for TensorRT on a Jetson::
+
+        runtime:
+          providers: [tensorrt, cuda, cpu]
+          provider_options:
+            tensorrt: {trt_fp16_enable: true, trt_engine_cache_enable: true,
+                       trt_engine_cache_path: /var/lib/safety-edge/trt-cache}
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[str] | None = None
+    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+    intra_op_threads: int | None = Field(
+        default=None, ge=1, le=256, description="null: api.intra_op_threads"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RuntimeConfig:
+        named = set(self.providers or [])
+        extra = sorted(set(self.provider_options) - named)
+        if extra:
+            raise ValueError(f"provider_options for providers not listed in providers: {extra}")
+        return self
+
+    def provider_specs(self, api: ApiConfig) -> list[str | tuple[str, dict[str, Any]]]:
+        """Providers in order, each ``name`` or ``(name, options)`` (see
+        :func:`edge.runtime.session.resolve_providers`)."""
+        names = self.providers if self.providers is not None else api.providers
+        return [
+            (n, dict(self.provider_options[n])) if n in self.provider_options else n for n in names
+        ]
+
+
 class ServiceConfig(BaseModel):
     """``safety-edge run``: the in-process API, shutdown bounds, state topic, logs."""
 
@@ -623,6 +661,7 @@ class GatewayConfig(BaseModel):
     mqtt: MqttConfig | None = Field(default=None, description="absent: no MQTT output")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @field_validator("gateway_id")
     @classmethod
