@@ -283,10 +283,11 @@ class GatewayService:
                 )
                 continue
             try:
+                rt = cfg.runtime
                 self.detectors[name] = Detector(
                     manifest,
-                    providers=tuple(cfg.api.providers),
-                    intra_op_threads=cfg.api.intra_op_threads,
+                    providers=tuple(rt.provider_specs(cfg.api)),
+                    intra_op_threads=rt.intra_op_threads or cfg.api.intra_op_threads,
                 )
             except EdgeError as exc:
                 self.model_errors[name] = str(exc)
