@@ -96,7 +96,8 @@ def test_train_resume_export(tmp_path: Path) -> None:
     info = ty.export(
         run / "last.pt", out, manifest, description="smoke", licence="test", source="test"
     )
-    assert info["max_abs_diff_torch_vs_onnx"] < 1e-3
+    # float16-stored weights: heads agree with torch to float16 precision
+    assert info["max_abs_diff_torch_vs_onnx"] < 2e-2
     m = load_manifest(manifest)
     assert m.family == "yolov3" and m.class_names == CLASSES and list(m.input_size) == [64, 64]
     assert sha256_ok(m) is True

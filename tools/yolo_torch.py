@@ -317,18 +317,58 @@ def darknet_weights_bytes(net: DarknetNet) -> bytes:
     return b"".join(chunks)
 
 
-def export_onnx(net: DarknetNet, size: int, opset: int = 17) -> tuple[Any, str, bytes]:
+def export_onnx(
+    net: DarknetNet, size: int, opset: int = 17, *, fp16_weights: bool = True
+) -> tuple[Any, str, bytes]:
     """ONNX ``ModelProto`` of ``net`` at ``size`` via ``tools/convert_darknet.py``.
 
-    Returns ``(proto, cfg_text, weights_bytes)``: the darknet cfg and weights that were
-    converted (also useful as darknet-native files).
+    ``fp16_weights`` stores the large initializers as float16 followed by a ``Cast`` to
+    float32 (see :func:`store_weights_fp16`), halving the file; the graph still computes in
+    float32 and its inputs/outputs are unchanged. Returns ``(proto, cfg_text,
+    weights_bytes)``: the darknet cfg and float32 weights that were converted (also usable
+    as darknet-native files).
     """
     from tools.convert_darknet import build_onnx
 
     cfg = set_input_size(net.cfg_text, size)
     weights = darknet_weights_bytes(net)
     model = load_darknet(cfg, weights)
-    return build_onnx(model, None, opset=opset, size=size), cfg, weights
+    proto = build_onnx(model, None, opset=opset, size=size)
+    if fp16_weights:
+        proto = store_weights_fp16(proto)
+    return proto, cfg, weights
+
+
+def store_weights_fp16(proto: Any, min_elements: int = 1024) -> Any:
+    """Store float32 initializers with at least ``min_elements`` values as float16.
+
+    Each becomes ``<name>.fp16`` (float16) plus a ``Cast(to=FLOAT)`` node producing the
+    original name, so every consumer is unchanged. onnxruntime folds the casts when the
+    session is created, so inference runs in float32 at the same speed; the weights lose
+    precision to float16 (relative error <= 2**-11).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    casts = []
+    keep = []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type == TensorProto.FLOAT and arr.size >= min_elements:
+            keep.append(numpy_helper.from_array(arr.astype(np.float16), f"{init.name}.fp16"))
+            casts.append(
+                helper.make_node("Cast", [f"{init.name}.fp16"], [init.name], to=TensorProto.FLOAT)
+            )
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
 
 # ----------------------------------------------------------------------------- data
