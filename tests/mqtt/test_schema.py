@@ -212,11 +212,14 @@ def test_config_rejects(data: dict[str, Any]) -> None:
 # -- Home Assistant discovery -----------------------------------------------------------------
 
 
-def test_discovery_topics_and_templates_render_against_the_state_payload() -> None:
-    jinja2 = pytest.importorskip("jinja2")
+def _discovery() -> list[Any]:
     topics = Topics("safety-edge", "gw-1")
     cams = [CameraTask("Dock-Cam", "hardhat", ("loading bay", 'gate "B"'))]
-    msgs = discovery_messages(topics=topics, ha_prefix="homeassistant", cameras=cams, version="9")
+    return discovery_messages(topics=topics, ha_prefix="homeassistant", cameras=cams, version="9")
+
+
+def test_discovery_topics_ids_and_availability() -> None:
+    msgs = _discovery()
     assert [m.topic for m in msgs] == [
         "homeassistant/binary_sensor/gw-1/dock_cam_hardhat_loading_bay/config",
         "homeassistant/sensor/gw-1/dock_cam_hardhat_loading_bay_count/config",
@@ -227,11 +230,20 @@ def test_discovery_topics_and_templates_render_against_the_state_payload() -> No
     for m in msgs:
         assert m.payload["state_topic"] == "safety-edge/gw-1/Dock-Cam/hardhat/state"
         assert m.payload["availability_topic"] == "safety-edge/gw-1/status"
+        assert m.payload["device"]["identifiers"] == ["safety_edge_gw_1"]
+    assert msgs[0].payload["device_class"] == "safety"
+    assert msgs[1].payload["state_class"] == "measurement"
+
+
+def test_discovery_templates_render_against_the_state_payload() -> None:
+    """Renders the value templates with Jinja2 (what Home Assistant runs them with)."""
+    jinja2 = pytest.importorskip("jinja2")
     env = jinja2.Environment()
 
     def render(template: str, payload: dict[str, Any]) -> str:
-        return env.from_string(template).render(value_json=payload).strip()
+        return str(env.from_string(template).render(value_json=payload)).strip()
 
+    msgs = _discovery()
     state = state_payload(
         gateway="gw-1", camera="Dock-Cam", task="hardhat", counts={'gate "B"': 3}, t_ms=0
     )
@@ -239,8 +251,6 @@ def test_discovery_topics_and_templates_render_against_the_state_payload() -> No
     assert render(binary_bay, state) == "OFF" and render(count_bay, state) == "0"
     assert render(binary_gate, state) == "ON" and render(count_gate, state) == "3"
     avail = msgs[0].payload["availability_template"]
-    assert (
-        render(avail, status_payload(gateway="g", version="", models=[], cameras=[], t_ms=0))
-        == "online"
-    )
+    online = status_payload(gateway="g", version="", models=[], cameras=[], t_ms=0)
+    assert render(avail, online) == "online"
     assert render(avail, will_payload(gateway="g", reason="connection_lost")) == "offline"
