@@ -69,8 +69,9 @@ class MqttConfig(BaseModel):
     Units: seconds for every ``*_s`` field. ``protocol`` is ``"5"`` (MQTT 5.0, default) or
     ``"3.1.1"``; the integer ``5`` in YAML is accepted. ``client_id`` defaults to the
     gateway id. ``qos`` applies to events and alerts (the outbox deletes a row at PUBACK for
-    1, at PUBCOMP for 2). ``max_inflight`` bounds unacknowledged messages; an MQTT 5
-    broker's Receive Maximum lowers it further.
+    1, at PUBCOMP for 2). ``max_inflight`` bounds unacknowledged messages on the wire
+    (default 20, mosquitto's default Receive Maximum); an MQTT 5 broker announcing a
+    smaller Receive Maximum lowers it from the next connection on.
 
     Backoff after a failed or lost connection is exponential with jitter between
     ``backoff_min_s`` and ``backoff_max_s``; refusals that retrying cannot fix (bad
