@@ -26,34 +26,57 @@ checked against this module in ``tests/kernels/test_nms.py``):
 
 Returned indices are int64, in descending score order (ties by index).
 
-Algorithm. Greedy NMS is sequential in score order, and a Python loop per kept box costs
-more than OpenCV's C++ loop, so beyond a hundred-odd boxes the work is done in rounds over
-a uniform grid. If IoU(a, b) > t then |a∩b| > t/(1+t) (|a| + |b|), so the overlap of a and
-b along x exceeds t/(1+t) of the sum of their widths (likewise along y), and boxes shrunk
-by t/(1+t) of their size on each side still intersect: two boxes can only suppress each
-other when their shrunk boxes share a grid cell. Each box is registered in every cell
-its shrunk box touches. In a round, a *head* is an undecided box that has the best rank
-in every cell it touches; no undecided better box can suppress it, so it is kept, and it
-suppresses (IoU tested exactly) the boxes in its cells. Heads never share a cell, the best
-remaining box is always a head, and each round removes whole clusters, so a detector's
-output takes a handful of rounds of array operations. The last few boxes, and small
-inputs, go through the plain loop vectorized per kept box. Below a few hundred boxes
-that loop's per-call overhead makes this slower than OpenCV's C++ loop (see
-``benchmarks/results/nms.md``); above a thousand or so it is faster.
+Backends. Two exact implementations give the same indices bit for bit (both are run
+through the same tests); :func:`nms_backend` says which one this process uses.
+
+- ``"numba"`` (default when ``numba`` is importable): the textbook loop, compiled. The
+  candidates are ordered in numpy, then one compiled pass visits them in order and tests
+  each against the boxes kept so far (same class only), stopping at the first
+  suppressor and, with ``max_det``, at the ``max_det``-th kept box. O(N*K) IoUs at
+  worst, but each is a handful of instructions, with no allocation per box; it runs
+  without the GIL. numba is imported, and the kernel compiled (or loaded from numba's
+  on-disk cache), on the first call of :func:`nms` or :func:`nms_backend`, never at
+  import: about 1 s the first time on a 2-CPU x86 box, well under that from the cache.
+- ``"numpy"`` (fallback: numba not installed, failing to compile, or the environment
+  variable ``SAFETY_EDGE_NO_NUMBA`` set to anything but ``""`` or ``"0"``): vectorized
+  numpy, described next.
+
+The numpy algorithm. Greedy NMS is sequential in score order, and a Python loop per
+kept box costs more than OpenCV's C++ loop, so beyond a hundred-odd boxes the work is
+done in rounds over a uniform grid. If IoU(a, b) > t then |a∩b| > t/(1+t) (|a| + |b|),
+so the overlap of a and b along x exceeds t/(1+t) of the sum of their widths (likewise
+along y), and boxes shrunk by t/(1+t) of their size on each side still intersect: two
+boxes can only suppress each other when their shrunk boxes share a grid cell. Each box is
+registered in every cell its shrunk box touches. In a round, a *head* is an undecided box
+that has the best rank in every cell it touches; no undecided better box can suppress
+it, so it is kept, and it suppresses (IoU tested exactly) the boxes in its cells. Heads
+never share a cell, the best remaining box is always a head, and each round removes
+whole clusters, so a detector's output takes a handful of rounds of array operations.
+The last few boxes, and small inputs, go through the plain loop vectorized per kept box.
+Below a few hundred boxes that loop's per-call overhead makes the numpy backend slower
+than OpenCV's C++ loop (a precomputed IoU-matrix variant was measured and is slower
+still); above a thousand or so it is faster. See ``benchmarks/results/nms.md``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
 import struct
+import threading
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.types import Detections
 
-__all__ = ["nms", "nms_detections", "suppression_bound"]
+__all__ = ["NO_NUMBA_ENV", "nms", "nms_backend", "nms_detections", "suppression_bound"]
+
+_log = logging.getLogger(__name__)
 
 IndexArray = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
@@ -70,6 +93,22 @@ _TAIL_REGISTRATIONS = 2
 _CELL_FACTOR = 2.5
 # At most this many cells along an axis (keeps cell ids and sort keys in int64).
 _GRID_MAX = 1024
+
+Backend = Literal["numba", "numpy"]
+#: Set to anything but "" or "0" to force the numpy backend (read once, on first use).
+NO_NUMBA_ENV = "SAFETY_EDGE_NO_NUMBA"
+# (boxes (N, 4) float32 C-contiguous, order (M,) int64, classes (N,) int64 or (0,),
+#  bound, max_det or -1) -> kept indices (K,) int64
+_Kernel = Callable[
+    [npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64], float, int],
+    npt.NDArray[np.int64],
+]
+_KERNEL_SIGNATURE = "int64[::1](float32[:, ::1], int64[::1], int64[::1], float64, int64)"
+_NO_CLASSES = np.zeros((0,), dtype=np.int64)
+# Process-wide backend choice, resolved once under the lock (see nms_backend).
+_backend: Backend | None = None
+_numba_greedy: _Kernel | None = None
+_backend_lock = threading.Lock()
 
 
 def nms(
@@ -134,6 +173,17 @@ def nms(
         return np.zeros((0,), dtype=np.int64)
 
     bound = suppression_bound(thr)
+    kernel = _numba_greedy if _backend is not None else _resolve_backend()
+    if kernel is not None:  # the numba backend
+        if bound >= 1.0:  # nothing can be suppressed
+            return order if max_det is None else order[:max_det]
+        return kernel(
+            np.ascontiguousarray(boxes),
+            order,
+            _NO_CLASSES if classes is None else classes,
+            bound,
+            -1 if max_det is None else int(max_det),
+        )
     keep_pos = _greedy_positions(boxes[order], None if classes is None else classes[order], bound)
     kept = order[keep_pos]
     if max_det is not None:
@@ -167,6 +217,22 @@ def nms_detections(
     return dets[keep]
 
 
+def nms_backend() -> Backend:
+    """``"numba"`` or ``"numpy"``: the backend :func:`nms` uses in this process.
+
+    The first call (of this or of :func:`nms`) decides, once per process: ``"numpy"``
+    if the environment variable ``SAFETY_EDGE_NO_NUMBA`` is set to anything but ``""``
+    or ``"0"``, or if numba cannot be imported or the kernel fails to compile (logged as
+    a warning); ``"numba"`` otherwise. Deciding imports numba and compiles the kernel
+    (or loads it from numba's cache), which takes a second or so: a service can call
+    this at start-up so that its first frame does not pay for it. Thread-safe.
+    """
+    if _backend is None:
+        _resolve_backend()
+    assert _backend is not None
+    return _backend
+
+
 @functools.lru_cache(maxsize=256)
 def suppression_bound(iou_threshold: float) -> float:
     """The largest float64 IoU that does *not* suppress at ``iou_threshold``.
@@ -194,6 +260,114 @@ def suppression_bound(iou_threshold: float) -> float:
 
 
 # -- internals -----------------------------------------------------------------------
+
+
+def _resolve_backend() -> _Kernel | None:
+    """Decide the backend once (see :func:`nms_backend`); the numba kernel or None."""
+    global _backend, _numba_greedy
+    with _backend_lock:
+        if _backend is None:
+            kernel: _Kernel | None = None
+            if os.environ.get(NO_NUMBA_ENV, "") in ("", "0"):
+                kernel = _compile_numba_kernel()
+            _numba_greedy = kernel
+            _backend = "numpy" if kernel is None else "numba"
+            _log.debug("nms backend: %s", _backend)
+        return _numba_greedy
+
+
+def _compile_numba_kernel() -> _Kernel | None:
+    """numba's compiled :func:`_greedy_kernel`, or None when numba is unusable."""
+    try:
+        import numba
+    except ImportError as exc:
+        if not isinstance(exc, ModuleNotFoundError) or exc.name != "numba":
+            _log.warning("numba does not import (%s); nms uses the numpy backend", exc)
+        return None
+    jit = functools.partial(numba.njit, _KERNEL_SIGNATURE, nogil=True)
+    try:
+        try:
+            compiled: _Kernel = jit(cache=True)(_greedy_kernel)
+        except RuntimeError as exc:  # no writable cache directory: compile in memory
+            _log.info("numba cannot cache the nms kernel (%s); compiling without cache", exc)
+            compiled = jit(cache=False)(_greedy_kernel)
+    except Exception:  # a broken LLVM or numba install must not take NMS down
+        _log.warning("numba failed to compile the nms kernel; using numpy", exc_info=True)
+        return None
+    return compiled
+
+
+def _greedy_kernel(
+    boxes: npt.NDArray[np.float32],
+    order: npt.NDArray[np.int64],
+    classes: npt.NDArray[np.int64],
+    bound: float,
+    max_det: int,
+) -> npt.NDArray[np.int64]:
+    """The greedy loop over ``order``, compiled by numba (see :func:`_compile_numba_kernel`).
+
+    boxes (N, 4) float32; order (M,) int64 candidate indices, best first; classes (N,)
+    int64, or (0,) for class-agnostic; bound from :func:`suppression_bound`; max_det the
+    number of kept boxes to stop at, or -1. Returns the kept indices (K,) int64 in
+    order. IoU as in :func:`_pairs_suppressed`: float64 from the float32 corners, the
+    same operations in the same order, so the same bits; boxes with non-positive width
+    or height or infinite area are kept and suppress nothing. Plain Python over numpy
+    scalars: correct but slow when not compiled.
+    """
+    m = order.shape[0]
+    out = np.empty(m, dtype=np.int64)
+    # the kept boxes that can suppress: corners and area in float64, class
+    kx1 = np.empty(m, dtype=np.float64)
+    ky1 = np.empty(m, dtype=np.float64)
+    kx2 = np.empty(m, dtype=np.float64)
+    ky2 = np.empty(m, dtype=np.float64)
+    karea = np.empty(m, dtype=np.float64)
+    kcls = np.empty(m, dtype=np.int64)
+    aware = classes.shape[0] > 0
+    n_sup = 0
+    n_out = 0
+    for r in range(m):
+        if n_out == max_det:
+            break
+        i = order[r]
+        x1 = np.float64(boxes[i, 0])
+        y1 = np.float64(boxes[i, 1])
+        x2 = np.float64(boxes[i, 2])
+        y2 = np.float64(boxes[i, 3])
+        w = x2 - x1
+        h = y2 - y1
+        area = w * h
+        if not (w > 0.0 and h > 0.0 and area < math.inf):  # NaN fails too
+            out[n_out] = i
+            n_out += 1
+            continue
+        c = classes[i] if aware else 0
+        keep = True
+        for k in range(n_sup):
+            if aware and kcls[k] != c:
+                continue
+            iw = min(x2, kx2[k]) - max(x1, kx1[k])
+            if iw <= 0.0:  # IoU 0, never above bound >= 0
+                continue
+            ih = min(y2, ky2[k]) - max(y1, ky1[k])
+            if ih <= 0.0:
+                continue
+            inter = iw * ih
+            if inter / ((karea[k] + area) - inter) > bound:
+                keep = False
+                break
+        if keep:
+            kx1[n_sup] = x1
+            ky1[n_sup] = y1
+            kx2[n_sup] = x2
+            ky2[n_sup] = y2
+            karea[n_sup] = area
+            kcls[n_sup] = c
+            n_sup += 1
+            out[n_out] = i
+            n_out += 1
+    kept: npt.NDArray[np.int64] = out[:n_out].copy()
+    return kept
 
 
 def _check_cap(name: str, value: int | None) -> None:

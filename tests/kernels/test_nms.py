@@ -2,15 +2,23 @@
 
 The reference loop below is the specification written as plainly as possible: visit
 candidates in stable descending-score order, keep one unless a kept box (of its class)
-overlaps it with IoU above the threshold, OpenCV's float32 comparison included. Both code
-paths of the kernel (the per-box loop for small inputs, the grid rounds for large ones)
-are forced in turn on every property test.
+overlaps it with IoU above the threshold, OpenCV's float32 comparison included. Every
+code path of the kernel is forced in turn: the numba backend, and the numpy backend's
+per-box loop (small inputs) and grid rounds (large ones) on the property tests; numba
+and numpy (its own choice of loop or grid) on the others. How the backend is chosen
+(numba when importable, numpy under ``SAFETY_EDGE_NO_NUMBA=1`` or without numba, numba
+never imported at module import) is checked in fresh interpreters.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,14 +97,43 @@ def cv2_nms(
     return [int(i) for i in np.asarray(out).reshape(-1)]
 
 
-@pytest.fixture(params=["loop", "grid"])
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def numba_kernel() -> object:
+    """The compiled numba kernel (skips where numba is not installed)."""
+    pytest.importorskip("numba")
+    kernel = nms_mod._compile_numba_kernel()
+    assert kernel is not None, "numba imports but the nms kernel did not compile"
+    return kernel
+
+
+def _use_backend(name: str, request: pytest.FixtureRequest, mp: pytest.MonkeyPatch) -> None:
+    if name == "numba":
+        mp.setattr(nms_mod, "_numba_greedy", request.getfixturevalue("numba_kernel"))
+        mp.setattr(nms_mod, "_backend", "numba")
+    else:
+        mp.setattr(nms_mod, "_numba_greedy", None)
+        mp.setattr(nms_mod, "_backend", "numpy")
+
+
+@pytest.fixture(params=["numba", "loop", "grid"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run a test once through each code path of the kernel."""
+    """Run a test once through each code path: numba, numpy's loop, numpy's grid."""
+    _use_backend("numba" if request.param == "numba" else "numpy", request, monkeypatch)
     if request.param == "grid":
         monkeypatch.setattr(nms_mod, "_SEQUENTIAL_MAX", 0)
         monkeypatch.setattr(nms_mod, "_TAIL_REGISTRATIONS", 0)
-    else:
+    elif request.param == "loop":
         monkeypatch.setattr(nms_mod, "_SEQUENTIAL_MAX", 1 << 30)
+    yield request.param
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a test once through each backend (numpy picks its loop or grid itself)."""
+    _use_backend(request.param, request, monkeypatch)
     yield request.param
 
 
@@ -225,12 +262,14 @@ def _clustered(n: int, seed: int, clutter: float = 0.0) -> tuple[np.ndarray, np.
     ("n", "seed", "clutter", "thr"),
     [(300, 0, 0.0, 0.5), (2000, 1, 0.0, 0.45), (3000, 2, 0.2, 0.7), (5000, 3, 0.1, 0.3)],
 )
-def test_detector_like_clusters_match_opencv(n: int, seed: int, clutter: float, thr: float) -> None:
+def test_detector_like_clusters_match_opencv(
+    backend: str, n: int, seed: int, clutter: float, thr: float
+) -> None:
     boxes, scores = _clustered(n, seed, clutter)
     assert nms(boxes, scores, iou_threshold=thr).tolist() == cv2_nms(boxes, scores, thr)
 
 
-def test_detector_like_clusters_class_aware_grid() -> None:
+def test_detector_like_clusters_class_aware_grid(backend: str) -> None:
     boxes, scores = _clustered(2500, 7, 0.1)
     cls = np.random.default_rng(7).integers(0, 3, len(scores))
     got = nms(boxes, scores, iou_threshold=0.5, class_ids=cls)
@@ -297,7 +336,11 @@ SQ = [0.0, 0.0, 10.0, 10.0]
     ],
 )
 def test_edge_cases(
-    boxes: npt.ArrayLike, scores: npt.ArrayLike, kwargs: dict[str, object], expected: list[int]
+    backend: str,
+    boxes: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    kwargs: dict[str, object],
+    expected: list[int],
 ) -> None:
     kw: dict[str, object] = {"iou_threshold": 0.5, **kwargs}
     got = nms(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), **kw)  # type: ignore[arg-type]
@@ -305,7 +348,7 @@ def test_edge_cases(
     assert got.tolist() == expected
 
 
-def test_opencv_differs_only_on_empty_boxes() -> None:
+def test_opencv_differs_only_on_empty_boxes(backend: str) -> None:
     """Documented difference: OpenCV gives two zero-area boxes IoU 1 (so one goes)."""
     boxes = np.array([[0, 0, 0, 0], [0, 0, 0, 0]], np.float32)
     scores = np.array([0.9, 0.8], np.float32)
@@ -313,7 +356,7 @@ def test_opencv_differs_only_on_empty_boxes() -> None:
     assert nms(boxes, scores, iou_threshold=0.5).tolist() == [0, 1]
 
 
-def test_no_plus_one_pixel_convention() -> None:
+def test_no_plus_one_pixel_convention(backend: str) -> None:
     """IoU of [0,10] and [5,10] widths is 5/15 (continuous), not 6/16 (OpenCV agrees)."""
     boxes = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float32)
     scores = np.array([0.9, 0.8], np.float32)
@@ -322,7 +365,7 @@ def test_no_plus_one_pixel_convention() -> None:
         assert cv2_nms(boxes, scores, thr) == expected
 
 
-def test_float32_comparison_like_opencv() -> None:
+def test_float32_comparison_like_opencv(backend: str) -> None:
     """An IoU within a float32 ulp above the threshold keeps the box, as in OpenCV.
 
     IoU is exactly 0.5 here; 0.5 - 1e-8 rounds to 0.5f, so OpenCV keeps the second box
@@ -350,7 +393,7 @@ def test_float32_comparison_like_opencv() -> None:
         ({"iou_threshold": 0.5, "class_ids": [0]}, "class_ids"),
     ],
 )
-def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
+def test_invalid_arguments(backend: str, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         nms(np.zeros((2, 4), np.float32), np.ones(2, np.float32), **kwargs)  # type: ignore[arg-type]
 
@@ -358,12 +401,12 @@ def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
 @pytest.mark.parametrize(
     ("boxes", "scores"), [(np.zeros((3, 5)), np.ones(3)), (np.zeros((3, 4)), np.ones(2))]
 )
-def test_shape_errors(boxes: np.ndarray, scores: np.ndarray) -> None:
+def test_shape_errors(backend: str, boxes: np.ndarray, scores: np.ndarray) -> None:
     with pytest.raises(ValueError, match="shape"):
         nms(boxes, scores, iou_threshold=0.5)
 
 
-def test_nms_detections_carries_data_and_classes() -> None:
+def test_nms_detections_carries_data_and_classes(backend: str) -> None:
     dets = Detections(
         xyxy=np.array([SQ, SQ, [50, 50, 60, 60]], np.float32),
         scores=np.array([0.7, 0.9, 0.8], np.float32),
@@ -383,3 +426,98 @@ def test_suppression_bound_is_the_exact_switch_point() -> None:
         assert not _ref_suppresses(b, thr)
         assert _ref_suppresses(float(np.nextafter(b, 2.0)), thr)
     assert suppression_bound(1.0) == 1.0
+
+
+@_SETTINGS
+@given(
+    data=positive_boxes(),
+    thr=_THRESHOLDS,
+    classes=st.integers(1, 3),
+    seed=st.integers(0, 99),
+    top_k=st.sampled_from([None, 2, 7]),
+    max_det=st.sampled_from([None, 1, 2, 5]),
+    score_thr=st.sampled_from([0.0, 0.4]),
+)
+def test_all_options_together_match_reference(
+    path: str,
+    data: tuple[np.ndarray, np.ndarray],
+    thr: float,
+    classes: int,
+    seed: int,
+    top_k: int | None,
+    max_det: int | None,
+    score_thr: float,
+) -> None:
+    """top_k before suppression, max_det after (numba stops early at max_det), classes."""
+    boxes, scores = data
+    cls = np.random.default_rng(seed).integers(0, classes, len(scores))
+    got = nms(
+        boxes,
+        scores,
+        iou_threshold=thr,
+        score_threshold=score_thr,
+        top_k=top_k,
+        class_ids=cls,
+        max_det=max_det,
+    )
+    expected = ref_nms(boxes, scores, thr, score_thr, top_k=top_k, class_ids=cls)
+    assert got.dtype == np.int64
+    assert got.tolist() == expected[:max_det]
+
+
+# -- backend choice, in fresh interpreters -------------------------------------------------
+
+_PROBE = """
+import json, sys
+{prelude}
+import numpy as np
+from edge.kernels import nms as m
+imported_at_import = sys.modules.get("numba") is not None
+boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 5, 10], [0, 0, 10, 10]], np.float32)
+kept = m.nms(boxes, [0.9, 0.8, 0.7, 0.6], iou_threshold=0.3, class_ids=[0, 0, 0, 1])
+loaded = sys.modules.get("numba") is not None
+print(json.dumps({{"backend": m.nms_backend(), "kept": kept.tolist(),
+                  "numba_at_import": imported_at_import, "numba_loaded": loaded}}))
+"""
+
+
+def _probe(env_value: str | None, prelude: str = "") -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != nms_mod.NO_NUMBA_ENV}
+    if env_value is not None:
+        env[nms_mod.NO_NUMBA_ENV] = env_value
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(prelude=prelude)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["kept"] == [0, 3], "both backends keep the same boxes"
+    assert out["numba_at_import"] is False, "numba must not be imported at module import"
+    return out
+
+
+def test_env_var_forces_numpy_without_importing_numba() -> None:
+    out = _probe("1")
+    assert out["backend"] == "numpy"
+    assert out["numba_loaded"] is False
+
+
+def test_falls_back_to_numpy_when_numba_is_absent() -> None:
+    # None in sys.modules makes ``import numba`` raise ModuleNotFoundError, as when
+    # numba is not installed.
+    out = _probe(None, prelude="sys.modules['numba'] = None")
+    assert out["backend"] == "numpy"
+
+
+def test_numba_is_the_default_when_installed() -> None:
+    pytest.importorskip("numba")
+    for value in (None, "0"):
+        out = _probe(value)
+        assert out["backend"] == "numba"
+        assert out["numba_loaded"] is True
