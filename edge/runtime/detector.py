@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import ConfigError, InferenceError, ModelError
-from edge.kernels.nms import nms
+from edge.kernels.nms import nms, nms_backend
 from edge.runtime.decoders import decode_outputs
 from edge.runtime.preprocess import InputDType, PreprocessSpec, preprocess
 from edge.runtime.registry import ModelManifest, discover_models, sha256_ok
@@ -102,6 +102,9 @@ class Detector:
         self._lock = threading.Lock()
         self._last_timings = StageTimings()
         session.warmup(warmup, manifest.input_size)
+        if warmup > 0:
+            # Pay the NMS JIT compile / cache load here, not on the first frame.
+            logger.debug("NMS backend: %s", nms_backend())
 
     @staticmethod
     def _check_model(manifest: ModelManifest, session: OnnxSession) -> InputDType:
