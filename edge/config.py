@@ -289,8 +289,10 @@ class FiltersConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_box_area: float = Field(default=0.0, ge=0.0)
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="null: the model's own threshold"
+    )
+    min_box_area: float = Field(default=0.0, ge=0.0, description="pixels^2 of the camera frame")
 
 
 class TrackerSettings(BaseModel):
@@ -318,9 +320,13 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    days: str | list[str] = "mon-sun"
-    hours: list[str] = Field(default_factory=list)
-    tz: str | None = None
+    days: str | list[str] = Field(
+        default="mon-sun", description="mon-fri, sat,sun, weekdays, daily or a list"
+    )
+    hours: list[str] = Field(
+        default_factory=list, description='["07:00-19:00"]; "22:00-06:00" runs overnight'
+    )
+    tz: str | None = Field(default=None, description="IANA name; null: local time")
 
     @field_validator("days")
     @classmethod
@@ -367,17 +373,25 @@ class ZoneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    polygon: list[tuple[float, float]] | None = None
+    name: str = Field(description="unique in the task; no / + # $ or spaces")
+    polygon: list[tuple[float, float]] | None = Field(
+        default=None, description='[[x, y], ...] or "x1,y1,..."; absent: the whole frame'
+    )
     normalized: bool | None = Field(default=None, description="null: auto (all within 0-1)")
-    classes: list[str] | None = None
+    classes: list[str] | None = Field(
+        default=None, description="class names or people/vehicles; absent: the task default"
+    )
     min_dwell_s: float = Field(default=1.0, ge=0.0, le=86_400.0, description="inside before start")
     cooldown_s: float = Field(default=3.0, ge=0.0, le=86_400.0, description="gone before end")
     update_every_s: float | None = Field(
         default=30.0, gt=0.0, description="at most one update per this; null = none"
     )
-    anchor: Literal["bottom_center", "center", "overlap"] = "bottom_center"
-    overlap_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    anchor: Literal["bottom_center", "center", "overlap"] = Field(
+        default="bottom_center", description="point of the box that must be inside"
+    )
+    overlap_threshold: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="anchor overlap: box area share inside"
+    )
     schedule: ScheduleConfig | None = Field(default=None, description="absent = always armed")
     label: str | None = Field(default=None, description="event label; absent = class name")
 
@@ -467,9 +481,11 @@ class CameraTaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = None
-    zones: list[ZoneConfig] = Field(default_factory=list)
-    filters: FiltersConfig | None = None
+    model: str | None = Field(default=None, description="null: the gateway's tasks.<kind>")
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, description="fence: at least one; others: absent = whole frame"
+    )
+    filters: FiltersConfig | None = Field(default=None, description="null: the gateway's")
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     snapshots: bool = Field(default=True, description="JPEG for each start event")
 
@@ -494,19 +510,25 @@ class CameraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    source: str | int
+    name: str = Field(description="MQTT topic level: no / + # $ or spaces; unique")
+    source: str | int = Field(
+        description="rtsp://..., http://... (MJPEG), /dev/videoN or index, or a file; ${VAR}"
+    )
     enabled: bool = True
-    target_fps: float | None = Field(default=5.0, gt=0.0, le=240.0)
+    target_fps: float | None = Field(
+        default=5.0, gt=0.0, le=240.0, description="detections/s at most; null: every frame"
+    )
     width: int | None = Field(default=None, ge=16, le=16_384, description="devices: request")
     height: int | None = Field(default=None, ge=16, le=16_384, description="devices: request")
     loop: bool = Field(default=False, description="files: start over at the end")
     realtime: bool = Field(default=True, description="files: pace at the file's frame rate")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    open_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
-    read_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    open_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0, description="network sources")
+    read_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=600.0, description="no frame this long: offline, reconnect"
+    )
     backoff_max_s: float = Field(default=30.0, ge=0.5, le=3600.0, description="reconnect cap")
-    tasks: dict[TaskKind, CameraTaskConfig]
+    tasks: dict[TaskKind, CameraTaskConfig] = Field(description="fence, hardhat, workwear")
 
     @field_validator("name")
     @classmethod
@@ -564,13 +586,19 @@ class StorageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    snapshots: bool = True
-    snapshot_dir: Path | None = None
-    snapshot_retention_days: float | None = Field(default=30.0, gt=0.0)
-    snapshot_max_mb: float | None = Field(default=2048.0, ge=0.0)
+    snapshots: bool = Field(default=True, description="JPEG of each start event")
+    snapshot_dir: Path | None = Field(default=None, description="null: <data_dir>/snapshots")
+    snapshot_retention_days: float | None = Field(
+        default=30.0, gt=0.0, description="older snapshots are deleted; null: no limit"
+    )
+    snapshot_max_mb: float | None = Field(
+        default=2048.0, ge=0.0, description="oldest deleted beyond this total; null: no limit"
+    )
     jpeg_quality: int = Field(default=85, ge=1, le=100)
-    sweep_interval_s: float = Field(default=600.0, gt=0.0)
-    events_retention_days: float | None = Field(default=90.0, gt=0.0)
+    sweep_interval_s: float = Field(default=600.0, gt=0.0, description="retention pass period")
+    events_retention_days: float | None = Field(
+        default=90.0, gt=0.0, description="rows of the events table; null: kept forever"
+    )
 
 
 class RuntimeConfig(BaseModel):
@@ -587,8 +615,12 @@ class RuntimeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    providers: list[str] | None = None
-    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+    providers: list[str] | None = Field(
+        default=None, description="e.g. [tensorrt, cuda, cpu]; null: api.providers"
+    )
+    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(
+        default_factory=dict, description="per provider, e.g. tensorrt: {trt_fp16_enable: true}"
+    )
     intra_op_threads: int | None = Field(
         default=None, ge=1, le=256, description="null: api.intra_op_threads"
     )
@@ -627,7 +659,9 @@ class ServiceConfig(BaseModel):
     state_interval_s: float = Field(
         default=1.0, gt=0.0, le=3600.0, description="retained state topic refresh"
     )
-    log_format: Literal["text", "json"] = "text"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (journald, shippers)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -656,8 +690,12 @@ class GatewayConfig(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
-    cameras: list[CameraConfig] = Field(default_factory=list)
-    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="safety-edge run: one pipeline per camera"
+    )
+    filters: FiltersConfig = Field(
+        default_factory=FiltersConfig, description="detections kept (tasks may override)"
+    )
     mqtt: MqttConfig | None = Field(default=None, description="absent: no MQTT output")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)

@@ -11,6 +11,8 @@
 - ``config check FILE [--offline] [--json]``: every problem with YAML path and line;
   exit 0 without errors (warnings printed), 1 with errors, 2 if unreadable.
 - ``config example``: a commented example that passes ``config check``.
+- ``config reference``: every key with type, default and description, generated from the
+  pydantic models (markdown).
 
 Exit status of ``run``: 0 after a clean stop, 1 when a part died (systemd restarts it),
 2 when it could not start.
@@ -81,6 +83,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
         for p in problems:
             print("  " + p.format(args.file))
     return 0 if config is not None else 1
+
+
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from edge.service.reference import reference_markdown
+
+    sys.stdout.write(reference_markdown())
+    return 0
 
 
 def _cmd_config_example(args: argparse.Namespace) -> int:
@@ -258,3 +267,5 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     ch.set_defaults(func=_cmd_config_check)
     ex = csub.add_parser("example", help="print a commented example gateway.yaml")
     ex.set_defaults(func=_cmd_config_example)
+    rf = csub.add_parser("reference", help="print the config reference (markdown)")
+    rf.set_defaults(func=_cmd_config_reference)
