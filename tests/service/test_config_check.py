@@ -271,3 +271,24 @@ def test_task_specs_from_config() -> None:
         build_task_spec(
             "hardhat", cam.tasks["hardhat"], class_names=["person"], filters=cfg.filters
         )
+
+
+def test_config_reference_is_generated_from_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.config import CameraConfig, ZoneConfig
+
+    assert main(["config", "reference"]) == 0
+    text = capsys.readouterr().out
+    sections = {
+        block.split("`")[1]: block for block in text.split("\n## ")[1:] if block.startswith("`")
+    }
+    zones = sections["cameras[].tasks.<fence|hardhat|workwear>.zones[]"]
+    for name in ZoneConfig.model_fields:
+        assert f"| `{name}` |" in zones, name
+    cams = sections["cameras[]"]
+    assert "| `name` | str | **required** |" in cams
+    assert "| `target_fps` | float \\| null | `5.0` |" in cams
+    assert set(CameraConfig.model_fields) <= {
+        line.split("`")[1] for line in cams.splitlines() if line.startswith("| `")
+    }
+    for section in ("mqtt", "mqtt.outbox", "storage", "service", "runtime", "api"):
+        assert section in sections, section
