@@ -31,8 +31,25 @@ def scripts(only: set[str] | None = None) -> list[Path]:
     return found
 
 
+PROJECT_README = HERE.parent / "README.md"
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+def tables() -> str:
+    """Every results/*.md table (except README.md), in name order, headings one level down
+    (``## Title`` -> ``### Title``) so they sit under the project README's section."""
+    parts = []
+    for md in sorted(RESULTS.glob("*.md")):
+        if md.name == "README.md":
+            continue
+        lines = md.read_text(encoding="utf-8").rstrip().splitlines()
+        parts.append("\n".join("#" + ln if ln.startswith("#") else ln for ln in lines))
+    return "\n\n".join(parts)
+
+
 def collect_readme() -> Path:
-    """Concatenate every results/*.md (except README.md) into results/README.md."""
+    """Concatenate every results/*.md (except README.md) into results/README.md, and
+    replace the part of the project README between the benchmark markers with them."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     parts = ["# Benchmark results", ""]
     parts.append(
@@ -47,6 +64,14 @@ def collect_readme() -> Path:
         parts.append("")
     out = RESULTS / "README.md"
     out.write_text("\n".join(parts), encoding="utf-8")
+    if PROJECT_README.is_file():
+        text = PROJECT_README.read_text(encoding="utf-8")
+        head, sep, rest = text.partition(BEGIN)
+        _, sep2, tail = rest.partition(END)
+        if sep and sep2:
+            PROJECT_README.write_text(
+                f"{head}{BEGIN}\n\n{tables()}\n\n{END}{tail}", encoding="utf-8"
+            )
     return out
 
 
