@@ -54,7 +54,8 @@ class Detections:
         n = xyxy.shape[0]
         if scores.shape[0] != n or class_ids.shape[0] != n:
             raise ValueError(
-                f"length mismatch: xyxy {n}, scores {scores.shape[0]}, class_ids {class_ids.shape[0]}"
+                f"length mismatch: xyxy {n}, scores {scores.shape[0]}, "
+                f"class_ids {class_ids.shape[0]}"
             )
         data = {k: np.asarray(v) for k, v in self.data.items()}
         for k, v in data.items():
