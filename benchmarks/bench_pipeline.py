@@ -302,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
+    import cv2
+    import numpy as np
+
     logging.basicConfig(level=logging.WARNING)
+    # OpenCV starts its own worker threads at its first parallel call (resize in the
+    # letterbox); start them now so they are not mistaken for onnxruntime's threads.
+    cv2.resize(np.zeros((576, 768, 3), np.uint8), (416, 312), interpolation=cv2.INTER_LINEAR)
     from edge.service.local_broker import LocalBroker
 
     rows: list[dict[str, Any]] = []
