@@ -89,9 +89,12 @@ from edge.tasks.base import DetectorLike
 if TYPE_CHECKING:
     from edge.cloud.fallback import FallbackClient
 
-__all__ = ["Gateway", "build_app"]
+__all__ = ["Gateway", "ResultSink", "build_app"]
 
 log = logging.getLogger("edge.api")
+
+ResultSink = Callable[[Api, dict[str, Any]], None]
+"""Receives ``(api, record)`` for every answer of the three APIs (see :func:`build_app`)."""
 
 T = TypeVar("T")
 
@@ -174,10 +177,12 @@ class Gateway:
         runners: Mapping[Api, _Runner],
         detectors_to_close: Sequence[Any] = (),
         alert_sinks: Sequence[AlertSink] = (),
+        result_sinks: Sequence[ResultSink] = (),
         fallback: FallbackClient | None = None,
     ) -> None:
         api = config.api
         self.fallback = fallback
+        self.result_sinks = list(result_sinks)
         self.config = config
         self.store = store
         self._owns_store = owns_store
@@ -305,6 +310,22 @@ class Gateway:
 
     # -- answering -------------------------------------------------------------------
 
+    def _hand_result(self, ctx: _Ctx, code: int, latency_ms: float, body: dict[str, Any]) -> None:
+        """Give one API answer to every result sink (e.g. MQTT ``results``, QoS 0)."""
+        assert ctx.api is not None
+        record = {
+            "api": ctx.api,
+            "app_key": ctx.app_key,
+            "code": code,
+            "latency_ms": round(latency_ms, 3),
+            "answer": body,
+        }
+        for sink in self.result_sinks:
+            try:
+                sink(ctx.api, record)
+            except Exception as exc:  # a sink must never break an answer
+                log.error("result sink %r failed: %s", sink, exc)
+
     def _response(self, ctx: _Ctx, body: dict[str, Any], status: int) -> Response:
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         code = int(body.get("code", 5000))
@@ -320,6 +341,8 @@ class Gateway:
             )
         except EdgeError as exc:  # monitoring must never break an answer
             log.error("record_request failed: %s", exc)
+        if ctx.api is not None and self.result_sinks:
+            self._hand_result(ctx, code, latency_ms, body)
         if self.config.api.log_requests:
             log.info(
                 json.dumps(
@@ -1028,6 +1051,7 @@ def build_app(
     store: Store | None = None,
     detectors: Mapping[Api, DetectorLike | None] | None = None,
     alert_sinks: Sequence[AlertSink] = (),
+    result_sinks: Sequence[ResultSink] = (),
 ) -> FastAPI:
     """Build the gateway's ASGI application from ``config``.
 
@@ -1038,6 +1062,9 @@ def build_app(
         detectors: detectors per API instead of loading ``config.tasks`` models from
             ``config.models_dir`` (``None`` values switch an API off).
         alert_sinks: receive every opened/resolved alert (e.g. the MQTT publisher).
+        result_sinks: receive every answer of the three APIs as ``(api, record)`` with
+            ``record = {api, app_key, code, latency_ms, answer}`` (e.g. MQTT ``results``).
+            Called on the answering thread: a sink must be quick and must not block.
 
     The returned app's ``state.gateway`` is the :class:`Gateway`. The lifespan starts
     the background flush/alert task and closes the gateway at shutdown.
@@ -1067,6 +1094,7 @@ def build_app(
         runners=runners,
         detectors_to_close=owned,
         alert_sinks=alert_sinks,
+        result_sinks=result_sinks,
         fallback=fallback,
     )
 
@@ -1086,6 +1114,10 @@ def build_app(
         version=__version__,
         lifespan=lifespan,
         redirect_slashes=False,
+        # The gateway is offline: Swagger UI/ReDoc pages load their assets from a CDN,
+        # so they are off; the OpenAPI document itself is served at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gateway
     app.openapi = _openapi(app)  # type: ignore[method-assign]
