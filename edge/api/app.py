@@ -80,6 +80,7 @@ from edge.api.auth import (
     check_timestamp,
     parse_credentials,
 )
+from edge.api.console import mount_console
 from edge.api.contract import Api, ApiFault, Fault
 from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
 from edge.config import GatewayConfig
@@ -1151,6 +1152,7 @@ def build_app(
         }
 
     _console_routes(app, gateway)
+    mount_console(app, gateway)  # the web console (edge/api/console)
 
     app.router.routes.append(
         Route("/{path:path}", _ApiEndpoint(gateway, None), name="unknown", include_in_schema=False)
