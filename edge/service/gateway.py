@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.config import CameraConfig, GatewayConfig, TaskKind
@@ -59,6 +59,9 @@ from edge.stream.events import EventStore, ZoneEvent, events_db_path
 from edge.stream.pipeline import CameraPipeline, TaskRunner
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec, source_kind
+
+if TYPE_CHECKING:
+    from edge.api.app import ResultSink
 
 __all__ = ["OUTBOX_FILENAME", "GatewayService", "ServiceStartError"]
 
@@ -344,7 +347,16 @@ class GatewayService:
             name = getattr(cfg.tasks, api)
             by_api[api] = self.detectors.get(name) if name else None
         sinks = [self.publisher.publish_alert] if self.publisher is not None else []
-        self.app = build_app(cfg, detectors=by_api, alert_sinks=sinks)  # type: ignore[arg-type]
+        results: list[ResultSink] = []
+        if self.publisher is not None and self.publisher.config.results:
+            publisher = self.publisher
+            results.append(lambda api, record: publisher.publish_result(record, task=api))
+        self.app = build_app(
+            cfg,
+            detectors=by_api,  # type: ignore[arg-type]
+            alert_sinks=sinks,
+            result_sinks=results,
+        )
         _install_routes(self.app, self)
         graceful = max(1, int(min(cfg.api.deadline_s, cfg.service.stop_timeout_s / 2)))
         self._api = _ApiThread(self.app, host=cfg.api.host, port=cfg.api.port, graceful_s=graceful)

@@ -90,6 +90,7 @@ def gateway_config(
     extra_cameras: list[dict[str, Any]] | None = None,
     zone: dict[str, Any] | None = None,
     service: dict[str, Any] | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> Path:
     """A gateway.yaml on vtest.avi (looped, realtime) with the footpath fence zone."""
     z = {
@@ -123,6 +124,7 @@ def gateway_config(
             "prefix": "se-test",
             "backoff_min_s": 0.05,
             "backoff_max_s": 0.5,
+            **(mqtt or {}),
         },
         "api": {"host": "127.0.0.1", "port": api_port, "workers": 1},
         "service": {
