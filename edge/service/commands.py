@@ -219,6 +219,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             service.start()
         except EdgeError as exc:
             return _err(exc)
+        from edge.api.console.service_backend import attach_console
+
+        attach_console(service, config_path=Path(args.config))  # live frames, zone editor
         notes = [f"{w.path}: {w.message}" for w in warnings]
         if any("does not exist" in n and "opencv-doc" in n for n in notes):
             notes.append("the sample video comes with Debian's opencv-doc: make deps")

@@ -287,6 +287,7 @@ class CameraPipeline:
         self._output_ms = _Stat()
         self._latency_ms: deque[float] = deque(maxlen=512)
         self._zone_stats: dict[str, dict[str, dict[str, int]]] = {}
+        self._latest: Frame | None = None
 
     # -- status --------------------------------------------------------------------
     def _on_status(self, online: bool, reason: str) -> None:
@@ -319,8 +320,16 @@ class CameraPipeline:
             self._done_times.append(time.monotonic())
             self._frame_ms.add((done - t0) * 1e3)
             self._last_t, self._last_wall_ms = t, frame.wall_ms
+            self._latest = frame
         self._update_zone_stats()
         return out
+
+    def latest_frame(self) -> Frame | None:
+        """The last frame processed (``None`` before the first), e.g. for the console's
+        camera view. Its image is not modified by the pipeline; readers must not modify
+        it either."""
+        with self._lock:
+            return self._latest
 
     def _idle_tick(self) -> list[ZoneEvent]:
         """Step every task with no detections at the current time (camera offline)."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -326,7 +326,9 @@ class ZoneMonitor:
         self._condition = condition
         self._new_id = new_id
         self._states: dict[int, _TrackState] = {}
-        self._poly_cache: tuple[tuple[int, int], npt.NDArray[np.float64] | None] | None = None
+        self._poly_cache: (
+            tuple[tuple[int, int], ZoneSpec, npt.NDArray[np.float64] | None] | None
+        ) = None
         self._inside_now = 0
         self._armed: bool | None = None
 
@@ -347,11 +349,31 @@ class ZoneMonitor:
         return self._armed
 
     def polygon_for(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
-        """The zone polygon in pixels of a ``width`` x ``height`` frame (cached)."""
-        key = (width, height)
-        if self._poly_cache is None or self._poly_cache[0] != key:
-            self._poly_cache = (key, self.spec.polygon_px(width, height))
-        return self._poly_cache[1]
+        """The zone polygon in pixels of a ``width`` x ``height`` frame (cached per frame
+        size and spec, so :meth:`set_polygon` takes effect at the next call)."""
+        spec = self.spec
+        cache = self._poly_cache
+        if cache is None or cache[0] != (width, height) or cache[1] is not spec:
+            cache = ((width, height), spec, spec.polygon_px(width, height))
+            self._poly_cache = cache
+        return cache[2]
+
+    def set_polygon(
+        self, polygon: Sequence[tuple[float, float]] | None, *, normalized: bool
+    ) -> None:
+        """Replace the zone's polygon (validated as in :class:`ZoneSpec`) while running,
+        e.g. from the console's zone editor. Tracks and open incidents are kept: a track
+        now outside ends its incident after the usual cooldown. Safe to call from another
+        thread than the one stepping (the spec is swapped in one assignment).
+
+        Raises:
+            ValueError: the polygon is invalid.
+        """
+        self.spec = replace(
+            self.spec,
+            polygon=None if polygon is None else tuple((float(x), float(y)) for x, y in polygon),
+            normalized=normalized,
+        )
 
     # -- the per-frame step ----------------------------------------------------------
     def inside(self, dets: Detections, frame_size: tuple[int, int]) -> BoolArray:
