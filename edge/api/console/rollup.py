@@ -194,8 +194,9 @@ class HourlyRollup:
         with self.connection() as c, c:
             for table in ("hour_stats", "hour_codes", "hour_latency", "hours_done"):
                 c.execute(f"DELETE FROM {table} WHERE hour < ?", (first,))
-        if n > len(redo):
-            log.info("console rollup: summed %d hours in %.2f s", n, time.monotonic() - t0)
+        took = time.monotonic() - t0
+        level = logging.INFO if took > 0.5 else logging.DEBUG
+        log.log(level, "console rollup: summed %d hours in %.2f s", n, took)
         return n
 
     def _sum(self, src: sqlite3.Connection, hours: list[int]) -> None:
