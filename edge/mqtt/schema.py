@@ -13,7 +13,11 @@ Event (``{prefix}/{gateway}/events``)::
      "gateway": "gw-01", "camera": "dock-cam", "task": "hardhat", "zone": "loading-bay",
      "label": "no_hardhat", "score": 0.91, "box": [412.0, 96.5, 488.0, 301.0],
      "track_id": 17, "snapshot": "snapshots/dock-cam/01HZX3J4E8Q6W2T4V9K0M5N7PB.jpg",
-     "model": "hardhat-yolov8n@1", "attributes": {}}
+     "snapshot_sha256": "9f2c...(64 hex digits)", "model": "hardhat-yolov8n@1",
+     "attributes": {}}
+
+``snapshot_sha256`` (added within schema 1) is the SHA-256 of the snapshot file's bytes,
+``null`` when the event has no snapshot.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ SCHEMA_VERSION = 1
 EventType = Literal["start", "update", "end"]
 _EVENT_TYPES = frozenset(get_args(EventType))
 AttributeValue = str | int | float | bool
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def now_ms() -> int:
@@ -91,7 +99,8 @@ class Event:
     ``score`` is in [0, 1]; ``box`` is (x1, y1, x2, y2) pixels of the source frame;
     ``time_ms`` is when it was observed (Unix ms, default now); ``start_event_id`` /
     ``start_time_ms`` tie ``update``/``end`` events to their ``start``; ``snapshot`` is a
-    reference (relative path or URL) to a saved frame; ``attributes`` holds small extra
+    reference (relative path or URL) to a saved frame and ``snapshot_sha256`` the
+    lowercase hex SHA-256 of its bytes (or ``None``); ``attributes`` holds small extra
     values (e.g. a colour name). ``event_id`` is assigned at construction.
     Validation raises ``ValueError``; ``update`` events may be dropped when the outbox is
     full, ``start``/``end`` never are.
@@ -106,6 +115,7 @@ class Event:
     box: tuple[float, float, float, float]
     track_id: int | None = None
     snapshot: str | None = None
+    snapshot_sha256: str | None = None
     model: str = ""
     time_ms: int = field(default_factory=now_ms)
     start_time_ms: int | None = None
@@ -126,6 +136,10 @@ class Event:
         box = tuple(float(v) for v in self.box)
         if len(box) != 4 or not all(math.isfinite(v) for v in box):
             raise ValueError(f"box must be 4 finite numbers (x1, y1, x2, y2), got {self.box!r}")
+        if self.snapshot_sha256 is not None and not _is_sha256(self.snapshot_sha256):
+            raise ValueError(
+                f"snapshot_sha256 must be 64 lowercase hex digits, got {self.snapshot_sha256!r}"
+            )
         object.__setattr__(self, "score", score)
         object.__setattr__(self, "box", box)
         if self.track_id is not None:
@@ -152,6 +166,7 @@ class Event:
             "box": list(self.box),
             "track_id": self.track_id,
             "snapshot": self.snapshot,
+            "snapshot_sha256": self.snapshot_sha256,
             "model": self.model,
             "attributes": dict(self.attributes),
         }

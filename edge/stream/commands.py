@@ -1,4 +1,4 @@
-"""``safety-edge events ...``: read (and prune) the local events table.
+"""``safety-edge events ...``: read, prune and verify the local events table.
 
 Registered on the main parser by :func:`add_subcommands` (called from :mod:`edge.cli`).
 The database is :func:`edge.stream.events.events_db_path` in the data directory chosen
@@ -7,22 +7,37 @@ by ``--data-dir DIR``, else ``data_dir`` of ``--config FILE``, else
 the gateway runs (SQLite WAL). Output is JSON on stdout. A failure prints one line
 ``error <code>: <cause>`` on stderr and exits with status 2.
 
+``events verify`` checks the hash chain and the snapshot files
+(:mod:`edge.stream.evidence`), opening the database read-only; it exits 0 when intact,
+1 when something is broken (the first broken link is named on stderr), 2 on errors.
+
 Examples::
 
     safety-edge events list --since 1h --camera gate
     safety-edge events list --since 2024-06-01T08:00 --until 2024-06-01T12:00 --type start
     safety-edge events prune --older-than 30d
+    safety-edge events verify --data-dir /var/lib/safety-edge
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 from edge.errors import ConfigError, EdgeError
-from edge.stream.events import EventStore, EventType, event_to_dict, events_db_path, parse_time
+from edge.stream.events import (
+    EventStore,
+    EventStoreError,
+    EventType,
+    event_to_dict,
+    events_db_path,
+    parse_time,
+)
+from edge.stream.evidence import verify_evidence
 
 __all__ = ["add_subcommands"]
 
@@ -76,10 +91,78 @@ def _prune(args: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps({"deleted": n}) + "\n")
 
 
+def _snapshot_root(args: argparse.Namespace, data_dir: Path) -> Path | None:
+    """``--snapshots``, else the config's snapshot folder, else ``DATA_DIR/snapshots``;
+    ``None`` with ``--no-snapshots``. A missing folder is an error when events refer to
+    snapshots (checked in :func:`_verify`)."""
+    if args.no_snapshots:
+        return None
+    if args.snapshots:
+        root = Path(args.snapshots)
+    elif args.config and not args.data_dir:
+        from edge.config import load_config
+
+        root = Path(load_config(args.config).snapshot_dir())
+    else:
+        root = data_dir / "snapshots"
+    return root
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge.api.commands import resolve_data_dir
+
+    data_dir = resolve_data_dir(args)
+    path = events_db_path(data_dir)
+    if not path.is_file():
+        raise EventStoreError(f"no events database at {path}")
+    root = _snapshot_root(args, data_dir)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise EventStoreError(f"cannot open events database {path}: {exc}") from exc
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version < 2:
+            raise EventStoreError(
+                f"events database {path} is at schema version {version}, before the hash "
+                "chain; open it once with this version (e.g. `safety-edge events list`) to "
+                "migrate and chain it"
+            )
+        # a wrong folder would make every snapshot look expired by retention
+        if (
+            root is not None
+            and not root.is_dir()
+            and conn.execute("SELECT 1 FROM events WHERE snapshot IS NOT NULL LIMIT 1").fetchone()
+        ):
+            raise ConfigError(
+                f"snapshot folder {root} does not exist; give --snapshots DIR or --no-snapshots"
+            )
+        report = verify_evidence(conn, snapshots_root=root, strict_snapshots=args.strict_snapshots)
+    except sqlite3.Error as exc:
+        raise EventStoreError(f"cannot read events database {path}: {exc}") from exc
+    finally:
+        conn.close()
+    sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    first = report.first
+    if first is None:
+        return 0
+    where = (
+        "after the last row"
+        if first.row == 0
+        else f"row {first.row} (seq {first.seq}, event {first.event_id})"
+    )
+    print(
+        f"broken: {first.kind} at {where}: {first.detail}"
+        + (f" ({report.problem_count} problems in all)" if report.problem_count > 1 else ""),
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
-        args.handler(args)
-        return 0
+        rc = args.handler(args)
+        return 0 if rc is None else int(rc)
     except EdgeError as exc:
         print(f"error {exc.code}: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +182,8 @@ def _limit(text: str) -> int:
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``events list`` and ``events prune``; each leaf sets ``func`` -> exit status."""
+    """Register ``events list``, ``events prune`` and ``events verify``; each leaf sets
+    ``func`` -> exit status."""
     events = subparsers.add_parser("events", help="zone events recorded by the pipeline")
     sub = events.add_subparsers(dest="events_command", required=True)
 
@@ -119,3 +203,21 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--older-than", required=True, help="e.g. 30d, or an ISO date-time")
     _data_dir_args(p)
     p.set_defaults(func=_run, handler=_prune)
+
+    p = sub.add_parser(
+        "verify",
+        help="check the events hash chain and the snapshot files (exit 0 intact, 1 broken)",
+    )
+    p.add_argument(
+        "--snapshots",
+        metavar="DIR",
+        help="snapshot folder (default: from --config, else DATA_DIR/snapshots)",
+    )
+    p.add_argument("--no-snapshots", action="store_true", help="check the chain only")
+    p.add_argument(
+        "--strict-snapshots",
+        action="store_true",
+        help="every referenced snapshot must exist (no allowance for retention)",
+    )
+    _data_dir_args(p)
+    p.set_defaults(func=_run, handler=_verify)

@@ -5,6 +5,14 @@ line (``safety-edge events list``) and the API can read while the pipeline write
 are never updated; :meth:`EventStore.prune` deletes old ones. The MQTT outbox is a
 separate table owned by :mod:`edge.mqtt.outbox`: this one is a log, not a queue.
 
+The rows form a SHA-256 hash chain (``seq``, ``prev_hash``, ``hash`` columns; the
+canonical form, pruning anchor and what it proves are in :mod:`edge.stream.evidence`).
+Appends run in ``BEGIN IMMEDIATE`` transactions that read the chain head and write the
+new rows and the new head together, so the chain never forks, also with several
+processes writing. Schema migrations are numbered (``PRAGMA user_version``); migration 2
+added ``snapshot_sha256`` and the chain, and chained the rows already stored in their
+insertion (``rowid``) order.
+
 :class:`ZoneEvent` is the stream layer's event value (raised by
 :class:`edge.stream.zones.ZoneMonitor`, stored here, handed to sinks).
 
@@ -19,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +35,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from edge.errors import EdgeError
+from edge.stream.evidence import CHAINED_COLUMNS, GENESIS_HASH, row_hash
 
 __all__ = [
     "EVENTS_DB_FILENAME",
@@ -66,6 +75,8 @@ class ZoneEvent:
         time_ms: wall-clock Unix milliseconds of the frame that raised the event.
         start_event_id, start_time_ms: the incident's ``start`` (``None`` on ``start``).
         snapshot: path of the JPEG saved for the event (set by the pipeline).
+        snapshot_sha256: lowercase hex SHA-256 of that JPEG's bytes as written to disk
+            (``None`` without a snapshot).
         model: the detector's name.
         attributes: small extra values: ``dwell_s`` (float seconds inside, so far),
             ``reason`` on ``end``, ``last_inside_ms`` on ``end``.
@@ -90,6 +101,7 @@ class ZoneEvent:
     model: str = ""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     mono_s: float = 0.0
+    snapshot_sha256: str | None = None
 
     _MQTT_FIELDS = (
         "event_id",
@@ -105,6 +117,7 @@ class ZoneEvent:
         "start_event_id",
         "start_time_ms",
         "snapshot",
+        "snapshot_sha256",
         "model",
         "attributes",
     )
@@ -114,7 +127,48 @@ class ZoneEvent:
         return {k: getattr(self, k) for k in self._MQTT_FIELDS}
 
 
-_MIGRATIONS: tuple[str, ...] = (
+def _migration_2_chain(conn: sqlite3.Connection) -> None:
+    """Migration 2: ``snapshot_sha256``, the hash chain (``seq``, ``prev_hash``, ``hash``)
+    and the one-row ``events_chain`` table (anchor and head). Rows already stored are
+    chained in ``rowid`` (insertion) order from :data:`GENESIS_HASH`, with
+    ``snapshot_sha256`` NULL (their files were not hashed when written)."""
+    for sql in (
+        "ALTER TABLE events ADD COLUMN snapshot_sha256 TEXT",
+        "ALTER TABLE events ADD COLUMN seq INTEGER",
+        "ALTER TABLE events ADD COLUMN prev_hash TEXT",
+        "ALTER TABLE events ADD COLUMN hash TEXT",
+        """CREATE TABLE events_chain (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            anchor_seq  INTEGER NOT NULL,
+            anchor_hash TEXT NOT NULL,
+            head_seq    INTEGER NOT NULL,
+            head_hash   TEXT NOT NULL,
+            pruned      INTEGER NOT NULL DEFAULT 0
+        )""",
+    ):
+        conn.execute(sql)
+    cols = [c for c in CHAINED_COLUMNS if c not in ("seq", "prev_hash")]
+    rows = conn.execute(f"SELECT rowid, {', '.join(cols)} FROM events ORDER BY rowid").fetchall()
+    seq, prev = 0, GENESIS_HASH
+    for row in rows:
+        seq += 1
+        values = dict(zip(cols, row[1:], strict=True))
+        values.update(seq=seq, prev_hash=prev)
+        h = row_hash(values)
+        conn.execute(
+            "UPDATE events SET seq = ?, prev_hash = ?, hash = ? WHERE rowid = ?",
+            (seq, prev, h, row[0]),
+        )
+        prev = h
+    conn.execute("CREATE UNIQUE INDEX events_seq ON events (seq)")
+    conn.execute(
+        "INSERT INTO events_chain (id, anchor_seq, anchor_hash, head_seq, head_hash, pruned) "
+        "VALUES (1, 0, ?, ?, ?, 0)",
+        (GENESIS_HASH, seq, prev),
+    )
+
+
+_MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE events (
         event_id       TEXT PRIMARY KEY,
@@ -137,11 +191,16 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_camera_time ON events (camera, time_ms);
     CREATE INDEX events_task_time ON events (task, time_ms);
     """,
+    _migration_2_chain,
 )
 
 _COLUMNS = (
     "event_id, type, time_ms, camera, task, zone, label, score, x1, y1, x2, y2, track_id, "
-    "snapshot, model, start_event_id, start_time_ms, attributes"
+    "snapshot, model, start_event_id, start_time_ms, attributes, snapshot_sha256"
+)
+_INSERT = (
+    f"INSERT INTO events ({', '.join(CHAINED_COLUMNS)}, hash) "
+    f"VALUES ({', '.join('?' * (len(CHAINED_COLUMNS) + 1))})"
 )
 
 
@@ -207,27 +266,36 @@ def _row_to_event(row: Sequence[Any]) -> ZoneEvent:
         start_event_id=row[15],
         start_time_ms=None if row[16] is None else int(row[16]),
         attributes=attrs,
+        snapshot_sha256=row[18],
     )
 
 
-def _event_row(e: ZoneEvent) -> tuple[Any, ...]:
-    return (
-        e.event_id,
-        e.type,
-        int(e.time_ms),
-        e.camera,
-        e.task,
-        e.zone,
-        e.label,
-        float(e.score),
-        *(float(v) for v in e.box),
-        e.track_id,
-        e.snapshot,
-        e.model,
-        e.start_event_id,
-        e.start_time_ms,
-        json.dumps(dict(e.attributes), separators=(",", ":"), ensure_ascii=False),
-    )
+def _chained_values(e: ZoneEvent, *, seq: int, prev_hash: str) -> dict[str, Any]:
+    """The stored value of every chained column (the hash input, exactly as inserted)."""
+    x1, y1, x2, y2 = (float(v) for v in e.box)
+    return {
+        "seq": seq,
+        "event_id": e.event_id,
+        "type": e.type,
+        "time_ms": int(e.time_ms),
+        "camera": e.camera,
+        "task": e.task,
+        "zone": e.zone,
+        "label": e.label,
+        "score": float(e.score),
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "track_id": None if e.track_id is None else int(e.track_id),
+        "snapshot": e.snapshot,
+        "snapshot_sha256": e.snapshot_sha256,
+        "model": e.model,
+        "start_event_id": e.start_event_id,
+        "start_time_ms": None if e.start_time_ms is None else int(e.start_time_ms),
+        "attributes": json.dumps(dict(e.attributes), separators=(",", ":"), ensure_ascii=False),
+        "prev_hash": prev_hash,
+    }
 
 
 class EventStore:
@@ -264,13 +332,38 @@ class EventStore:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
+        """Run the missing numbered migrations in one ``BEGIN IMMEDIATE`` transaction (the
+        version is read again under the lock, so two processes opening an old file at
+        once migrate it once)."""
+
+        def check(version: int) -> None:
+            if version > len(_MIGRATIONS):
+                raise sqlite3.DatabaseError(
+                    f"database schema version {version} is newer than this program "
+                    f"({len(_MIGRATIONS)})"
+                )
+
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > len(_MIGRATIONS):
-            raise sqlite3.DatabaseError(
-                f"database schema version {version} is newer than this program ({len(_MIGRATIONS)})"
-            )
-        for n in range(version, len(_MIGRATIONS)):
-            conn.executescript(f"BEGIN;{_MIGRATIONS[n]}PRAGMA user_version = {n + 1};COMMIT;")
+        check(version)
+        if version == len(_MIGRATIONS):
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            check(version)
+            for n in range(version, len(_MIGRATIONS)):
+                step = _MIGRATIONS[n]
+                if isinstance(step, str):
+                    for sql in step.split(";"):  # plain DDL: no ';' inside statements
+                        if sql.strip():
+                            conn.execute(sql)
+                else:
+                    step(conn)
+                conn.execute(f"PRAGMA user_version = {n + 1}")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -287,32 +380,95 @@ class EventStore:
         return self.add_many([event]) == 1
 
     def add_many(self, events: Iterable[ZoneEvent]) -> int:
-        """Store events in one transaction; returns how many were new."""
-        rows = [_event_row(e) for e in events]
-        if not rows:
+        """Store events in one transaction, appended to the hash chain in the order given
+        (ids already stored, or repeated, are skipped); returns how many were new.
+
+        Raises:
+            EventStoreError: locked past the busy timeout, full, broken, or an event with a
+                value SQLite/JSON cannot hold (NaN score).
+        """
+        batch = list(events)
+        if not batch:
             return 0
         with self._lock:
             db = self._db()
             try:
-                with db:
-                    before = db.total_changes
-                    db.executemany(
-                        f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                        rows,
-                    )
-                    return db.total_changes - before
-            except sqlite3.Error as exc:
+                db.execute("BEGIN IMMEDIATE")  # the write lock first: the head cannot move
+                try:
+                    n = self._append(db, batch)
+                    db.commit()
+                except BaseException:
+                    db.rollback()
+                    raise
+                return n
+            except (sqlite3.Error, ValueError, TypeError) as exc:
                 raise EventStoreError(f"cannot write events to {self.path}: {exc}") from exc
 
+    @staticmethod
+    def _append(db: sqlite3.Connection, batch: Sequence[ZoneEvent]) -> int:
+        """Chain and insert ``batch`` inside the caller's write transaction."""
+        seq, prev = db.execute("SELECT head_seq, head_hash FROM events_chain").fetchone()
+        seen: set[str] = set()
+        n = 0
+        for e in batch:
+            if (
+                e.event_id in seen
+                or db.execute("SELECT 1 FROM events WHERE event_id = ?", (e.event_id,)).fetchone()
+            ):
+                continue
+            seen.add(e.event_id)
+            values = _chained_values(e, seq=seq + 1, prev_hash=prev)
+            h = row_hash(values)
+            db.execute(_INSERT, (*values.values(), h))
+            seq, prev = seq + 1, h
+            n += 1
+        if n:
+            db.execute("UPDATE events_chain SET head_seq = ?, head_hash = ?", (seq, prev))
+        return n
+
     def prune(self, *, before_ms: int) -> int:
-        """Delete events older than ``before_ms`` (Unix ms); returns how many."""
+        """Delete the oldest events, in chain order, up to the first one that is not older
+        than ``before_ms`` (Unix ms); returns how many.
+
+        Only a prefix of the chain is deleted, so it stays verifiable: the last deleted
+        row's ``seq`` and ``hash`` become the anchor verification starts from. An event
+        older than ``before_ms`` stored after a newer one (rare: events of several cameras
+        arrive slightly out of time order) stays until a later prune reaches it.
+        """
         with self._lock:
             db = self._db()
             try:
-                with db:
-                    return db.execute("DELETE FROM events WHERE time_ms < ?", (before_ms,)).rowcount
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    n = self._prune_prefix(db, before_ms)
+                    db.commit()
+                except BaseException:
+                    db.rollback()
+                    raise
+                return n
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot prune {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _prune_prefix(db: sqlite3.Connection, before_ms: int) -> int:
+        first_kept = db.execute(
+            "SELECT MIN(seq) FROM events WHERE time_ms >= ?", (before_ms,)
+        ).fetchone()[0]
+        if first_kept is None:  # every row is older
+            last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        else:
+            last = db.execute(
+                "SELECT seq, hash FROM events WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+                (first_kept,),
+            ).fetchone()
+        if last is None:
+            return 0
+        n = int(db.execute("DELETE FROM events WHERE seq <= ?", (last[0],)).rowcount)
+        db.execute(
+            "UPDATE events_chain SET anchor_seq = ?, anchor_hash = ?, pruned = pruned + ?",
+            (last[0], last[1], n),
+        )
+        return n
 
     # -- reading -------------------------------------------------------------------
     def list_events(

@@ -4,7 +4,8 @@ A :class:`CameraPipeline` owns one :class:`~edge.stream.sources.CameraSource` an
 one or more :class:`TaskRunner` on each frame it takes (a task = a detector, its tracker
 and the zones it watches). Every event a zone raises is, in this order:
 
-1. for ``start`` events, drawn into a JPEG snapshot (``event.snapshot`` is set);
+1. for ``start`` events, drawn into a JPEG snapshot (``event.snapshot`` and
+   ``event.snapshot_sha256`` are set);
 2. written to the events table (:class:`~edge.stream.events.EventStore`);
 3. handed to every sink (``Callable[[ZoneEvent], None]``), e.g. the MQTT publisher
    through a small adapter -- this module imports nothing of MQTT.
@@ -375,11 +376,11 @@ class CameraPipeline:
                 and image is not None
             ):
                 poly = task.monitor(ev.zone).polygon_for(int(image.shape[1]), int(image.shape[0]))
-                rel = self._snapshots.save(
+                saved = self._snapshots.save_hashed(
                     image, event=ev, dets=tracked, class_names=task.class_names, polygon=poly
                 )
-                if rel is not None:
-                    ev = replace(ev, snapshot=rel)
+                if saved is not None:
+                    ev = replace(ev, snapshot=saved.path, snapshot_sha256=saved.sha256)
             if self._store is not None:
                 try:
                     self._store.add(ev)

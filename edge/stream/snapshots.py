@@ -2,7 +2,10 @@
 
 Files live under ``root/<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of the event);
 events carry the path relative to ``root``. Writes are atomic (temporary file, then
-rename), so a reader or a power cut never sees half a JPEG.
+rename), so a reader or a power cut never sees half a JPEG. :meth:`SnapshotStore.save_hashed`
+also returns the SHA-256 of the exact bytes written (computed from the encoded JPEG
+buffer before the write), which the event records (``snapshot_sha256``) and the events
+hash chain attests (:mod:`edge.stream.evidence`).
 
 Retention (:meth:`SnapshotStore.sweep`, run by a background thread every
 ``sweep_interval_s`` after :meth:`SnapshotStore.start`):
@@ -17,6 +20,7 @@ Only ``*.jpg`` files (and this module's ``*.jpg.tmp``) under ``root`` are touche
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -35,7 +39,7 @@ from edge.stream.events import ZoneEvent
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
 
-__all__ = ["SnapshotStore", "SweepResult", "draw_snapshot"]
+__all__ = ["SavedSnapshot", "SnapshotStore", "SweepResult", "draw_snapshot"]
 
 log = logging.getLogger("edge.stream")
 
@@ -117,6 +121,21 @@ class SweepResult:
     kept_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class SavedSnapshot:
+    """A snapshot written to disk.
+
+    Attributes:
+        path: relative to the store's root (``<camera>/<YYYY-MM-DD>/<event_id>.jpg``).
+        sha256: lowercase hex SHA-256 of the file's bytes.
+        size: bytes written.
+    """
+
+    path: str
+    sha256: str
+    size: int
+
+
 class SnapshotStore:
     """Saves incident snapshots and enforces retention.
 
@@ -180,7 +199,24 @@ class SnapshotStore:
         class_names: Sequence[str] = (),
         polygon: npt.NDArray[np.float64] | None = None,
     ) -> str | None:
-        """Draw and save the snapshot of ``event``; returns its path relative to ``root``.
+        """Draw and save the snapshot of ``event``; returns its path relative to ``root``
+        (:meth:`save_hashed` without the hash)."""
+        saved = self.save_hashed(
+            image_bgr, event=event, dets=dets, class_names=class_names, polygon=polygon
+        )
+        return None if saved is None else saved.path
+
+    def save_hashed(
+        self,
+        image_bgr: npt.NDArray[np.uint8],
+        *,
+        event: ZoneEvent,
+        dets: Detections | None = None,
+        class_names: Sequence[str] = (),
+        polygon: npt.NDArray[np.float64] | None = None,
+    ) -> SavedSnapshot | None:
+        """Draw and save the snapshot of ``event``; returns its relative path and the
+        SHA-256 of the bytes written.
 
         Returns ``None`` (and logs a WARNING, counts ``save_failures``) when the file
         cannot be written -- disk full, folder not writable: the event goes on without a
@@ -202,6 +238,7 @@ class SnapshotStore:
             if not ok:
                 raise OSError("JPEG encoding failed")
             data = buf.tobytes()
+            digest = hashlib.sha256(data).hexdigest()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write(tmp, data)
@@ -220,7 +257,7 @@ class SnapshotStore:
             return None
         with self._stats_lock:
             self.saved += 1
-        return rel
+        return SavedSnapshot(path=rel, sha256=digest, size=len(data))
 
     # -- retention -------------------------------------------------------------------
     def sweep(self, *, now: float | None = None) -> SweepResult:

@@ -27,7 +27,7 @@ from edge.mqtt.topics import Topics, validate_gateway_id, validate_segment
 EVENT_KEYS = {
     "schema", "event_id", "type", "time", "time_ms", "start_event_id", "start_time",
     "start_time_ms", "gateway", "camera", "task", "zone", "label", "score", "box",
-    "track_id", "snapshot", "model", "attributes",
+    "track_id", "snapshot", "snapshot_sha256", "model", "attributes",
 }  # fmt: skip
 
 
@@ -100,6 +100,15 @@ def test_event_payload_has_the_documented_keys_and_values() -> None:
     assert p["box"] == [1.0, 2.0, 3.0, 4.0] and p["score"] == 0.9 and p["track_id"] == 7
     assert p["gateway"] == "gw-1" and p["type"] == "end" and p["attributes"] == {"colour": "red"}
     assert is_event_id(p["event_id"])
+    assert p["snapshot_sha256"] is None
+    digest = "0123456789abcdef" * 4
+    assert (
+        make_event(snapshot="a.jpg", snapshot_sha256=digest).to_payload("gw")["snapshot_sha256"]
+        == digest
+    )
+    for bad in ("ABCDEF" * 10 + "0000", "0" * 63, "g" * 64):
+        with pytest.raises(ValueError, match="snapshot_sha256"):
+            make_event(snapshot="a.jpg", snapshot_sha256=bad)
 
 
 def test_event_coerces_numpy_like_numbers() -> None:

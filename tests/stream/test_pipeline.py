@@ -19,6 +19,8 @@ outside the margin). So: 2 incidents; one ends at ~603 + cooldown, the other at
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,6 +33,7 @@ import pytest
 from edge.runtime.detector import Detector
 from edge.runtime.registry import load_manifest
 from edge.stream.events import EventStore, ZoneEvent
+from edge.stream.evidence import verify_evidence
 from edge.stream.pipeline import CameraPipeline, TaskRunner, TaskSpec
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec
@@ -126,15 +129,25 @@ def test_vtest_fence_incidents_match_what_we_watched(detector: Detector, tmp_pat
     assert {e.attributes["reason"] for e in seen if e.type == "end"} <= {"left", "lost"}
     assert all(e.label == "person" and e.zone == "grass" for e in seen)
 
-    # Every event was stored, with the snapshot path of its start.
+    # Every event was stored, with the snapshot path of its start and the file's SHA-256.
     assert sorted(e.event_id for e in stored) == sorted(e.event_id for e in seen)
     for e in seen:
         if e.type == "start":
             assert e.snapshot is not None
             img = cv2.imread(str(tmp_path / "snaps" / e.snapshot))
             assert img is not None and img.shape == (576, 768, 3)
+            data = (tmp_path / "snaps" / e.snapshot).read_bytes()
+            assert e.snapshot_sha256 == hashlib.sha256(data).hexdigest()
         else:
-            assert e.snapshot is None
+            assert e.snapshot is None and e.snapshot_sha256 is None
+    conn = sqlite3.connect(tmp_path / "events.sqlite3", isolation_level=None)
+    report = verify_evidence(conn, snapshots_root=tmp_path / "snaps", strict_snapshots=True)
+    conn.close()
+    assert (
+        report.ok
+        and report.rows == len(seen)
+        and report.snapshots_ok == sum(e.type == "start" for e in seen)
+    )
 
     counts = Counter(e.type for e in seen)
     assert metrics["events"] == {
