@@ -76,8 +76,9 @@ from edge.api.console.feed import EventFeed, EventFilter, ThumbnailCache, safe_s
 from edge.api.console.rollup import ROLLUP_FILENAME, HourlyRollup
 from edge.api.console.stats import RANGES, StatsQuery, bucket_stats
 from edge.api.console.zone_edit import ZoneEditError, ZoneEditor
-from edge.api.contract import API_PATHS, APIS, MAX_AREA_POINTS, PATH_PREFIX
+from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
 from edge.api.store import TIERS, AppError, AppRecord, Store, StoreError
+from edge.kernels.geometry import MAX_AREA_POINTS, MIN_AREA_POINTS
 from edge.stream.events import EventStoreError, events_db_path, parse_time
 
 if TYPE_CHECKING:
@@ -976,10 +977,12 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                     "zone": z.name,
                     "polygon": None if z.polygon is None else [list(q) for q in z.polygon],
                     "normalized": bool(z.normalized),
-                    "min_points": 4,
+                    "min_points": MIN_AREA_POINTS,
                     "max_points": MAX_AREA_POINTS,
-                    "save_url": f"/console/zones/{p['camera']}/{p['task']}/{z.name}",
-                    "frame_url": f"/console/cameras/{p['camera']}/frame.jpg",
+                    "save_url": "/console/zones/"
+                    + "/".join(
+                        urllib.parse.quote(v, safe="") for v in (p["camera"], p["task"], z.name)
+                    ),
                 }
             ),
             can_save=can_save,

@@ -1,9 +1,10 @@
 """Zone edits from the console: validate a polygon, save it into ``gateway.yaml`` (with a
 backup of the previous file) and apply it to the running pipeline.
 
-Validation is the fence API's rule for ``area`` (:mod:`edge.api.contract`): 4 to
-:data:`~edge.api.contract.MAX_AREA_POINTS` points, a simple polygon with non-zero area
-(:func:`edge.kernels.geometry.validate_polygon`), every point inside the frame
+Validation is the fence API's rule for ``area``: 4 to 9 points
+(:data:`~edge.kernels.geometry.MIN_AREA_POINTS`, :data:`~edge.kernels.geometry.MAX_AREA_POINTS`),
+a simple polygon with non-zero area (:func:`edge.kernels.geometry.validate_polygon`), every
+point inside the frame
 (:func:`edge.kernels.geometry.check_polygon_in_image`). The editor's JavaScript mirrors
 these rules; the server's check is the one that counts.
 
@@ -40,10 +41,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from edge.api.contract import MAX_AREA_POINTS
 from edge.config import GatewayConfig, ZoneConfig, config_from_mapping
 from edge.errors import EdgeError
-from edge.kernels.geometry import check_polygon_in_image, validate_polygon
+from edge.kernels.geometry import (
+    MAX_AREA_POINTS,
+    MIN_AREA_POINTS,
+    check_polygon_in_image,
+    validate_polygon,
+)
 
 __all__ = [
     "KEEP_BACKUPS",
@@ -57,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger("edge.api.console")
 
-MIN_POINTS = 4
+MIN_POINTS = MIN_AREA_POINTS
 KEEP_BACKUPS = 20
 
 ApplyZone = Callable[[str, str, str, Sequence[tuple[float, float]], bool], None]

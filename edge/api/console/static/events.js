@@ -15,9 +15,10 @@
     tr.dataset.event = e.event_id; tr.className = "ev-" + e.type + " fresh";
     var cell = td(tr, "");
     if (e.snapshot) {
-      var a = document.createElement("a"); a.href = "/console/snapshots/" + e.snapshot;
+      var url = "/console/snapshots/" + e.snapshot.split("/").map(encodeURIComponent).join("/");
+      var a = document.createElement("a"); a.href = url;
       var img = document.createElement("img"); img.className = "thumb"; img.alt = "snapshot";
-      img.src = "/console/snapshots/" + e.snapshot + "?thumb=1";
+      img.src = url + "?thumb=1";
       a.appendChild(img); cell.appendChild(a);
     }
     var t = document.createElement("time"); t.setAttribute("datetime", new Date(e.time_ms).toISOString());
