@@ -8,7 +8,9 @@ Modules, in data-flow order (importing this package imports none of them):
 - :mod:`~edge.stream.zones`: :class:`ZoneSpec`, :class:`Schedule` and :class:`ZoneMonitor`,
   per-(zone, track) dwell / cooldown state that turns frames into incidents;
 - :mod:`~edge.stream.events`: :class:`ZoneEvent` and the SQLite events table;
+- :mod:`~edge.stream.evidence`: the events table's SHA-256 hash chain and its verification
+  (with the snapshot files' hashes);
 - :mod:`~edge.stream.snapshots`: incident JPEGs with retention by age and size;
 - :mod:`~edge.stream.pipeline`: :class:`CameraPipeline`, the per-camera loop;
-- :mod:`~edge.stream.commands`: ``safety-edge events list|prune``.
+- :mod:`~edge.stream.commands`: ``safety-edge events list|prune|verify``.
 """
