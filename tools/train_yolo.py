@@ -443,11 +443,14 @@ def export(
     licence: str,
     source: str,
     val_data: Sequence[str] | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (ONNX), ``manifest`` and a metrics JSON next to the checkpoint.
 
     The ONNX graph is checked against the torch model (max abs difference of the heads)
-    and evaluated with onnxruntime on the val split(s) of the training data.
+    and evaluated with onnxruntime on the val split(s) of the training data. ``size``:
+    network input of the exported graph (default: the training size; the net is fully
+    convolutional and its anchors are in pixels, so a larger input finds smaller objects).
     """
     import hashlib
 
@@ -460,6 +463,8 @@ def export(
 
     torch.set_num_threads(2)
     net, cfg, names, ckpt = _load_ckpt_net(ckpt_path)
+    train_size = cfg.size
+    cfg.size = size or cfg.size
     proto, cfg_text, weights = yt.export_onnx(net, cfg.size)
     run_dir = ckpt_path.parent
     (run_dir / f"{out.stem}.cfg").write_text(cfg_text, encoding="utf-8")
@@ -527,9 +532,10 @@ def export(
         "produced_by": (
             f"python -m tools.train_yolo train --name {cfg.name} "
             + " ".join(f"--data {d}" for d in cfg.data)
-            + f" --size {cfg.size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
+            + f" --size {train_size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
             + f" (best epoch {ckpt['epoch'] + 1}, EMA weights); "
-            f"python -m tools.train_yolo export --name {cfg.name} --out {out.name}"
+            f"python -m tools.train_yolo export --name {cfg.name} --size {cfg.size} "
+            f"--out {out.name}"
         ),
         "description": description,
     }
@@ -547,6 +553,24 @@ def export(
     }
     (run_dir / f"{out.stem}_export.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def evaluate_sizes(ckpt_path: Path, sizes: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Val mAP@0.5 of a checkpoint's EMA weights (torch) at several input sizes."""
+    import torch
+
+    from tools import yolo_torch as yt
+
+    torch.set_num_threads(2)
+    net, cfg, names, _ckpt = _load_ckpt_net(ckpt_path)
+    split = yt.read_split([Path(d).resolve() for d in cfg.data], "val")
+    out = {}
+    for size in sizes:
+        imgs, truths = _val_set(split, size)
+        aps = evaluate(_torch_runner(net), imgs, truths, net.heads, len(names), conf=0.001)
+        out[size] = _summary(aps, names)
+        print(json.dumps({"size": size, **out[size]}), flush=True)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -571,6 +595,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--description", default="")
     e.add_argument("--licence", default="")
     e.add_argument("--source", default="")
+    e.add_argument("--size", type=int, default=None, help="input size (default: training)")
+    v = sub.add_parser("eval", help="val mAP@0.5 of a checkpoint at several input sizes")
+    v.add_argument("--name", required=True)
+    v.add_argument("--runs", type=Path, default=REPO / "var" / "train")
+    v.add_argument("--ckpt", default="best.pt")
+    v.add_argument("--sizes", default="416", help="comma-separated, multiples of 32")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         kw = {
@@ -581,6 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = TrainConfig(name=args.name, data=list(args.data), **kw)
         res = train(cfg, resume=args.resume, run_dir=args.runs / args.name, bench=args.bench)
         print(json.dumps({k: v for k, v in res.items() if k != "history"}))
+    elif args.cmd == "eval":
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        evaluate_sizes(args.runs / args.name / args.ckpt, sizes)
     else:
         res = export(
             args.runs / args.name / args.ckpt,
@@ -589,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             description=args.description,
             licence=args.licence,
             source=args.source,
+            size=args.size,
         )
         print(json.dumps(res, indent=2))
     return 0
