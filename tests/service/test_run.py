@@ -5,8 +5,10 @@ API over HTTP and a unix datagram socket standing in for systemd's ``NOTIFY_SOCK
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
+import sqlite3
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from edge.stream.events import EventStore, ZoneEvent, events_db_path
+from edge.stream.evidence import verify_evidence
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
 from tests.service.gateway_proc import VTEST, Gateway, NotifySocket, gateway_config
@@ -130,10 +133,18 @@ def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path)
     assert all(e["label"] == "person" and e["gateway"] == "gw-test" for e in pub.values())
     assert check_incidents(list(pub.values())) == kinds["start"]  # all ended, shutdown too
     assert "shutdown" in {e["attributes"].get("reason") for e in pub.values()}
-    # snapshots of start events exist on disk
+    # snapshots of start events exist on disk, with the SHA-256 the MQTT event carries
     for e in pub.values():
         if e["type"] == "start":
-            assert (tmp_path / "data" / "snapshots" / e["snapshot"]).is_file()
+            snap = tmp_path / "data" / "snapshots" / e["snapshot"]
+            assert hashlib.sha256(snap.read_bytes()).hexdigest() == e["snapshot_sha256"]
+    # the events table the gateway wrote is an intact hash chain (safety-edge events verify)
+    conn = sqlite3.connect(events_db_path(tmp_path / "data"), isolation_level=None)
+    chain = verify_evidence(
+        conn, snapshots_root=tmp_path / "data" / "snapshots", strict_snapshots=True
+    )
+    conn.close()
+    assert chain.ok and chain.rows == len(stored), chain.to_dict()
     # alerts: the missing video, the missing model
     assert {"kind": "camera_offline", "key": "gone", "state": "active"}.items() <= next(
         a for a in alerts if a["kind"] == "camera_offline"
