@@ -128,18 +128,17 @@ def _start_local_broker(config: GatewayConfig) -> tuple[GatewayConfig, Any]:
     broker = LocalBroker(data_dir=config.data_dir)
     try:
         started = broker.start()
+        problem = "" if started else INSTALL_HINT
     except OSError as exc:
-        print(f"local broker: {exc}; running without it", file=sys.stderr)
-        started = False
+        started, problem = False, f"local broker: {exc}"
     if started:
         mqtt = MqttConfig(host=broker.host, port=broker.port)
         return config.model_copy(update={"mqtt": mqtt}), broker
-    if not started:
-        print(
-            f"{INSTALL_HINT}.\nRunning anyway: events wait in the outbox "
-            f"({config.data_dir / 'outbox.sqlite3'}) until a broker listens on 127.0.0.1:1883.",
-            file=sys.stderr,
-        )
+    print(
+        f"{problem}.\nRunning anyway: events wait in the outbox "
+        f"({config.data_dir / 'outbox.sqlite3'}) until a broker listens on 127.0.0.1:1883.",
+        file=sys.stderr,
+    )
     return config.model_copy(update={"mqtt": MqttConfig(host="127.0.0.1", port=1883)}), None
 
 

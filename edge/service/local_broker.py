@@ -68,7 +68,9 @@ class LocalBroker:
     host = "127.0.0.1"
 
     def __init__(self, *, data_dir: Path, port: int = 1883) -> None:
-        self.dir = Path(data_dir) / "mosquitto"
+        # Absolute: mosquitto runs with this folder as its working directory, so relative
+        # paths in its config would resolve against it a second time.
+        self.dir = (Path(data_dir) / "mosquitto").resolve()
         self.preferred_port = port
         self.port = port
         self._proc: subprocess.Popen[bytes] | None = None

@@ -150,3 +150,19 @@ def test_local_broker_takes_another_port_when_busy(tmp_path: Path) -> None:
             broker.stop()
             broker.stop()
     assert not broker.running
+
+
+def test_local_broker_with_a_relative_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` uses data_dir `var` (relative): mosquitto, which runs inside its own
+    folder, must still find its persistence folder and log file."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed")
+    monkeypatch.chdir(tmp_path)
+    broker = LocalBroker(data_dir=Path("var"), port=0)
+    try:
+        assert broker.start() is True and broker.running
+    finally:
+        broker.stop()
+    assert (tmp_path / "var" / "mosquitto" / "mosquitto.log").is_file()
