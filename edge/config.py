@@ -91,6 +91,7 @@ FALLBACK_APP_KEY_ENV = "SAFETY_EDGE_FALLBACK_APP_KEY"
 FALLBACK_APP_SECRET_ENV = "SAFETY_EDGE_FALLBACK_APP_SECRET"
 MQTT_USERNAME_ENV = "SAFETY_EDGE_MQTT_USERNAME"
 MQTT_PASSWORD_ENV = "SAFETY_EDGE_MQTT_PASSWORD"
+CMD_TOKEN_ENV = "SAFETY_EDGE_CMD_TOKEN"
 MIB = 1024 * 1024
 
 
@@ -724,8 +725,9 @@ class GatewayConfig(BaseModel):
         return v
 
     def resolved_mqtt(self) -> MqttConfig | None:
-        """``mqtt`` with ``SAFETY_EDGE_MQTT_USERNAME``/``SAFETY_EDGE_MQTT_PASSWORD`` applied
-        (the environment wins over the file); ``None`` when MQTT is off."""
+        """``mqtt`` with ``SAFETY_EDGE_MQTT_USERNAME``/``SAFETY_EDGE_MQTT_PASSWORD`` and
+        ``SAFETY_EDGE_CMD_TOKEN`` (``commands.token``) applied (the environment wins over
+        the file); ``None`` when MQTT is off."""
         if self.mqtt is None:
             return None
         update: dict[str, Any] = {}
@@ -735,6 +737,9 @@ class GatewayConfig(BaseModel):
             update["username"] = user
         if password:
             update["password"] = SecretStr(password)
+        token = os.environ.get(CMD_TOKEN_ENV)
+        if token:
+            update["commands"] = self.mqtt.commands.model_copy(update={"token": SecretStr(token)})
         return self.mqtt.model_copy(update=update) if update else self.mqtt
 
     def snapshot_dir(self) -> Path:

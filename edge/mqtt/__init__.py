@@ -4,7 +4,8 @@ Modules: :mod:`~edge.mqtt.config` (validated settings), :mod:`~edge.mqtt.topics`
 tree), :mod:`~edge.mqtt.schema` (payloads, ``"schema": 1``), :mod:`~edge.mqtt.ids`
 (time-ordered ids), :mod:`~edge.mqtt.outbox` (SQLite WAL outbox),
 :mod:`~edge.mqtt.reconnect` (failure reasons, backoff), :mod:`~edge.mqtt.discovery`
-(Home Assistant), :mod:`~edge.mqtt.publisher` (threads and the public API).
+(Home Assistant), :mod:`~edge.mqtt.commands` (commands to the gateway: validation and
+replies), :mod:`~edge.mqtt.publisher` (threads and the public API).
 Importing starts nothing.
 """
 

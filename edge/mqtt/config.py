@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from edge.mqtt.topics import validate_prefix
 
-__all__ = ["MqttConfig", "OutboxConfig", "TlsConfig"]
+__all__ = ["CommandsConfig", "MqttConfig", "OutboxConfig", "TlsConfig"]
 
 
 class TlsConfig(BaseModel):
@@ -63,6 +63,40 @@ class OutboxConfig(BaseModel):
     checkpoint_interval_s: float = Field(default=1.0, ge=0.0)
 
 
+class CommandsConfig(BaseModel):
+    """Commands to the gateway over MQTT (``{prefix}/{gw}/cmd/...``, :mod:`edge.mqtt.commands`).
+
+    Off by default. The real boundary is the broker: per-gateway credentials and an ACL
+    that lets only the control-room user publish to ``{prefix}/+/cmd/#`` (the shipped
+    ``deploy/mosquitto/site.acl.template``). ``token`` (env ``SAFETY_EDGE_CMD_TOKEN`` wins)
+    and ``allowed_by`` are an extra check inside the gateway: a command must carry
+    ``"token"`` equal to it, and its ``by`` must be one of the names listed (empty: any).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=False, description="subscribe to {prefix}/{gw}/cmd/#")
+    token: SecretStr | None = Field(
+        default=None, description="shared secret every command must carry (env wins)"
+    )
+    allowed_by: tuple[str, ...] = Field(
+        default=(), description="operator names accepted in `by` (empty: any)"
+    )
+    max_bytes: int = Field(
+        default=4096, ge=256, le=65536, description="larger command payloads are refused"
+    )
+    queue: int = Field(
+        default=64, ge=1, le=10_000, description="commands waiting; more are answered busy"
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            raise ValueError("token must not be empty (leave it out for none)")
+        return v
+
+
 class MqttConfig(BaseModel):
     """How the gateway talks to its broker.
 
@@ -101,6 +135,7 @@ class MqttConfig(BaseModel):
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
     results: bool = False
+    commands: CommandsConfig = CommandsConfig()
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -25,6 +25,17 @@ Retained messages: ``{prefix}/{gw}/status`` (``online`` JSON at every connect, t
 last will ``offline``/``connection_lost`` when the connection dies, ``offline``/``shutdown``
 on :meth:`Publisher.close`), the per camera/task state, and Home Assistant discovery.
 
+Commands (when a :class:`~edge.mqtt.commands.CommandDispatcher` is given): every
+connection subscribes to ``{prefix}/{gw}/cmd/#`` at QoS 1 (MQTT 5: no-local, so the
+gateway does not hear its own replies). Paho's network thread only queues each command
+(bounded by ``commands.queue``; a command that does not fit is answered ``busy`` at
+once); the *commands* thread dispatches them one at a time and publishes each reply on
+``{prefix}/{gw}/cmd/reply`` (QoS 1, not retained, sent directly: a reply that finds no
+connection is dropped and counted). A command delivered with the retain flag (a
+retained message replayed at subscribe time) is ignored and counted, so a command
+someone published retained is not carried out again at every connect; anything on
+``cmd/reply`` is ignored too.
+
 Nothing is dropped silently: when the outbox is full the oldest ``update`` events go
 first (``start``/``end``/alerts never), a batch that still does not fit raises
 :class:`~edge.mqtt.outbox.OutboxFullError`; both are counted, logged and raised as an
@@ -35,6 +46,7 @@ with the counts accumulated since the previous one.
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import threading
 import time
@@ -49,9 +61,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import __version__
 from edge.errors import ConfigError, EdgeError
+from edge.mqtt.commands import CommandDispatcher
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
 from edge.mqtt.ids import new_event_id
@@ -149,6 +163,8 @@ class Publisher:
         cameras: camera/task/zones announced in the status and to Home Assistant.
         on_alert: hook for the publisher's own alerts (see :data:`AlertHook`).
         alert_interval_s: at most one outbox-loss alert per this many seconds.
+        commands: answers commands on ``{prefix}/{gw}/cmd/...`` (``None``: the
+            gateway does not subscribe to commands).
 
     Thread-safety: every public method may be called from any thread.
     """
@@ -164,6 +180,7 @@ class Publisher:
         cameras: Sequence[CameraTask] = (),
         on_alert: AlertHook | None = None,
         alert_interval_s: float = 60.0,
+        commands: CommandDispatcher | None = None,
     ) -> None:
         self.config = config
         self.gateway_id = validate_gateway_id(gateway_id)
@@ -217,6 +234,9 @@ class Publisher:
         self._wake_link = threading.Event()
         self._link_done = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Commands: queued by paho's thread, dispatched by the commands thread.
+        self._commands = commands
+        self._cmd_queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.commands.queue)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -234,7 +254,10 @@ class Publisher:
                 return
             self._ssl_context = build_ssl_context(self.config)
             self._started = True
-            for name, target in (("link", self._run_link), ("pump", self._run_pump)):
+            targets = [("link", self._run_link), ("pump", self._run_pump)]
+            if self._commands is not None:
+                targets.append(("cmd", self._run_commands))
+            for name, target in targets:
                 t = threading.Thread(
                     target=target, name=f"mqtt-{name}-{self.gateway_id}", daemon=True
                 )
@@ -558,6 +581,8 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
         return client
 
     def _connect_once(self) -> tuple[Failure, float]:
@@ -681,6 +706,7 @@ class Publisher:
             self._paho_inflight = recv_max
         window = _handoff(self._paho_inflight)
         self._announce(client)
+        self._subscribe_commands(client, session_present=bool(flags.session_present))
         with self._cond:
             self._client = client
             self._gen = link.gen
@@ -729,6 +755,86 @@ class Publisher:
         with self._state_lock:
             for topic, payload in self._states.items():
                 client.publish(topic, payload, qos=1, retain=True)
+
+    def _subscribe_commands(self, client: mqtt.Client, *, session_present: bool) -> None:
+        """Subscribe to the command tree on every connection (a broker without our session
+        forgot it); without a dispatcher, drop a subscription a kept session still has."""
+        topic = self.topics.cmd_filter
+        if self._commands is None:
+            if session_present:
+                client.unsubscribe(topic)
+            return
+        if self.config.protocol == "5":
+            client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=True))
+        else:
+            client.subscribe(topic, qos=1)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        link: _Link,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            self._inc("mqtt_command_subscribe_refused_total")
+            log.error(
+                "mqtt: broker refused the subscription to %s: %s (does the broker ACL let "
+                "user %r read it?); commands will not arrive",
+                self.topics.cmd_filter, refused[0].getName(), self.config.username,
+            )  # fmt: skip
+
+    def _on_message(self, client: mqtt.Client, link: _Link, msg: mqtt.MQTTMessage) -> None:
+        dispatcher = self._commands
+        name = self.topics.cmd_name(msg.topic)
+        if dispatcher is None or name is None or name == "reply":
+            return
+        payload = bytes(msg.payload)
+        if msg.retain:
+            self._inc('mqtt_commands_ignored_total{reason="retained"}')
+            log.warning("mqtt: ignoring a retained command on %s (clear it)", msg.topic)
+            return
+        self._inc("mqtt_commands_received_total")
+        try:
+            self._cmd_queue.put_nowait((name, payload))
+        except queue.Full:
+            self._inc("mqtt_commands_busy_total")
+            log.warning("mqtt: %d commands waiting; answering cmd/%s busy",
+                        self._cmd_queue.maxsize, name[:64])  # fmt: skip
+            reply = dispatcher.error_reply(name, payload, "busy", "too many commands waiting")
+            self._send_reply(reply)
+
+    def _run_commands(self) -> None:
+        """The commands thread: dispatch queued commands until :meth:`close`."""
+        dispatcher = self._commands
+        assert dispatcher is not None
+        while True:
+            try:
+                name, payload = self._cmd_queue.get(timeout=0.25)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._send_reply(dispatcher.dispatch(name, payload))  # dispatch never raises
+            except Exception:  # e.g. a reply that is not JSON: keep serving commands
+                self._inc("mqtt_command_errors_total")
+                log.exception("mqtt: reply to a cmd/%s command not sent", name[:64])
+
+    def _send_reply(self, reply: Mapping[str, Any]) -> None:
+        """Publish a command reply (QoS 1, not retained) on the live connection, if any."""
+        if not reply.get("ok"):
+            self._inc("mqtt_command_errors_total")
+        client = self._client
+        if client is not None:
+            info = client.publish(self.topics.cmd_reply, dumps(reply), qos=1, retain=False)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self._inc("mqtt_command_replies_sent_total")
+                return
+        self._inc("mqtt_command_replies_dropped_total")
+        log.warning("mqtt: reply to request %r not sent: not connected", reply.get("request_id"))
 
     def _on_disconnect(
         self,

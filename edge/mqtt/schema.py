@@ -18,6 +18,31 @@ Event (``{prefix}/{gateway}/events``)::
 
 ``snapshot_sha256`` (added within schema 1) is the SHA-256 of the snapshot file's bytes,
 ``null`` when the event has no snapshot.
+
+``end`` events of an acknowledged incident (added within schema 1) carry
+``attributes.ack = {"by": "...", "at": "<ISO>", "at_ms": ..., "note": "..." | null}``.
+
+Command (``{prefix}/{gateway}/cmd/ack``, published by the control room, QoS 1)::
+
+    {"schema": 1, "cmd": "ack", "event_id": "01HZX3J4E8Q6W2T4V9K0M5N7PB",
+     "by": "operator name", "note": "guard sent", "request_id": "r-17"}
+
+``event_id`` may be any event of the incident (``start``, ``update`` or ``end``);
+``note``, ``request_id`` and ``token`` (see ``mqtt.commands``) are optional.
+
+Reply (``{prefix}/{gateway}/cmd/reply``, QoS 1, not retained)::
+
+    {"schema": 1, "gateway": "gw-01", "cmd": "ack", "request_id": "r-17", "ok": true,
+     "error": null, "time": "...", "time_ms": 1717230612345,
+     "event_id": "01HZX...", "incident_id": "01HZX...", "already": false, "ended": false,
+     "ack": {"by": "operator name", "at": "...", "at_ms": 1717230612345, "note": "guard sent"}}
+
+    {"schema": 1, "gateway": "gw-01", "cmd": "ack", "request_id": "r-18", "ok": false,
+     "error": {"code": "unknown_event", "message": "no event 01HZY... on this gateway"},
+     "time": "...", "time_ms": 1717230612399}
+
+``request_id`` is echoed (``null`` when the command had none or was unreadable);
+the error codes are listed in :mod:`edge.mqtt.commands`.
 """
 
 from __future__ import annotations
@@ -39,9 +64,11 @@ __all__ = [
     "Event",
     "EventType",
     "alert_payload",
+    "command_payload",
     "dumps",
     "iso_utc",
     "now_ms",
+    "reply_payload",
     "result_payload",
     "state_payload",
     "status_payload",
@@ -52,7 +79,8 @@ SCHEMA_VERSION = 1
 
 EventType = Literal["start", "update", "end"]
 _EVENT_TYPES = frozenset(get_args(EventType))
-AttributeValue = str | int | float | bool
+AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
+"""A value in ``attributes``: a scalar, or one level of scalars (e.g. ``ack``)."""
 
 
 def _is_sha256(text: str) -> bool:
@@ -261,3 +289,49 @@ def result_payload(
         "time_ms": t_ms,
         "result": dict(result),
     }
+
+
+def command_payload(
+    *,
+    cmd: str,
+    event_id: str,
+    by: str,
+    note: str | None = None,
+    request_id: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """A command as a control room publishes it on ``{prefix}/{gw}/cmd/{cmd}`` (keys left
+    out when ``None``)."""
+    out: dict[str, Any] = {"schema": SCHEMA_VERSION, "cmd": cmd, "event_id": event_id, "by": by}
+    for key, value in (("note", note), ("request_id", request_id), ("token", token)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def reply_payload(
+    *,
+    gateway: str,
+    cmd: str | None,
+    request_id: str | None,
+    t_ms: int,
+    error: tuple[str, str] | None = None,
+    result: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The answer to one command: ``ok`` with the ``result`` keys merged in, or not ok
+    with ``error = {"code": code, "message": message}`` from ``error=(code, message)``."""
+    out: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "gateway": gateway,
+        "cmd": cmd,
+        "request_id": request_id,
+        "ok": error is None,
+        "error": None if error is None else {"code": error[0], "message": error[1]},
+        "time": iso_utc(t_ms),
+        "time_ms": t_ms,
+    }
+    if error is None and result:
+        for key, value in result.items():
+            if key not in out:
+                out[key] = value
+    return out

@@ -7,6 +7,8 @@
     {prefix}/{gateway}/alerts                 QoS 1, via the outbox
     {prefix}/{gateway}/{camera}/{task}/state  retained, current counts per zone
     {prefix}/{gateway}/results                QoS 0, optional, every HTTP API result
+    {prefix}/{gateway}/cmd/{name}             subscribed (QoS 1): commands to the gateway
+    {prefix}/{gateway}/cmd/reply              QoS 1, not retained: answers to commands
 
 Names that become topic levels (gateway, camera, task) are validated here: non-empty,
 at most 128 characters, none of ``/ + # $`` or NUL or whitespace, so a subscriber's
@@ -83,6 +85,27 @@ class Topics:
     @property
     def results(self) -> str:
         return f"{self.base}/results"
+
+    @property
+    def cmd_filter(self) -> str:
+        """``{base}/cmd/#``: the filter the gateway subscribes to for commands."""
+        return f"{self.base}/cmd/#"
+
+    @property
+    def cmd_reply(self) -> str:
+        """``{base}/cmd/reply``: where the gateway answers commands (QoS 1, not retained)."""
+        return f"{self.base}/cmd/reply"
+
+    def cmd(self, name: str) -> str:
+        """``{base}/cmd/{name}``, e.g. ``cmd("ack")``; raises ``ValueError`` for bad names."""
+        validate_segment(name, "command")
+        return f"{self.base}/cmd/{name}"
+
+    def cmd_name(self, topic: str) -> str | None:
+        """The part of ``topic`` after ``{base}/cmd/`` (may hold further levels), or
+        ``None`` when ``topic`` is not under this gateway's command tree."""
+        head = f"{self.base}/cmd/"
+        return topic[len(head) :] if topic.startswith(head) else None
 
     def state(self, camera: str, task: str) -> str:
         """Retained per camera/task state topic; raises ``ValueError`` for bad names."""

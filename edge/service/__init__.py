@@ -5,6 +5,7 @@ Modules (importing this package imports none of them):
 - :mod:`~edge.service.gateway`: :class:`GatewayService`, the composition root of ``run``
   (config -> detectors -> publisher -> pipelines -> API in one process; start/stop order);
 - :mod:`~edge.service.tasks`: camera tasks of the config -> stream-layer task specs;
+- :mod:`~edge.service.acks`: the MQTT ``ack`` command -> zone monitor + acks table;
 - :mod:`~edge.service.config_check`: ``config check`` (every problem, YAML path and line);
 - :mod:`~edge.service.example`: the commented example config (``config example``);
 - :mod:`~edge.service.notify`: systemd ``sd_notify`` (READY, WATCHDOG, STOPPING) in stdlib;

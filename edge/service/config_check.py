@@ -344,6 +344,15 @@ def _environment_problems(
                         f"model {name!r} does not detect {unknown} (it knows {known})",
                         "error",
                     )
+    mqtt = config.resolved_mqtt()  # the environment may supply the user name
+    if mqtt is not None and mqtt.commands.enabled and mqtt.username is None:
+        add(
+            ("mqtt", "commands", "enabled"),
+            "commands are on but the gateway logs in without a user name: whoever reaches "
+            "the broker can acknowledge alarms; give each gateway its own credentials and "
+            "the broker the ACL of deploy/mosquitto/site.acl.template",
+            "warning",
+        )
     return out
 
 

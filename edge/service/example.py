@@ -17,6 +17,7 @@ EXAMPLE_YAML = """\
 # Secrets may come from the environment instead of this file:
 #   SAFETY_EDGE_MQTT_USERNAME, SAFETY_EDGE_MQTT_PASSWORD   (override mqtt.username/password)
 #   SAFETY_EDGE_ADMIN_TOKEN                                (overrides api.admin_token)
+#   SAFETY_EDGE_CMD_TOKEN                                  (overrides mqtt.commands.token)
 #   ${ANY_NAME} inside a camera source is replaced from the environment at start.
 
 gateway_id: site-a-gw-01        # letters, digits, _ and -; MQTT client id and topic level
@@ -108,6 +109,10 @@ mqtt:                           # absent: no MQTT (events stay in the local tabl
     max_bytes: 67108864
     synchronous: NORMAL         # FULL: fsync every commit (survives power cuts)
   ha_discovery: false           # Home Assistant MQTT discovery
+  commands:                     # control-room commands on {prefix}/{gateway_id}/cmd/ack
+    enabled: false              # the broker ACL decides who may send them
+    # token: ...                # better: SAFETY_EDGE_CMD_TOKEN
+    allowed_by: []              # operator names accepted in "by" (empty: any)
 
 storage:
   snapshots: true

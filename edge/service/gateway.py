@@ -17,6 +17,13 @@ per zone go to the retained ``{prefix}/{gw}/{camera}/{task}/state`` when they ch
 ``/healthz`` and ``/metrics`` of the API gain per-camera sections
 (:mod:`edge.service.metrics`).
 
+Commands (``mqtt.commands.enabled``): the publisher subscribes to
+``{prefix}/{gw}/cmd/#`` and hands each command to a
+:class:`~edge.mqtt.commands.CommandDispatcher`; ``ack`` goes to
+:class:`~edge.service.acks.AckHandler` (events table -> the running zone monitor of the
+incident, and the ``event_acks`` table). ``SAFETY_EDGE_CMD_TOKEN`` overrides
+``mqtt.commands.token``.
+
 A camera task whose model is missing or cannot serve its zones is *off*: logged, shown
 in ``/healthz`` (``status: degraded``) and ``safety_edge_task_up 0``, and raised once
 per start as a ``task_unavailable`` alert; the camera runs its other tasks.
@@ -55,10 +62,12 @@ from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
 from edge.service.tasks import build_task_spec
+from edge.stream.acks import AckStore
 from edge.stream.events import EventStore, ZoneEvent, events_db_path
 from edge.stream.pipeline import CameraPipeline, TaskRunner
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec, source_kind
+from edge.stream.zones import ZoneMonitor
 
 if TYPE_CHECKING:
     from edge.api.app import ResultSink
@@ -163,6 +172,7 @@ class GatewayService:
         self.mqtt: MqttConfig | None = config.resolved_mqtt()
         self.cameras: dict[str, _Camera] = {c.name: _Camera(config=c) for c in config.cameras}
         self.store: EventStore | None = None
+        self.acks: AckStore | None = None
         self.snapshots: SnapshotStore | None = None
         self.publisher: Any = None  # edge.mqtt.publisher.Publisher (imported lazily)
         self.detectors: dict[str, Any] = {}  # model name -> Detector
@@ -219,6 +229,7 @@ class GatewayService:
                 outbox_path=cfg.data_dir / OUTBOX_FILENAME,
                 gateway_id=cfg.gateway_id,
                 on_alert=self._publisher_alert,
+                commands=self._command_dispatcher(self.mqtt),
             )
             self.publisher.start()
         self._load_detectors()
@@ -254,6 +265,33 @@ class GatewayService:
         status = f"{running}/{len(self.cameras)} cameras running{where}"
         log.info("gateway %s started: %s", cfg.gateway_id, status)
         self.notifier.ready(status)
+
+    def _command_dispatcher(self, mqtt: MqttConfig) -> Any:
+        """The dispatcher of MQTT commands (``None`` when ``mqtt.commands`` is off)."""
+        if not mqtt.commands.enabled or self.store is None:
+            return None
+        from edge.mqtt.commands import CommandDispatcher
+        from edge.service.acks import AckHandler
+
+        self.acks = AckStore(path=self.store.path)
+        handler = AckHandler(events=self.store, acks=self.acks, monitors=self.zone_monitor)
+        return CommandDispatcher(
+            gateway=self.config.gateway_id, config=mqtt.commands, handlers={"ack": handler}
+        )
+
+    def zone_monitor(self, camera: str, task: str, zone: str) -> ZoneMonitor | None:
+        """The running monitor of ``zone`` in ``camera``/``task`` (``None``: not running)."""
+        cam = self.cameras.get(camera)
+        pipe = None if cam is None else cam.pipeline
+        if pipe is None:
+            return None
+        for runner in pipe.tasks:
+            if runner.spec.name == task:
+                try:
+                    return runner.monitor(zone)
+                except KeyError:
+                    return None
+        return None
 
     def _load_detectors(self) -> None:
         from edge.runtime.detector import Detector
@@ -492,6 +530,8 @@ class GatewayService:
             n = self.store.prune(before_ms=before)
             if n:
                 log.info("pruned %d events older than %g days", n, days)
+            if self.acks is not None:
+                self.acks.prune(before_ms=before)
         except EdgeError as exc:
             log.error("event pruning failed: %s", exc)
 
@@ -632,6 +672,8 @@ class GatewayService:
             det.close()
         if self.snapshots is not None:
             self.snapshots.close(timeout=max(0.1, min(2.0, left())))
+        if self.acks is not None:
+            self.acks.close()
         if self.store is not None:
             self.store.close()
         self.notifier.close()

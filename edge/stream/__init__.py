@@ -10,6 +10,7 @@ Modules, in data-flow order (importing this package imports none of them):
 - :mod:`~edge.stream.events`: :class:`ZoneEvent` and the SQLite events table;
 - :mod:`~edge.stream.evidence`: the events table's SHA-256 hash chain and its verification
   (with the snapshot files' hashes);
+- :mod:`~edge.stream.acks`: who acknowledged which incident (``event_acks`` table);
 - :mod:`~edge.stream.snapshots`: incident JPEGs with retention by age and size;
 - :mod:`~edge.stream.pipeline`: :class:`CameraPipeline`, the per-camera loop;
 - :mod:`~edge.stream.commands`: ``safety-edge events list|prune|verify``.

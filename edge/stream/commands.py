@@ -7,6 +7,9 @@ by ``--data-dir DIR``, else ``data_dir`` of ``--config FILE``, else
 the gateway runs (SQLite WAL). Output is JSON on stdout. A failure prints one line
 ``error <code>: <cause>`` on stderr and exits with status 2.
 
+``events list`` adds ``ack`` to each event of an acknowledged incident (who and when,
+from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknowledged).
+
 ``events verify`` checks the hash chain and the snapshot files
 (:mod:`edge.stream.evidence`), opening the database read-only; it exits 0 when intact,
 1 when something is broken (the first broken link is named on stderr), 2 on errors.
@@ -29,10 +32,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from edge.errors import ConfigError, EdgeError
+from edge.stream.acks import AckStore
 from edge.stream.events import (
     EventStore,
     EventStoreError,
     EventType,
+    ZoneEvent,
     event_to_dict,
     events_db_path,
     parse_time,
@@ -75,7 +80,15 @@ def _list(args: argparse.Namespace) -> None:
             type=cast(EventType | None, args.type),
             limit=args.limit,
         )
-    out: list[dict[str, Any]] = [event_to_dict(e) for e in events]
+        with AckStore(path=store.path) as acks:
+            acked = acks.get_many(_incident(e) for e in events)
+    out: list[dict[str, Any]] = []
+    for e in events:
+        d = event_to_dict(e)
+        if e.type in ("start", "update", "end"):  # zone incidents (not line crossings)
+            ack = acked.get(_incident(e))
+            d["ack"] = None if ack is None else ack.summary()
+        out.append(d)
     if args.jsonl:
         for d in out:
             sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
@@ -83,11 +96,17 @@ def _list(args: argparse.Namespace) -> None:
         sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
 
 
+def _incident(e: ZoneEvent) -> str:
+    return e.event_id if e.type == "start" or e.start_event_id is None else e.start_event_id
+
+
 def _prune(args: argparse.Namespace) -> None:
     before = _time_arg(args.older_than, "--older-than")
     assert before is not None
     with _open(args) as store:
         n = store.prune(before_ms=before)
+        with AckStore(path=store.path) as acks:
+            acks.prune(before_ms=before)
     sys.stdout.write(json.dumps({"deleted": n}) + "\n")
 
 

@@ -54,7 +54,8 @@ log = logging.getLogger("edge.stream")
 EVENTS_DB_FILENAME = "events.sqlite3"
 
 EventType = Literal["start", "update", "end"]
-AttributeValue = str | int | float | bool
+AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
+"""A value in ``attributes``: a scalar, or one level of scalars (``ack`` on ``end``)."""
 
 
 # -- the event ---------------------------------------------------------------------------
@@ -79,7 +80,8 @@ class ZoneEvent:
             (``None`` without a snapshot).
         model: the detector's name.
         attributes: small extra values: ``dwell_s`` (float seconds inside, so far),
-            ``reason`` on ``end``, ``last_inside_ms`` on ``end``.
+            ``reason`` on ``end``, ``last_inside_ms`` on ``end``, ``ack`` on the ``end`` of
+            an incident acknowledged while open (``{"by", "at", "at_ms", "note"}``).
         mono_s: ``time.monotonic()`` when the frame that raised it was captured (latency
             metrics; not part of the public event); 0.0 when no frame did (ends raised at
             shutdown or while a camera is offline).

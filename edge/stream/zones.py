@@ -22,19 +22,25 @@ Behaviour, per track (times are the frame times passed in, never read from a clo
   every ``update_every_s`` (``None``: no updates).
 - **schedule**: outside the zone's active schedule nothing is tracked and no event is
   raised; when the schedule closes, open incidents end (reason ``"schedule"``).
+- **acknowledgement**: :meth:`ZoneMonitor.acknowledge` (a control room's ``ack``, from
+  another thread) marks an open incident: it raises no more ``update`` events, and its
+  ``end`` carries ``attributes["ack"]``. The check and the end are ordered by a lock, so
+  an acknowledgement reported as taken is always in the ``end`` event.
 
 So one incident gives exactly one ``start`` and one ``end`` (plus bounded ``update``s);
 a track that leaves and comes back after the cooldown makes a second incident.
 All zone tests of a frame are one vectorized call over all anchors
 (:func:`edge.tasks.fence.inside_mask`).
 
-Not thread-safe: one monitor per camera, task and zone, stepped from one thread.
+Not thread-safe: one monitor per camera, task and zone, stepped from one thread
+(:meth:`ZoneMonitor.acknowledge` and :meth:`ZoneMonitor.set_polygon` excepted).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -61,6 +67,9 @@ __all__ = [
 ]
 
 EndReason = Literal["left", "lost", "schedule", "shutdown"]
+AckResult = Literal["acked", "already", "not_open"]
+AckSummary = Mapping[str, str | int | float | bool | None]
+"""What goes into ``attributes["ack"]`` of the ``end`` event (``by``, ``at``, ...)."""
 Condition = Callable[[Detections], BoolArray]
 """Per-detection predicate: (N,) bool for a frame's tracked detections."""
 
@@ -331,12 +340,41 @@ class ZoneMonitor:
         ) = None
         self._inside_now = 0
         self._armed: bool | None = None
+        # Open incidents by start event id -> their acknowledgement (None: not acked).
+        # Written by the stepping thread (start, end) and acknowledge(), under _ack_lock.
+        self._ack_lock = threading.Lock()
+        self._open: dict[str, dict[str, str | int | float | bool | None] | None] = {}
 
     # -- read-only state -------------------------------------------------------------
     @property
     def open_incidents(self) -> int:
         """Incidents started and not yet ended."""
         return sum(1 for s in self._states.values() if s.start_id is not None)
+
+    def acknowledge(self, incident_id: str, ack: AckSummary) -> tuple[AckResult, AckSummary | None]:
+        """Acknowledge the open incident whose ``start`` event id is ``incident_id``: no
+        more ``update`` events for it, and ``ack`` (a copy) goes into its ``end`` event's
+        ``attributes["ack"]``. Safe to call from any thread.
+
+        Returns:
+            ``("acked", ack)``; ``("already", first_ack)`` when it was acknowledged
+            before; ``("not_open", None)`` when no such incident is open (ended, or
+            never raised here).
+        """
+        with self._ack_lock:
+            if incident_id not in self._open:
+                return "not_open", None
+            first = self._open[incident_id]
+            if first is not None:
+                return "already", dict(first)
+            self._open[incident_id] = dict(ack)
+            return "acked", dict(ack)
+
+    def acknowledged(self, incident_id: str) -> AckSummary | None:
+        """The acknowledgement of an open incident (``None``: not acked or not open)."""
+        with self._ack_lock:
+            ack = self._open.get(incident_id)
+            return None if ack is None else dict(ack)
 
     @property
     def inside_count(self) -> int:
@@ -462,10 +500,15 @@ class ZoneMonitor:
                 if t - cur.first_in_t >= dwell_min:
                     eid = self._new_id()
                     cur.start_id, cur.start_ms, cur.last_emit_t = eid, wall_ms, t
+                    with self._ack_lock:
+                        self._open[eid] = None
                     events.append(self._event("start", eid, tid, cur, wall_ms, mono))
             elif every is not None and t - cur.last_emit_t >= every:
                 cur.last_emit_t = t
-                events.append(self._event("update", self._new_id(), tid, cur, wall_ms, mono))
+                with self._ack_lock:  # acknowledged: no more re-notifications
+                    acked = self._open.get(cur.start_id) is not None
+                if not acked:
+                    events.append(self._event("update", self._new_id(), tid, cur, wall_ms, mono))
         return events
 
     def close(self, *, t: float, wall_ms: int, mono_s: float | None = None) -> list[ZoneEvent]:
@@ -525,12 +568,9 @@ class ZoneMonitor:
         reason: EndReason,
         mono: float,
     ) -> ZoneEvent:
-        return self._event(
-            "end",
-            self._new_id(),
-            tid,
-            st,
-            wall_ms,
-            mono,
-            extra={"reason": reason, "last_inside_ms": st.last_in_ms},
-        )
+        extra: dict[str, AttributeValue] = {"reason": reason, "last_inside_ms": st.last_in_ms}
+        with self._ack_lock:  # after this, acknowledge() answers "not_open"
+            ack = self._open.pop(st.start_id, None) if st.start_id is not None else None
+        if ack is not None:
+            extra["ack"] = ack
+        return self._event("end", self._new_id(), tid, st, wall_ms, mono, extra=extra)

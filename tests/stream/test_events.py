@@ -201,7 +201,7 @@ def test_events_list_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0 and err == ""
     rows = json.loads(out)
     assert [r["event_id"] for r in rows] == [recent.event_id]
-    assert rows[0] == event_to_dict(recent)
+    assert rows[0] == {**event_to_dict(recent), "ack": None}  # not acknowledged
     assert rows[0]["box"] == [1.5, 2.0, 30.0, 80.25] and rows[0]["time"].endswith("Z")
     code, out, _ = run_cli(["events", "list", "--jsonl", "--data-dir", str(tmp_path)], capsys)
     assert [json.loads(line)["camera"] for line in out.splitlines()] == ["dock", "gate", "gate"]

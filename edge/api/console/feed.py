@@ -6,7 +6,8 @@ read-only connection opened per call, so the console never writes to it and work
 ``safety-edge serve`` too (the events of an earlier or separate ``run``; nothing when no
 pipeline ever ran). Rows are addressed by SQLite's ``rowid``, which grows with every
 insert: the live feed asks for ``rowid > last seen``, so an event written late (a camera
-lagging behind another) is still delivered, once.
+lagging behind another) is still delivered, once. :meth:`EventFeed.add_acks` adds who
+acknowledged each row's incident (the ``event_acks`` table, :mod:`edge.stream.acks`).
 
 :class:`ThumbnailCache` serves snapshot JPEGs scaled down for the lists (decoded,
 resized and re-encoded once, then kept in memory by path and modification time).
@@ -25,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.stream.acks import read_acks
 from edge.stream.events import EventStoreError
 
 __all__ = ["EventFeed", "EventFilter", "ThumbnailCache", "safe_snapshot_path"]
@@ -132,6 +134,30 @@ class EventFeed:
             sql += " AND " + where
         sql += " ORDER BY rowid LIMIT ?"
         return [_row(r) for r in self._query(sql, [int(rowid), *args, int(limit)])]
+
+    def add_acks(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Set ``row["ack"]`` on each row (``{"by", "at", "at_ms", "note"}`` of its
+        incident's acknowledgement, or ``None``); returns ``rows``."""
+        ids = {
+            r["event_id"] if r["type"] == "start" else r["start_event_id"]
+            for r in rows
+            if r["type"] != "crossing"
+        }
+        ids.discard(None)
+        acks = {}
+        conn = self._connect() if ids else None
+        if conn is not None:
+            try:
+                acks = read_acks(conn, ids)
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read acknowledgements: {exc}") from exc
+            finally:
+                conn.close()
+        for r in rows:
+            key = r["event_id"] if r["type"] == "start" else r["start_event_id"]
+            ack = acks.get(key) if key is not None else None
+            r["ack"] = None if ack is None else ack.summary()
+        return rows
 
     def last_id(self) -> int:
         """The newest row's id (0 when there is none)."""

@@ -884,7 +884,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
 
         def load() -> Any:
             last = state.feed.last_id()
-            rows = state.feed.recent(flt, limit=100)
+            rows = state.feed.add_acks(state.feed.recent(flt, limit=100))
             cams, tasks = state.feed.names()
             cams = sorted(set(cams) | {c.name for c in state.config.cameras})
             return last, rows, cams, sorted(set(tasks) | {"fence", "hardhat", "workwear"})
@@ -918,6 +918,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             while time.monotonic() < end and not state.closing.is_set():
                 try:
                     rows = await _run(functools.partial(state.feed.after, last, flt))
+                    rows = await _run(functools.partial(state.feed.add_acks, rows))
                 except EventStoreError as exc:
                     log.warning("console event stream: %s", exc)
                     rows = []

@@ -26,6 +26,13 @@
     td(tr, e.type); td(tr, e.camera); td(tr, e.task + " / " + e.zone); td(tr, e.label);
     td(tr, e.score.toFixed(2)); td(tr, e.track_id == null ? "" : String(e.track_id));
     td(tr, e.attributes && e.attributes.dwell_s != null ? Number(e.attributes.dwell_s).toFixed(1) : "");
+    var ack = td(tr, ""); ack.className = "ack";
+    if (e.ack) {
+      var who = document.createElement("span"); who.className = "pill ok";
+      who.textContent = e.ack.by; who.title = e.ack.note || ""; ack.appendChild(who);
+      var at = document.createElement("time"); at.setAttribute("datetime", new Date(e.ack.at_ms).toISOString());
+      ack.appendChild(document.createTextNode(" ")); ack.appendChild(at);
+    }
     window.consoleLocalTimes(tr);
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > 500) body.deleteRow(body.rows.length - 1);

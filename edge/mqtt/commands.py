@@ -1,0 +1,241 @@
+"""Commands to the gateway over MQTT: validation at the boundary and the reply for each.
+
+A control room publishes a command on ``{prefix}/{gw}/cmd/{name}`` (QoS 1, not retained;
+payloads in :mod:`edge.mqtt.schema`); the publisher hands ``(name, payload)`` to a
+:class:`CommandDispatcher`, which checks, in this order, and answers the first failure
+with ``{"ok": false, "error": {"code": ..., "message": ...}}`` on ``{prefix}/{gw}/cmd/reply``:
+
+==================== ==============================================================
+``too_large``        payload over ``mqtt.commands.max_bytes`` (default 4096 bytes)
+``bad_json``         not UTF-8 JSON, or not a JSON object
+``bad_schema``       ``"schema"`` missing or not ``1``
+``unknown_command``  a topic suffix or ``"cmd"`` the gateway does not know
+``invalid``          a key missing, of the wrong type or length, unknown, or ``"cmd"``
+                     not matching the topic
+``unauthorized``     ``"token"`` not the configured one, or ``by`` not allowed
+``unknown_event``    (ack) no event with that id on this gateway
+``not_ackable``      (ack) a line ``crossing``: nothing to acknowledge
+``busy``             too many commands waiting (``mqtt.commands.queue``)
+``storage``          the acknowledgement could not be written
+``internal``         a bug; logged with its traceback
+==================== ==============================================================
+
+Acknowledging an incident that is already acknowledged answers ``ok`` with
+``"already": true`` and the first acknowledgement (MQTT QoS 1 may deliver a command
+twice). The handler of a valid command raises :class:`CommandError` for the other
+failures. Nothing here touches the network; the dispatcher never raises.
+
+Authentication is the broker's job: per-gateway credentials and an ACL that lets only
+the control-room user write ``{prefix}/+/cmd/#`` (``deploy/mosquitto/site.acl.template``).
+The token and the ``by`` allow-list are a second, weaker check inside the gateway.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from edge.errors import EdgeError
+from edge.mqtt.config import CommandsConfig
+from edge.mqtt.schema import SCHEMA_VERSION, now_ms, reply_payload
+
+__all__ = [
+    "COMMANDS",
+    "AckCommand",
+    "Command",
+    "CommandDispatcher",
+    "CommandError",
+    "CommandHandler",
+    "ErrorCode",
+    "parse_command",
+]
+
+log = logging.getLogger("edge.mqtt")
+
+ErrorCode = Literal[
+    "too_large",
+    "bad_json",
+    "bad_schema",
+    "unknown_command",
+    "invalid",
+    "unauthorized",
+    "unknown_event",
+    "not_ackable",
+    "busy",
+    "storage",
+    "internal",
+]
+
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+_EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+
+
+class CommandError(EdgeError):
+    """A command that cannot be carried out; ``reason`` is its :data:`ErrorCode`."""
+
+    def __init__(self, reason: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.reason: ErrorCode = reason
+
+
+class AckCommand(BaseModel):
+    """``ack``: acknowledge the incident an event belongs to.
+
+    ``event_id``: any event of the incident (``start``/``update``/``end``); ``by``: who
+    acknowledges (1..64 characters after stripping); ``note``: up to 500 characters;
+    ``request_id``: echoed in the reply (up to 128 characters); ``token``: see
+    :class:`~edge.mqtt.config.CommandsConfig`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: Literal[1] = Field(alias="schema")
+    cmd: Literal["ack"]
+    event_id: _EventId
+    by: _Name
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+    request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    token: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+Command = AckCommand
+"""Every command model (a union once there is more than one)."""
+
+COMMANDS: Mapping[str, type[BaseModel]] = {"ack": AckCommand}
+"""Command name (topic suffix and ``"cmd"``) -> its model."""
+
+CommandHandler = Callable[[Command], Mapping[str, Any]]
+"""Carries out a valid command and returns the reply's result keys (``ok`` is added);
+raises :class:`CommandError` for a refusal. Called from the publisher's command
+thread, one command at a time."""
+
+
+def _request_id(data: Any) -> str | None:
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid[:128] if isinstance(rid, str) else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"]) or "(payload)"
+    if e["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    if e["type"] == "missing":
+        return f"{loc!r} is required"
+    return f"{loc}: {e['msg']}"
+
+
+def parse_command(name: str, payload: bytes, *, max_bytes: int = 4096) -> Command:
+    """Validate the command published on ``.../cmd/{name}``.
+
+    Raises:
+        CommandError: with the first failing check's code (module docstring table).
+    """
+    if len(payload) > max_bytes:
+        raise CommandError("too_large", f"payload of {len(payload)} bytes > {max_bytes}")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CommandError("bad_json", f"payload is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError("bad_json", f"payload must be a JSON object, not {type(data).__name__}")
+    schema = data.get("schema")
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise CommandError(
+            "bad_schema", f"'schema' must be {SCHEMA_VERSION}, got {json.dumps(schema)}"
+        )
+    model = COMMANDS.get(name)
+    if model is None:
+        raise CommandError(
+            "unknown_command",
+            f"unknown command topic cmd/{name} (known: {', '.join(sorted(COMMANDS))})",
+        )
+    cmd = data.get("cmd")
+    if cmd != name:
+        if isinstance(cmd, str) and cmd not in COMMANDS:
+            raise CommandError("unknown_command", f"unknown command {cmd[:64]!r}")
+        raise CommandError("invalid", f"'cmd' must be {name!r} on topic cmd/{name}")
+    try:
+        return AckCommand.model_validate(data)
+    except ValidationError as exc:
+        raise CommandError("invalid", _first_error(exc)) from None
+
+
+class CommandDispatcher:
+    """Turns ``(name, payload)`` into a reply payload (see the module docstring).
+
+    Args:
+        gateway: gateway id written into replies.
+        config: limits, token and ``by`` allow-list.
+        handlers: command name -> handler of its valid commands.
+
+    Thread-safety: :meth:`dispatch` may be called from any thread; handlers are called
+    from the caller's thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        gateway: str,
+        config: CommandsConfig,
+        handlers: Mapping[str, CommandHandler],
+    ) -> None:
+        unknown = set(handlers) - set(COMMANDS)
+        if unknown:
+            raise ValueError(f"handlers for unknown commands {sorted(unknown)}")
+        self.gateway = gateway
+        self.config = config
+        self._handlers = dict(handlers)
+        self._allowed = frozenset(config.allowed_by)
+
+    def error_reply(
+        self, name: str | None, payload: bytes, code: ErrorCode, message: str
+    ) -> dict[str, Any]:
+        """An error reply for ``payload`` (its ``request_id`` echoed when readable)."""
+        rid: str | None = None
+        if len(payload) <= self.config.max_bytes:
+            try:
+                rid = _request_id(json.loads(payload))
+            except (UnicodeDecodeError, ValueError):
+                rid = None
+        cmd = name if name in COMMANDS else None
+        return reply_payload(
+            gateway=self.gateway, cmd=cmd, request_id=rid, t_ms=now_ms(), error=(code, message)
+        )
+
+    def dispatch(self, name: str, payload: bytes) -> dict[str, Any]:
+        """Validate, authorise and carry out one command; returns the reply payload."""
+        try:
+            command = parse_command(name, payload, max_bytes=self.config.max_bytes)
+            self._authorise(command)
+            handler = self._handlers.get(name)
+            if handler is None:
+                raise CommandError("unknown_command", f"command {name!r} is not enabled here")
+            result = handler(command)
+        except CommandError as exc:
+            log.info("mqtt command cmd/%s refused: %s (%s)", name[:64], exc, exc.reason)
+            return self.error_reply(name, payload, exc.reason, str(exc))
+        except Exception:  # a bug in a handler: answer, log with the traceback, go on
+            log.exception("mqtt command cmd/%s failed", name[:64])
+            return self.error_reply(name, payload, "internal", "internal error (see the log)")
+        return reply_payload(
+            gateway=self.gateway,
+            cmd=name,
+            request_id=command.request_id,
+            t_ms=now_ms(),
+            result=result,
+        )
+
+    def _authorise(self, command: Command) -> None:
+        token = self.config.token
+        if token is not None:
+            given = (command.token or "").encode()
+            if not hmac.compare_digest(given, token.get_secret_value().encode()):
+                raise CommandError("unauthorized", "missing or wrong token")
+        if self._allowed and command.by not in self._allowed:
+            raise CommandError("unauthorized", f"{command.by!r} may not send commands")
