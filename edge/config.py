@@ -61,6 +61,7 @@ from edge.errors import ConfigError, EdgeError
 from edge.mqtt.config import MqttConfig
 
 if TYPE_CHECKING:
+    from edge.stream.lines import LineSpec
     from edge.stream.zones import Schedule, ZoneSpec
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "FallbackConfig",
     "FiltersConfig",
     "GatewayConfig",
+    "LineConfig",
     "RuntimeConfig",
     "ScheduleConfig",
     "ServiceConfig",
@@ -284,6 +286,22 @@ def _topic_name(v: str, what: str) -> str:
     return validate_segment(v, what)
 
 
+def _expand_classes(v: list[str] | None) -> list[str] | None:
+    """A zone's or line's ``classes`` with ``people``/``vehicles`` expanded, deduplicated."""
+    if v is None:
+        return v
+    out: list[str] = []
+    for c in v:
+        for name in CLASS_GROUPS.get(c, (c,)):
+            if not name.strip():
+                raise ValueError("class names must be non-empty")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError("classes must not be empty (omit the key for the task default)")
+    return out
+
+
 class FiltersConfig(BaseModel):
     """Detections kept for tracking and zones: ``min_score`` (``null``: the model's own
     threshold) and ``min_box_area`` in pixels^2 of the source frame."""
@@ -432,18 +450,7 @@ class ZoneConfig(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        out: list[str] = []
-        for c in v:
-            for name in CLASS_GROUPS.get(c, (c,)):
-                if not name.strip():
-                    raise ValueError("class names must be non-empty")
-                if name not in out:
-                    out.append(name)
-        if not out:
-            raise ValueError("classes must not be empty (omit the key for the task default)")
-        return out
+        return _expand_classes(v)
 
     @model_validator(mode="after")
     def _check(self) -> ZoneConfig:
@@ -474,17 +481,113 @@ class ZoneConfig(BaseModel):
         )
 
 
+class LineConfig(BaseModel):
+    """One counting line of a camera task (see :mod:`edge.stream.lines` for behaviour).
+
+    ``points``: ``[[x, y], ...]`` (2 to 16 points, in order; more than 2 is a polyline) or
+    ``"x1,y1,x2,y2,..."``, in pixels of the camera frame, or in 0-1 of its width/height
+    when ``normalized`` (``null``: normalized when every coordinate is within 0-1).
+    Walking the line from its first point to its last as drawn on the image, crossing
+    from the left-hand side to the right-hand side is ``in``, the other way ``out``.
+    ``classes``: as for zones (absent: the task default, e.g. ``people`` for fence).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="unique in the task (with zones); no / + # $ or spaces")
+    points: list[tuple[float, float]] = Field(
+        description='required: [[x, y], ...] or "x1,y1,..."; first to last sets in/out'
+    )
+    normalized: bool | None = Field(default=None, description="null: auto (all within 0-1)")
+    classes: list[str] | None = Field(
+        default=None, description="class names or people/vehicles; absent: the task default"
+    )
+    anchor: Literal["bottom_center", "center"] = Field(
+        default="bottom_center", description="point of the box that crosses"
+    )
+    min_displacement_px: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=10_000.0,
+        description="a crossing counts once the anchor is this far past the line",
+    )
+    schedule: ScheduleConfig | None = Field(default=None, description="absent = always counts")
+    label: str | None = Field(default=None, description="event label; absent = class name")
+    snapshots: bool = Field(default=True, description="JPEG for each crossing (task's too)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _topic_name(v, "line name")
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _points_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                nums = [float(p) for p in v.split(",")]
+            except ValueError:
+                raise ValueError('points text must be "x1,y1,x2,y2,..." numbers') from None
+            if len(nums) % 2:
+                raise ValueError("points text has an odd count of numbers")
+            return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
+        return v
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        from edge.kernels.geometry import validate_polyline
+
+        validate_polyline(v)
+        if any(x < 0 or y < 0 for x, y in v):
+            raise ValueError("line coordinates must be >= 0")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str] | None) -> list[str] | None:
+        return _expand_classes(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> LineConfig:
+        small = all(0.0 <= c <= 1.0 for p in self.points for c in p)
+        if self.normalized is None:
+            self.normalized = small
+        elif self.normalized and not small:
+            raise ValueError("normalized: true needs line coordinates within 0-1")
+        return self
+
+    def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> LineSpec:
+        """The stream layer's line (``classes``/``label``: resolved against the model)."""
+        from edge.stream.lines import LineSpec
+
+        return LineSpec(
+            name=self.name,
+            points=tuple(self.points),
+            normalized=bool(self.normalized),
+            classes=classes,
+            anchor=self.anchor,
+            min_displacement_px=self.min_displacement_px,
+            schedule=None if self.schedule is None else self.schedule.to_schedule(),
+            label=self.label if self.label is not None else label,
+            snapshots=self.snapshots,
+        )
+
+
 class CameraTaskConfig(BaseModel):
     """One task on one camera: which model (``null``: the gateway's ``tasks.<kind>``),
-    its zones, filters (``null``: the gateway's ``filters``) and tracker settings.
-    ``fence`` needs at least one zone; ``hardhat``/``workwear`` without zones watch the
-    whole frame (one zone named ``frame``)."""
+    its zones and counting lines, filters (``null``: the gateway's ``filters``) and
+    tracker settings. ``fence`` needs at least one zone or line; ``hardhat``/``workwear``
+    without zones watch the whole frame (one zone named ``frame``), lines or not."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(default=None, description="null: the gateway's tasks.<kind>")
     zones: list[ZoneConfig] = Field(
         default_factory=list, description="fence: at least one; others: absent = whole frame"
+    )
+    lines: list[LineConfig] = Field(
+        default_factory=list, description="counting lines: crossings per direction"
     )
     filters: FiltersConfig | None = Field(default=None, description="null: the gateway's")
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
@@ -497,6 +600,18 @@ class CameraTaskConfig(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"zone names must be unique within a task; repeated: {dup}")
+        return v
+
+    @field_validator("lines")
+    @classmethod
+    def _unique_lines(cls, v: list[LineConfig], info: ValidationInfo) -> list[LineConfig]:
+        names = [ln.name for ln in v]
+        zones = {z.name for z in info.data.get("zones", [])}
+        dup = sorted({n for n in names if names.count(n) > 1 or n in zones})
+        if dup:
+            raise ValueError(
+                f"line names must be unique within a task, zones included; repeated: {dup}"
+            )
         return v
 
 
@@ -552,8 +667,8 @@ class CameraConfig(BaseModel):
         if not v:
             raise ValueError("a camera needs at least one task (fence, hardhat, workwear)")
         fence = v.get("fence")
-        if fence is not None and not fence.zones:
-            raise ValueError("the fence task needs at least one zone")
+        if fence is not None and not fence.zones and not fence.lines:
+            raise ValueError("the fence task needs at least one zone or line")
         return v
 
     def env_refs(self) -> list[str]:

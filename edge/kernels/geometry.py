@@ -15,6 +15,9 @@ and none counted twice. Decisions are exact when all coordinates are integers be
 within floating rounding of a slanted edge may land on either side. Self-intersecting
 rings follow the even-odd rule (:func:`validate_polygon` rejects them for zones).
 
+Lines (:func:`segment_polyline_crossings`, :func:`point_polyline_distance`) are open
+polylines, (K + 1, 2) float64 vertices; their sides and tie rules are documented there.
+
 Winding: :func:`validate_polygon` returns vertices in positive shoelace order,
 ``sum(x[i] * y[i+1] - x[i+1] * y[i]) > 0``: counter-clockwise in the usual x-right,
 y-up frame, which is *clockwise as drawn on the image* (y down). The first vertex is kept
@@ -35,22 +38,28 @@ from edge.errors import AreaError, AreaOutsideImageError
 
 __all__ = [
     "MAX_AREA_POINTS",
+    "MAX_LINE_POINTS",
     "MIN_AREA_POINTS",
     "box_anchors",
     "box_polygon_overlap",
     "check_polygon_in_image",
     "parse_area",
+    "point_polyline_distance",
     "points_in_polygon",
+    "segment_polyline_crossings",
     "validate_polygon",
+    "validate_polyline",
 ]
 
 Polygon = npt.NDArray[np.float64]
 _F64 = npt.NDArray[np.float64]
 _Bool = npt.NDArray[np.bool_]
 _IntP = npt.NDArray[np.intp]
+_I8 = npt.NDArray[np.int8]
 
 MIN_AREA_POINTS = 4
 MAX_AREA_POINTS = 9
+MAX_LINE_POINTS = 16
 
 # Decimal numbers only: no nan/inf, hex, underscores or empty strings.
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -407,3 +416,143 @@ def box_polygon_overlap(xyxy: npt.ArrayLike, polygon: npt.ArrayLike) -> _F64:
     inter = shapely.area(shapely.intersection(boxes, shapely.Polygon(poly)))
     out[ok] = np.clip(inter / area[ok], 0.0, 1.0)
     return out
+
+
+# -- lines: open polylines that objects cross ----------------------------------------------
+
+
+def validate_polyline(points: npt.ArrayLike) -> _F64:
+    """A counting line checked: (M, 2) float64 vertices, 2 <= M <= :data:`MAX_LINE_POINTS`.
+
+    Consecutive repeated vertices are dropped; the rest must be finite and form a simple
+    open polyline (no self-intersection, no segment folding back on another, checked with
+    shapely/GEOS). The order is kept: it defines the line's sides (see
+    :func:`segment_polyline_crossings`).
+
+    Raises:
+        ValueError: with the reason.
+    """
+    import shapely
+
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"line must be a list of (x, y) points, got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("line coordinates must be finite numbers")
+    if pts.shape[0]:
+        keep = np.ones((pts.shape[0],), dtype=np.bool_)
+        keep[1:] = np.any(pts[1:] != pts[:-1], axis=1)
+        pts = pts[keep]
+    if pts.shape[0] < 2:
+        raise ValueError(f"line needs at least 2 distinct points, got {pts.shape[0]}")
+    if pts.shape[0] > MAX_LINE_POINTS:
+        raise ValueError(f"line has {pts.shape[0]} points; at most {MAX_LINE_POINTS}")
+    if not shapely.LineString(pts).is_simple:
+        raise ValueError("line crosses or touches itself")
+    return np.ascontiguousarray(pts)
+
+
+def _as_xy(points: npt.ArrayLike, name: str) -> _F64:
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.size == 0:
+        arr = arr.reshape(0, 2)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2), got {arr.shape}")
+    return arr
+
+
+def _as_line(line: npt.ArrayLike) -> _F64:
+    v = np.asarray(line, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] < 2:
+        raise ValueError(f"line must have shape (K + 1, 2) with K >= 1, got {v.shape}")
+    return v
+
+
+def segment_polyline_crossings(p: npt.ArrayLike, q: npt.ArrayLike, line: npt.ArrayLike) -> _I8:
+    """Signed crossings of N movements ``p[i] -> q[i]`` with the K segments of a polyline.
+
+    Sides: walking the line from its first to its last vertex *as drawn on the image*
+    (x right, y down), the **right** side is where ``cross(b - a, x - a) > 0`` for the
+    segment ``a -> b``, the **left** side where it is ``< 0``. A movement crosses segment
+    ``k`` when its ends lie on different sides of the segment's line and the segment's
+    ends lie on different sides of the movement's line.
+
+    Ties (a point exactly on a line, a movement exactly through a vertex) are broken as
+    if every movement were shifted by an infinitesimal ``(e, e**2)``: a hair to the right
+    (+x) and far less down (+y). So an anchor exactly on a segment is on the side +x
+    points to (the right side of an upward or a left-to-right segment), a movement
+    through a vertex crosses the polyline there once or not at all, and the crossings of
+    a track's successive movements always add up to its change of side: a jitter onto
+    the line and back adds up to 0, with no double count. A movement of zero length, or
+    along a segment, crosses nothing. Decisions are exact when all coordinates are
+    integers (or halves) below 2**25 in magnitude; non-finite points cross nothing.
+
+    Args:
+        p, q: (N, 2) movement starts and ends (pixels).
+        line: (K + 1, 2) polyline vertices, K >= 1 (see :func:`validate_polyline`).
+
+    Returns:
+        (N, K) int8: ``+1`` left-to-right crossing of segment k, ``-1`` right-to-left,
+        ``0`` none. ``.sum(axis=1)`` is each movement's net crossing.
+    """
+    p64, q64 = _as_xy(p, "p"), _as_xy(q, "q")
+    if p64.shape != q64.shape:
+        raise ValueError(f"p and q must have the same shape, got {p64.shape} and {q64.shape}")
+    v = _as_line(line)
+    a, d = v[:-1], v[1:] - v[:-1]  # (K, 2)
+    n, k = p64.shape[0], a.shape[0]
+    if n == 0:
+        return np.zeros((0, k), dtype=np.int8)
+    # On a segment's line, the shift (e, e**2) decides: cross(d, s) = -dy * e + dx * e**2.
+    tie_right = (d[:, 1] < 0) | ((d[:, 1] == 0) & (d[:, 0] > 0))  # (K,)
+    m = q64 - p64  # (N, 2)
+    # On the movement's line, a vertex's side: cross(m, -s) = my * e - mx * e**2.
+    tie_pos = (m[:, 1] > 0) | ((m[:, 1] == 0) & (m[:, 0] < 0))  # (N,)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sp = d[:, 0] * (p64[:, None, 1] - a[:, 1]) - d[:, 1] * (p64[:, None, 0] - a[:, 0])
+        sq = d[:, 0] * (q64[:, None, 1] - a[:, 1]) - d[:, 1] * (q64[:, None, 0] - a[:, 0])
+        o = m[:, None, 0] * (v[:, 1] - p64[:, None, 1]) - m[:, None, 1] * (
+            v[:, 0] - p64[:, None, 0]
+        )
+    right_p = (sp > 0) | ((sp == 0) & tie_right)
+    right_q = (sq > 0) | ((sq == 0) & tie_right)
+    pos = (o > 0) | ((o == 0) & tie_pos[:, None])  # (N, K + 1)
+    hit = (pos[:, :-1] != pos[:, 1:]) & (right_p != right_q)
+    hit &= np.isfinite(sp) & np.isfinite(sq)
+    return np.where(hit, np.where(right_q, 1, -1), 0).astype(np.int8)
+
+
+def point_polyline_distance(points: npt.ArrayLike, line: npt.ArrayLike) -> tuple[_F64, _I8]:
+    """Distance of each point to a polyline, and its side of the nearest segment.
+
+    Args:
+        points: (N, 2) pixels.
+        line: (K + 1, 2) polyline vertices, K >= 1, no zero-length segment.
+
+    Returns:
+        ``(dist, side)``: (N,) float64 Euclidean distance to the nearest point of the
+        polyline (NaN for non-finite points), and (N,) int8 ``+1`` when the point is on the
+        right of the nearest segment's line, ``-1`` on its left (the sides and tie rule of
+        :func:`segment_polyline_crossings`; the first segment wins a tie in distance).
+    """
+    x = _as_xy(points, "points")
+    v = _as_line(line)
+    a, d = v[:-1], v[1:] - v[:-1]
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0,), dtype=np.float64), np.zeros((0,), dtype=np.int8)
+    dd = np.einsum("kj,kj->k", d, d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ax = x[:, None, :] - a  # (N, K, 2)
+        t = np.einsum("nkj,kj->nk", ax, d) / np.where(dd > 0, dd, 1.0)
+        t = np.clip(t, 0.0, 1.0)
+        gap = ax - t[..., None] * d
+        dist2 = np.einsum("nkj,nkj->nk", gap, gap)
+        cross = d[:, 0] * ax[..., 1] - d[:, 1] * ax[..., 0]
+    tie_right = (d[:, 1] < 0) | ((d[:, 1] == 0) & (d[:, 0] > 0))
+    right = (cross > 0) | ((cross == 0) & tie_right)
+    nearest = np.argmin(np.where(np.isnan(dist2), np.inf, dist2), axis=1)
+    rows = np.arange(n)
+    dist = np.sqrt(dist2[rows, nearest])
+    side = np.where(right[rows, nearest], 1, -1).astype(np.int8)
+    return dist, side

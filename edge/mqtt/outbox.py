@@ -20,10 +20,11 @@ Contract:
   on SD cards and eMMC); group commit spreads that cost over concurrent producers.
 - Bounds: ``max_rows`` rows and ``max_bytes`` bytes (topic + payload). When a new batch
   does not fit, the oldest ``update`` events are deleted first, as many as needed; the
-  kinds ``start``, ``end`` and ``alert`` are never dropped. If the batch cannot fit even
-  after dropping every stored ``update`` (the outbox is full of start/end/alert rows), the
-  whole batch is refused with :class:`OutboxFullError` and nothing is dropped: what was
-  accepted before stays deliverable, and the caller learns synchronously. Every dropped
+  kinds ``start``, ``end``, ``crossing`` and ``alert`` are never dropped. If the batch
+  cannot fit even after dropping every stored ``update`` (the outbox is full of
+  start/end/crossing/alert rows), the whole batch is refused with
+  :class:`OutboxFullError` and nothing is dropped: what was accepted before stays
+  deliverable, and the caller learns synchronously. Every dropped
   and refused message is counted (:meth:`Outbox.stats`); raising the alert is the
   publisher's job.
 - One process per file: the database is opened in exclusive locking mode, a second
@@ -56,9 +57,9 @@ __all__ = [
 
 log = logging.getLogger("edge.mqtt.outbox")
 
-Kind = Literal["start", "update", "end", "alert"]
+Kind = Literal["start", "update", "end", "crossing", "alert"]
 DROPPABLE: Kind = "update"
-_KINDS = frozenset({"start", "update", "end", "alert"})
+_KINDS = frozenset({"start", "update", "end", "crossing", "alert"})
 _SCHEMA = 1
 _CHUNK = 500
 _INSERT = "INSERT INTO outbox (id, key, kind, topic, qos, payload, size) VALUES (?,?,?,?,?,?,?)"

@@ -335,8 +335,16 @@ class Publisher:
         self._store([self._alert_message(alert)])
         self._inc("mqtt_alerts_accepted_total")
 
-    def publish_state(self, camera: str, task: str, counts: Mapping[str, int]) -> None:
-        """Set the retained state of ``camera``/``task``: objects counted per zone now.
+    def publish_state(
+        self,
+        camera: str,
+        task: str,
+        counts: Mapping[str, int],
+        *,
+        lines: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Set the retained state of ``camera``/``task``: objects counted per zone now, and
+        crossings per counting line and direction (``{"in": a, "out": b}``) so far.
 
         Sent at once when connected (QoS 1, retained) and again after every reconnect;
         only the latest state per camera/task is kept, so nothing queues up.
@@ -345,7 +353,12 @@ class Publisher:
         topic = self.topics.state(camera, task)
         payload = dumps(
             state_payload(
-                gateway=self.gateway_id, camera=camera, task=task, counts=counts, t_ms=now_ms()
+                gateway=self.gateway_id,
+                camera=camera,
+                task=task,
+                counts=counts,
+                t_ms=now_ms(),
+                lines=lines,
             )
         )
         with self._state_lock:

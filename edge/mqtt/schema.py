@@ -19,6 +19,21 @@ Event (``{prefix}/{gateway}/events``)::
 ``snapshot_sha256`` (added within schema 1) is the SHA-256 of the snapshot file's bytes,
 ``null`` when the event has no snapshot.
 
+``type`` ``crossing`` (added within schema 1): a tracked object crossed a counting line
+(:mod:`edge.stream.lines`); ``zone`` is the line's name, there is no ``start``/``end``
+pair, and ``attributes`` are ``{"line": name, "direction": "in" | "out", "count": n}``
+(``count``: crossings in that direction so far, as on the state topic).
+
+State (``{prefix}/{gateway}/{camera}/{task}/state``, retained)::
+
+    {"schema": 1, "gateway": "gw-01", "camera": "gate", "task": "fence",
+     "time": "...", "time_ms": 1717230612345, "zones": {"yard": 2}, "total": 2,
+     "lines": {"gate-line": {"in": 41, "out": 38}}}
+
+``zones`` counts objects inside each zone now (``total`` is their sum); ``lines``
+(added within schema 1, ``{}`` for a task without lines) counts crossings per
+direction since the gateway started.
+
 ``end`` events of an acknowledged incident (added within schema 1) carry
 ``attributes.ack = {"by": "...", "at": "<ISO>", "at_ms": ..., "note": "..." | null}``.
 
@@ -77,7 +92,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-EventType = Literal["start", "update", "end"]
+EventType = Literal["start", "update", "end", "crossing"]
 _EVENT_TYPES = frozenset(get_args(EventType))
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
 """A value in ``attributes``: a scalar, or one level of scalars (e.g. ``ack``)."""
@@ -105,24 +120,27 @@ def dumps(payload: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CameraTask:
-    """One camera running one task over named zones (for status and Home Assistant discovery)."""
+    """One camera running one task over named zones and counting lines (for status and
+    Home Assistant discovery)."""
 
     camera: str
     task: str
     zones: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_segment(self.camera, "camera")
         validate_segment(self.task, "task")
-        for z in self.zones:
+        for z in (*self.zones, *self.lines):
             if not z:
-                raise ValueError("zone names must be non-empty")
+                raise ValueError("zone and line names must be non-empty")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """A zone event from the stream layer: an object with ``label`` entered (``start``),
-    is still in (``update``) or left (``end``) ``zone``.
+    is still in (``update``) or left (``end``) ``zone``, or crossed the counting line
+    ``zone`` (``crossing``; direction in ``attributes``).
 
     ``score`` is in [0, 1]; ``box`` is (x1, y1, x2, y2) pixels of the source frame;
     ``time_ms`` is when it was observed (Unix ms, default now); ``start_event_id`` /
@@ -131,7 +149,7 @@ class Event:
     lowercase hex SHA-256 of its bytes (or ``None``); ``attributes`` holds small extra
     values (e.g. a colour name). ``event_id`` is assigned at construction.
     Validation raises ``ValueError``; ``update`` events may be dropped when the outbox is
-    full, ``start``/``end`` never are.
+    full, ``start``/``end``/``crossing`` never are.
     """
 
     type: EventType
@@ -216,7 +234,10 @@ def status_payload(
         "version": version,
         "models": list(models),
         "cameras": sorted({c.camera for c in cameras}),
-        "tasks": [{"camera": c.camera, "task": c.task, "zones": list(c.zones)} for c in cameras],
+        "tasks": [
+            {"camera": c.camera, "task": c.task, "zones": list(c.zones), "lines": list(c.lines)}
+            for c in cameras
+        ],
         "time": iso_utc(t_ms),
         "time_ms": t_ms,
     }
@@ -238,12 +259,26 @@ def will_payload(*, gateway: str, reason: str, t_ms: int | None = None) -> dict[
 
 
 def state_payload(
-    *, gateway: str, camera: str, task: str, counts: Mapping[str, int], t_ms: int
+    *,
+    gateway: str,
+    camera: str,
+    task: str,
+    counts: Mapping[str, int],
+    t_ms: int,
+    lines: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Retained current state of one camera/task: objects counted per zone now."""
+    """Retained current state of one camera/task: objects counted per zone now, and
+    crossings per counting line and direction (``{"in": a, "out": b}``) so far."""
     zones = {str(k): int(v) for k, v in counts.items()}
     if any(v < 0 for v in zones.values()):
         raise ValueError("zone counts must be >= 0")
+    per_line: dict[str, dict[str, int]] = {}
+    for name, c in (lines or {}).items():
+        if set(c) != {"in", "out"}:
+            raise ValueError(f"line {name!r}: counts must be exactly 'in' and 'out'")
+        per_line[str(name)] = {"in": int(c["in"]), "out": int(c["out"])}
+        if per_line[str(name)]["in"] < 0 or per_line[str(name)]["out"] < 0:
+            raise ValueError("line counts must be >= 0")
     return {
         "schema": SCHEMA_VERSION,
         "gateway": gateway,
@@ -253,6 +288,7 @@ def state_payload(
         "time_ms": t_ms,
         "zones": zones,
         "total": sum(zones.values()),
+        "lines": per_line,
     }
 
 

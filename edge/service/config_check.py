@@ -327,11 +327,13 @@ def _environment_problems(
                     f"(it knows {known}); name the classes in a zone",
                     "error",
                 )
-            for zi, zone in enumerate(task.zones):
-                classes = zone.classes or list(default_zone_classes(kind, known))
+            items = [("zones", i, z.classes) for i, z in enumerate(task.zones)]
+            items += [("lines", i, ln.classes) for i, ln in enumerate(task.lines)]
+            for part, zi, configured in items:
+                classes = configured or list(default_zone_classes(kind, known))
                 if not classes:
                     add(
-                        (*loc, "zones", zi),
+                        (*loc, part, zi),
                         f"model {name!r} has no default {kind} classes (it knows {known}); "
                         "set classes:",
                         "error",
@@ -340,7 +342,7 @@ def _environment_problems(
                 unknown = [c for c in classes if c not in known]
                 if unknown:
                     add(
-                        (*loc, "zones", zi, "classes"),
+                        (*loc, part, zi, "classes"),
                         f"model {name!r} does not detect {unknown} (it knows {known})",
                         "error",
                     )

@@ -60,6 +60,16 @@ cameras:
               days: mon-fri     # mon-fri, sat,sun, weekdays, daily, [mon, wed]
               hours: ["18:00-06:00"]      # overnight ranges run past midnight
               tz: Europe/Berlin # null: the gateway's local time zone
+        lines:                  # counting lines: crossings per direction, on the state topic
+          - name: gate-line     # required; unique within the task, zones included
+            # 2 or more [x, y] points (pixels or 0-1). Walking the line from its first
+            # point to its last as drawn, crossing from its left to its right is "in",
+            # the other way "out": this one, drawn upwards, counts rightwards as "in".
+            points: [[0.3, 0.95], [0.3, 0.4]]
+            classes: [people, vehicles]
+            anchor: bottom_center         # bottom_center (feet) | center
+            min_displacement_px: 10       # counts once the anchor is this far past it
+            snapshots: false    # no JPEG per crossing (a busy gate)
       hardhat:                  # a person without a hard hat for min_dwell_s
         zones:
           - name: dock
@@ -92,6 +102,10 @@ cameras:
         zones:
           - name: grass
             polygon: [[0, 300], [250, 340], [450, 410], [768, 540], [768, 640], [0, 640]]
+            classes: [person]
+        lines:
+          - name: walkway       # across the footpath; "in" = walking to the right
+            points: [[560, 450], [560, 150]]
             classes: [person]
 
 mqtt:                           # absent: no MQTT (events stay in the local table)

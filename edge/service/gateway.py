@@ -12,7 +12,8 @@ serves the local API and publishes to MQTT.
 Outputs of a camera: every zone event goes to the events table and then to the outbox
 (``{prefix}/{gw}/events``); a camera going offline/online raises/resolves a
 ``camera_offline`` alert (``{prefix}/{gw}/alerts``, via the outbox); the inside-counts
-per zone go to the retained ``{prefix}/{gw}/{camera}/{task}/state`` when they change
+per zone and the crossing counts per line and direction go to the retained
+``{prefix}/{gw}/{camera}/{task}/state`` when they change
 (checked every ``service.state_interval_s``); the API's alerts go to the alerts topic.
 ``/healthz`` and ``/metrics`` of the API gain per-camera sections
 (:mod:`edge.service.metrics`).
@@ -92,7 +93,9 @@ class _Camera:
     tasks_up: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # task -> why it is off
     off: str | None = None  # why the camera does not run
-    states: dict[str, dict[str, int]] = field(default_factory=dict)  # last published
+    states: dict[str, tuple[dict[str, int], dict[str, dict[str, int]]]] = field(
+        default_factory=dict
+    )  # last published per task: (zone counts, line counts)
 
 
 class _ApiThread:
@@ -243,6 +246,7 @@ class GatewayService:
                     camera=name,
                     task=r.spec.name,
                     zones=tuple(z.name for z in r.spec.zones),
+                    lines=tuple(ln.name for ln in r.spec.lines),
                 )
                 for name, cam in self.cameras.items()
                 if cam.pipeline is not None
@@ -462,10 +466,15 @@ class GatewayService:
                 counts = {
                     z.name: int(stats.get(z.name, {}).get("inside", 0)) for z in runner.spec.zones
                 }
-                if force or cam.states.get(task) != counts:
+                crossed = zones.get(task, {}).get("lines", {})
+                lines = {
+                    ln.name: {d: int(crossed.get(ln.name, {}).get(d, 0)) for d in ("in", "out")}
+                    for ln in runner.spec.lines
+                }
+                if force or cam.states.get(task) != (counts, lines):
                     try:
-                        self.publisher.publish_state(name, task, counts)
-                        cam.states[task] = counts
+                        self.publisher.publish_state(name, task, counts, lines=lines)
+                        cam.states[task] = (counts, lines)
                     except EdgeError as exc:
                         log.debug("state %s/%s not published: %s", name, task, exc)
 

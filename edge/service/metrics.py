@@ -16,6 +16,8 @@ Series (labels in braces; times in seconds, as Prometheus wants):
   handed to the outbox (p50, p95 of the last 512 events);
 - ``safety_edge_events_total{camera,type}`` start / update / end;
 - ``safety_edge_zone_inside{camera,task,zone}``, ``safety_edge_zone_open_incidents{...}``;
+- ``safety_edge_line_crossings_total{camera,task,line,direction}`` crossings counted
+  per counting line and direction (``in``/``out``) since the start;
 - ``safety_edge_camera_output_errors_total{camera,output}`` store / sink failures;
 - ``safety_edge_snapshots_*`` saved, failures, deleted, bytes;
 - ``safety_edge_task_up{camera,task}`` 0 when the task's model is unavailable;
@@ -142,6 +144,19 @@ def prometheus_text(
                 zl = _labels(camera=cam, task=task, zone=zone)
                 o.add("safety_edge_zone_inside", zl, z["inside"])
                 o.add("safety_edge_zone_open_incidents", zl, z["open"])
+        o.head(
+            "safety_edge_line_crossings_total",
+            "counter",
+            "Crossings of the counting line, by direction, since the start.",
+        )
+        for task, t in m["tasks"].items():
+            for line, c in t.get("lines", {}).items():
+                for direction in ("in", "out"):
+                    o.add(
+                        "safety_edge_line_crossings_total",
+                        _labels(camera=cam, task=task, line=line, direction=direction),
+                        c[direction],
+                    )
         o.head(
             "safety_edge_camera_output_errors_total",
             "counter",

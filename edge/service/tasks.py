@@ -13,6 +13,9 @@ The three task kinds are one zone machine with different classes (see
 
 ``hardhat``/``workwear`` without zones watch the whole frame through one zone named
 ``frame`` with the :class:`~edge.config.ZoneConfig` defaults.
+
+Counting lines (:mod:`edge.stream.lines`) take the same default classes and labels as
+the task's zones.
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ def default_zone_classes(kind: TaskKind, class_names: Sequence[str]) -> tuple[st
     return tuple(c for c in class_names if c.strip().lower() in _NO_WEAR)
 
 
+def _resolve_classes(
+    what: str,
+    name: str,
+    configured: Sequence[str] | None,
+    kind: TaskKind,
+    class_names: Sequence[str],
+) -> tuple[str, ...]:
+    classes = tuple(configured) if configured else default_zone_classes(kind, class_names)
+    if not classes:
+        raise ValueError(
+            f"{what} {name!r}: the model has no {kind} classes (it knows "
+            f"{list(class_names)}); set classes"
+        )
+    unknown = [c for c in classes if c not in class_names]
+    if unknown:
+        raise ValueError(
+            f"{what} {name!r}: the model does not detect {unknown} (it knows {list(class_names)})"
+        )
+    return classes
+
+
 def build_task_spec(
     kind: TaskKind,
     task: CameraTaskConfig,
@@ -62,29 +86,23 @@ def build_task_spec(
         filters: the gateway's filters (the task's own ``filters`` win).
 
     Raises:
-        ValueError: no class of the model fits a zone (the message names the zone).
+        ValueError: no class of the model fits a zone or line (the message names it).
     """
-    zones = task.zones or [ZoneConfig(name=WHOLE_FRAME_ZONE)]
+    zones = task.zones or ([] if kind == "fence" else [ZoneConfig(name=WHOLE_FRAME_ZONE)])
     specs = []
     for z in zones:
-        classes = tuple(z.classes) if z.classes else default_zone_classes(kind, class_names)
-        if not classes:
-            raise ValueError(
-                f"zone {z.name!r}: the model has no {kind} classes (it knows "
-                f"{list(class_names)}); set classes"
-            )
-        unknown = [c for c in classes if c not in class_names]
-        if unknown:
-            raise ValueError(
-                f"zone {z.name!r}: the model does not detect {unknown} (it knows "
-                f"{list(class_names)})"
-            )
+        classes = _resolve_classes("zone", z.name, z.classes, kind, class_names)
         specs.append(z.to_spec(classes=classes, label=DEFAULT_LABELS[kind]))
+    lines = []
+    for ln in task.lines:
+        classes = _resolve_classes("line", ln.name, ln.classes, kind, class_names)
+        lines.append(ln.to_spec(classes=classes, label=DEFAULT_LABELS[kind]))
     f = task.filters or filters
     t = task.tracker
     return TaskSpec(
         name=kind,
         zones=tuple(specs),
+        lines=tuple(lines),
         score_threshold=f.min_score,
         min_box_area=f.min_box_area,
         tracker=TrackerConfig(

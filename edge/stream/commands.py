@@ -212,7 +212,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--camera")
     p.add_argument("--task")
     p.add_argument("--zone")
-    p.add_argument("--type", choices=("start", "update", "end"))
+    p.add_argument("--type", choices=("start", "update", "end", "crossing"))
     p.add_argument("--limit", type=_limit, default=100, help="at most this many (default 100)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     _data_dir_args(p)

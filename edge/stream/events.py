@@ -53,7 +53,7 @@ log = logging.getLogger("edge.stream")
 
 EVENTS_DB_FILENAME = "events.sqlite3"
 
-EventType = Literal["start", "update", "end"]
+EventType = Literal["start", "update", "end", "crossing"]
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
 """A value in ``attributes``: a scalar, or one level of scalars (``ack`` on ``end``)."""
 
@@ -66,7 +66,8 @@ class ZoneEvent:
 
     Attributes:
         event_id: time-ordered unique id (ULID layout, :mod:`edge.mqtt.ids`).
-        type: ``start`` | ``update`` | ``end``.
+        type: ``start`` | ``update`` | ``end`` (zone incidents), or ``crossing`` (a track
+            crossed a counting line, :mod:`edge.stream.lines`; ``zone`` is the line).
         camera, task, zone: where it happened.
         label: what: the track's class name, or the zone's ``label`` (e.g. ``no_hat``).
         score: detector score in [0, 1] of the box below.
@@ -170,6 +171,35 @@ def _migration_2_chain(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_3_crossing(conn: sqlite3.Connection) -> None:
+    """Migration 3: the ``type`` CHECK also allows ``crossing`` (line crossings,
+    :mod:`edge.stream.lines`). SQLite cannot change a CHECK in place, so the table is
+    rebuilt from its own stored definition: same columns, rows (``rowid`` kept, so the
+    chain's insertion order too), values and indexes."""
+    old_check = "CHECK (type IN ('start', 'update', 'end'))"
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+    table_sql = str(row.fetchone()[0])
+    if old_check not in table_sql or not table_sql.startswith("CREATE TABLE events ("):
+        raise sqlite3.DatabaseError("events table definition is not the expected one")
+    new_sql = table_sql.replace(
+        old_check, "CHECK (type IN ('start', 'update', 'end', 'crossing'))"
+    ).replace("CREATE TABLE events (", "CREATE TABLE events_v3 (", 1)
+    indexes = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+            "AND sql IS NOT NULL ORDER BY name"
+        )
+    ]
+    cols = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(events)"))
+    conn.execute(new_sql)
+    conn.execute(f"INSERT INTO events_v3 (rowid, {cols}) SELECT rowid, {cols} FROM events")
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_v3 RENAME TO events")
+    for sql in indexes:
+        conn.execute(sql)
+
+
 _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE events (
@@ -194,6 +224,7 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     CREATE INDEX events_task_time ON events (task, time_ms);
     """,
     _migration_2_chain,
+    _migration_3_crossing,
 )
 
 _COLUMNS = (
@@ -532,7 +563,8 @@ class EventStore:
         return None if row is None else _row_to_event(row)
 
     def counts(self, *, since: int | None = None) -> dict[str, int]:
-        """Number of events by type (``start``/``update``/``end``), since ``since`` (Unix ms)."""
+        """Number of events by type (``start``/``update``/``end``/``crossing``), since
+        ``since`` (Unix ms)."""
         sql = "SELECT type, COUNT(*) FROM events"
         args: tuple[Any, ...] = ()
         if since is not None:
@@ -544,7 +576,7 @@ class EventStore:
                 rows = db.execute(sql + " GROUP BY type", args).fetchall()
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot read events from {self.path}: {exc}") from exc
-        out = {"start": 0, "update": 0, "end": 0}
+        out = {"start": 0, "update": 0, "end": 0, "crossing": 0}
         out.update({str(k): int(v) for k, v in rows})
         return out
 

@@ -4,8 +4,8 @@ A :class:`CameraPipeline` owns one :class:`~edge.stream.sources.CameraSource` an
 one or more :class:`TaskRunner` on each frame it takes (a task = a detector, its tracker
 and the zones it watches). Every event a zone raises is, in this order:
 
-1. for ``start`` events, drawn into a JPEG snapshot (``event.snapshot`` and
-   ``event.snapshot_sha256`` are set);
+1. for ``start`` events (and ``crossing`` events of a line with ``snapshots``), drawn
+   into a JPEG snapshot (``event.snapshot`` and ``event.snapshot_sha256`` are set);
 2. written to the events table (:class:`~edge.stream.events.EventStore`);
 3. handed to every sink (``Callable[[ZoneEvent], None]``), e.g. the MQTT publisher
    through a small adapter -- this module imports nothing of MQTT.
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from edge.stream.events import EventStore, EventStoreError, ZoneEvent
+from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import CameraSource, Frame, SourceSpec
 from edge.stream.tracker import Tracker, TrackerConfig
@@ -67,7 +68,9 @@ class TaskSpec:
 
     Attributes:
         name: the task name written into events (``fence``, ``hardhat``, ``workwear``).
-        zones: the zones it watches (names unique within the task).
+        zones: the zones it watches.
+        lines: the counting lines it watches (:mod:`edge.stream.lines`); zone and line
+            names are unique together within the task (events name either in ``zone``).
         score_threshold: detector score threshold (``None``: the model's default).
         min_box_area: detections with a smaller box area (pixels^2) are ignored.
         tracker: tracker settings.
@@ -76,6 +79,7 @@ class TaskSpec:
 
     name: str
     zones: tuple[ZoneSpec, ...]
+    lines: tuple[LineSpec, ...] = ()
     score_threshold: float | None = None
     min_box_area: float = 0.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -84,11 +88,11 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("task name must be non-empty")
-        if not self.zones:
-            raise ValueError(f"task {self.name!r}: needs at least one zone")
-        names = [z.name for z in self.zones]
+        if not self.zones and not self.lines:
+            raise ValueError(f"task {self.name!r}: needs at least one zone or line")
+        names = [z.name for z in self.zones] + [ln.name for ln in self.lines]
         if len(set(names)) != len(names):
-            raise ValueError(f"task {self.name!r}: zone names must be unique, got {names}")
+            raise ValueError(f"task {self.name!r}: zone and line names must be unique, got {names}")
         if self.min_box_area < 0:
             raise ValueError("min_box_area must be >= 0")
 
@@ -159,14 +163,27 @@ class TaskRunner:
             )
             for z in spec.zones
         ]
-        # Ask the detector only for the classes some zone counts (all when a zone counts all).
+        max_age = spec.tracker.max_age_s
+        self.counters = [
+            LineCounter(
+                ln,
+                camera=camera,
+                task=spec.name,
+                class_names=self.class_names,
+                model=self.model,
+                forget_after_s=10.0 if max_age is None else max_age + 1.0,
+            )
+            for ln in spec.lines
+        ]
+        # Ask the detector only for the classes some zone or line counts (all when one
+        # counts all).
         wanted: list[str] | None = []
-        for z in spec.zones:
-            if not z.classes:
+        for classes in [z.classes for z in spec.zones] + [ln.classes for ln in spec.lines]:
+            if not classes:
                 wanted = None
                 break
             assert wanted is not None
-            wanted += [c for c in z.classes if c not in wanted]
+            wanted += [c for c in classes if c not in wanted]
         self.classes = wanted
         self.stage_ms: dict[str, _Stat] = {
             k: _Stat()
@@ -204,23 +221,30 @@ class TaskRunner:
         frame_size: tuple[int, int],
         mono_s: float,
     ) -> tuple[Detections, list[ZoneEvent]]:
-        """Track ``dets`` and step every zone; returns the tracked detections and events."""
+        """Track ``dets`` and step every zone and line; returns the tracked detections and
+        events (zones' first, then lines')."""
         t0 = time.perf_counter()
         tracked = self.tracker.update(dets, t=t)
         t1 = time.perf_counter()
         events: list[ZoneEvent] = []
         for mon in self.monitors:
             events += mon.step(tracked, t=t, wall_ms=wall_ms, frame_size=frame_size, mono_s=mono_s)
+        for counter in self.counters:
+            events += counter.step(
+                tracked, t=t, wall_ms=wall_ms, frame_size=frame_size, mono_s=mono_s
+            )
         t2 = time.perf_counter()
         self.stage_ms["track"].add((t1 - t0) * 1e3)
         self.stage_ms["zones"].add((t2 - t1) * 1e3)
         return tracked, events
 
     def close(self, *, t: float, wall_ms: int) -> list[ZoneEvent]:
-        """End every open incident (reason ``shutdown``)."""
+        """End every open incident (reason ``shutdown``); lines forget their tracks."""
         events: list[ZoneEvent] = []
         for mon in self.monitors:
             events += mon.close(t=t, wall_ms=wall_ms, mono_s=0.0)
+        for counter in self.counters:
+            events += counter.close()
         return events
 
     def monitor(self, zone: str) -> ZoneMonitor:
@@ -228,6 +252,13 @@ class TaskRunner:
             if m.spec.name == zone:
                 return m
         raise KeyError(zone)
+
+    def counter(self, line: str) -> LineCounter:
+        """The counter of the line named ``line`` (KeyError when none)."""
+        for c in self.counters:
+            if c.spec.name == line:
+                return c
+        raise KeyError(line)
 
 
 class CameraPipeline:
@@ -281,13 +312,14 @@ class CameraPipeline:
         # metrics (guarded by _lock)
         self._frames = 0
         self._done_times: deque[float] = deque(maxlen=64)
-        self._events: dict[str, int] = {"start": 0, "update": 0, "end": 0}
+        self._events: dict[str, int] = {"start": 0, "update": 0, "end": 0, "crossing": 0}
         self._store_errors = 0
         self._sink_errors = 0
         self._frame_ms = _Stat()
         self._output_ms = _Stat()
         self._latency_ms: deque[float] = deque(maxlen=512)
         self._zone_stats: dict[str, dict[str, dict[str, int]]] = {}
+        self._line_stats: dict[str, dict[str, dict[str, int]]] = {}
         self._latest: Frame | None = None
 
     # -- status --------------------------------------------------------------------
@@ -355,8 +387,10 @@ class CameraPipeline:
             }
             for t in self.tasks
         }
+        lines = {t.spec.name: {c.spec.name: dict(c.counts) for c in t.counters} for t in self.tasks}
         with self._lock:
             self._zone_stats = stats
+            self._line_stats = lines
 
     def _emit(
         self,
@@ -370,14 +404,25 @@ class CameraPipeline:
         for ev in events:
             t0 = time.perf_counter()
             if (
-                ev.type == "start"
+                ev.type in ("start", "crossing")
                 and self._snapshots is not None
                 and task.spec.snapshots
                 and image is not None
+                and (ev.type == "start" or task.counter(ev.zone).spec.snapshots)
             ):
-                poly = task.monitor(ev.zone).polygon_for(int(image.shape[1]), int(image.shape[0]))
+                w, h = int(image.shape[1]), int(image.shape[0])
+                poly = line = None
+                if ev.type == "start":
+                    poly = task.monitor(ev.zone).polygon_for(w, h)
+                else:
+                    line = task.counter(ev.zone).line_for(w, h)
                 saved = self._snapshots.save_hashed(
-                    image, event=ev, dets=tracked, class_names=task.class_names, polygon=poly
+                    image,
+                    event=ev,
+                    dets=tracked,
+                    class_names=task.class_names,
+                    polygon=poly,
+                    line=line,
                 )
                 if saved is not None:
                     ev = replace(ev, snapshot=saved.path, snapshot_sha256=saved.sha256)
@@ -504,7 +549,8 @@ class CameraPipeline:
         last), ``latency_ms`` (capture to event handed out: p50/p95 over the last 512
         events), ``events`` by type, ``open_incidents``, ``store_errors``,
         ``sink_errors``, and per task ``stage_ms`` (preprocess, inference, decode, nms,
-        detect, track, zones: mean/last).
+        detect, track, zones: mean/last), ``zones`` (``inside``/``open`` per zone) and
+        ``lines`` (``in``/``out`` crossings per line so far).
         """
         src = self.source.stats()
         with self._lock:
@@ -542,12 +588,14 @@ class CameraPipeline:
             out[k] = src[k]
         with self._lock:
             zones = self._zone_stats
+            lines = self._line_stats
         out["open_incidents"] = sum(z["open"] for per in zones.values() for z in per.values())
         out["tasks"] = {
             t.spec.name: {
                 "model": t.model,
                 "stage_ms": {k: s.as_dict() for k, s in t.stage_ms.items()},
                 "zones": zones.get(t.spec.name, {}),
+                "lines": lines.get(t.spec.name, {}),
             }
             for t in self.tasks
         }

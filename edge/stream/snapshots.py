@@ -59,6 +59,7 @@ def draw_snapshot(
     polygon: npt.NDArray[np.float64] | None = None,
     highlight_track: int | None = None,
     caption: str = "",
+    line: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """A copy of ``image_bgr`` with the zone polygon (outlined, lightly filled), every box
     (the ``highlight_track`` one in red and thicker, others in yellow) labelled
@@ -69,6 +70,8 @@ def draw_snapshot(
         dets: boxes in image pixels; ``data["track_ids"]`` is used when present.
         class_names: names for ``class_ids``.
         polygon: (M, 2) pixels, or None.
+        line: (M, 2) pixels of a counting line (drawn open, with an arrow towards its
+            ``in`` side at the middle of its first segment), or None.
     """
     out: npt.NDArray[np.uint8] = np.array(image_bgr, dtype=np.uint8, copy=True)
     h, w = out.shape[:2]
@@ -79,6 +82,19 @@ def draw_snapshot(
         cv2.fillPoly(overlay, [pts], _ZONE)
         cv2.addWeighted(overlay, 0.2, out, 0.8, 0, dst=out)
         cv2.polylines(out, [pts], isClosed=True, color=_ZONE, thickness=thick + 1)
+    if line is not None and len(line) >= 2:
+        pts = np.rint(line).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [pts], isClosed=False, color=_ZONE, thickness=thick + 1)
+        a, b = np.asarray(line[0], np.float64), np.asarray(line[1], np.float64)
+        d = b - a
+        norm = float(np.hypot(d[0], d[1]))
+        if norm > 0:  # the "in" side is to the right walking a -> b (y down): (-dy, dx)
+            mid = (a + b) / 2
+            tip = mid + np.array([-d[1], d[0]]) / norm * max(12.0, min(h, w) / 20)
+            p0 = (round(float(mid[0])), round(float(mid[1])))
+            p1 = (round(float(tip[0])), round(float(tip[1])))
+            cv2.arrowedLine(out, p0, p1, _ZONE, thick + 1, cv2.LINE_AA, tipLength=0.35)
+            cv2.putText(out, "in", p1, cv2.FONT_HERSHEY_SIMPLEX, 0.5, _ZONE, 1, cv2.LINE_AA)
     if dets is not None and len(dets):
         ids = dets.data.get(TRACK_IDS)
         for k in range(len(dets)):
@@ -214,9 +230,11 @@ class SnapshotStore:
         dets: Detections | None = None,
         class_names: Sequence[str] = (),
         polygon: npt.NDArray[np.float64] | None = None,
+        line: npt.NDArray[np.float64] | None = None,
     ) -> SavedSnapshot | None:
         """Draw and save the snapshot of ``event``; returns its relative path and the
-        SHA-256 of the bytes written.
+        SHA-256 of the bytes written. ``polygon``/``line``: the zone or counting line
+        drawn (see :func:`draw_snapshot`).
 
         Returns ``None`` (and logs a WARNING, counts ``save_failures``) when the file
         cannot be written -- disk full, folder not writable: the event goes on without a
@@ -228,7 +246,9 @@ class SnapshotStore:
             class_names=class_names,
             polygon=polygon,
             highlight_track=event.track_id,
-            caption=f"{event.camera} {event.zone} {event.label} {event.type}",
+            caption=f"{event.camera} {event.zone} {event.label} {event.type}"
+            + (f" {event.attributes['direction']}" if "direction" in event.attributes else ""),
+            line=line,
         )
         ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         rel = self.relative_path(event)

@@ -149,7 +149,12 @@ def test_status_will_and_state_payloads() -> None:
     ]
     s = status_payload(gateway="gw", version="1.2", models=["m"], cameras=cams, t_ms=0)
     assert s["state"] == "online" and s["schema"] == 1 and s["cameras"] == ["cam-1"]
-    assert s["tasks"][0] == {"camera": "cam-1", "task": "hardhat", "zones": ["dock", "gate"]}
+    assert s["tasks"][0] == {
+        "camera": "cam-1",
+        "task": "hardhat",
+        "zones": ["dock", "gate"],
+        "lines": [],
+    }
     w = will_payload(gateway="gw", reason="connection_lost")
     assert w == {"schema": 1, "state": "offline", "gateway": "gw", "reason": "connection_lost"}
     st = state_payload(gateway="gw", camera="c", task="t", counts={"a": 2, "b": 0}, t_ms=0)

@@ -95,8 +95,8 @@ def test_filters_limit_and_counts(store: EventStore) -> None:
     assert len(store.list_events(since=NOW + 5000, until=NOW + 8000)) == 3
     assert [e.type for e in store.list_events(task="hardhat")] == ["update"]
     assert len(store.list_events(zone="yard", type="start")) == 10
-    assert store.counts() == {"start": 10, "update": 1, "end": 0}
-    assert store.counts(since=NOW + 9000) == {"start": 1, "update": 1, "end": 0}
+    assert store.counts() == {"start": 10, "update": 1, "end": 0, "crossing": 0}
+    assert store.counts(since=NOW + 9000) == {"start": 1, "update": 1, "end": 0, "crossing": 0}
     assert store.prune(before_ms=NOW + 5000) == 5
     assert len(store.list_events(limit=1000)) == 6
     with pytest.raises(ValueError):

@@ -154,6 +154,7 @@ def test_vtest_fence_incidents_match_what_we_watched(detector: Detector, tmp_pat
         "start": counts["start"],
         "update": counts["update"],
         "end": counts["end"],
+        "crossing": 0,
     }
     assert metrics["frames_processed"] == 265 and metrics["frames_dropped"] == 0
     assert metrics["frames_skipped"] == 795 - 265

@@ -1,0 +1,333 @@
+"""Counting lines: tracked objects crossing a line (a gate, a fence line), per direction.
+
+A :class:`LineCounter` watches one line, a polyline of 2 to
+:data:`~edge.kernels.geometry.MAX_LINE_POINTS` points, for tracks of its ``classes``. A
+track's anchor (the feet, ``bottom_center``, by default) moves from one frame to the next
+along a straight segment; that segment crossing the line is a crossing. One vectorized
+call per line and frame tests every track's movement against every segment of the line
+(:func:`edge.kernels.geometry.segment_polyline_crossings`).
+
+Directions. Walk the line from its first point to its last as drawn on the image: a
+crossing from the left-hand side to the right-hand side is ``in``, the other way is
+``out`` (swap the points to swap them)::
+
+                 left side
+        P0 o---------------------->o P1        "in":  left  -> right
+                 right side                    "out": right -> left
+
+    e.g. a line drawn left to right across a door: walking down the image (towards a
+    camera above the door) is "in".
+
+One event per crossing (hysteresis). A crossing is *pending* until the anchor is more than
+``min_displacement_px`` away from the line on the side it crossed to; only then it
+counts and raises its event. Crossing back before that cancels it. So a person standing
+on the line, whose feet jitter across it from frame to frame, raises nothing, and a
+walk through the line raises exactly one event, one or two frames after the crossing
+(``min_displacement_px`` of further movement). A track that is lost while its crossing
+is pending (it vanished within ``min_displacement_px`` of the line) does not count: draw
+the line at least that far from where objects leave the picture. A track that
+disappears and comes back with the same id (the tracker coasts it for ``max_age_s``)
+is followed across the gap: the movement from its last anchor to the new one counts.
+A track that only reaches the line and goes back counts nothing (with the exact tie
+rules of :func:`~edge.kernels.geometry.segment_polyline_crossings` it crosses there and
+back, or not at all).
+
+Counts are per direction, cumulative since the counter was made (the gateway's start),
+and go on the retained state topic; every counted crossing is also one ``crossing``
+event (:class:`~edge.stream.events.ZoneEvent` with ``zone`` = the line's name and
+``attributes`` ``{"line", "direction", "count"}``), stored and published like zone events.
+
+Not thread-safe: one counter per camera, task and line, stepped from one thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.kernels.geometry import (
+    box_anchors,
+    point_polyline_distance,
+    segment_polyline_crossings,
+    validate_polyline,
+)
+from edge.mqtt.ids import new_event_id
+from edge.stream.events import AttributeValue, ZoneEvent
+from edge.stream.tracker import TRACK_IDS
+from edge.stream.zones import Schedule
+from edge.types import Detections
+
+__all__ = ["DIRECTIONS", "Direction", "LineAnchor", "LineCounter", "LineSpec"]
+
+Direction = Literal["in", "out"]
+DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
+LineAnchor = Literal["bottom_center", "center"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineSpec:
+    """One counting line (validated here; the gateway config maps onto it).
+
+    Attributes:
+        name: line name, used in events and the state topic (non-empty).
+        points: (x, y) vertices in order, 2 or more (a polyline), in pixels of the frame
+            (or in [0, 1] of its width and height when ``normalized``). The order sets
+            the directions: crossing from the left to the right of the line, walking it
+            from the first point to the last as drawn on the image, is ``in``.
+        normalized: the points are in 0-1 frame coordinates.
+        classes: detector class names that count; empty = every class the task detects.
+        anchor: the point of the box that crosses: ``bottom_center`` (the feet) or
+            ``center``.
+        min_displacement_px: hysteresis, pixels (>= 0): a crossing counts once the anchor
+            is farther than this from the line on the new side.
+        schedule: when the line counts; ``None`` = always. Outside it, tracks are
+            forgotten (a crossing that straddles the switch-on is not counted).
+        label: event label; ``None`` = the track's class name.
+        snapshots: save a snapshot for each crossing (when the task saves snapshots).
+    """
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    normalized: bool = False
+    classes: tuple[str, ...] = ()
+    anchor: LineAnchor = "bottom_center"
+    min_displacement_px: float = 10.0
+    schedule: Schedule | None = None
+    label: str | None = None
+    snapshots: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ValueError("line name must be non-empty")
+        pts = tuple((float(x), float(y)) for x, y in self.points)
+        try:
+            arr = validate_polyline(np.asarray(pts, dtype=np.float64).reshape(-1, 2))
+        except ValueError as exc:
+            raise ValueError(f"line {self.name!r}: {exc}") from None
+        if self.normalized and ((arr < 0).any() or (arr > 1).any()):
+            raise ValueError(f"line {self.name!r}: normalized coordinates must be in [0, 1]")
+        object.__setattr__(self, "points", tuple((float(x), float(y)) for x, y in arr))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.anchor not in ("bottom_center", "center"):
+            raise ValueError(f"line {self.name!r}: unknown anchor {self.anchor!r}")
+        d = self.min_displacement_px
+        if not (math.isfinite(d) and d >= 0):
+            raise ValueError(f"line {self.name!r}: min_displacement_px must be >= 0, got {d}")
+
+    def points_px(self, width: int, height: int) -> npt.NDArray[np.float64]:
+        """(M, 2) float64 vertices in pixels of a ``width`` x ``height`` frame."""
+        arr = np.asarray(self.points, dtype=np.float64)
+        if self.normalized:
+            arr = arr * np.array([width, height], dtype=np.float64)
+        return arr
+
+
+@dataclass(slots=True)
+class _Track:
+    anchor: tuple[float, float]
+    last_t: float
+    pending: int = 0  # +1 in, -1 out: crossed, not yet min_displacement_px away
+
+
+class LineCounter:
+    """Turns tracked detections into ``crossing`` events and per-direction counts.
+
+    Args:
+        spec: the line.
+        camera, task: written into every event.
+        class_names: the detector's class names (``class_ids`` index them).
+        model: the detector's name, written into events.
+        forget_after_s: a track unseen for longer is forgotten (pending crossing dropped);
+            keep it >= the tracker's ``max_age_s`` so a coasting track that comes back
+            is followed across the gap.
+        new_id: event id factory (default: :func:`edge.mqtt.ids.new_event_id`).
+
+    Raises:
+        ValueError: a class of the line is not detected by the model.
+    """
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        *,
+        camera: str,
+        task: str,
+        class_names: Sequence[str],
+        model: str = "",
+        forget_after_s: float = 10.0,
+        new_id: Callable[[], str] = new_event_id,
+    ) -> None:
+        self.spec = spec
+        self.camera = camera
+        self.task = task
+        self.model = model
+        self._names = list(class_names)
+        unknown = [c for c in spec.classes if c not in self._names]
+        if unknown:
+            raise ValueError(
+                f"line {spec.name!r}: classes {unknown} are not detected by the model "
+                f"(it knows {self._names})"
+            )
+        if not forget_after_s >= 0:
+            raise ValueError("forget_after_s must be >= 0")
+        self._class_ids = np.array([self._names.index(c) for c in spec.classes], dtype=np.int32)
+        self._forget_after_s = forget_after_s
+        self._new_id = new_id
+        self._tracks: dict[int, _Track] = {}
+        self._counts: dict[Direction, int] = {"in": 0, "out": 0}
+        self._cache: tuple[tuple[int, int], npt.NDArray[np.float64]] | None = None
+        self._armed: bool | None = None
+
+    # -- read-only state -------------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        """Crossings counted so far, ``{"in": a, "out": b}`` (a copy)."""
+        return {"in": self._counts["in"], "out": self._counts["out"]}
+
+    @property
+    def pending(self) -> int:
+        """Tracks that crossed and are not yet ``min_displacement_px`` away."""
+        return sum(1 for s in self._tracks.values() if s.pending)
+
+    @property
+    def armed(self) -> bool | None:
+        """Whether the schedule was on at the last step (``None`` before the first)."""
+        return self._armed
+
+    def line_for(self, width: int, height: int) -> npt.NDArray[np.float64]:
+        """The line's (M, 2) vertices in pixels of a ``width`` x ``height`` frame (cached)."""
+        key = (width, height)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.spec.points_px(width, height))
+        return self._cache[1]
+
+    def reset_counts(self) -> None:
+        """Set both counts to zero (tracks and pending crossings are kept)."""
+        self._counts = {"in": 0, "out": 0}
+
+    # -- the per-frame step ----------------------------------------------------------
+    def step(
+        self,
+        dets: Detections,
+        *,
+        t: float,
+        wall_ms: int,
+        frame_size: tuple[int, int],
+        mono_s: float | None = None,
+    ) -> list[ZoneEvent]:
+        """Advance by one frame.
+
+        Args:
+            dets: the frame's tracked detections (``data["track_ids"]`` required).
+            t: frame time, seconds on a monotonic clock (forgetting lost tracks).
+            wall_ms: frame time, Unix milliseconds (event times, the schedule).
+            frame_size: (width, height) of the frame in pixels.
+            mono_s: capture time for latency metrics (default ``t``).
+
+        Returns:
+            The ``crossing`` events this frame counted, in detection order.
+        """
+        mono = t if mono_s is None else mono_s
+        armed = self.spec.schedule is None or self.spec.schedule.active_at(wall_ms)
+        self._armed = armed
+        if not armed:
+            self._tracks.clear()
+            return []
+        n = len(dets)
+        if n and TRACK_IDS not in dets.data:
+            raise ValueError("LineCounter.step needs tracked detections (data['track_ids'])")
+        events: list[ZoneEvent] = []
+        if n:
+            mask = np.ones((n,), dtype=np.bool_)
+            if self._class_ids.size:
+                mask &= np.isin(dets.class_ids, self._class_ids)
+            idx = np.flatnonzero(mask)
+            if idx.size:
+                events = self._advance(dets, idx, t=t, wall_ms=wall_ms, size=frame_size, mono=mono)
+        limit = self._forget_after_s
+        for tid in [k for k, s in self._tracks.items() if t - s.last_t > limit]:
+            del self._tracks[tid]
+        return events
+
+    def _advance(
+        self,
+        dets: Detections,
+        idx: npt.NDArray[np.intp],
+        *,
+        t: float,
+        wall_ms: int,
+        size: tuple[int, int],
+        mono: float,
+    ) -> list[ZoneEvent]:
+        line = self.line_for(*size)
+        tids = [int(v) for v in dets.data[TRACK_IDS][idx].tolist()]
+        cur = box_anchors(dets.xyxy[idx], self.spec.anchor)  # (M, 2)
+        known = [k for k, tid in enumerate(tids) if tid in self._tracks]
+        net = np.zeros((len(tids),), dtype=np.int64)
+        if known:
+            prev = np.array([self._tracks[tids[k]].anchor for k in known], dtype=np.float64)
+            crossed = segment_polyline_crossings(prev, cur[known], line)
+            net[known] = crossed.sum(axis=1, dtype=np.int64)
+        dist, side = point_polyline_distance(cur, line)
+        far = self.spec.min_displacement_px
+        events: list[ZoneEvent] = []
+        for k, tid in enumerate(tids):
+            anchor = (float(cur[k, 0]), float(cur[k, 1]))
+            st = self._tracks.get(tid)
+            if st is None:
+                self._tracks[tid] = _Track(anchor=anchor, last_t=t)
+                continue
+            st.anchor, st.last_t = anchor, t
+            s = int(np.sign(net[k]))
+            if s:
+                st.pending = 0 if st.pending == -s else s  # crossing back cancels
+            if st.pending and dist[k] > far:
+                if int(side[k]) == st.pending:
+                    direction: Direction = "in" if st.pending > 0 else "out"
+                    events.append(self._event(dets, int(idx[k]), tid, direction, wall_ms, mono))
+                st.pending = 0  # counted, or went round an end of the line back to its side
+        return events
+
+    def close(self) -> list[ZoneEvent]:
+        """Forget every track; pending crossings are dropped (nothing to end: crossings
+        are instantaneous). Returns no events; counts are kept."""
+        self._tracks.clear()
+        return []
+
+    # -- helpers ---------------------------------------------------------------------
+    def _event(
+        self,
+        dets: Detections,
+        i: int,
+        tid: int,
+        direction: Direction,
+        wall_ms: int,
+        mono: float,
+    ) -> ZoneEvent:
+        self._counts[direction] += 1
+        row = dets.xyxy[i]
+        attrs: dict[str, AttributeValue] = {
+            "line": self.spec.name,
+            "direction": direction,
+            "count": self._counts[direction],
+        }
+        return ZoneEvent(
+            event_id=self._new_id(),
+            type="crossing",
+            camera=self.camera,
+            task=self.task,
+            zone=self.spec.name,
+            label=self.spec.label or self._names[int(dets.class_ids[i])],
+            score=min(max(float(dets.scores[i]), 0.0), 1.0),
+            box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])),
+            track_id=tid,
+            time_ms=wall_ms,
+            model=self.model,
+            attributes=attrs,
+            mono_s=mono,
+        )
