@@ -4,7 +4,11 @@ For every camera/task/zone the gateway announces, retained under ``{ha_prefix}/.
 
 - a ``binary_sensor`` (device class ``safety``: on = unsafe) that is on while the zone's
   count in the retained state topic is above zero, and
-- a ``sensor`` with that count (state class ``measurement``).
+- a ``sensor`` with that count (state class ``measurement``);
+
+and for every counting line, two sensors with its ``in`` and ``out`` crossings
+(state class ``total_increasing``: Home Assistant's statistics and ``utility_meter``
+take the restart of a gateway, when the counts start at 0 again, as a reset).
 
 Both read the existing state topic ``{prefix}/{gateway}/{camera}/{task}/state`` and take
 availability from the status topic, so Home Assistant needs no configuration and no
@@ -44,7 +48,8 @@ class DiscoveryMessage:
 def discovery_messages(
     *, topics: Topics, ha_prefix: str, cameras: Sequence[CameraTask], version: str
 ) -> list[DiscoveryMessage]:
-    """Config messages for all ``cameras`` zones (two per zone), in a stable order."""
+    """Config messages for all ``cameras`` zones (two per zone) and counting lines (two
+    per line), in a stable order."""
     gw = topics.gateway
     node = gw  # already [A-Za-z0-9_-]: HA's node id rule, and the ACL's %u
     device = {
@@ -99,4 +104,31 @@ def discovery_messages(
                     },
                 )
             )
+        for line in cam.lines:
+            oid = _object_id(cam.camera, cam.task, line)
+            uid = f"safety_edge_{_object_id(gw)}_{oid}"
+            per_line = "((value_json.lines | default({}))[" + json.dumps(line) + "] | default({}))"
+            for direction in ("in", "out"):
+                out.append(
+                    DiscoveryMessage(
+                        topic=f"{ha_prefix}/sensor/{node}/{oid}_crossings_{direction}/config",
+                        payload={
+                            "name": f"{cam.camera} {line} {cam.task} {direction}",
+                            "unique_id": f"{uid}_crossings_{direction}",
+                            "state_class": "total_increasing",
+                            "icon": "mdi:transfer-right"
+                            if direction == "in"
+                            else "mdi:transfer-left",
+                            "value_template": "{{ ("
+                            + per_line
+                            + "["
+                            + json.dumps(direction)
+                            + "] | default(0) | int) }}",
+                            "state_topic": state_topic,
+                            "device": device,
+                            "origin": {"name": "safety-edge", "sw_version": version},
+                            **availability,
+                        },
+                    )
+                )
     return out

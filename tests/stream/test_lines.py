@@ -383,3 +383,40 @@ def test_state_payload_lines() -> None:
         state_payload(
             gateway="gw", camera="c", task="t", counts={}, t_ms=0, lines={"g": {"in": -1, "out": 0}}
         )
+
+
+def test_home_assistant_sensors_read_the_line_counts() -> None:
+    """Two ``total_increasing`` sensors per line; their templates render (with Jinja2, as
+    Home Assistant does) against the real state payload, and give 0 before any count."""
+    from edge.mqtt.discovery import discovery_messages
+    from edge.mqtt.schema import CameraTask
+    from edge.mqtt.topics import Topics
+
+    jinja2 = pytest.importorskip("jinja2")
+    cams = [CameraTask("gate", "fence", ("yard",), ("door 1",))]
+    msgs = discovery_messages(
+        topics=Topics("safety-edge", "gw-1"), ha_prefix="homeassistant", cameras=cams, version="9"
+    )
+    sensors = {m.topic: m.payload for m in msgs if "crossings" in m.topic}
+    assert list(sensors) == [
+        "homeassistant/sensor/gw-1/gate_fence_door_1_crossings_in/config",
+        "homeassistant/sensor/gw-1/gate_fence_door_1_crossings_out/config",
+    ]
+    assert len({m.payload["unique_id"] for m in msgs}) == len(msgs) == 4
+    env = jinja2.Environment()
+    state = state_payload(
+        gateway="gw-1",
+        camera="gate",
+        task="fence",
+        counts={"yard": 0},
+        t_ms=0,
+        lines={"door 1": {"in": 7, "out": 5}},
+    )
+    empty = state_payload(gateway="gw-1", camera="gate", task="fence", counts={}, t_ms=0)
+    got = []
+    for p in sensors.values():
+        assert p["state_class"] == "total_increasing"
+        assert p["state_topic"] == "safety-edge/gw-1/gate/fence/state"
+        tpl = env.from_string(p["value_template"])
+        got.append((tpl.render(value_json=state).strip(), tpl.render(value_json=empty).strip()))
+    assert got == [("7", "0"), ("5", "0")]
