@@ -4,17 +4,34 @@ The detector says whether a person wears workwear (class ``wear``) or not
 (``no_wear``); the colour is named from HSV statistics of the torso part of the box
 (:func:`edge.tasks.colour.torso_box`), mapped to the contract's
 ``light/blue/red/dark/yellow/other``.
+
+The contract answer is the model's boxes. With a person detector, :meth:`WorkwearTask.analyse`
+also gives each person the three-way result (:mod:`edge.tasks.compliance`): a wear box
+belongs to the person box holding at least half of it (:func:`edge.tasks.wearing.match_workwear`);
+a visible person the model said nothing about is ``cannot_tell`` (``not_detected``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.tasks.base import DetectorLike, ImageBGR
 from edge.tasks.colour import WORKWEAR_COLOURS, crop, crop_colour, torso_box
-from edge.tasks.hardhat import ResultItem
+from edge.tasks.compliance import (
+    CANNOT_TELL,
+    COMPLIANT,
+    VIOLATION,
+    Analysis,
+    SubjectBuilder,
+    detect_people,
+    result_item,
+)
+from edge.tasks.hardhat import PERSON_CLASSES, ResultItem
+from edge.tasks.wearing import DEFAULT_RULE, WearingRule, match_workwear, occlusion, torso_regions
+from edge.types import Detections
 
 NO_WORKWEAR = "no_workwear"
 WORKWEAR_CLASSNAMES = ("light", "blue", "other", "red", "dark", "yellow", NO_WORKWEAR)
@@ -25,14 +42,27 @@ _NO_WEAR = {"no_wear", "no_workwear", "no_vest", "no_uniform"}
 
 @dataclass(frozen=True)
 class WorkwearTask:
-    """People with their workwear colour (or ``no_workwear``) from a wear/no_wear detector."""
+    """People with their workwear colour (or ``no_workwear``) from a wear/no_wear detector,
+    and, with a ``person_detector``, the per-person three-way result."""
 
     detector: DetectorLike
     score_threshold: float | None = None
     box_is_torso: bool = False
     """True when the model's boxes already cover only the torso (no torso crop needed)."""
+    person_detector: DetectorLike | None = None
+    rule: WearingRule = field(default_factory=WearingRule)
+    person_classes: tuple[str, ...] = PERSON_CLASSES
 
-    def run(self, image_bgr: ImageBGR) -> list[ResultItem]:
+    @property
+    def answer_classnames(self) -> tuple[str, ...]:
+        """The classnames the answer may hold."""
+        return WORKWEAR_CLASSNAMES
+
+    def boxes(
+        self, image_bgr: ImageBGR, *, score_threshold: float | None = None
+    ) -> tuple[Detections, list[str]]:
+        """The model's wear/no-wear boxes, highest score first, with their contract
+        classnames (colour from the torso pixels)."""
         names = [n.strip().lower() for n in self.detector.class_names]
         wanted = [
             orig
@@ -40,18 +70,108 @@ class WorkwearTask:
             if n in _WEAR or n in _NO_WEAR
         ]
         if not wanted:
-            return []
-        dets = self.detector.detect(image_bgr, score_threshold=self.score_threshold, classes=wanted)
+            return Detections.empty(), []
+        thr = self.score_threshold if score_threshold is None else score_threshold
+        dets = self.detector.detect(image_bgr, score_threshold=thr, classes=wanted)
         dets = dets[np.argsort(-dets.scores, kind="stable")]
         torsos = dets.xyxy if self.box_is_torso else torso_box(dets.xyxy)
-        out: list[ResultItem] = []
-        for torso, tlbr, score, cid in zip(
-            torsos, dets.to_tlbr_ints(), dets.scores, dets.class_ids, strict=True
-        ):
+        classnames: list[str] = []
+        for torso, cid in zip(torsos, dets.class_ids, strict=True):
             if names[int(cid)] in _NO_WEAR:
-                classname = NO_WORKWEAR
+                classnames.append(NO_WORKWEAR)
             else:
                 colour, _ = crop_colour(crop(image_bgr, torso), margin=0.1)
-                classname = WORKWEAR_COLOURS.get(colour, "other")
-            out.append({"box": tlbr, "classname": classname, "score": round(float(score), 4)})
-        return out
+                classnames.append(WORKWEAR_COLOURS.get(colour, "other"))
+        return dets, classnames
+
+    def analyse(self, image_bgr: ImageBGR, *, score_threshold: float | None = None) -> Analysis:
+        """The contract items and the per-person three-way result."""
+        dets, classnames = self.boxes(image_bgr, score_threshold=score_threshold)
+        people = detect_people(self.person_detector, self.person_classes, image_bgr)
+        return assess_workwear(dets, classnames, people, rule=self.rule)
+
+    def run(self, image_bgr: ImageBGR) -> list[ResultItem]:
+        """The contract answer's items: one per model box, highest score first."""
+        items: list[ResultItem] = self.analyse(image_bgr).items
+        return items
+
+
+def assess_workwear(
+    boxes: Detections,
+    classnames: Sequence[str],
+    people: Detections | None,
+    *,
+    rule: WearingRule = DEFAULT_RULE,
+) -> Analysis:
+    """The workwear analysis of one image: items are the model's boxes; subjects are the
+    people (``None``: no person detector, one subject per box) and boxes on nobody."""
+    n_b = len(boxes)
+    items = [result_item(boxes.xyxy[j], classnames[j], boxes.scores[j]) for j in range(n_b)]
+    band = rule.uncertain_band
+    lo, hi = band if band is not None else (0.0, 0.0)
+    unsure_b = boxes.scores < hi
+    worn = np.array([c != NO_WORKWEAR for c in classnames], dtype=np.bool_).reshape(n_b)
+    out = SubjectBuilder(WORKWEAR_CLASSNAMES)
+
+    def add_box(j: int) -> None:
+        s = float(boxes.scores[j])
+        if unsure_b[j]:
+            st, why, txt = CANNOT_TELL, "uncertain_score", f"score {s:.2f} < {hi:.2f}"
+        elif worn[j]:
+            st, why, txt = COMPLIANT, "workwear_worn", f"{classnames[j]} workwear seen"
+        else:
+            st, why, txt = VIOLATION, "no_workwear", "no workwear seen"
+        txt += " (no person box)" if people is not None else " (no person check)"
+        out.add(
+            box=boxes.xyxy[j],
+            score=s,
+            status=st,
+            reason=why,
+            seen=classnames[j],
+            item=j,
+            has_person=False,
+            details=txt,
+        )
+
+    if people is None:
+        for j in range(n_b):
+            add_box(j)
+        return out.build(items=items, not_worn=[], mode="detector")
+    people = people[people.scores >= lo]
+    pxy = people.xyxy
+    person_box, box_person = match_workwear(pxy, boxes.xyxy)
+    height = pxy[:, 3] - pxy[:, 1]
+    share = occlusion(pxy, torso_regions(pxy))
+    for i in range(len(people)):
+        j = int(person_box[i])
+        s = float(people.scores[i])
+        seen = classnames[j] if j >= 0 else None
+        if height[i] < rule.min_person_px:
+            st, why = CANNOT_TELL, "too_small"
+            txt = f"person box {height[i]:.0f} px high < {rule.min_person_px:g} px"
+        elif j >= 0 and unsure_b[j]:
+            st, why, txt = CANNOT_TELL, "uncertain_score", f"score {boxes.scores[j]:.2f} < {hi:.2f}"
+        elif j >= 0 and worn[j]:
+            st, why, txt = COMPLIANT, "workwear_worn", f"{seen} workwear on the person"
+        elif j >= 0:
+            st, why, txt = VIOLATION, "no_workwear", "no workwear on the person"
+        elif share[i] >= rule.occluded_fraction:
+            st, why = CANNOT_TELL, "occluded"
+            txt = f"{share[i]:.0%} of the torso covered by a person in front"
+        elif s < hi:
+            st, why, txt = CANNOT_TELL, "uncertain_score", f"score {s:.2f} < {hi:.2f}"
+        else:
+            st, why, txt = CANNOT_TELL, "not_detected", "the model said nothing about this person"
+        out.add(
+            box=pxy[i],
+            score=s,
+            status=st,
+            reason=why,
+            seen=seen,
+            item=j,
+            has_person=True,
+            details=txt,
+        )
+    for j in np.flatnonzero(box_person < 0).tolist():
+        add_box(j)
+    return out.build(items=items, not_worn=[], mode="person")
