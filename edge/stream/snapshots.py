@@ -117,9 +117,10 @@ def draw_snapshot(
                 cv2.LINE_AA,
             )
     if caption:
-        cv2.putText(
-            out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA
-        )
+        # White text on a dark box: an outline drawn with a thicker stroke would not line up
+        # (OpenCV 5 advances glyphs by stroke width, so the outline runs past the text).
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+        cv2.rectangle(out, (4, 20 - th - 4), (12 + tw, 20 + base + 2), (0, 0, 0), cv2.FILLED)
         cv2.putText(
             out, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA
         )
