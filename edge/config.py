@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +64,8 @@ from edge.mqtt.config import MqttConfig
 if TYPE_CHECKING:
     from edge.stream.lines import LineSpec
     from edge.stream.zones import Schedule, ZoneSpec
+    from edge.tasks.rules import Requirement
+    from edge.tasks.wearing import WearingRule
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -84,7 +87,9 @@ __all__ = [
     "TaskKind",
     "TasksConfig",
     "TrackerSettings",
+    "WearingConfig",
     "ZoneConfig",
+    "ZoneRequireConfig",
     "load_config",
 ]
 
@@ -144,12 +149,69 @@ class ApiConfig(BaseModel):
     providers: list[str] = Field(default_factory=lambda: ["cpu"])
     intra_op_threads: int | None = Field(default=None, ge=1)
     log_requests: bool = False
+    compliance_summary: bool = Field(
+        default=False,
+        description="hard-hat/workwear answers carry the 'summary' field (header "
+        "X-Safety-Edge-Summary: 1|0 overrides per request)",
+    )
 
     def resolved_admin_token(self) -> str | None:
         """The admin token: environment first, then the config; ``None`` = console off."""
         env = os.environ.get(ADMIN_TOKEN_ENV)
         token = env if env else self.admin_token
         return token or None
+
+
+class WearingConfig(BaseModel):
+    """The worn rule and the three-way result of hard-hat/workwear checks
+    (:mod:`edge.tasks.wearing`, :mod:`edge.tasks.compliance`), for the API and cameras.
+
+    ``person_model`` (``null``: ``tasks.fence``) finds the people; without it (or with
+    ``worn_rule: false``) answers come from the hat/wear model's boxes alone.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    person_model: str | None = Field(
+        default=None, description="people for the worn rule and summaries; null: tasks.fence"
+    )
+    worn_rule: bool = Field(
+        default=True, description="a hat counts only on a person's head region (false: any hat)"
+    )
+    min_person_px: float = Field(
+        default=64.0, ge=0.0, le=10_000.0, description="lower person boxes: cannot_tell too_small"
+    )
+    occluded_fraction: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="head/torso share covered: cannot_tell occluded"
+    )
+    uncertain_band: tuple[float, float] | None = Field(
+        default=(0.25, 0.5),
+        description="[low, high): a deciding score below high is cannot_tell; people below "
+        "low are not counted; null: no band",
+    )
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
+            raise ValueError("must be [low, high] with 0 <= low < high <= 1")
+        return v
+
+    def to_rule(self) -> WearingRule:
+        """The task layer's rule with these numbers."""
+        from edge.tasks.wearing import WearingRule
+
+        return WearingRule(
+            min_person_px=self.min_person_px,
+            occluded_fraction=self.occluded_fraction,
+            uncertain_band=self.uncertain_band,
+        )
+
+    def person_model_name(self, tasks: TasksConfig) -> str | None:
+        """The person model's manifest name (``None``: the worn rule is off or no model)."""
+        if not self.worn_rule:
+            return None
+        return self.person_model if self.person_model is not None else tasks.fence
 
 
 class TasksConfig(BaseModel):
@@ -169,6 +231,9 @@ class TasksConfig(BaseModel):
         default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
     )
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    wearing: WearingConfig = Field(
+        default_factory=WearingConfig, description="worn rule and three-way summary"
+    )
 
 
 class FallbackConfig(BaseModel):
@@ -379,6 +444,96 @@ class ScheduleConfig(BaseModel):
         return Schedule.parse(days=self.days, hours=self.hours, tz=self.tz)
 
 
+class HardhatRequireConfig(BaseModel):
+    """A zone's hard-hat rule: a hat on every head, of one of ``colours`` (absent: any)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    colours: list[str] | None = Field(
+        default=None, description="allowed: red, white, blue, yellow, other; absent: any colour"
+    )
+
+    @field_validator("colours")
+    @classmethod
+    def _colours(cls, v: list[str] | None) -> list[str] | None:
+        from edge.tasks.rules import hat_colour
+
+        return _colour_list(v, hat_colour)
+
+
+class WorkwearRequireConfig(BaseModel):
+    """A zone's workwear rule: workwear on every person, of one of ``colours`` (absent:
+    any), and hi-vis when ``reflective`` (the ``yellow`` class: fluorescent yellow/orange)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    colours: list[str] | None = Field(
+        default=None, description="allowed: light, blue, red, dark, yellow, other; absent: any"
+    )
+    reflective: bool = Field(default=False, description="hi-vis (yellow/orange) required")
+
+    @field_validator("colours")
+    @classmethod
+    def _colours(cls, v: list[str] | None) -> list[str] | None:
+        from edge.tasks.rules import workwear_colour
+
+        return _colour_list(v, workwear_colour)
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkwearRequireConfig:
+        self.to_requirement()  # reflective with colours that exclude hi-vis
+        return self
+
+    def to_requirement(self) -> Requirement:
+        from edge.tasks.rules import Requirement
+
+        return Requirement(
+            kind="workwear",
+            colours=None if self.colours is None else tuple(self.colours),
+            reflective=self.reflective,
+        )
+
+
+def _colour_list(v: list[str] | None, check: Callable[[str], str]) -> list[str] | None:
+    if v is None:
+        return v
+    if not v:
+        raise ValueError("colours must not be empty (omit the key for any colour)")
+    return list(dict.fromkeys(check(c) for c in v))
+
+
+class ZoneRequireConfig(BaseModel):
+    """What a zone requires of the people in it (``hardhat`` on a hard-hat task's zones,
+    ``workwear`` on a workwear task's); a person who breaks it raises the zone's events,
+    whose ``attributes.rule`` names the rule (:mod:`edge.tasks.rules`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hardhat: HardhatRequireConfig | None = Field(
+        default=None, description="{colours: [red, white]} or {} (any colour)"
+    )
+    workwear: WorkwearRequireConfig | None = Field(
+        default=None, description="{colours: [...]} and/or {reflective: true}"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ZoneRequireConfig:
+        if self.hardhat is None and self.workwear is None:
+            raise ValueError("name what the zone requires: hardhat: {...} or workwear: {...}")
+        return self
+
+    def to_requirement(self, kind: TaskKind) -> Requirement | None:
+        """The requirement for a task of ``kind`` (``None``: none for that kind)."""
+        from edge.tasks.rules import Requirement
+
+        if kind == "hardhat" and self.hardhat is not None:
+            colours = self.hardhat.colours
+            return Requirement(kind="hardhat", colours=None if colours is None else tuple(colours))
+        if kind == "workwear" and self.workwear is not None:
+            return self.workwear.to_requirement()
+        return None
+
+
 class ZoneConfig(BaseModel):
     """One zone of a camera task (see :class:`edge.stream.zones.ZoneSpec` for behaviour).
 
@@ -413,6 +568,9 @@ class ZoneConfig(BaseModel):
     )
     schedule: ScheduleConfig | None = Field(default=None, description="absent = always armed")
     label: str | None = Field(default=None, description="event label; absent = class name")
+    require: ZoneRequireConfig | None = Field(
+        default=None, description="hardhat/workwear tasks: what people in the zone must wear"
+    )
 
     @field_validator("name")
     @classmethod
@@ -669,6 +827,41 @@ class CameraConfig(BaseModel):
         fence = v.get("fence")
         if fence is not None and not fence.zones and not fence.lines:
             raise ValueError("the fence task needs at least one zone or line")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _zone_rules(cls, v: dict[TaskKind, CameraTaskConfig]) -> dict[TaskKind, CameraTaskConfig]:
+        """A zone's ``require`` names its own task's kind (reported at the key)."""
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        errors: list[InitErrorDetails] = []
+        for kind, task in v.items():
+            for zi, zone in enumerate(task.zones):
+                req = zone.require
+                if req is None:
+                    continue
+                for other in ("hardhat", "workwear"):
+                    if getattr(req, other) is None or other == kind:
+                        continue
+                    where = (
+                        "fence zones require nothing"
+                        if kind == "fence"
+                        else (f"a {kind} zone may require only {kind}")
+                    )
+                    errors.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "zone_rule",
+                                "{other} does not apply to the {kind} task: {where}",
+                                {"other": other, "kind": kind, "where": where},
+                            ),
+                            loc=(kind, "zones", zi, "require", other),
+                            input=getattr(req, other).model_dump(),
+                        )
+                    )
+        if errors:
+            raise ValidationError.from_exception_data("CameraConfig", errors)
         return v
 
     def env_refs(self) -> list[str]:

@@ -40,6 +40,14 @@ the background task opens a ``store_fault`` alert.
 Every answer, success or failure, is counted with :meth:`Store.record_request` (app and
 API when known; the AppKey only once it names a known app, so random keys cannot blow
 up the statistics).
+
+Compliance summary (opt-in, not part of the contract): a hard-hat/workwear success answer
+gets a ``summary`` field (:meth:`edge.tasks.compliance.Analysis.summary`: per person
+``compliant``/``violation``/``cannot_tell`` with the reason, and the hats not worn) when
+``api.compliance_summary`` is true or the request carries the header
+``X-Safety-Edge-Summary: 1`` (``0`` turns it off for that request). The Sign covers the
+path and body only, so the header is not authenticated; it changes nothing but the
+presence of that field. Without it the answer is byte for byte the contract's.
 """
 
 from __future__ import annotations
@@ -86,6 +94,7 @@ from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
 from edge.config import GatewayConfig
 from edge.errors import EdgeError
 from edge.tasks.base import DetectorLike
+from edge.tasks.compliance import Analysis
 
 if TYPE_CHECKING:
     from edge.cloud.fallback import FallbackClient
@@ -106,6 +115,20 @@ _QUOTA_NEGATIVE_TTL_S = 1.0
 _FALLBACK_MARGIN_S = 0.1
 """The cloud fallback must finish this long before the request's deadline."""
 _MAX_SERVICE_CODE = 64
+SUMMARY_HEADER = "x-safety-edge-summary"
+"""Request header: ``1`` adds the compliance ``summary`` to the answer, ``0`` leaves it out."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def wants_summary(default: bool, header: str | None) -> bool:
+    """The header's choice (``1/true/yes/on``, ``0/false/no/off``), else ``default``."""
+    value = (header or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return default
 
 
 # -- per-request state ---------------------------------------------------------------
@@ -129,6 +152,8 @@ class _Job:
     hat: C.HatRequest | None = None
     fence_images: list[tuple[bytes, C.ImageInfo] | ApiFault] = field(default_factory=list)
     polygon: npt.NDArray[np.float64] | None = None
+    summary: bool = False
+    """Add the opt-in compliance ``summary`` to a hard-hat/workwear answer."""
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float = 0.0
     """``time.perf_counter()`` value by which the answer is due."""
@@ -498,6 +523,8 @@ class Gateway:
             job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
         del body
         job.deadline = deadline
+        if api != "fence":
+            job.summary = wants_summary(cfg.compliance_summary, request.headers.get(SUMMARY_HEADER))
 
         # 7. model present, quota not known empty
         runner = self.runners[api]
@@ -649,15 +676,21 @@ class Gateway:
             self._check_cancel(job)
             fb = self._fallback_for(job.api)
             failed: EdgeError | None = None
+            analysis: Analysis | None = None
+            items: list[Any] | None
             try:
-                items = task.run(image)
+                if job.summary:
+                    analysis = task.analyse(image)
+                    items = analysis.items
+                else:
+                    items = task.run(image)
             except EdgeError as exc:
                 if fb is None:
                     raise ApiFault(Fault.INFERENCE, f"inference failed: {exc.details}") from None
                 items, failed = None, exc
             else:
                 if fb is None:
-                    return C.hat_success_body(list(items))
+                    return _with_summary(C.hat_success_body(list(items)), analysis, items)
             hat_api: Literal["hardhat", "workwear"] = job.api
             review = fb.review_hat(
                 hat_api,
@@ -673,10 +706,10 @@ class Gateway:
                     f"{review.outcome.status} {review.outcome.detail})".rstrip(),
                 )
             if not self.config.fallback.report_source:
-                return C.hat_success_body(list(review.items))
+                return _with_summary(C.hat_success_body(list(review.items)), analysis, items)
             body = C.hat_success_body(review.annotated())
             body["fallback"] = review.outcome.to_dict()
-            return body
+            return _with_summary(body, analysis, items)
         return self._run_fence(job, task)
 
     def _fallback_for(self, api: Api) -> FallbackClient | None:
@@ -784,6 +817,23 @@ class Gateway:
                 status_code=401,
             )
         return None
+
+
+def _with_summary(
+    body: dict[str, Any], analysis: Analysis | None, local: Sequence[Any] | None
+) -> dict[str, Any]:
+    """``body`` with the opt-in ``summary`` (nothing when ``analysis`` is ``None``). When
+    the cloud fallback changed the list, the summary is still the gateway's own analysis:
+    its ``item`` indices are dropped and ``source`` says ``local``."""
+    if analysis is None:
+        return body
+    summary = analysis.summary()
+    if list(body["result"]) != list(local or []):
+        for person in summary["people"]:
+            person["item"] = None
+        summary["source"] = "local"
+    body["summary"] = summary
+    return body
 
 
 def _first_class_id(task: Any) -> int:
@@ -956,7 +1006,9 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def _load_runners(
-    config: GatewayConfig, detectors: Mapping[Api, DetectorLike | None] | None
+    config: GatewayConfig,
+    detectors: Mapping[Api, DetectorLike | None] | None,
+    person_detector: DetectorLike | None = None,
 ) -> tuple[dict[Api, _Runner], list[Any]]:
     from edge.tasks.fence import FenceTask
     from edge.tasks.hardhat import HardhatTask
@@ -971,6 +1023,8 @@ def _load_runners(
     loaded: dict[Api, DetectorLike | None] = {}
     reasons: dict[Api, str] = {}
     owned: list[Any] = []
+    person: DetectorLike | None = person_detector
+    person_name = tc.wearing.person_model_name(tc)
     if detectors is not None:
         for api in C.APIS:
             loaded[api] = detectors.get(api)
@@ -1020,6 +1074,30 @@ def _load_runners(
                 reasons[api] = f"model {name!r} for the {api} API is not available: {got}"
             else:
                 loaded[api] = got
+        wears = loaded["hardhat"] is not None or loaded["workwear"] is not None
+        if person_name is not None and wears:
+            got_person = by_name.get(person_name)
+            if got_person is None and person_name in manifests:
+                try:
+                    got_person = Detector(
+                        manifests[person_name],
+                        providers=tuple(config.api.providers),
+                        intra_op_threads=config.api.intra_op_threads,
+                    )
+                    owned.append(got_person)
+                except EdgeError as exc:
+                    got_person = exc.details
+            if isinstance(got_person, str) or got_person is None:
+                log.error(
+                    "worn rule off: person model %r not available (%s)",
+                    person_name,
+                    got_person or "no manifest",
+                )
+            else:
+                person = got_person
+    if person_name is None:
+        person = None
+    rule = tc.wearing.to_rule()
     runners: dict[Api, _Runner] = {}
     for api in C.APIS:
         det = loaded.get(api)
@@ -1027,11 +1105,21 @@ def _load_runners(
             runners[api] = _Runner(task=None, reason=reasons.get(api, "no model"))
         elif api == "hardhat":
             runners[api] = _Runner(
-                task=HardhatTask(detector=det, score_threshold=tc.score_threshold)
+                task=HardhatTask(
+                    detector=det,
+                    score_threshold=tc.score_threshold,
+                    person_detector=person,
+                    rule=rule,
+                )
             )
         elif api == "workwear":
             runners[api] = _Runner(
-                task=WorkwearTask(detector=det, score_threshold=tc.score_threshold)
+                task=WorkwearTask(
+                    detector=det,
+                    score_threshold=tc.score_threshold,
+                    person_detector=person,
+                    rule=rule,
+                )
             )
         else:
             runners[api] = _Runner(
@@ -1051,6 +1139,7 @@ def build_app(
     *,
     store: Store | None = None,
     detectors: Mapping[Api, DetectorLike | None] | None = None,
+    person_detector: DetectorLike | None = None,
     alert_sinks: Sequence[AlertSink] = (),
     result_sinks: Sequence[ResultSink] = (),
 ) -> FastAPI:
@@ -1062,6 +1151,10 @@ def build_app(
             ``<data_dir>/safety-edge.sqlite3`` (closed at shutdown).
         detectors: detectors per API instead of loading ``config.tasks`` models from
             ``config.models_dir`` (``None`` values switch an API off).
+        person_detector: people for the hard-hat/workwear worn rule and summary
+            (:mod:`edge.tasks.wearing`) when ``detectors`` is given; without
+            ``detectors`` the model ``tasks.wearing.person_model`` (default
+            ``tasks.fence``) is loaded. Ignored when ``tasks.wearing.worn_rule`` is off.
         alert_sinks: receive every opened/resolved alert (e.g. the MQTT publisher).
         result_sinks: receive every answer of the three APIs as ``(api, record)`` with
             ``record = {api, app_key, code, latency_ms, answer}`` (e.g. MQTT ``results``).
@@ -1077,7 +1170,7 @@ def build_app(
     fallback: FallbackClient | None = None
     owned: list[Any] = []
     try:
-        runners, owned = _load_runners(config, detectors)
+        runners, owned = _load_runners(config, detectors, person_detector)
         if config.fallback.enabled:
             from edge.cloud.fallback import FallbackClient
 

@@ -62,7 +62,7 @@ from edge.mqtt.config import MqttConfig
 from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
-from edge.service.tasks import build_task_spec
+from edge.service.tasks import build_task_spec, build_zone_rules
 from edge.stream.acks import AckStore
 from edge.stream.events import EventStore, ZoneEvent, events_db_path
 from edge.stream.pipeline import CameraPipeline, TaskRunner
@@ -311,6 +311,12 @@ class GatewayService:
                         wanted.add(name)
         if cfg.service.api:
             wanted |= {n for n in (cfg.tasks.fence, cfg.tasks.hardhat, cfg.tasks.workwear) if n}
+        person = cfg.tasks.wearing.person_model_name(cfg.tasks)
+        wears = any(k != "fence" for cam in cfg.cameras if cam.enabled for k in cam.tasks) or (
+            cfg.service.api and (cfg.tasks.hardhat or cfg.tasks.workwear)
+        )
+        if person is not None and wears:  # the worn rule's people (edge/tasks/wearing.py)
+            wanted.add(person)
         if not wanted:
             return
         try:
@@ -353,10 +359,22 @@ class GatewayService:
                 self._task_off(cam, kind, why)
                 continue
             try:
+                if kind != "fence":
+                    det = self._subjects(kind, det)
                 spec = build_task_spec(
                     kind, task, class_names=det.class_names, filters=self.config.filters
                 )
-                runners.append(TaskRunner(spec=spec, detector=det, camera=c.name, model=name))
+                conditions, explainers = build_zone_rules(kind, task, class_names=det.class_names)
+                runners.append(
+                    TaskRunner(
+                        spec=spec,
+                        detector=det,
+                        camera=c.name,
+                        model=name,
+                        conditions=conditions,
+                        explainers=explainers,
+                    )
+                )
                 cam.tasks_up[kind] = True
             except ValueError as exc:
                 self._task_off(cam, kind, str(exc))
@@ -374,6 +392,27 @@ class GatewayService:
             status_sinks=[self._camera_status],
             snapshots=self.snapshots,
         )
+
+    def _person_detector(self) -> Any:
+        """The worn rule's person detector (``None``: rule off or model unavailable)."""
+        name = self.config.tasks.wearing.person_model_name(self.config.tasks)
+        return self.detectors.get(name) if name is not None else None
+
+    def _subjects(self, kind: TaskKind, det: Any) -> Any:
+        """A hard-hat/workwear model wrapped for the pipeline: people with their status
+        (:class:`~edge.tasks.compliance.SubjectDetector`)."""
+        from edge.tasks.compliance import SubjectDetector
+        from edge.tasks.hardhat import HardhatTask
+        from edge.tasks.workwear import WorkwearTask
+
+        rule = self.config.tasks.wearing.to_rule()
+        person = self._person_detector()
+        task: HardhatTask | WorkwearTask
+        if kind == "hardhat":
+            task = HardhatTask(detector=det, person_detector=person, rule=rule)
+        else:
+            task = WorkwearTask(detector=det, person_detector=person, rule=rule)
+        return SubjectDetector(task=task)
 
     def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
         cam.tasks_up[kind] = False
@@ -396,6 +435,7 @@ class GatewayService:
         self.app = build_app(
             cfg,
             detectors=by_api,  # type: ignore[arg-type]
+            person_detector=self._person_detector(),
             alert_sinks=sinks,
             result_sinks=results,
         )

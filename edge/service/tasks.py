@@ -16,19 +16,40 @@ The three task kinds are one zone machine with different classes (see
 
 Counting lines (:mod:`edge.stream.lines`) take the same default classes and labels as
 the task's zones.
+
+**Subjects.** ``safety-edge run`` wraps hard-hat/workwear models in
+:class:`~edge.tasks.compliance.SubjectDetector`: the tracked objects are people with
+their three-way status, classed by the answer's classnames (``no_hat``, ``red_hat``,
+..., ``cannot_tell``). A zone's ``classes`` may still name the model's classes (``head``,
+``none``, ``helmet``, ``no_wear``, ...); they are read as the classnames they give. A
+zone with ``require`` counts every person seen (not ``cannot_tell``) and keeps those who
+break the rule (:func:`build_zone_rules`); its events are labelled with the classname
+seen (``yellow_hat``, ``no_hat``). Every event of such a task carries
+``attributes.compliance``, ``compliance_reason``, ``classname`` and, for a broken rule,
+``rule``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from edge.config import CameraTaskConfig, FiltersConfig, TaskKind, ZoneConfig
 from edge.stream.pipeline import TaskSpec
 from edge.stream.tracker import TrackerConfig
+from edge.stream.zones import Condition, Explain
+from edge.tasks.compliance import CANNOT_TELL_CLASS
 from edge.tasks.hardhat import NO_HAT, hat_classname
+from edge.tasks.rules import AttrValue, Requirement
 from edge.tasks.workwear import NO_WORKWEAR
+from edge.types import BoolArray, Detections
 
-__all__ = ["DEFAULT_LABELS", "WHOLE_FRAME_ZONE", "build_task_spec", "default_zone_classes"]
+__all__ = [
+    "DEFAULT_LABELS",
+    "WHOLE_FRAME_ZONE",
+    "build_task_spec",
+    "build_zone_rules",
+    "default_zone_classes",
+]
 
 DEFAULT_LABELS: dict[TaskKind, str | None] = {
     "fence": None,
@@ -38,6 +59,7 @@ DEFAULT_LABELS: dict[TaskKind, str | None] = {
 """Event label per task kind (``None``: the track's class name)."""
 WHOLE_FRAME_ZONE = "frame"
 _NO_WEAR = frozenset({"no_wear", "no_workwear", "no_vest", "no_uniform"})
+_WEAR = frozenset({"wear", "workwear", "vest", "uniform"})
 
 
 def default_zone_classes(kind: TaskKind, class_names: Sequence[str]) -> tuple[str, ...]:
@@ -47,6 +69,34 @@ def default_zone_classes(kind: TaskKind, class_names: Sequence[str]) -> tuple[st
     if kind == "hardhat":
         return tuple(c for c in class_names if hat_classname(c) == NO_HAT)
     return tuple(c for c in class_names if c.strip().lower() in _NO_WEAR)
+
+
+def _is_subjects(class_names: Sequence[str]) -> bool:
+    """The classes are a :class:`~edge.tasks.compliance.SubjectDetector`'s."""
+    return CANNOT_TELL_CLASS in class_names
+
+
+def _answer_classes(
+    kind: TaskKind, configured: Sequence[str], class_names: Sequence[str]
+) -> list[str]:
+    """Zone/line classes naming the model's classes -> the subjects' classnames
+    (``head`` -> ``no_hat``, ``helmet`` -> every hat colour, ``wear`` -> every colour);
+    names already among ``class_names`` (or unknown) are kept as they are."""
+    colours = [c for c in class_names if c not in (NO_HAT, NO_WORKWEAR, CANNOT_TELL_CLASS)]
+    out: list[str] = []
+    for c in configured:
+        mapped: list[str] = [c]
+        if c not in class_names and kind == "hardhat":
+            m = hat_classname(c)
+            mapped = colours if m == "" else [m] if m is not None else [c]
+        elif c not in class_names and kind == "workwear":
+            low = c.strip().lower()
+            if low in _NO_WEAR:
+                mapped = [NO_WORKWEAR]
+            elif low in _WEAR:
+                mapped = colours
+        out += [m for m in mapped if m not in out]
+    return out
 
 
 def _resolve_classes(
@@ -89,13 +139,27 @@ def build_task_spec(
         ValueError: no class of the model fits a zone or line (the message names it).
     """
     zones = task.zones or ([] if kind == "fence" else [ZoneConfig(name=WHOLE_FRAME_ZONE)])
+    subjects = _is_subjects(class_names)
     specs = []
     for z in zones:
-        classes = _resolve_classes("zone", z.name, z.classes, kind, class_names)
-        specs.append(z.to_spec(classes=classes, label=DEFAULT_LABELS[kind]))
+        configured = z.classes
+        if subjects and configured:
+            configured = _answer_classes(kind, configured, class_names)
+        label = DEFAULT_LABELS[kind]
+        if z.require is not None:
+            if not subjects:
+                raise ValueError(f"zone {z.name!r}: require needs the {kind} task's analysis")
+            label = None  # the classname seen: yellow_hat, no_hat, ...
+            if not configured:
+                configured = [c for c in class_names if c != CANNOT_TELL_CLASS]
+        classes = _resolve_classes("zone", z.name, configured, kind, class_names)
+        specs.append(z.to_spec(classes=classes, label=label))
     lines = []
     for ln in task.lines:
-        classes = _resolve_classes("line", ln.name, ln.classes, kind, class_names)
+        configured = ln.classes
+        if subjects and configured:
+            configured = _answer_classes(kind, configured, class_names)
+        classes = _resolve_classes("line", ln.name, configured, kind, class_names)
         lines.append(ln.to_spec(classes=classes, label=DEFAULT_LABELS[kind]))
     f = task.filters or filters
     t = task.tracker
@@ -114,3 +178,46 @@ def build_task_spec(
         ),
         snapshots=task.snapshots,
     )
+
+
+def build_zone_rules(
+    kind: TaskKind, task: CameraTaskConfig, *, class_names: Sequence[str]
+) -> tuple[dict[str, Condition], dict[str, Explain]]:
+    """Per zone of a hard-hat/workwear task on subjects (``class_names`` of a
+    :class:`~edge.tasks.compliance.SubjectDetector`): the condition of a zone with
+    ``require`` (people who break it) and, for every zone, the event attributes
+    (``compliance``, ``compliance_reason``, ``classname``, ``rule``). Zones without
+    ``require`` are judged by the task's plain rule ("hardhat required"). Fence tasks,
+    and models not wrapped in a subject detector, get neither.
+
+    Returns:
+        ``(conditions, explainers)`` by zone name, for
+        :class:`~edge.stream.pipeline.TaskRunner`.
+    """
+    if kind == "fence" or not _is_subjects(class_names):
+        return {}, {}
+    names = tuple(class_names)
+    zones = task.zones or [ZoneConfig(name=WHOLE_FRAME_ZONE)]
+    conditions: dict[str, Condition] = {}
+    explainers: dict[str, Explain] = {}
+    for z in zones:
+        req = z.require.to_requirement(kind) if z.require is not None else None
+        rule = req if req is not None else Requirement(kind=kind)
+        if req is not None:
+            conditions[z.name] = _condition(req, names)
+        explainers[z.name] = _explainer(rule, names)
+    return conditions, explainers
+
+
+def _condition(req: Requirement, names: tuple[str, ...]) -> Condition:
+    def broken(dets: Detections) -> BoolArray:
+        return req.broken(dets, names)
+
+    return broken
+
+
+def _explainer(req: Requirement, names: tuple[str, ...]) -> Explain:
+    def explain(dets: Detections, i: int) -> Mapping[str, AttrValue]:
+        return req.explain(dets, i, names)
+
+    return explain

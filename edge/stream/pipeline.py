@@ -42,7 +42,7 @@ from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import CameraSource, Frame, SourceSpec
 from edge.stream.tracker import Tracker, TrackerConfig
-from edge.stream.zones import Condition, ZoneMonitor, ZoneSpec
+from edge.stream.zones import Condition, Explain, ZoneMonitor, ZoneSpec
 from edge.tasks.base import DetectorLike, ImageBGR
 from edge.types import Detections
 
@@ -127,6 +127,8 @@ class TaskRunner:
         model: model name for events (default: ``detector.manifest.name`` if present).
         conditions: extra per-detection predicates by zone name (see
             :class:`~edge.stream.zones.ZoneMonitor`).
+        explainers: per-detection event attributes by zone name (e.g. a zone rule's
+            ``rule``; see :class:`~edge.stream.zones.ZoneMonitor`).
 
     Raises:
         ValueError: a zone names a class the detector does not know.
@@ -140,6 +142,7 @@ class TaskRunner:
         camera: str,
         model: str | None = None,
         conditions: Mapping[str, Condition] | None = None,
+        explainers: Mapping[str, Explain] | None = None,
     ) -> None:
         self.spec = spec
         self.detector = detector
@@ -149,7 +152,8 @@ class TaskRunner:
         self.class_names = list(detector.class_names)
         self.tracker = Tracker(config=spec.tracker)
         conditions = conditions or {}
-        unknown = set(conditions) - {z.name for z in spec.zones}
+        explainers = explainers or {}
+        unknown = (set(conditions) | set(explainers)) - {z.name for z in spec.zones}
         if unknown:
             raise ValueError(f"task {spec.name!r}: conditions for unknown zones {sorted(unknown)}")
         self.monitors = [
@@ -160,6 +164,7 @@ class TaskRunner:
                 class_names=self.class_names,
                 model=self.model,
                 condition=conditions.get(z.name),
+                explain=explainers.get(z.name),
             )
             for z in spec.zones
         ]

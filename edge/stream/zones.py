@@ -42,7 +42,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -60,6 +60,7 @@ from edge.types import BoolArray, Detections
 
 __all__ = [
     "Condition",
+    "Explain",
     "Schedule",
     "TimeRange",
     "ZoneMonitor",
@@ -72,6 +73,9 @@ AckSummary = Mapping[str, str | int | float | bool | None]
 """What goes into ``attributes["ack"]`` of the ``end`` event (``by``, ``at``, ...)."""
 Condition = Callable[[Detections], BoolArray]
 """Per-detection predicate: (N,) bool for a frame's tracked detections."""
+Explain = Callable[[Detections, int], Mapping[str, AttributeValue]]
+"""Event attributes for detection ``i`` of a frame's tracked detections (e.g. the hard-hat
+task's ``compliance``, ``compliance_reason``, ``classname`` and ``rule``)."""
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_S = 86_400
@@ -290,6 +294,7 @@ class _TrackState:
     start_id: str | None = None
     start_ms: int | None = None
     last_emit_t: float = 0.0
+    attrs: dict[str, AttributeValue] = field(default_factory=dict)
 
 
 def _box(row: npt.NDArray[np.float32]) -> tuple[float, float, float, float]:
@@ -306,6 +311,8 @@ class ZoneMonitor:
         model: the detector's name, written into events.
         condition: optional extra per-detection predicate ((N,) bool), ANDed with the
             class and polygon tests -- e.g. "no hard hat".
+        explain: optional per-detection event attributes; taken on every frame the track
+            is inside and added to its events (an ``end`` carries the last ones).
         new_id: event id factory (default: :func:`edge.mqtt.ids.new_event_id`).
     """
 
@@ -318,6 +325,7 @@ class ZoneMonitor:
         class_names: Sequence[str],
         model: str = "",
         condition: Condition | None = None,
+        explain: Explain | None = None,
         new_id: Callable[[], str] = new_event_id,
     ) -> None:
         self.spec = spec
@@ -333,6 +341,7 @@ class ZoneMonitor:
             )
         self._class_ids = np.array([self._names.index(c) for c in spec.classes], dtype=np.int32)
         self._condition = condition
+        self._explain = explain
         self._new_id = new_id
         self._states: dict[int, _TrackState] = {}
         self._poly_cache: (
@@ -495,6 +504,8 @@ class ZoneMonitor:
                 )
                 self._states[tid] = cur
             cur.last_in_t, cur.last_in_ms, cur.box, cur.score = t, wall_ms, box, score
+            if self._explain is not None:
+                cur.attrs = dict(self._explain(dets, i))
             if cur.start_id is None:
                 cur.label = label
                 if t - cur.first_in_t >= dwell_min:
@@ -538,6 +549,7 @@ class ZoneMonitor:
         extra: Mapping[str, AttributeValue] | None = None,
     ) -> ZoneEvent:
         attrs: dict[str, AttributeValue] = {"dwell_s": round(st.last_in_t - st.first_in_t, 3)}
+        attrs.update(st.attrs)
         if extra:
             attrs.update(extra)
         is_start = kind == "start"

@@ -32,6 +32,7 @@ __all__ = [
     "HAT_COLOUR_NAMES",
     "REFLECTIVE_COLOURS",
     "WORKWEAR_COLOUR_NAMES",
+    "AttrValue",
     "Requirement",
     "hat_colour",
     "workwear_colour",
