@@ -301,6 +301,10 @@ def write_config(root: Path, port: int, api: Mapping[str, Any], tasks: Mapping[s
             "hardhat": "hardhat",
             "workwear": "workwear",
             "fence_classes": ["person", "car"],
+            # The planted hats are not on the planted person's head: these tests check the
+            # contract's plumbing, so the worn rule (tests/tasks/test_wearing.py,
+            # tests/api/test_summary.py) is off unless a test turns it on.
+            "wearing": {"worn_rule": False},
             **tasks,
         },
     }
