@@ -2,8 +2,8 @@
 
 The detector says whether a person wears workwear (class ``wear``) or not
 (``no_wear``); the colour is named from HSV statistics of the torso part of the box
-(:func:`edge.tasks.colour.torso_box`), mapped to the contract's
-``light/blue/red/dark/yellow/other``.
+(:func:`edge.tasks.colour.torso_box`) by :func:`edge.tasks.colour.workwear_colour`
+(contract names ``light/blue/red/dark/yellow/other``, hi-vis orange as ``yellow``).
 
 The contract answer is the model's boxes. With a person detector, :meth:`WorkwearTask.analyse`
 also gives each person the three-way result (:mod:`edge.tasks.compliance`): a wear box
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.tasks.base import DetectorLike, ImageBGR
-from edge.tasks.colour import WORKWEAR_COLOURS, crop, crop_colour, torso_box
+from edge.tasks.colour import crop, torso_box, workwear_colour
 from edge.tasks.compliance import (
     CANNOT_TELL,
     COMPLIANT,
@@ -80,8 +80,7 @@ class WorkwearTask:
             if names[int(cid)] in _NO_WEAR:
                 classnames.append(NO_WORKWEAR)
             else:
-                colour, _ = crop_colour(crop(image_bgr, torso), margin=0.1)
-                classnames.append(WORKWEAR_COLOURS.get(colour, "other"))
+                classnames.append(workwear_colour(crop(image_bgr, torso))[0])
         return dets, classnames
 
     def analyse(self, image_bgr: ImageBGR, *, score_threshold: float | None = None) -> Analysis:
