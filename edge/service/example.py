@@ -30,6 +30,12 @@ tasks:
   fence: person_vehicle
   hardhat: hardhat
   workwear: workwear
+  wearing:                      # worn, not held: a hat counts only on a person's head
+    person_model: null          # people for the rule and the summary; null: tasks.fence
+    worn_rule: true             # false: every hat the model sees counts (head crops)
+    min_person_px: 64           # lower person boxes: cannot_tell (too_small)
+    occluded_fraction: 0.5      # head covered this much by a person in front: cannot_tell
+    uncertain_band: [0.25, 0.5] # deciding score < 0.5: cannot_tell; people < 0.25 ignored
 
 # Detections kept for tracking and zones (a camera task may override them).
 filters:
@@ -74,6 +80,8 @@ cameras:
         zones:
           - name: dock
             polygon: "0,0,1,0,1,1,0,1"    # "x1,y1,x2,y2,..." also works
+            require:            # absent: a hard hat of any colour
+              hardhat: {colours: [red, white]}  # events name the rule a person breaks
             min_dwell_s: 5
             cooldown_s: 5
         tracker:
@@ -140,6 +148,7 @@ api:                            # the local HTTP API (cloud contract)
   host: 127.0.0.1
   port: 8080
   workers: 2
+  compliance_summary: false     # true: hard-hat/workwear answers carry "summary"
   # admin_token: ...            # better: SAFETY_EDGE_ADMIN_TOKEN; console off without
 
 service:                        # safety-edge run
