@@ -31,13 +31,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.tasks.base import DetectorLike, ImageBGR
 from edge.types import Detections
+
+if TYPE_CHECKING:  # onnxruntime is not imported for config validation
+    from edge.runtime.session import StageTimings
 
 __all__ = [
     "CANNOT_TELL",
@@ -51,8 +54,10 @@ __all__ = [
     "SubjectBuilder",
     "SubjectDetector",
     "detect_people",
+    "detect_timed",
     "reason_id",
     "result_item",
+    "sum_timings",
     "tlbr",
 ]
 
@@ -89,18 +94,45 @@ def reason_id(name: str) -> int:
     return REASONS.index(name)
 
 
+def detect_timed(
+    detector: DetectorLike,
+    image_bgr: ImageBGR,
+    *,
+    score_threshold: float | None = None,
+    classes: Sequence[str] | None = None,
+) -> tuple[Detections, StageTimings | None]:
+    """``detector.detect``, with this call's stage timings when the detector reports them
+    (``detect_with_timings``; else ``None``)."""
+    timed = getattr(detector, "detect_with_timings", None)
+    if timed is not None:
+        dets, timings = timed(image_bgr, score_threshold=score_threshold, classes=classes)
+        return dets, timings
+    return detector.detect(image_bgr, score_threshold=score_threshold, classes=classes), None
+
+
+def sum_timings(*parts: StageTimings | None) -> StageTimings | None:
+    """The sum of the timings given (``None`` parts skipped; all ``None``: ``None``)."""
+    known = [p for p in parts if p is not None]
+    if not known:
+        return None
+    total = known[0]
+    for p in known[1:]:
+        total = total + p
+    return total
+
+
 def detect_people(
     detector: DetectorLike | None, classes: Sequence[str], image_bgr: ImageBGR
-) -> Detections | None:
-    """People (``classes`` the detector knows) highest score first; ``None`` without a
-    detector, empty when it knows none of ``classes``."""
+) -> tuple[Detections | None, StageTimings | None]:
+    """People (``classes`` the detector knows) highest score first, and the call's
+    timings; ``None`` without a detector, empty when it knows none of ``classes``."""
     if detector is None:
-        return None
+        return None, None
     known = [c for c in classes if c in detector.class_names]
     if not known:
-        return Detections.empty()
-    people = detector.detect(image_bgr, classes=known)
-    return people[np.argsort(-people.scores, kind="stable")]
+        return Detections.empty(), None
+    people, timings = detect_timed(detector, image_bgr, classes=known)
+    return people[np.argsort(-people.scores, kind="stable")], timings
 
 
 def result_item(box: npt.ArrayLike, classname: str, score: float) -> Any:
@@ -135,6 +167,8 @@ class Analysis:
             "colour", "score", "person"}`` (``person``: index into the subjects, or null).
         mode: ``person`` (the worn rule with a person detector) or ``detector`` (the
             model's boxes alone: no person detector, or the rule is off).
+        timings: the models' stage timings for this image, summed (``None``: the
+            detectors report none).
     """
 
     items: list[Any]
@@ -143,6 +177,7 @@ class Analysis:
     details: list[str] = field(default_factory=list)
     not_worn: list[dict[str, Any]] = field(default_factory=list)
     mode: Mode = "detector"
+    timings: StageTimings | None = None
 
     def counts(self) -> dict[str, int]:
         """Subjects per status."""
@@ -290,3 +325,21 @@ class SubjectDetector:
             return subjects
         wanted = np.array([self._names.index(c) for c in classes if c in self._names], np.int32)
         return subjects[np.isin(subjects.class_ids, wanted)]
+
+    def detect_with_timings(
+        self,
+        image_bgr: ImageBGR,
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> tuple[Detections, StageTimings]:
+        """:meth:`detect` and the models' stage timings (both models summed)."""
+        from edge.runtime.session import StageTimings
+
+        analysis = self.analyse(image_bgr, score_threshold=score_threshold)
+        subjects = analysis.subjects
+        if classes is not None and len(subjects):
+            ids = [self._names.index(c) for c in classes if c in self._names]
+            subjects = subjects[np.isin(subjects.class_ids, np.array(ids, np.int32))]
+        return subjects, analysis.timings or StageTimings()

@@ -30,8 +30,8 @@ model's boxes alone, as the contract always did.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TypedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,9 @@ from edge.tasks.compliance import (
     Analysis,
     SubjectBuilder,
     detect_people,
+    detect_timed,
     result_item,
+    sum_timings,
     tlbr,
 )
 from edge.tasks.wearing import (
@@ -57,6 +59,9 @@ from edge.tasks.wearing import (
     occlusion,
 )
 from edge.types import Detections
+
+if TYPE_CHECKING:
+    from edge.runtime.session import StageTimings
 
 NO_HAT = "no_hat"
 OTHER_HAT = "other_hat"
@@ -123,15 +128,15 @@ class HardhatTask:
 
     def heads(
         self, image_bgr: ImageBGR, *, score_threshold: float | None = None
-    ) -> tuple[Detections, list[str]]:
+    ) -> tuple[Detections, list[str], StageTimings | None]:
         """The model's head and hat boxes, highest score first, with their contract
-        classnames (colour from pixels for generic hat classes)."""
+        classnames (colour from pixels for generic hat classes) and the call's timings."""
         names = list(self.detector.class_names)
         wanted = [n for n in names if hat_classname(n) is not None]
         if not wanted:
-            return Detections.empty(), []
+            return Detections.empty(), [], None
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets = self.detector.detect(image_bgr, score_threshold=thr, classes=wanted)
+        dets, timings = detect_timed(self.detector, image_bgr, score_threshold=thr, classes=wanted)
         dets = dets[np.argsort(-dets.scores, kind="stable")]
         classnames: list[str] = []
         for box, cid in zip(dets.xyxy, dets.class_ids, strict=True):
@@ -141,16 +146,14 @@ class HardhatTask:
                 classname = HAT_COLOURS.get(colour, OTHER_HAT)
             assert classname is not None
             classnames.append(classname)
-        return dets, classnames
-
-    def people(self, image_bgr: ImageBGR) -> Detections | None:
-        """People from the person detector, highest score first (``None``: no detector)."""
-        return detect_people(self.person_detector, self.person_classes, image_bgr)
+        return dets, classnames, timings
 
     def analyse(self, image_bgr: ImageBGR, *, score_threshold: float | None = None) -> Analysis:
         """The contract items, the per-person three-way result and the hats not worn."""
-        dets, classnames = self.heads(image_bgr, score_threshold=score_threshold)
-        return assess_hats(dets, classnames, self.people(image_bgr), rule=self.rule)
+        dets, classnames, t_heads = self.heads(image_bgr, score_threshold=score_threshold)
+        people, t_people = detect_people(self.person_detector, self.person_classes, image_bgr)
+        analysis = assess_hats(dets, classnames, people, rule=self.rule)
+        return replace(analysis, timings=sum_timings(t_heads, t_people))
 
     def run(self, image_bgr: ImageBGR) -> list[ResultItem]:
         """The contract answer's items (see the module docstring)."""

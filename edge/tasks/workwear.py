@@ -14,7 +14,8 @@ a visible person the model said nothing about is ``cannot_tell`` (``not_detected
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,11 +28,16 @@ from edge.tasks.compliance import (
     Analysis,
     SubjectBuilder,
     detect_people,
+    detect_timed,
     result_item,
+    sum_timings,
 )
 from edge.tasks.hardhat import PERSON_CLASSES, ResultItem
 from edge.tasks.wearing import DEFAULT_RULE, WearingRule, match_workwear, occlusion, torso_regions
 from edge.types import Detections
+
+if TYPE_CHECKING:
+    from edge.runtime.session import StageTimings
 
 NO_WORKWEAR = "no_workwear"
 WORKWEAR_CLASSNAMES = ("light", "blue", "other", "red", "dark", "yellow", NO_WORKWEAR)
@@ -60,9 +66,9 @@ class WorkwearTask:
 
     def boxes(
         self, image_bgr: ImageBGR, *, score_threshold: float | None = None
-    ) -> tuple[Detections, list[str]]:
+    ) -> tuple[Detections, list[str], StageTimings | None]:
         """The model's wear/no-wear boxes, highest score first, with their contract
-        classnames (colour from the torso pixels)."""
+        classnames (colour from the torso pixels) and the call's timings."""
         names = [n.strip().lower() for n in self.detector.class_names]
         wanted = [
             orig
@@ -70,9 +76,9 @@ class WorkwearTask:
             if n in _WEAR or n in _NO_WEAR
         ]
         if not wanted:
-            return Detections.empty(), []
+            return Detections.empty(), [], None
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets = self.detector.detect(image_bgr, score_threshold=thr, classes=wanted)
+        dets, timings = detect_timed(self.detector, image_bgr, score_threshold=thr, classes=wanted)
         dets = dets[np.argsort(-dets.scores, kind="stable")]
         torsos = dets.xyxy if self.box_is_torso else torso_box(dets.xyxy)
         classnames: list[str] = []
@@ -81,13 +87,14 @@ class WorkwearTask:
                 classnames.append(NO_WORKWEAR)
             else:
                 classnames.append(workwear_colour(crop(image_bgr, torso))[0])
-        return dets, classnames
+        return dets, classnames, timings
 
     def analyse(self, image_bgr: ImageBGR, *, score_threshold: float | None = None) -> Analysis:
         """The contract items and the per-person three-way result."""
-        dets, classnames = self.boxes(image_bgr, score_threshold=score_threshold)
-        people = detect_people(self.person_detector, self.person_classes, image_bgr)
-        return assess_workwear(dets, classnames, people, rule=self.rule)
+        dets, classnames, t_boxes = self.boxes(image_bgr, score_threshold=score_threshold)
+        people, t_people = detect_people(self.person_detector, self.person_classes, image_bgr)
+        analysis = assess_workwear(dets, classnames, people, rule=self.rule)
+        return replace(analysis, timings=sum_timings(t_boxes, t_people))
 
     def run(self, image_bgr: ImageBGR) -> list[ResultItem]:
         """The contract answer's items: one per model box, highest score first."""

@@ -323,13 +323,14 @@ def test_subject_detector_for_the_pipeline(tmp_path: Path) -> None:
         for person_det in planted(tmp_path / "people", ["person"], [PERSON, OTHER], [0, 0]):
             sd = SubjectDetector(task=HardhatTask(detector=hats_det, person_detector=person_det))
             subjects = sd.detect(image)
-            only_bare = sd.detect(image, classes=["no_hat"])
+            only_bare, timings = sd.detect_with_timings(image, classes=["no_hat"])
     assert sd.class_names[-1] == "cannot_tell" and "yellow_hat" in sd.class_names
     names = [sd.class_names[c] for c in subjects.class_ids]
     assert names == ["yellow_hat", "no_hat"]
     assert subjects.data[STATUS].tolist() == [COMPLIANT, VIOLATION]
     assert subjects.xyxy.tolist() == [list(PERSON), list(OTHER)]  # person boxes: feet anchor
     assert len(only_bare) == 1 and only_bare.data[STATUS].tolist() == [VIOLATION]
+    assert timings.inference_ms > 0  # both models' stages, for the pipeline's metrics
     assert CANNOT_TELL == 2
 
 
