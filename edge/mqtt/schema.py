@@ -37,6 +37,14 @@ direction since the gateway started.
 ``end`` events of an acknowledged incident (added within schema 1) carry
 ``attributes.ack = {"by": "...", "at": "<ISO>", "at_ms": ..., "note": "..." | null}``.
 
+Events of ``hardhat`` and ``workwear`` tasks (added within schema 1) carry the person's
+three-way result (:mod:`edge.tasks.compliance`): ``attributes.compliance``
+(``compliant`` | ``violation`` | ``cannot_tell``), ``compliance_reason`` (e.g.
+``hat_not_worn``, ``bare_head``, ``colour_not_allowed``), ``classname`` (what was seen on
+the person: ``yellow_hat``, ``no_hat``, ...) and, when the person breaks the zone's rule,
+``rule`` (e.g. ``"hardhat colour must be one of red, white; saw yellow_hat"``); ``box``
+is then the person's box.
+
 Command (``{prefix}/{gateway}/cmd/ack``, published by the control room, QoS 1)::
 
     {"schema": 1, "cmd": "ack", "event_id": "01HZX3J4E8Q6W2T4V9K0M5N7PB",
