@@ -346,6 +346,26 @@ def _environment_problems(
                         f"model {name!r} does not detect {unknown} (it knows {known})",
                         "error",
                     )
+    wearing = config.tasks.wearing
+    person = wearing.person_model_name(config.tasks)
+    wears = any(k != "fence" for c in config.cameras if c.enabled for k in c.tasks)
+    if person is not None and wears and not models_error and person not in manifests:
+        where: Loc = (
+            ("tasks", "wearing", "person_model")
+            if wearing.person_model is not None
+            else ("tasks", "fence")
+        )
+        _, line = _walk(root, data, where, key_line=False)  # the key may be a default
+        out.append(
+            Problem(
+                format_path(where),
+                line,
+                f"the worn rule needs a person model: {person!r} not found in "
+                f"{str(config.models_dir)!r}; hard-hat/workwear tasks answer from their own "
+                "model's boxes alone (tasks.wearing.worn_rule: false says that is intended)",
+                "warning",
+            )
+        )
     mqtt = config.resolved_mqtt()  # the environment may supply the user name
     if mqtt is not None and mqtt.commands.enabled and mqtt.username is None:
         add(

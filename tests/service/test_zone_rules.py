@@ -391,3 +391,16 @@ def test_gateway_raises_one_event_naming_the_broken_rule(
         assert attrs["compliance"] == "violation" and attrs["rule"] == e.attributes["rule"]
         assert attrs["compliance_reason"] in ("colour_not_allowed", "bare_head")
         assert attrs["classname"] == e.label
+
+
+def test_config_check_warns_when_the_person_model_is_missing(tmp_path: Path) -> None:
+    write_models(tmp_path, "red")  # hardhat + people, but tasks.fence names another model
+    base = f"models_dir: {tmp_path}\n" + camera_yaml("min_dwell_s: 1\n")
+    _, problems = check_text(base)
+    warned = [p for p in problems if "worn rule needs a person model" in p.message]
+    assert [(p.path, p.severity) for p in warned] == [("tasks.fence", "warning")]
+    assert "'person_vehicle' not found" in warned[0].message
+    _, problems = check_text("tasks: {wearing: {person_model: people}}\n" + base)
+    assert not [p for p in problems if "person model" in p.message]
+    _, problems = check_text("tasks: {wearing: {worn_rule: false}}\n" + base)
+    assert not [p for p in problems if "person model" in p.message]
