@@ -1,4 +1,5 @@
-"""HSV colour naming on crafted patches (pure colours, noise, background margins)."""
+"""HSV colour naming on crafted patches (pure colours, noise, background margins), and the
+workwear rules (hi-vis share, skin ignored, red vs orange)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 from edge.tasks.colour import (
     BINS,
     HAT_COLOURS,
+    HIVIS_SHARE,
     WORKWEAR_COLOURS,
     bin_pixels,
     crop,
     crop_colour,
     torso_box,
+    workwear_colour,
 )
+from edge.tasks.workwear import WORKWEAR_CLASSNAMES
 
 
 def patch(bgr: tuple[int, int, int], size: int = 40) -> np.ndarray:
@@ -101,3 +105,62 @@ def test_hsv_conversion_roundtrip_for_named_hues() -> None:
     names = [crop_colour(bgr[:, i : i + 1], margin=0.0)[0] for i in range(180)]
     assert names[0] == "red" and names[179] == "red"
     assert names[25] == "yellow" and names[110] == "blue" and names[60] == "green"
+
+
+# -- workwear_colour: rules measured on real crops (tests/tasks/test_colour_labels.py) ------
+
+
+@pytest.mark.parametrize(
+    ("bgr", "expected"),
+    [
+        ((0, 140, 255), "yellow"),  # hi-vis orange counts as yellow
+        ((0, 255, 190), "yellow"),  # fluorescent lime (H 38): yellow, not green
+        ((0, 220, 230), "yellow"),
+        ((0, 0, 200), "red"),
+        ((200, 60, 0), "blue"),
+        ((50, 15, 10), "dark"),  # navy below V 60
+        ((235, 235, 235), "light"),
+        ((40, 200, 40), "other"),  # green has no contract name
+        ((160, 40, 140), "other"),
+        ((110, 110, 110), "other"),  # grey
+    ],
+)
+def test_workwear_pure_patches(bgr: tuple[int, int, int], expected: str) -> None:
+    name, share = workwear_colour(patch(bgr))
+    assert name == expected
+    assert share == pytest.approx(1.0)
+    assert name in WORKWEAR_CLASSNAMES
+
+
+def test_workwear_ignores_skin() -> None:
+    img = patch((120, 160, 220), 100)  # skin tone: H 12, S 116, V 220
+    img[:, 70:] = (200, 60, 0)  # 30 % blue shirt
+    assert crop_colour(img, margin=0.0)[0] == "orange"
+    assert workwear_colour(img, margin=0.0) == ("blue", 1.0)
+    # A crop that is all skin names nothing.
+    assert workwear_colour(patch((120, 160, 220))) == ("other", 0.0)
+
+
+@pytest.mark.parametrize(("strip_rows", "expected"), [(20, "yellow"), (10, "dark")])
+def test_workwear_hivis_share_beats_the_majority(strip_rows: int, expected: str) -> None:
+    # A dark jacket under an open vest: hi-vis orange on strip_rows of 100 rows.
+    img = patch((20, 20, 20), 100)
+    img[:strip_rows] = (0, 140, 255)
+    name, share = workwear_colour(img, margin=0.0)
+    assert name == expected
+    assert share == pytest.approx(
+        strip_rows / 100 if expected == "yellow" else 1 - strip_rows / 100
+    )
+    assert (strip_rows / 100 >= HIVIS_SHARE) == (expected == "yellow")
+
+
+def test_workwear_red_is_not_orange() -> None:
+    # Hue 3 (red fabric) stays red; hue 10 (hi-vis orange) is yellow.
+    for hue, expected in ((3, "red"), (176, "red"), (10, "yellow")):
+        hsv = np.full((20, 20, 3), (hue, 220, 200), np.uint8)
+        bgr = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        assert workwear_colour(bgr, margin=0.0)[0] == expected, hue
+
+
+def test_workwear_empty_crop() -> None:
+    assert workwear_colour(np.zeros((0, 0, 3), np.uint8)) == ("other", 0.0)
