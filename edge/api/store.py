@@ -1,9 +1,15 @@
 """Applications, resource packages, per-minute monitoring and alerts in one SQLite file.
 
-One :class:`Store` per process owns one SQLite connection (WAL journal, ``busy_timeout``,
-``synchronous=NORMAL``) guarded by a lock, so every method is thread-safe (FastAPI runs
-sync handlers in a thread pool). Other processes (the ``safety-edge apps|quota`` commands
-while the gateway runs) share the file through SQLite's own locking.
+One :class:`Store` per process owns one writer connection (WAL journal, ``busy_timeout``,
+``synchronous=NORMAL``) guarded by a lock, and a small pool of read-only connections, so
+every method is thread-safe (FastAPI runs sync handlers in a thread pool). Writes
+(``BEGIN IMMEDIATE``) take turns on the writer connection; reads (application and grant
+lookups, quota, monitoring, alerts, metrics) each borrow a reader and run in their own
+read transaction, so they never queue behind a write that is waiting for the file's
+write lock: in WAL mode a reader needs no write lock, and an authentication lookup keeps
+answering while another process (or a flush) holds or waits for that lock. Other
+processes (the ``safety-edge apps|quota`` commands while the gateway runs) share the file
+through SQLite's own locking.
 
 Data model (all times are UTC; stored as integer Unix seconds)::
 
@@ -29,6 +35,10 @@ the same file — never overdraw.
 Monitoring: :meth:`Store.record_request` only updates an in-memory per-minute aggregate
 (a few dict operations under a lock); :meth:`Store.flush` writes the aggregates with
 additive upserts (call it every few seconds and at shutdown; :meth:`close` flushes).
+:meth:`Store.minute_stats` counts every recorded request exactly once, also while a
+flush runs: aggregates being flushed stay visible in memory until their transaction
+commits, and a reader takes its database snapshot and its copy of memory atomically with
+respect to that commit.
 Latency percentiles come from a histogram of :data:`LATENCY_BOUNDS_MS` buckets (12 %
 relative width), so p50/p95/p99 survive restarts and merge across minutes exactly. When a
 flush fails (disk full, locked) the aggregates are kept in memory and retried; at most
@@ -133,6 +143,9 @@ _PROM_BOUNDS_S: tuple[float, ...] = (
 
 MAX_PENDING_MINUTES = 1440
 """Most distinct minutes kept in memory while flushes fail (about one day)."""
+
+_IDLE_READERS = 4
+"""Read connections kept open between reads; more are opened while reads overlap."""
 
 _SERVICE_CODE_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -563,6 +576,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+def _rollback(conn: sqlite3.Connection) -> bool:
+    """End the connection's open transaction, if any; ``False`` when that failed."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the transaction may already be gone
+            log.warning("rollback failed: %s", exc)
+            return False
+    return True
+
+
 def _fault_kind(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     msg = str(exc).lower()
@@ -583,8 +607,9 @@ class Store:
     """The gateway's SQLite store. See the module docstring for the data model.
 
     ``busy_timeout_ms``: how long a write waits for another connection's lock before
-    failing with :class:`StoreError` (``kind="locked"``). ``pragmas``: extra
-    ``PRAGMA name = value`` applied to the connection after the defaults (e.g.
+    failing with :class:`StoreError` (``kind="locked"``); reads wait for a lock only in
+    SQLite's rare cases (WAL recovery), bounded by the same timeout. ``pragmas``: extra
+    ``PRAGMA name = value`` applied to the writer connection after the defaults (e.g.
     ``{"max_page_count": 64}`` to cap the file size).
     """
 
@@ -596,10 +621,17 @@ class Store:
         pragmas: Mapping[str, int | str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.RLock()
         self._lock_timeout_s = max(busy_timeout_ms / 1000.0, 0.05) * 2
         self._agg_lock = threading.Lock()
+        # Held around a flush's COMMIT (and the removal of its aggregates from memory) and
+        # around a monitoring reader's snapshot start (and its copy of memory).
+        self._view_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []  # idle read connections
+        self._readers_lock = threading.Lock()
         self._pending: dict[tuple[int, str, str], _Agg] = {}
+        self._flushing: list[dict[tuple[int, str, str], _Agg]] = []  # taken, not committed
         self._prom: dict[tuple[str, str], _PromSeries] = {}
         self._dropped_minutes = 0
         self._faults: deque[StoreFault] = deque(maxlen=100)
@@ -659,7 +691,8 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Flush pending monitoring data (best effort) and close. Idempotent."""
+        """Flush pending monitoring data (best effort) and close. Idempotent. A read
+        running meanwhile finishes; its connection is closed when it returns."""
         with self._lock:
             if self._closed:
                 return
@@ -669,6 +702,10 @@ class Store:
                 log.error("dropping unflushed monitoring data at close: %s", exc)
             self._closed = True
             self._conn.close()
+            with self._readers_lock:
+                idle, self._readers = self._readers, []
+            for conn in idle:
+                conn.close()
 
     @property
     def closed(self) -> bool:
@@ -708,27 +745,74 @@ class Store:
             except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
                 if isinstance(exc, sqlite3.IntegrityError):
                     raise
-                kind = _fault_kind(exc)
-                name = getattr(exc, "sqlite_errorname", "") or "sqlite error"
-                cause = f"{exc} ({name})"
-                self._rollback()
-                self._note_fault(kind, operation, cause)
-                raise StoreError(
-                    f"database error during {operation} on {str(self.path)!r}: {cause}",
-                    kind=kind,
-                ) from exc
+                _rollback(self._conn)
+                raise self._store_error(operation, exc) from exc
             except BaseException:
-                self._rollback()
+                _rollback(self._conn)
                 raise
         finally:
             self._lock.release()
 
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
+    def _store_error(self, operation: str, exc: sqlite3.Error) -> StoreError:
+        """Remember a SQLite failure as a fault and convert it to :class:`StoreError`."""
+        kind = _fault_kind(exc)
+        name = getattr(exc, "sqlite_errorname", "") or "sqlite error"
+        cause = f"{exc} ({name})"
+        self._note_fault(kind, operation, cause)
+        return StoreError(
+            f"database error during {operation} on {str(self.path)!r}: {cause}", kind=kind
+        )
+
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=self._busy_timeout_ms / 1000.0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _read(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """Borrow a read connection inside a read transaction (``BEGIN``: one snapshot
+        from the first statement on); map SQLite failures to StoreError.
+
+        Never takes the writer's lock: a read does not wait for a write in this process,
+        nor (WAL) for another process's write lock. The connection is read-only
+        (``query_only``); it goes back to the pool afterwards, or is closed when the pool
+        is full, the read failed, or the store was closed meanwhile.
+        """
+        if self._closed:
+            raise StoreError(f"{operation}: store is closed")
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        keep = True
+        try:
             try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:  # the transaction may already be gone
-                log.warning("rollback failed: %s", exc)
+                if conn is None:
+                    conn = self._open_reader()
+                conn.execute("BEGIN")
+                yield conn
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+                keep = False
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                raise self._store_error(operation, exc) from exc
+        finally:
+            if conn is not None:
+                keep = _rollback(conn) and keep
+                with self._readers_lock:
+                    if keep and not self._closed and len(self._readers) < _IDLE_READERS:
+                        self._readers.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
 
     @contextmanager
     def _tx(self, operation: str, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
@@ -762,7 +846,7 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        with self._guard("read schema version") as c:
+        with self._read("read schema version") as c:
             return int(c.execute("PRAGMA user_version").fetchone()[0])
 
     # -- applications ----------------------------------------------------------------
@@ -862,7 +946,7 @@ class Store:
 
     def get_app(self, app_key: str) -> AppRecord | None:
         """The application with this AppKey (enabled or not), or ``None``."""
-        with self._guard("read application") as c:
+        with self._read("read application") as c:
             row = c.execute(
                 f"SELECT {self._APP_COLS} FROM apps WHERE app_key = ?", (app_key,)
             ).fetchone()
@@ -870,13 +954,13 @@ class Store:
 
     def find_app(self, name_or_key: str) -> AppRecord | None:
         """The application with this AppKey or (case-insensitive) name, or ``None``."""
-        with self._guard("read application") as c:
+        with self._read("read application") as c:
             row = self._find_row(c, name_or_key)
             return None if row is None else self._app_from_row(c, row)
 
     def list_apps(self) -> list[AppRecord]:
         """All applications, oldest first."""
-        with self._guard("list applications") as c:
+        with self._read("list applications") as c:
             rows = c.execute(f"SELECT {self._APP_COLS} FROM apps ORDER BY id").fetchall()
             return [self._app_from_row(c, r) for r in rows]
 
@@ -904,7 +988,7 @@ class Store:
 
     def grant_for_service_code(self, service_code: str) -> Grant | None:
         """The grant a path's service code names, or ``None``."""
-        with self._guard("read grant") as c:
+        with self._read("read grant") as c:
             row = c.execute(
                 "SELECT a.app_key, g.api FROM grants g JOIN apps a ON a.id = g.app_id"
                 " WHERE g.service_code = ?",
@@ -970,7 +1054,7 @@ class Store:
         """Every package of an application (optionally one API), ordered by API then expiry,
         with ``used``/``remaining`` and ``active`` evaluated at ``now``."""
         t = _ts(_utc(now))
-        with self._guard("read quota") as c:
+        with self._read("read quota") as c:
             row = self._require_row(c, app)
             sql = (
                 "SELECT id, api, tier, calls, used, start_at, expires_at FROM packages"
@@ -1000,7 +1084,7 @@ class Store:
     def remaining(self, *, app_key: str, api: str, now: datetime | None = None) -> int:
         """Calls left in the active packages of one app/API."""
         t = _ts(_utc(now))
-        with self._guard("read quota") as c:
+        with self._read("read quota") as c:
             r = c.execute(
                 "SELECT COALESCE(SUM(p.calls - p.used), 0) FROM packages p JOIN apps a"
                 " ON a.id = p.app_id WHERE a.app_key = ? AND p.api = ? AND p.start_at <= ?"
@@ -1098,12 +1182,24 @@ class Store:
             s.response_bytes += response_bytes
 
     def _take_pending(self) -> dict[tuple[int, str, str], _Agg]:
+        """Move the pending aggregates to the in-flight list (still visible to readers)."""
         with self._agg_lock:
             pending, self._pending = self._pending, {}
+            if pending:
+                self._flushing.append(pending)
         return pending
 
+    def _drop_flushing(self, pending: dict[tuple[int, str, str], _Agg]) -> None:
+        """Forget in-flight aggregates; call with ``_agg_lock`` held."""
+        for i, d in enumerate(self._flushing):
+            if d is pending:
+                del self._flushing[i]
+                return
+
     def _restore_pending(self, pending: dict[tuple[int, str, str], _Agg]) -> None:
+        """Put the aggregates of a failed flush back (one step for readers)."""
         with self._agg_lock:
+            self._drop_flushing(pending)
             for k, v in pending.items():
                 cur = self._pending.get(k)
                 if cur is None:
@@ -1123,13 +1219,16 @@ class Store:
         """Write the in-memory aggregates to SQLite (additive upserts, one transaction).
 
         Returns the number of (minute, app, API) rows written. On failure the aggregates
-        stay in memory for the next flush and :class:`StoreError` is raised.
+        stay in memory for the next flush and :class:`StoreError` is raised. Readers
+        (:meth:`minute_stats`) see the aggregates in memory until the commit, and in the
+        database from the commit on; never both, never neither.
         """
         pending = self._take_pending()
         if not pending:
             return 0
         try:
-            with self._tx("flush monitoring data") as c:
+            with self._guard("flush monitoring data") as c:
+                c.execute("BEGIN IMMEDIATE")
                 for (minute, app_key, api), a in pending.items():
                     c.execute(
                         "INSERT INTO minute_stats (minute, app_key, api, requests, errors,"
@@ -1165,6 +1264,10 @@ class Store:
                         " DO UPDATE SET count = count + excluded.count",
                         [(minute, app_key, api, k, v) for k, v in a.hist.items()],
                     )
+                with self._view_lock:
+                    c.execute("COMMIT")
+                    with self._agg_lock:
+                        self._drop_flushing(pending)
         except BaseException:
             self._restore_pending(pending)
             raise
@@ -1172,9 +1275,10 @@ class Store:
 
     @property
     def pending_rows(self) -> int:
-        """(minute, app, API) aggregates not yet flushed."""
+        """(minute, app, API) aggregates not yet in the database (a flush may be writing
+        some of them now)."""
         with self._agg_lock:
-            return len(self._pending)
+            return len(self._pending) + sum(len(d) for d in self._flushing)
 
     def minute_stats(
         self,
@@ -1199,7 +1303,23 @@ class Store:
             where += " AND api = ?"
             params.append(api)
         aggs: dict[tuple[int, str, str], _Agg] = {}
-        with self._guard("read monitoring data") as c:
+        memory: dict[tuple[int, str, str], _Agg] = {}
+        with self._read("read monitoring data") as c:
+            with self._view_lock:
+                # Start the read transaction's snapshot and copy what is in memory with no
+                # flush committing in between: each aggregate is in exactly one of them.
+                c.execute("SELECT 1 FROM minute_stats LIMIT 1").fetchall()
+                with self._agg_lock:
+                    for part in (self._pending, *self._flushing):
+                        for key, pa in part.items():
+                            m, k, ap = key
+                            if not lo <= m < hi:
+                                continue
+                            if (app_key is not None and k != app_key) or (
+                                api is not None and ap != api
+                            ):
+                                continue
+                            memory.setdefault(key, _Agg()).merge(pa)
             for r in c.execute(
                 "SELECT minute, app_key, api, requests, errors, request_bytes, response_bytes,"
                 f" latency_sum_ms, latency_max_ms FROM minute_stats WHERE {where}",
@@ -1221,14 +1341,8 @@ class Store:
                 ):
                     a = aggs.setdefault((m, k, ap), _Agg())
                     (a.codes if table == "minute_codes" else a.hist)[b] = n
-        with self._agg_lock:
-            for key, pa in self._pending.items():
-                m, k, ap = key
-                if not lo <= m < hi:
-                    continue
-                if (app_key is not None and k != app_key) or (api is not None and ap != api):
-                    continue
-                aggs.setdefault(key, _Agg()).merge(pa)
+        for key, ma in memory.items():
+            aggs.setdefault(key, _Agg()).merge(ma)
         out = []
         for (m, k, ap), a in sorted(aggs.items()):
             out.append(
@@ -1282,7 +1396,7 @@ class Store:
         db_ok = 1
         t = _ts(_utc(now))
         try:
-            with self._guard("read metrics") as c:
+            with self._read("read metrics") as c:
                 names = dict(c.execute("SELECT app_key, name FROM apps").fetchall())
                 quota_rows = c.execute(
                     "SELECT a.name, p.api, COALESCE(SUM(p.calls - p.used), 0), COUNT(*)"
@@ -1457,7 +1571,7 @@ class Store:
         elif active is False:
             sql += " WHERE ended_at IS NOT NULL"
         sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        with self._guard("list alerts") as c:
+        with self._read("list alerts") as c:
             return [self._alert(r) for r in c.execute(sql, (int(limit),)).fetchall()]
 
 

@@ -511,3 +511,117 @@ def test_waiting_on_a_locked_file_is_bounded(tmp_path: Path) -> None:
         elapsed = time.perf_counter() - t0
         assert outcomes == ["locked"] * 16
         assert elapsed < 2.0, elapsed
+
+
+def _wait_until_writer_holds_connection(s: Store, thread: threading.Thread) -> None:
+    """Block until ``thread`` holds the store's writer connection (white box: the
+    connection lock is private) -- it is then waiting for the file's write lock."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end and thread.is_alive():
+        if not s._lock.acquire(blocking=False):
+            return
+        s._lock.release()
+        time.sleep(0.001)
+    raise AssertionError("the writer never took the connection")
+
+
+def test_reads_do_not_queue_behind_a_write_waiting_for_the_lock(tmp_path: Path) -> None:
+    """WAL readers need no write lock: while a write of this store waits (up to its busy
+    timeout) for a lock another process holds, lookups, quota, monitoring, alerts and
+    metrics still answer at once, instead of queueing behind the waiting write."""
+    path = db_path(tmp_path)
+    with Store(path=path, busy_timeout_ms=5000) as s:
+        app = s.create_app(name="readers", description="", grants=["fence"])
+        s.add_package(app="readers", api="fence", tier="100k", calls=10)
+        s.open_alert(kind="quota_low", key="x", cause="test")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        results: list[object] = []
+        writer = threading.Thread(
+            target=lambda: results.append(s.consume(app_key=app.app_key, api="fence"))
+        )
+        try:
+            writer.start()
+            _wait_until_writer_holds_connection(s, writer)
+            assert s.get_app(app.app_key) == app
+            assert s.find_app("readers") == app
+            assert [a.app_key for a in s.list_apps()] == [app.app_key]
+            assert s.grant_for_service_code(app.service_codes["fence"]) is not None
+            assert s.remaining(app_key=app.app_key, api="fence") == 10
+            assert [p.used for p in s.quota("readers")] == [0]
+            assert s.minute_stats(since=NOW) == []
+            assert [a.key for a in s.list_alerts(active=True)] == ["x"]
+            assert "safety_edge_store_up 1" in s.prometheus_text()
+            assert s.schema_version == 1
+            # All answered while the write was still waiting for the lock.
+            assert writer.is_alive() and results == []
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            writer.join(10)
+        [res] = results
+        assert res.ok and res.remaining == 9  # the write went through once the lock freed
+        assert s.faults() == []
+
+
+def test_a_flush_waiting_for_the_lock_keeps_its_rows_visible(tmp_path: Path) -> None:
+    """Aggregates a flush has taken from memory but not committed yet are counted by
+    minute_stats (once), and once it commits they are counted from the file (once)."""
+    path = db_path(tmp_path)
+    with Store(path=path, busy_timeout_ms=5000) as s:
+        for _ in range(5):
+            s.record_request(
+                app_key="k" * 24, api="fence", code=0, latency_ms=2.0, request_bytes=1,
+                response_bytes=1, at=NOW,
+            )  # fmt: skip
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        flushed: list[int] = []
+        flusher = threading.Thread(target=lambda: flushed.append(s.flush()))
+        try:
+            flusher.start()
+            _wait_until_writer_holds_connection(s, flusher)
+            assert [m.requests for m in s.minute_stats(since=NOW)] == [5]
+            assert s.pending_rows == 1
+            assert flusher.is_alive() and flushed == []
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            flusher.join(10)
+        assert flushed == [1]
+        assert s.pending_rows == 0
+        assert [m.requests for m in s.minute_stats(since=NOW)] == [5]
+
+
+def test_minute_stats_counts_each_request_once_while_flushes_run(tmp_path: Path) -> None:
+    """A request recorded before a read is in that read exactly once, whichever step of a
+    concurrent flush (taken from memory, written, committed) the read meets."""
+    with Store(path=db_path(tmp_path)) as s:
+        stop = threading.Event()
+        flushes = 0
+
+        def flush_forever() -> None:
+            nonlocal flushes
+            while not stop.is_set():
+                flushes += s.flush() > 0
+
+        t = threading.Thread(target=flush_forever)
+        t.start()
+        wrong: list[tuple[int, int]] = []
+        n = 0
+        end = time.monotonic() + 1.0
+        try:
+            while time.monotonic() < end:
+                s.record_request(
+                    app_key="k" * 24, api="fence", code=0, latency_ms=1.0, request_bytes=1,
+                    response_bytes=1, at=NOW,
+                )  # fmt: skip
+                n += 1
+                got = sum(m.requests for m in s.minute_stats(since=NOW))
+                if got != n:
+                    wrong.append((n, got))
+        finally:
+            stop.set()
+            t.join(10)
+        assert flushes > 10  # the reads really met flushes
+        assert wrong == [], f"{len(wrong)} of {n} reads miscounted, e.g. {wrong[:5]}"
