@@ -15,16 +15,19 @@ sits on a person's head region (:mod:`edge.tasks.wearing`). The contract answer 
 holds, highest score first:
 
 - each hat worn by a detected person (the hat box and its colour),
+- each hat with no detected person near it (*unattributed*: its wearer was most likely
+  missed by the person detector; the model's word stands, as without the rule),
 - each bare head the model saw (``no_hat``, the head box), on a person or not,
 - ``no_hat`` on the derived head region of each person whose visible head region holds
   neither (a hat in the hand, on the belt, on the floor beside them, or none at all),
   scored with the person's score; not for a person the summary marks ``cannot_tell``
   (too small, head cut off, occluded, uncertain person score).
 
-A hat on no head is never in the contract answer (it would read as "someone wears a
-red hat"); it is in the summary's ``not_worn`` list as ``held_hat`` (its centre is in a
-person's box) or ``loose_hat``. Without a person detector the task answers from the
-model's boxes alone, as the contract always did.
+A hat held by a person (its centre in their box, below the head) or lying beside one
+(below their head region, at their scale) is never in the contract answer (it would read
+as "someone wears a red hat"); it is in the summary's ``not_worn`` list as ``held_hat``
+or ``loose_hat``. Without a person detector the task answers from the model's boxes
+alone, as the contract always did.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ from edge.tasks.compliance import (
 from edge.tasks.wearing import (
     DEFAULT_RULE,
     WearingRule,
-    containing_box,
+    beside_body,
     head_regions,
+    held_by,
     match_heads,
     occlusion,
 )
@@ -207,11 +211,19 @@ def assess_hats(
     cut = pxy[:, 1] <= rule.edge_px
     occluded = share >= rule.occluded_fraction
     unsure_p = people.scores < hi
-    # Hats on no head: held by the person whose box holds their centre, else loose.
-    loose = is_hat & (head_person < 0)
-    holder = np.full((n_h,), -1, dtype=np.int64)
-    if loose.any():
-        holder[loose] = containing_box(heads.xyxy[loose], pxy)
+    # Hats on no head: held (in a person's box), loose (beside a person, below the
+    # head), or unattributed (nobody near: the wearer was probably not detected).
+    off_head = is_hat & (head_person < 0)
+    held = np.full((n_h,), -1, dtype=np.int64)
+    beside = np.full((n_h,), -1, dtype=np.int64)
+    if off_head.any():
+        held[off_head] = held_by(pxy, heads.xyxy[off_head], rule)
+        rest = off_head & (held < 0)
+        if rest.any():
+            beside[rest] = beside_body(pxy, heads.xyxy[rest], rule)
+    holder = np.where(held >= 0, held, beside)
+    not_worn = off_head & (holder >= 0)
+    unattributed = off_head & (holder < 0)
     holds = np.zeros((n_p,), dtype=np.bool_)
     holds[holder[holder >= 0]] = True
     ev = person_head
@@ -248,8 +260,8 @@ def assess_hats(
     derived = (status == VIOLATION) & ~has_ev
 
     entries: list[tuple[ResultItem, int]] = []
-    for j in range(n_h):  # worn hats and every bare head
-        if not is_hat[j] or head_person[j] >= 0:
+    for j in range(n_h):  # worn and unattributed hats, every bare head
+        if not not_worn[j]:
             entries.append((result_item(heads.xyxy[j], classnames[j], heads.scores[j]), j))
     for i in np.flatnonzero(derived).tolist():  # no_hat on the derived head region
         entries.append((result_item(regions[i], NO_HAT, people.scores[i]), n_h + i))
@@ -279,30 +291,36 @@ def assess_hats(
                 held=[classnames[k] for k in np.flatnonzero(holder == i).tolist()],
             ),
         )
-    for j in np.flatnonzero(~is_hat & (head_person < 0)).tolist():  # bare heads on nobody
+    # Heads on nobody: bare heads, and hats whose wearer was not detected.
+    for j in np.flatnonzero((~is_hat & (head_person < 0)) | unattributed).tolist():
         s = float(heads.scores[j])
-        unsure = bool(unsure_h[j])
+        if unsure_h[j]:
+            st, why, txt = CANNOT_TELL, "uncertain_score", f"score {s:.2f} < {hi:.2f}"
+        elif is_hat[j]:
+            st, why, txt = COMPLIANT, "hat_worn", f"{classnames[j]} seen, no person box under it"
+        else:
+            st, why, txt = VIOLATION, "bare_head", "bare head seen (no person box)"
         out.add(
             box=heads.xyxy[j],
             score=s,
-            status=CANNOT_TELL if unsure else VIOLATION,
-            reason="uncertain_score" if unsure else "bare_head",
-            seen=NO_HAT,
+            status=st,
+            reason=why,
+            seen=classnames[j],
             item=where[j],
             has_person=False,
-            details=f"score {s:.2f} < {hi:.2f}" if unsure else "bare head seen (no person box)",
+            details=txt,
         )
-    not_worn = [
+    hats_off = [
         {
             "box": tlbr(heads.xyxy[j]),
-            "classname": HELD_HAT if holder[j] >= 0 else LOOSE_HAT,
+            "classname": HELD_HAT if held[j] >= 0 else LOOSE_HAT,
             "colour": classnames[j],
             "score": round(float(heads.scores[j]), 4),
-            "person": int(holder[j]) if holder[j] >= 0 else None,
+            "person": int(holder[j]),
         }
-        for j in np.flatnonzero(loose).tolist()
+        for j in np.flatnonzero(not_worn).tolist()
     ]
-    return out.build(items=items, not_worn=not_worn, mode="person")
+    return out.build(items=items, not_worn=hats_off, mode="person")
 
 
 def _assess_detector_only(
@@ -356,7 +374,7 @@ def _hat_details(
         "bare_head": "bare head seen on the head region",
         "head_cut_off": "the person box touches the top edge of the image",
         "occluded": f"{share:.0%} of the head region covered by a person in front",
-        "hat_not_worn": f"{', '.join(held)} on the body (held or hanging), not on the head",
+        "hat_not_worn": f"{', '.join(held)} held, hanging or beside, not on the head",
         "no_hat_on_head": "head region visible, no hat on it",
     }
     return texts[reason]

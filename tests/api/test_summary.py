@@ -74,7 +74,7 @@ def test_contract_answer_has_no_held_hat_and_no_summary(srv: Server, app: AppRec
     assert set(doc) == {"code", "message", "result", "data"}  # the contract's keys only
     got = sorted((it["classname"], it["box"]) for it in doc["result"])
     # The red hat worn by A; B holds a yellow hat at the waist: no_hat on B's head region.
-    assert got == [("no_hat", [60, 266, 140, 314]), ("red_hat", tlbr(RED_ON_HEAD))]
+    assert got == [("no_hat", [60, 258, 140, 322]), ("red_hat", tlbr(RED_ON_HEAD))]
     assert doc["data"] == doc["result"]
 
 
