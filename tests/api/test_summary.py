@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.api.app import wants_summary
+from edge.api.app import _with_summary, wants_summary
 from edge.api.store import AppRecord
+from edge.tasks.hardhat import assess_hats
+from edge.types import Detections
 from tests.api.server_fixture import Server, b64, start_server
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
 
@@ -142,3 +144,22 @@ def test_workwear_summary_and_header_off(srv: Server, app: AppRecord) -> None:
 )
 def test_wants_summary_table(default: bool, header: str | None, expected: bool) -> None:
     assert wants_summary(default, header) is expected
+
+
+def test_summary_after_the_cloud_fallback_changed_the_list() -> None:
+    """The summary is the gateway's own analysis: when the fallback replaced the list, its
+    item indices would point at the wrong entries, so they are dropped."""
+    heads = Detections(
+        xyxy=np.array([RED_ON_HEAD], np.float32), scores=np.array([0.9]), class_ids=[1]
+    )
+    people = Detections(
+        xyxy=np.array([PERSON_A], np.float32), scores=np.array([0.9]), class_ids=[0]
+    )
+    analysis = assess_hats(heads, ["red_hat"], people)
+    same = _with_summary({"result": list(analysis.items)}, analysis, analysis.items)
+    assert same["summary"]["people"][0]["item"] == 0 and "source" not in same["summary"]
+    cloud = [{"box": [1, 2, 3, 4], "classname": "blue_hat", "score": 0.97}]
+    changed = _with_summary({"result": cloud}, analysis, analysis.items)
+    assert changed["summary"]["people"][0]["item"] is None
+    assert changed["summary"]["source"] == "local"
+    assert _with_summary({"result": cloud}, None, analysis.items) == {"result": cloud}
