@@ -404,3 +404,45 @@ def test_config_check_warns_when_the_person_model_is_missing(tmp_path: Path) -> 
     assert not [p for p in problems if "person model" in p.message]
     _, problems = check_text("tasks: {wearing: {worn_rule: false}}\n" + base)
     assert not [p for p in problems if "person model" in p.message]
+
+
+def test_workwear_task_spec_on_subjects() -> None:
+    from edge.tasks.workwear import WORKWEAR_CLASSNAMES
+
+    names = [*WORKWEAR_CLASSNAMES, "cannot_tell"]
+    cfg = config_from_mapping(
+        yaml.safe_load(
+            camera_yaml(
+                "require:\n  workwear: {reflective: true}\n",
+                "workwear",
+                "name: plain\n",
+                "name: by-model-class\nclasses: [no_wear]\n",
+            )
+        )
+    )
+    task = cfg.cameras[0].tasks["workwear"]
+    spec = build_task_spec("workwear", task, class_names=names, filters=cfg.filters)
+    bay, plain, by_model = spec.zones
+    assert bay.classes == WORKWEAR_CLASSNAMES and bay.label is None
+    assert plain.classes == ("no_workwear",) and plain.label == "no_workwear"
+    assert by_model.classes == ("no_workwear",)
+    conditions, explainers = build_zone_rules("workwear", task, class_names=names)
+    assert set(conditions) == {"bay"} and len(explainers) == 3
+    rows = [(COMPLIANT, 5), (COMPLIANT, 1), (CANNOT_TELL, -1)]  # yellow, blue, unknown
+    subj = Detections(
+        xyxy=np.zeros((3, 4), np.float32),
+        scores=np.ones((3,), np.float32),
+        class_ids=np.array([5, 1, 7], np.int32),
+        data={
+            STATUS: np.array([r[0] for r in rows], np.int8),
+            REASON: np.full((3,), reason_id("workwear_worn"), np.int8),
+            CLASSNAME: np.array([r[1] for r in rows], np.int16),
+        },
+    )
+    assert names[5] == "yellow" and names[1] == "blue"
+    assert conditions["bay"](subj).tolist() == [False, True, False]
+    assert explainers["plain"](subj, 1) == {
+        "compliance": "compliant",
+        "compliance_reason": "workwear_worn",
+        "classname": "blue",
+    }
