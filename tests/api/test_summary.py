@@ -150,10 +150,14 @@ def test_summary_after_the_cloud_fallback_changed_the_list() -> None:
     """The summary is the gateway's own analysis: when the fallback replaced the list, its
     item indices would point at the wrong entries, so they are dropped."""
     heads = Detections(
-        xyxy=np.array([RED_ON_HEAD], np.float32), scores=np.array([0.9]), class_ids=[1]
+        xyxy=np.array([RED_ON_HEAD], np.float32),
+        scores=np.array([0.9]),
+        class_ids=np.array([1], np.int32),
     )
     people = Detections(
-        xyxy=np.array([PERSON_A], np.float32), scores=np.array([0.9]), class_ids=[0]
+        xyxy=np.array([PERSON_A], np.float32),
+        scores=np.array([0.9]),
+        class_ids=np.array([0], np.int32),
     )
     analysis = assess_hats(heads, ["red_hat"], people)
     same = _with_summary({"result": list(analysis.items)}, analysis, analysis.items)

@@ -469,7 +469,7 @@ def test_real_photos_with_the_trained_models(
         for path in images:
             img = cv2.imread(str(path))
             assert img is not None
-            a = task.analyse(img)
+            a = task.analyse(np.asarray(img, dtype=np.uint8))
             s = a.summary()
             assert sum(s["counts"].values()) == len(s["people"])
             held = {tuple(h["box"]) for h in s["not_worn"]}
