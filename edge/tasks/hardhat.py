@@ -291,12 +291,12 @@ def assess_hats(
                 held=[classnames[k] for k in np.flatnonzero(holder == i).tolist()],
             ),
         )
-    # Heads on nobody: bare heads, and hats whose wearer was not detected.
-    for j in np.flatnonzero((~is_hat & (head_person < 0)) | unattributed).tolist():
+    # Heads on nobody (bare heads, hats whose wearer was not detected) are subjects of
+    # their own when sure; unsure ones would only add noise (their items stay).
+    nobody = ((~is_hat & (head_person < 0)) | unattributed) & ~unsure_h
+    for j in np.flatnonzero(nobody).tolist():
         s = float(heads.scores[j])
-        if unsure_h[j]:
-            st, why, txt = CANNOT_TELL, "uncertain_score", f"score {s:.2f} < {hi:.2f}"
-        elif is_hat[j]:
+        if is_hat[j]:
             st, why, txt = COMPLIANT, "hat_worn", f"{classnames[j]} seen, no person box under it"
         else:
             st, why, txt = VIOLATION, "bare_head", "bare head seen (no person box)"

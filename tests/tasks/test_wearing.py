@@ -264,6 +264,13 @@ def test_occluded_head_is_cannot_tell_but_a_visible_bare_head_decides() -> None:
     assert "100% of the head region" in a.summary()["people"][0]["details"]
 
 
+def test_unsure_boxes_on_nobody_are_items_but_not_people() -> None:
+    far = (350.0, 48.0, 386.0, 82.0)
+    a = assess_hats(dets([far, ON_HEAD], [0.4, 0.45]), ["no_hat", "red_hat"], dets([], []))
+    assert sorted(it["classname"] for it in a.items) == ["no_hat", "red_hat"]
+    assert a.summary()["people"] == [] and a.summary()["counts"]["cannot_tell"] == 0
+
+
 def test_detector_only_mode_keeps_every_box() -> None:
     a = assess_hats(dets([ON_HEAD, AT_WAIST], [0.9, 0.45]), ["red_hat", "no_hat"], None)
     assert [it["classname"] for it in a.items] == ["red_hat", "no_hat"]
