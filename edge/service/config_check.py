@@ -339,7 +339,9 @@ def _environment_problems(
                         "error",
                     )
                     continue
-                unknown = [c for c in classes if c not in known]
+                # Hard-hat/workwear tasks track people classed by the answer's classnames
+                # (edge/service/tasks.py): no_hat, red_hat, no_workwear, ... count too.
+                unknown = [c for c in classes if c not in known and c not in _answers(kind)]
                 if unknown:
                     add(
                         (*loc, part, zi, "classes"),
@@ -376,6 +378,19 @@ def _environment_problems(
             "warning",
         )
     return out
+
+
+def _answers(kind: TaskKind) -> tuple[str, ...]:
+    """The answer classnames a hard-hat/workwear zone may name besides the model's."""
+    if kind == "hardhat":
+        from edge.tasks.hardhat import HAT_CLASSNAMES
+
+        return HAT_CLASSNAMES
+    if kind == "workwear":
+        from edge.tasks.workwear import WORKWEAR_CLASSNAMES
+
+        return WORKWEAR_CLASSNAMES
+    return ()
 
 
 def _env_set(name: str) -> bool:

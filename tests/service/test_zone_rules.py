@@ -446,3 +446,15 @@ def test_workwear_task_spec_on_subjects() -> None:
         "compliance_reason": "workwear_worn",
         "classname": "blue",
     }
+
+
+def test_config_check_accepts_answer_classnames_in_hardhat_zones(tmp_path: Path) -> None:
+    write_models(tmp_path, "red")
+    text = "tasks: {fence: people}\n" + f"models_dir: {tmp_path}\n"
+    ok = text + camera_yaml("classes: [no_hat, none]\n")
+    _, problems = check_text(ok)
+    assert [p for p in problems if p.severity == "error"] == []
+    _, problems = check_text(text + camera_yaml("classes: [no_workwear]\n"))
+    assert [p.path for p in problems if p.severity == "error"] == [
+        "cameras[0].tasks.hardhat.zones[0].classes"
+    ]
