@@ -10,7 +10,10 @@ costs accuracy fails CI.
 Subset: every ``STRIDE``-th image of the split (all listed folders, sorted by path), so the
 test runs in well under a minute on a 2-core CPU while covering every source. The floor
 applies to that subset, not to the full split reported in ``models/MODEL_CARD.md``;
-``FLOORS`` gives both figures.
+``FLOORS`` gives both figures (hard hat: 5 classes; workwear: the issue's bar averages
+``wear`` and ``no_wear`` only, so the 4-class model is scored on those two). Measured with
+the harness at the default operating settings (AP from detections at score >= 0.001, NMS
+IoU from the manifest); the floors sit 3.5-4 points under the subset figures.
 
 Skips with the reason when ``../shared/data`` or the model's ONNX file is absent (a user's
 machine without the data, or before the models are trained).
@@ -64,22 +67,22 @@ class Floor:
 
 FLOORS = (
     Floor(
-        model="hardhat",
+        model="hardhat",  # sha256 8e9d7bc0..., 512x512, shipped 2026-11-26
         data=("hardhat",),
         classes=None,
         images=98,
-        subset_map50=float("nan"),
-        full_map50=float("nan"),
-        floor=float("nan"),
+        subset_map50=0.657,
+        full_map50=0.640,
+        floor=0.62,
     ),
     Floor(
-        model="workwear",
+        model="workwear",  # sha256 62bccb16..., 320x320, shipped 2026-11-26
         data=("workwear", "vest"),
         classes=("wear", "no_wear"),
         images=175,
-        subset_map50=float("nan"),
-        full_map50=float("nan"),
-        floor=float("nan"),
+        subset_map50=0.525,
+        full_map50=0.481,
+        floor=0.49,
     ),
 )
 
