@@ -444,6 +444,7 @@ def export(
     source: str,
     val_data: Sequence[str] | None = None,
     size: int | None = None,
+    score_threshold: float = 0.25,
 ) -> dict[str, Any]:
     """Write ``out`` (ONNX), ``manifest`` and a metrics JSON next to the checkpoint.
 
@@ -525,7 +526,7 @@ def export(
         "pad_value": 127.5,
         "class_names": names,
         "anchors": [[[float(a), float(b)] for a, b in h.anchors] for h in net.heads],
-        "score_threshold": 0.25,
+        "score_threshold": score_threshold,
         "iou_threshold": 0.45,
         "licence": licence,
         "source": source,
@@ -535,7 +536,7 @@ def export(
             + f" --size {train_size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
             + f" (best epoch {ckpt['epoch'] + 1}, EMA weights); "
             f"python -m tools.train_yolo export --name {cfg.name} --size {cfg.size} "
-            f"--out {out.name}"
+            f"--score-threshold {score_threshold} --out {out.name}"
         ),
         "description": description,
     }
@@ -596,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--licence", default="")
     e.add_argument("--source", default="")
     e.add_argument("--size", type=int, default=None, help="input size (default: training)")
+    e.add_argument("--score-threshold", type=float, default=0.25, help="manifest default")
     v = sub.add_parser("eval", help="val mAP@0.5 of a checkpoint at several input sizes")
     v.add_argument("--name", required=True)
     v.add_argument("--runs", type=Path, default=REPO / "var" / "train")
@@ -623,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             licence=args.licence,
             source=args.source,
             size=args.size,
+            score_threshold=args.score_threshold,
         )
         print(json.dumps(res, indent=2))
     return 0
