@@ -81,7 +81,7 @@ FLOORS = (
         classes=("wear", "no_wear"),
         images=175,
         subset_map50=0.525,
-        full_map50=0.481,
+        full_map50=0.480,
         floor=0.49,
     ),
 )
