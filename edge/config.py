@@ -344,6 +344,10 @@ CLASS_GROUPS: dict[str, tuple[str, ...]] = {
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+_RESERVED_CAMERA_NAMES = frozenset({"cmd", "status", "events", "alerts", "results"})
+"""Topic levels under ``{prefix}/{gateway}/`` that the gateway itself uses."""
+
+
 def _topic_name(v: str, what: str) -> str:
     """A name that becomes an MQTT topic level (camera, task) or appears in events (zone)."""
     from edge.mqtt.topics import validate_segment
@@ -807,7 +811,14 @@ class CameraConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _topic_name(v, "camera name")
+        name = _topic_name(v, "camera name")
+        if name in _RESERVED_CAMERA_NAMES:
+            # {prefix}/{gw}/{camera}/... would share its first level with these topics.
+            raise ValueError(
+                f"camera name {name!r} is reserved for the gateway's own topics "
+                f"({', '.join(sorted(_RESERVED_CAMERA_NAMES))})"
+            )
+        return name
 
     @field_validator("source")
     @classmethod

@@ -292,3 +292,23 @@ def test_config_reference_is_generated_from_the_models(capsys: pytest.CaptureFix
     }
     for section in ("mqtt", "mqtt.outbox", "storage", "service", "runtime", "api"):
         assert section in sections, section
+
+
+@pytest.mark.parametrize("reserved", ["cmd", "status", "events", "alerts", "results"])
+def test_camera_names_may_not_shadow_the_gateways_own_topics(reserved: str) -> None:
+    text = textwrap.dedent(
+        f"""\
+        cameras:
+          - name: {reserved}
+            source: /dev/video0
+            tasks:
+              fence:
+                zones:
+                  - name: {reserved}
+                    polygon: [[0, 0], [1, 0], [1, 1]]
+        """
+    )
+    _, problems = check_text(text, environment=False)
+    # The camera name is a topic level right under {prefix}/{gw}/; a zone name is not.
+    assert errors(problems) == {"cameras[0].name": 2}
+    assert any("reserved" in p.message for p in problems)
