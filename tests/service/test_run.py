@@ -107,8 +107,15 @@ def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path)
                 ), gw.output()[-3000:]
                 health = httpx.get(f"{base}/healthz", timeout=10).json()
                 metrics = httpx.get(f"{base}/metrics", timeout=10).text
-                # SIGTERM while updates are flowing (incidents open)
-                assert wait(lambda: health_open(base) > 0, 30), gw.output()[-3000:]
+                # SIGTERM while updates are flowing: an incident is open and has already
+                # sent an update (else SIGTERM can land before the first update is due)
+                assert wait(
+                    lambda: (
+                        health_open(base) > 0
+                        and "update" in {e["type"] for e in published(sub).values()}
+                    ),
+                    30,
+                ), gw.output()[-3000:]
                 rc = gw.stop(signal.SIGTERM)
             except BaseException:
                 gw.kill()
