@@ -344,6 +344,20 @@ CLASS_GROUPS: dict[str, tuple[str, ...]] = {
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def _xy_pairs_from_text(v: Any, what: str) -> Any:
+    """``"x1,y1,x2,y2,..."`` -> ``[(x1, y1), ...]``; any other value is returned unchanged
+    for the field's own validation (zone polygons and line points share this form)."""
+    if not isinstance(v, str):
+        return v
+    try:
+        nums = [float(p) for p in v.split(",")]
+    except ValueError:
+        raise ValueError(f'{what} text must be "x1,y1,x2,y2,..." numbers') from None
+    if len(nums) % 2:
+        raise ValueError(f"{what} text has an odd count of numbers")
+    return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
+
+
 _RESERVED_CAMERA_NAMES = frozenset({"cmd", "status", "events", "alerts", "results"})
 """Topic levels under ``{prefix}/{gateway}/`` that the gateway itself uses."""
 
@@ -584,15 +598,7 @@ class ZoneConfig(BaseModel):
     @field_validator("polygon", mode="before")
     @classmethod
     def _polygon_text(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                nums = [float(p) for p in v.split(",")]
-            except ValueError:
-                raise ValueError('polygon text must be "x1,y1,x2,y2,..." numbers') from None
-            if len(nums) % 2:
-                raise ValueError("polygon text has an odd count of numbers")
-            return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
-        return v
+        return _xy_pairs_from_text(v, "polygon")
 
     @field_validator("polygon")
     @classmethod
@@ -685,15 +691,7 @@ class LineConfig(BaseModel):
     @field_validator("points", mode="before")
     @classmethod
     def _points_text(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                nums = [float(p) for p in v.split(",")]
-            except ValueError:
-                raise ValueError('points text must be "x1,y1,x2,y2,..." numbers') from None
-            if len(nums) % 2:
-                raise ValueError("points text has an odd count of numbers")
-            return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
-        return v
+        return _xy_pairs_from_text(v, "points")
 
     @field_validator("points")
     @classmethod
