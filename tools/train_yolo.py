@@ -261,7 +261,6 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
     from tools import yolo_torch as yt
 
     _setup_logging(run_dir)
-    torch.set_num_threads(cfg.threads)
     roots = [Path(d).resolve() for d in cfg.data]
     names = _class_names(roots)
     last = run_dir / "last.pt"
@@ -271,9 +270,12 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             raise SystemExit(f"--resume: {last} does not exist")
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         saved = TrainConfig(**ckpt["config"])
-        saved.epochs = cfg.epochs  # the one setting a resume may change
+        # the settings a resume may change: the length of the schedule (a longer one is a
+        # warm restart of the cosine) and the thread count (summation order only)
+        saved.epochs, saved.threads = cfg.epochs, cfg.threads
         cfg = saved
         logger.info("resuming %s from epoch %d", last, ckpt["epoch"] + 1)
+    torch.set_num_threads(cfg.threads)
 
     train_split = yt.read_split(roots, "train")
     val_split = yt.read_split(roots, "val")
