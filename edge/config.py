@@ -148,6 +148,11 @@ class ApiConfig(BaseModel):
     db_busy_timeout_ms: int = Field(default=2000, ge=0)
     providers: list[str] = Field(default_factory=lambda: ["cpu"])
     intra_op_threads: int | None = Field(default=None, ge=1)
+    allow_spinning: bool = Field(
+        default=False,
+        description="onnxruntime workers spin after each run (true: fastest for one model "
+        "alone; false: several models/cameras share the cores without slowing each other)",
+    )
     log_requests: bool = False
     compliance_summary: bool = Field(
         default=False,

@@ -1061,6 +1061,7 @@ def _load_runners(
                             manifests[name],
                             providers=tuple(config.api.providers),
                             intra_op_threads=config.api.intra_op_threads,
+                            allow_spinning=config.api.allow_spinning,
                         )
                         owned.append(detector)
                         by_name[name] = detector
@@ -1083,6 +1084,7 @@ def _load_runners(
                         manifests[person_name],
                         providers=tuple(config.api.providers),
                         intra_op_threads=config.api.intra_op_threads,
+                        allow_spinning=config.api.allow_spinning,
                     )
                     owned.append(got_person)
                 except EdgeError as exc:

@@ -55,6 +55,9 @@ class Detector:
             or aliases ``("tensorrt", "cuda", "cpu")``; unavailable ones fall back with a
             WARNING on the ``edge.runtime`` logger.
         intra_op_threads, inter_op_threads: onnxruntime thread pools (``None``: default).
+        allow_spinning: let idle intra-op workers spin after a run (see
+            :class:`~edge.runtime.session.OnnxSession`); off by default because several
+            detectors share few cores on a gateway.
         warmup: runs on a blank input at construction, so the first frame is not slow.
         verify_sha256: hash the ONNX file and compare with ``manifest.sha256``.
 
@@ -71,6 +74,7 @@ class Detector:
         providers: Sequence[ProviderSpec] = (CPU,),
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
+        allow_spinning: bool = False,
         warmup: int = 1,
         verify_sha256: bool = True,
     ) -> None:
@@ -89,6 +93,7 @@ class Detector:
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
             input_name=manifest.input_name,
+            allow_spinning=allow_spinning,
         )
         try:
             self._dtype = self._check_model(manifest, session)
@@ -166,6 +171,11 @@ class Detector:
     def providers(self) -> list[str]:
         """Execution providers the session actually runs on, in priority order."""
         return list(self._session.providers)
+
+    @property
+    def allow_spinning(self) -> bool:
+        """Whether the session's idle intra-op workers spin after a run."""
+        return self._session.allow_spinning
 
     @property
     def input_dtype(self) -> InputDType:

@@ -164,6 +164,12 @@ class OnnxSession:
             one per physical core).
         inter_op_threads: threads across independent operators (``None``: default).
         input_name: the image input; ``None`` requires the model to have exactly one input.
+        allow_spinning: onnxruntime's ``session.intra_op.allow_spinning``. Off by default
+            because a gateway runs several sessions (API, cameras, hard hat + person
+            detector in one request) on few cores: after a run the intra-op workers spin
+            waiting for more work and slow the next session's run on the same cores.
+            ``True`` restores onnxruntime's default, the lowest latency for one model alone
+            on otherwise idle cores.
 
     Raises:
         ModelError: the file is missing or onnxruntime cannot load it, or the input is not
@@ -179,6 +185,7 @@ class OnnxSession:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         input_name: str | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -190,6 +197,9 @@ class OnnxSession:
             opts.intra_op_num_threads = int(intra_op_threads)
         if inter_op_threads is not None:
             opts.inter_op_num_threads = int(inter_op_threads)
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
+        )
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -234,6 +244,8 @@ class OnnxSession:
             int(opts.inter_op_num_threads),
         )
         """(intra_op, inter_op) as configured; 0 means onnxruntime's default."""
+        self.allow_spinning: bool = bool(allow_spinning)
+        """Whether idle intra-op workers spin after a run (onnxruntime's default) or sleep."""
 
     @property
     def closed(self) -> bool:

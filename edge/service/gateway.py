@@ -339,6 +339,7 @@ class GatewayService:
                     manifest,
                     providers=tuple(rt.provider_specs(cfg.api)),
                     intra_op_threads=rt.intra_op_threads or cfg.api.intra_op_threads,
+                    allow_spinning=cfg.api.allow_spinning,
                 )
             except EdgeError as exc:
                 self.model_errors[name] = str(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,62 @@ def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error 5000: ") and "api.prot" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, False), (True, True), (False, False), ("true", True), ("off", False)],
+)
+def test_api_allow_spinning_parses(value: object, expected: bool) -> None:
+    api = {} if value is None else {"allow_spinning": value}
+    assert config_from_mapping({"api": api}).api.allow_spinning is expected
+
+
+@pytest.mark.parametrize("junk", ["maybe", 2, [True], {"on": 1}])
+def test_api_allow_spinning_rejects_non_bool(junk: object) -> None:
+    with pytest.raises(ConfigError, match=r"api\.allow_spinning"):
+        config_from_mapping({"api": {"allow_spinning": junk}})
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_api_allow_spinning_reaches_the_detectors_the_app_and_gateway_build(
+    tmp_path: Path, spin: bool
+) -> None:
+    """``api.allow_spinning`` in gateway.yaml is what the API's and the gateway's
+    onnxruntime sessions are built with (a tiny real model, real sessions)."""
+    from edge.api.app import _load_runners
+    from edge.service.gateway import GatewayService
+    from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+
+    out = yolov8_output([(10, 10, 4, 4)], [[0.9]], num_anchors=3)
+    model = planted_model({"output0": out}, input_size=(64, 64))
+    write_model_and_manifest(tmp_path / "models", model, name="people", input_size=(64, 64))
+    cfg = config_from_mapping(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "models_dir": str(tmp_path / "models"),
+            "api": {"allow_spinning": spin, "intra_op_threads": 1},
+            "tasks": {"fence": "people", "hardhat": None, "workwear": None},
+        }
+    )
+
+    def entry(detector: Any) -> str:
+        opts = detector._session._session.get_session_options()
+        return str(opts.get_session_config_entry("session.intra_op.allow_spinning"))
+
+    want = "1" if spin else "0"
+    _, owned = _load_runners(cfg, None)
+    try:
+        assert owned, "the app built no detector"
+        assert [entry(d) for d in owned] == [want] * len(owned)
+    finally:
+        for d in owned:
+            d.close()
+    service = GatewayService(config=cfg)
+    service._load_detectors()
+    try:
+        assert list(service.detectors) == ["people"], service.model_errors
+        assert entry(service.detectors["people"]) == want
+    finally:
+        for d in service.detectors.values():
+            d.close()

@@ -378,3 +378,20 @@ def test_default_model_finds_pedestrians(default_model_manifest: Path, repo_root
         # pedestrians are taller than wide
         wh = d.xyxy[:, 2:] - d.xyxy[:, :2]
         assert np.median(wh[:, 1] / wh[:, 0]) > 1.2
+
+
+@pytest.mark.parametrize(("kwargs", "entry"), [({}, "0"), ({"allow_spinning": True}, "1")])
+def test_allow_spinning_passes_through_to_the_session(
+    tmp_path: Path, kwargs: dict[str, bool], entry: str
+) -> None:
+    """Default off (several detectors share a gateway's cores); True reaches onnxruntime."""
+    out = yolov8_output([(10, 10, 4, 4)], [[0.9]], num_anchors=3)
+    path = write_model_and_manifest(
+        tmp_path, planted_model({"output0": out}, input_size=(64, 64)), input_size=(64, 64)
+    )
+    with Detector(load_manifest(path), warmup=0, **kwargs) as det:
+        ort_session = det._session._session
+        assert ort_session is not None
+        opts = ort_session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == entry
+        assert det.allow_spinning is (entry == "1")

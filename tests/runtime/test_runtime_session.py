@@ -118,3 +118,27 @@ def test_stage_timings_arithmetic() -> None:
     assert s.total_ms == 58.0 and s.outside_inference_ms == 18.0
     assert s.scaled(0.5) == StageTimings(2.0, 20.0, 3.0, 4.0)
     assert s.as_dict()["total_ms"] == 58.0
+
+
+def _spinning_entry(s: OnnxSession) -> str:
+    """What the live onnxruntime session was built with (not what OnnxSession remembers)."""
+    assert s._session is not None
+    opts = s._session.get_session_options()
+    return str(opts.get_session_config_entry("session.intra_op.allow_spinning"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "entry", "flag"),
+    [
+        ({}, "0", False),
+        ({"allow_spinning": False}, "0", False),
+        ({"allow_spinning": True}, "1", True),
+    ],
+)
+def test_allow_spinning_reaches_the_onnxruntime_session(
+    model_file: Path, kwargs: dict[str, bool], entry: str, flag: bool
+) -> None:
+    with OnnxSession(model_path=model_file, **kwargs) as s:
+        assert _spinning_entry(s) == entry
+        assert s.allow_spinning is flag
+        assert s.run(np.zeros((1, 3, 32, 64), np.float32))[0].shape == (1, 5, 3)
