@@ -19,6 +19,16 @@ only clock the tracker and zones see. While a live camera is offline, the loop s
 tasks with no detections every ``idle_tick_s`` so open incidents still end after their
 cooldown.
 
+Progress (hang detection): the loop notes ``time.monotonic()`` at each iteration -- a
+frame processed, a 0.25 s read timeout, an idle tick -- so it shows progress at least
+every 0.25 s plus the time of one frame, also while the camera is offline and the source
+reconnects. :attr:`CameraPipeline.last_progress_s` is the older of that and the source
+reader's own (:attr:`~edge.stream.sources.CameraSource.last_progress_s`);
+:meth:`CameraPipeline.stalled_for` is the time since then while the loop runs: a loop
+blocked in a detector, a sink or a lock, or a reader blocked inside the backend, makes
+it grow; the supervisor (:meth:`edge.service.gateway.GatewayService.problems`) decides
+how long is too long.
+
 Stop: :meth:`CameraPipeline.stop` lets the frame in flight finish, ends every open
 incident (``end`` events with reason ``shutdown`` go through the same outputs), closes
 the source and joins the thread. :meth:`CameraPipeline.metrics` is safe from any thread.
@@ -314,6 +324,8 @@ class CameraPipeline:
         self._last_t: float | None = None
         self._last_wall_ms: int | None = None
         self._last_idle = time.monotonic()
+        self._progress_s = time.monotonic()  # written by the loop thread only
+        self._running = False  # run() is between its start and its end
         # metrics (guarded by _lock)
         self._frames = 0
         self._done_times: deque[float] = deque(maxlen=64)
@@ -460,10 +472,13 @@ class CameraPipeline:
         """Read and process frames in the calling thread until :meth:`stop`, the end of a
         file, or ``max_frames``; then finish (end open incidents, close the source).
         Returns the number of frames processed."""
-        self.source.start()
+        self._progress_s = time.monotonic()
+        self._running = True
         n = 0
         try:
+            self.source.start()
             while not self._stop.is_set() and (max_frames is None or n < max_frames):
+                self._progress_s = time.monotonic()
                 frame = self.source.read(timeout=0.25)
                 if frame is None:
                     if self.source.finished:
@@ -473,7 +488,11 @@ class CameraPipeline:
                 self.process(frame)
                 n += 1
         finally:
-            self._finish()
+            self._progress_s = time.monotonic()
+            try:
+                self._finish()
+            finally:
+                self._running = False
         return n
 
     def _maybe_idle_tick(self) -> None:
@@ -532,6 +551,32 @@ class CameraPipeline:
 
     close = stop
 
+    # -- progress --------------------------------------------------------------------
+    @property
+    def last_progress_s(self) -> float:
+        """``time.monotonic()`` of the last progress of both the loop and the source
+        reader (the older of the two; the reader's only while it runs). Any thread."""
+        t = self._progress_s
+        if self.source.running:
+            t = min(t, self.source.last_progress_s)
+        return t
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds without progress (see the module docstring) while the loop runs;
+        ``0.0`` before :meth:`run` starts and after it ended. ``now``: a
+        ``time.monotonic()`` reading (default: the current one). Any thread."""
+        if not self._running:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self.last_progress_s)
+
+    def progress_ages(self, now: float | None = None) -> dict[str, float]:
+        """Seconds since the ``loop`` and the source ``reader`` last showed progress
+        (``0.0`` for a part that is not running), e.g. to tell which one is stuck."""
+        now = time.monotonic() if now is None else now
+        loop = max(0.0, now - self._progress_s) if self._running else 0.0
+        return {"loop": loop, "reader": self.source.stalled_for(now)}
+
     def __enter__(self) -> CameraPipeline:
         self.start()
         return self
@@ -553,11 +598,13 @@ class CameraPipeline:
         skipped``, ``reconnects``, ``failures``, ``frame_ms`` and ``output_ms`` (mean/
         last), ``latency_ms`` (capture to event handed out: p50/p95 over the last 512
         events), ``events`` by type, ``open_incidents``, ``store_errors``,
-        ``sink_errors``, and per task ``stage_ms`` (preprocess, inference, decode, nms,
-        detect, track, zones: mean/last), ``zones`` (``inside``/``open`` per zone) and
-        ``lines`` (``in``/``out`` crossings per line so far).
+        ``sink_errors``, ``progress_age_s`` (:meth:`progress_ages`), and per task
+        ``stage_ms`` (preprocess, inference, decode, nms, detect, track, zones:
+        mean/last), ``zones`` (``inside``/``open`` per zone) and ``lines``
+        (``in``/``out`` crossings per line so far).
         """
         src = self.source.stats()
+        ages = self.progress_ages()
         with self._lock:
             times = list(self._done_times)
             fps = (
@@ -574,6 +621,7 @@ class CameraPipeline:
                 "events": dict(self._events),
                 "store_errors": self._store_errors,
                 "sink_errors": self._sink_errors,
+                "progress_age_s": ages,
                 "frame_ms": self._frame_ms.as_dict(),
                 "output_ms": self._output_ms.as_dict(),
                 "latency_ms": {

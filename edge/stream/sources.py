@@ -26,6 +26,15 @@ backoff (``backoff_min_s`` doubling up to ``backoff_max_s``) until it opens and 
 a frame again (*online*). ``on_status(online, reason)`` is called on each change, from
 the reader thread. A file that ends without ``loop`` *finishes*: :meth:`CameraSource.read`
 then returns ``None`` at once.
+
+Progress: the reader notes ``time.monotonic()`` (:attr:`CameraSource.last_progress_s`)
+at each step of its loop (around every backend call: open, grab, decode) and at least
+every 0.5 s while it waits on purpose (reconnect backoff, pacing a file, a slow consumer of
+a non-realtime file, its turn to open: FFmpeg opens run one at a time, see
+:data:`_open_lock`). A camera that is offline and reconnecting therefore keeps making
+progress; only a reader blocked inside the backend goes quiet -- for at most
+``open_timeout_s`` / ``read_timeout_s`` on network sources when FFmpeg honours them,
+forever when it hangs. :meth:`CameraSource.stalled_for` measures that silence.
 """
 
 from __future__ import annotations
@@ -64,8 +73,13 @@ StatusCallback = Callable[[bool, str], None]
 """``on_status(online, reason)``: called from the reader thread on each state change."""
 
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-_env_lock = threading.Lock()
+_open_lock = threading.Lock()
+"""Held around every FFmpeg open. OpenCV's FFmpeg backend opens one source at a time per
+process anyway (a camera that does not answer holds every other camera's open, files
+included, for up to its ``open_timeout_s``); queueing on this lock instead lets a reader
+show progress while it waits its turn. It also guards ``OPENCV_FFMPEG_CAPTURE_OPTIONS``."""
 _DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
+_BEAT_S = 0.5  # deliberate waits show progress at least this often
 
 
 def source_kind(uri: str | int) -> SourceKind:
@@ -168,8 +182,12 @@ class Frame:
 _Outcome = tuple[Literal["stop", "loop", "offline"], str]
 
 
-def _open_capture(spec: SourceSpec) -> Any:
-    """A ``cv2.VideoCapture`` for ``spec`` (may be not opened)."""
+def _open_capture(spec: SourceSpec, *, waiting: Callable[[], bool] | None = None) -> Any:
+    """A ``cv2.VideoCapture`` for ``spec`` (may be not opened; ``None`` for a missing file).
+
+    FFmpeg opens take :data:`_open_lock`; while another open holds it, ``waiting()`` is
+    called every ``_BEAT_S`` and the open is given up (``None``) when it returns False.
+    """
     kind = spec.kind
     if kind == "device":
         m = _DEVICE_RE.match(str(spec.uri))
@@ -189,22 +207,28 @@ def _open_capture(spec: SourceSpec) -> Any:
         round(spec.read_timeout_s * 1000),
     ]
     uri = str(spec.uri)
-    if kind == "rtsp":
-        with _env_lock:  # the option is read from the environment during open only
-            old = os.environ.get(_FFMPEG_OPTIONS_ENV)
-            os.environ[_FFMPEG_OPTIONS_ENV] = (
-                "rtsp_transport;tcp" if spec.rtsp_tcp else "rtsp_transport;udp"
-            )
-            try:
-                return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
-            finally:
-                if old is None:
-                    os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
-                else:
-                    os.environ[_FFMPEG_OPTIONS_ENV] = old
     if kind == "file" and not Path(uri).is_file():
         return None
-    return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+    while not _open_lock.acquire(timeout=_BEAT_S):
+        if waiting is not None and not waiting():
+            return None
+    try:
+        if kind != "rtsp":
+            return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        # the option is read from the environment during open only
+        old = os.environ.get(_FFMPEG_OPTIONS_ENV)
+        os.environ[_FFMPEG_OPTIONS_ENV] = (
+            "rtsp_transport;tcp" if spec.rtsp_tcp else "rtsp_transport;udp"
+        )
+        try:
+            return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        finally:
+            if old is None:
+                os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+            else:
+                os.environ[_FFMPEG_OPTIONS_ENV] = old
+    finally:
+        _open_lock.release()
 
 
 class CameraSource:
@@ -255,6 +279,7 @@ class CameraSource:
         self._reconnects = 0
         self._failures = 0
         self._last_error = ""
+        self._progress_s = time.monotonic()  # written by the reader thread only
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -277,6 +302,26 @@ class CameraSource:
     def fps(self) -> float | None:
         """The source's own frame rate as reported by the backend (None if unknown)."""
         return self._fps
+
+    @property
+    def last_progress_s(self) -> float:
+        """``time.monotonic()`` when the reader last showed progress (see the module
+        docstring); any thread may read it."""
+        return self._progress_s
+
+    @property
+    def running(self) -> bool:
+        """The reader thread is running (started, not finished or ended)."""
+        t = self._thread
+        return t is not None and t.is_alive() and not self._finished
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds since the reader last showed progress (``now``: a ``time.monotonic()``
+        reading, default the current one); ``0.0`` when the reader is not running."""
+        if not self.running:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self._progress_s)
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics: frames ``read`` (grabbed), ``delivered`` to the slot,
@@ -320,6 +365,7 @@ class CameraSource:
         """Start the reader thread (idempotent)."""
         if self._thread is not None:
             return
+        self._progress_s = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
         self._thread.start()
 
@@ -370,9 +416,30 @@ class CameraSource:
             except Exception:  # a faulty callback must not kill the reader
                 log.exception("camera %s: status callback failed", self.name)
 
+    def _beat(self) -> None:
+        self._progress_s = time.monotonic()
+
+    def _still_waiting(self) -> bool:
+        """Waiting for another camera's open: progress, unless the source was closed."""
+        self._beat()
+        return not self._stop.is_set()
+
+    def _pause(self, seconds: float) -> bool:
+        """A deliberate wait of ``seconds`` that shows progress every ``_BEAT_S``; True
+        when the source was closed meanwhile."""
+        end = time.monotonic() + seconds
+        while True:
+            self._beat()
+            left = end - self._progress_s
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(left, _BEAT_S)):
+                return True
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                self._beat()
                 what, reason = self._read_session()
                 if what == "stop" or self._stop.is_set():
                     break
@@ -382,7 +449,7 @@ class CameraSource:
                 self._set_status(False, reason)
                 delay = self._backoff.next_delay()
                 log.debug("camera %s: retry in %.2f s", self.name, delay)
-                if self._stop.wait(delay):
+                if self._pause(delay):
                     break
                 with self._cond:
                     self._reconnects += 1
@@ -397,7 +464,8 @@ class CameraSource:
     def _read_session(self) -> _Outcome:
         """Open and read until the source fails, the file ends, or the reader stops."""
         spec = self.spec
-        cap = _open_capture(spec)
+        cap = _open_capture(spec, waiting=self._still_waiting)
+        self._beat()
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
@@ -427,9 +495,10 @@ class CameraSource:
         t_open = time.monotonic()
         next_due = t_open
         while not self._stop.is_set():
+            self._beat()
             if paced_file:  # behave like a camera producing fps frames per second
                 wait = t_open + frames_here / fps - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
+                if wait > 0 and self._pause(wait):
                     return "stop", ""
             ok = bool(cap.grab())
             if not ok:
@@ -458,6 +527,7 @@ class CameraSource:
                 with self._cond:
                     self._skipped += 1
                 continue
+            self._beat()
             ok, image = cap.retrieve()
             if not ok or image is None:
                 return "offline", f"cannot decode a frame from {self._where()}"
@@ -481,6 +551,7 @@ class CameraSource:
             if wait:  # offline file: never drop, wait for the consumer
                 while self._slot is not None and not self._stop.is_set():
                     self._cond.wait(0.1)
+                    self._beat()
                 if self._stop.is_set():
                     return
             if self._slot is not None:
