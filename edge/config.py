@@ -982,6 +982,12 @@ class ServiceConfig(BaseModel):
     state_interval_s: float = Field(
         default=1.0, gt=0.0, le=3600.0, description="retained state topic refresh"
     )
+    stall_timeout_s: float | None = Field(
+        default=120.0,
+        ge=1.0,
+        le=3600.0,
+        description="a camera pipeline without progress this long: exit 1 (restart); null: off",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (journald, shippers)"
     )
@@ -1021,7 +1027,7 @@ class GatewayConfig(BaseModel):
     )
     mqtt: MqttConfig | None = Field(default=None, description="absent: no MQTT output")
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig, validate_default=True)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @field_validator("gateway_id")
@@ -1044,6 +1050,22 @@ class GatewayConfig(BaseModel):
             from edge.mqtt.topics import validate_gateway_id
 
             validate_gateway_id(gw)
+        return v
+
+    @field_validator("service")
+    @classmethod
+    def _check_stall_timeout(cls, v: ServiceConfig, info: ValidationInfo) -> ServiceConfig:
+        # A source read may block for its own open/read timeout without being stuck;
+        # twice that leaves room for FFmpeg's overrun and a slow name lookup.
+        stall = v.stall_timeout_s
+        for c in info.data.get("cameras") or []:
+            longest = max(c.open_timeout_s, c.read_timeout_s)
+            if stall is not None and c.enabled and stall <= 2 * longest:
+                raise ValueError(
+                    f"stall_timeout_s ({stall:g} s) must be more than twice the longest "
+                    f"open/read timeout of camera {c.name!r} ({longest:g} s): a read may "
+                    "block that long without being stuck; raise it or set it to null"
+                )
         return v
 
     def resolved_mqtt(self) -> MqttConfig | None:

@@ -26,8 +26,14 @@ incident, and the ``event_acks`` table). ``SAFETY_EDGE_CMD_TOKEN`` overrides
 ``mqtt.commands.token``.
 
 A camera task whose model is missing or cannot serve its zones is *off*: logged, shown
-in ``/healthz`` (``status: degraded``) and ``safety_edge_task_up 0``, and raised once
-per start as a ``task_unavailable`` alert; the camera runs its other tasks.
+in ``/healthz`` (``status: degraded``) and ``safety_edge_task_up 0``, and raised at each
+start as a ``task_unavailable`` alert (key ``camera/task``); the camera runs its other
+tasks. A camera with no task that can run raises ``camera_unavailable`` (key: the
+camera). Each start also publishes ``resolved`` for every configured camera task and
+camera that is available (or disabled) now, so an alert raised by an earlier start clears
+once the model is installed or the config fixed; a ``resolved`` for a key that was never
+raised is harmless (alerts are plain, non-retained messages through the outbox). Keys
+of cameras or tasks removed from the config are not resolved (nothing remembers them).
 
 Start order: stores, publisher, detectors, pipelines built, API started (port bound),
 pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
@@ -38,9 +44,24 @@ the broker acknowledges within ``service.flush_timeout_s`` (what is left stays o
 and goes out after the next start); then the publisher, detectors and stores close.
 
 :meth:`GatewayService.run` is the supervising loop: it pings the systemd watchdog
-while every pipeline and the API thread are alive, refreshes the state topics, prunes
-old events hourly, and returns 1 if a pipeline or the API died (so ``Restart=always``
-restarts the service), 0 when asked to stop.
+while every pipeline and the API thread are alive and no pipeline is stalled,
+refreshes the state topics, prunes old events hourly, and returns 1 if a pipeline or the
+API died or a pipeline stalled (so ``Restart=always`` restarts the service), 0 when
+asked to stop.
+
+Stalls: a thread that is alive but stuck (a source read blocked inside the backend, a
+deadlock, a ``session.run`` that never returns) would keep a liveness check happy
+forever. Each pipeline therefore keeps a progress heartbeat, for its loop and for its
+source reader (:meth:`CameraPipeline.stalled_for`; a camera that is offline and
+reconnecting keeps beating). No progress for more than ``service.stall_timeout_s``
+(default 120 s, at least 1 s and more than twice every camera's open/read timeout;
+``null``: off) is a problem: ``camera NAME: pipeline stalled for N s (no progress since
+<UTC time>; stuck: the camera loop | the source reader)`` in the log, the sd_notify
+status, ``/healthz`` (``problems``, ``status: degraded``, per camera
+``progress_age_s``) and ``safety_edge_camera_progress_age_seconds``; :meth:`run` then
+returns 1. Stopping a stalled pipeline times out (reported in the stop report); the
+thread is a daemon and does not hold the exit. The API thread is only checked for
+being alive.
 """
 
 from __future__ import annotations
@@ -52,6 +73,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,11 +275,7 @@ class GatewayService:
                 for r in cam.pipeline.tasks
             ]
             self.publisher.set_inventory(models=sorted(self.detectors), cameras=inventory)
-            for name, cam in self.cameras.items():
-                for task, why in cam.reasons.items():
-                    self._alert("task_unavailable", f"{name}/{task}", True, why, "critical")
-                if cam.off is not None and cam.config.enabled:
-                    self._alert("camera_unavailable", name, True, cam.off, "critical", camera=name)
+            self._availability_alerts()
         if cfg.service.api:
             self._start_api()
         for cam in self.cameras.values():
@@ -415,6 +433,24 @@ class GatewayService:
             task = WorkwearTask(detector=det, person_detector=person, rule=rule)
         return SubjectDetector(task=task)
 
+    def _availability_alerts(self) -> None:
+        """At each start, one ``task_unavailable`` alert per configured camera task and
+        one ``camera_unavailable`` per camera: ``active`` for what cannot run now,
+        ``resolved`` for the rest, so an alert raised by an earlier start clears once
+        the model is installed or the config fixed (a subscriber that never saw the
+        alert gets a ``resolved`` it can ignore). A disabled camera and its tasks are
+        resolved: disabling is the operator's choice, not a fault."""
+        for name, cam in self.cameras.items():
+            enabled = cam.config.enabled
+            for task in cam.config.tasks:
+                why = cam.reasons.get(task)
+                msg = why or ("available" if enabled else "camera disabled in the config")
+                self._alert("task_unavailable", f"{name}/{task}", why is not None, msg, "critical")
+            off = cam.off if enabled else None
+            running = "running " + ", ".join(t for t, up in cam.tasks_up.items() if up)
+            msg = off or (running if enabled else "disabled in the config")
+            self._alert("camera_unavailable", name, off is not None, msg, "critical", camera=name)
+
     def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
         cam.tasks_up[kind] = False
         cam.reasons[kind] = why
@@ -529,11 +565,21 @@ class GatewayService:
 
     def problems(self) -> list[str]:
         """Why the service is not healthy now (empty = healthy): a pipeline thread or the
-        API thread that ended unexpectedly. A file without ``loop`` may end."""
+        API thread that ended unexpectedly (a file without ``loop`` may end), or a
+        pipeline without progress for more than ``service.stall_timeout_s``
+        (:meth:`CameraPipeline.stalled_for`: its loop or its source reader is stuck; a
+        camera that is offline and reconnecting is not)."""
         out = []
+        limit = self.config.service.stall_timeout_s
         for name, cam in self.cameras.items():
             pipe = cam.pipeline
-            if pipe is None or not pipe.wait(0):
+            if pipe is None:
+                continue
+            if not pipe.wait(0):
+                now = time.monotonic()
+                stalled = pipe.stalled_for(now)
+                if limit is not None and stalled > limit:
+                    out.append(_stall_problem(name, stalled, pipe.progress_ages(now)))
                 continue
             c = cam.config
             ends = isinstance(c.source, str) and source_kind(c.source) == "file" and not c.loop
@@ -601,10 +647,11 @@ class GatewayService:
 
     def health(self) -> dict[str, Any]:
         """The gateway part of ``/healthz``: ``status`` (``ok``/``degraded``), cameras,
-        MQTT and uptime. Degraded: a camera offline or not running, a task off, a part
-        ended unexpectedly."""
+        MQTT, uptime and ``problems`` (:meth:`problems`). Degraded: a camera offline or
+        not running, a task off, a part ended unexpectedly or stalled."""
         cams: dict[str, Any] = {}
-        degraded = bool(self.problems())
+        problems = self.problems()
+        degraded = bool(problems)
         for m in self.camera_metrics():
             name = m["camera"]
             cam = self.cameras[name]
@@ -633,6 +680,7 @@ class GatewayService:
                     latency_ms={k: round(v, 1) for k, v in m["latency_ms"].items()},
                     events=m["events"],
                     open_incidents=m["open_incidents"],
+                    progress_age_s={k: round(v, 1) for k, v in m["progress_age_s"].items()},
                 )
             if cam.config.enabled and not m.get("online"):
                 degraded = True
@@ -651,6 +699,7 @@ class GatewayService:
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "cameras": cams,
             "mqtt": mqtt,
+            "problems": problems,
         }
 
     def metrics_text(self) -> str:
@@ -738,6 +787,17 @@ class GatewayService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stall_problem(camera: str, stalled_s: float, ages: Mapping[str, float]) -> str:
+    """``camera NAME: pipeline stalled for N s (no progress since <UTC>; stuck: ...)``."""
+    since = datetime.fromtimestamp(time.time() - stalled_s, tz=timezone.utc)
+    reader = ages.get("reader", 0.0) >= ages.get("loop", 0.0)
+    where = "the source reader" if reader else "the camera loop"
+    return (
+        f"camera {camera}: pipeline stalled for {stalled_s:.0f} s (no progress since "
+        f"{since.isoformat(timespec='seconds').replace('+00:00', 'Z')}; stuck: {where})"
+    )
 
 
 def _source_spec(c: CameraConfig) -> SourceSpec:

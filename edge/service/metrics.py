@@ -19,6 +19,9 @@ Series (labels in braces; times in seconds, as Prometheus wants):
 - ``safety_edge_line_crossings_total{camera,task,line,direction}`` crossings counted
   per counting line and direction (``in``/``out``) since the start;
 - ``safety_edge_camera_output_errors_total{camera,output}`` store / sink failures;
+- ``safety_edge_camera_progress_age_seconds{camera,thread}`` seconds since the camera
+  ``loop`` / the source ``reader`` last made progress (hang detection; 0 when not
+  running);
 - ``safety_edge_snapshots_*`` saved, failures, deleted, bytes;
 - ``safety_edge_task_up{camera,task}`` 0 when the task's model is unavailable;
 - the publisher's series prefixed ``safety_edge_`` (``safety_edge_mqtt_outbox_rows`` is
@@ -172,6 +175,17 @@ def prometheus_text(
             _labels(camera=cam, output="sink"),
             m["sink_errors"],
         )
+        o.head(
+            "safety_edge_camera_progress_age_seconds",
+            "gauge",
+            "Seconds since the camera loop / source reader last made progress.",
+        )
+        for thread, age in sorted(m.get("progress_age_s", {}).items()):
+            o.add(
+                "safety_edge_camera_progress_age_seconds",
+                _labels(camera=cam, thread=thread),
+                float(age),
+            )
         if "snapshots_saved" in m:
             for key, kind, text in (
                 ("snapshots_saved", "counter", "Snapshots written."),

@@ -73,6 +73,7 @@ def camera(name: str, *, events: int) -> dict[str, Any]:
         "events": {"start": events, "update": 0, "end": events},
         "store_errors": 0,
         "sink_errors": 0,
+        "progress_age_s": {"loop": 0.125, "reader": 0.5},
         "open_incidents": 0,
         "tasks": {
             "fence": {
@@ -116,6 +117,7 @@ def test_prometheus_text_groups_each_family() -> None:
     assert 'safety_edge_zone_inside{camera="a",task="fence",zone="z\\"1"} 2' in lines
     assert 'safety_edge_camera_frames_total{camera="a",stage="dropped"} 3' in lines
     assert 'safety_edge_task_up{camera="c",task="hardhat"} 0' in lines
+    assert 'safety_edge_camera_progress_age_seconds{camera="a",thread="reader"} 0.5' in lines
     assert "safety_edge_mqtt_outbox_rows 7.0" in lines
     assert 'safety_edge_mqtt_connect_failures_total{reason="refused"} 2.0' in lines
 

@@ -66,9 +66,10 @@ def check_incidents(events: list[dict[str, Any]]) -> int:
 
 def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """start/end events of the footpath zone reach a subscriber; camera_offline and
-    task_unavailable alerts and the retained state too; /healthz and /metrics show the
-    cameras; sd_notify READY/WATCHDOG/STOPPING; SIGTERM in the middle of the event stream
-    ends open incidents and loses nothing: every event of the events table arrives."""
+    task_unavailable alerts (and resolved ones for what is available) and the retained
+    state too; /healthz and /metrics show the cameras; sd_notify READY/WATCHDOG/STOPPING;
+    SIGTERM in the middle of the event stream ends open incidents and loses nothing:
+    every event of the events table arrives."""
     api_port = free_port()
     notify = NotifySocket()
     with MosquittoBroker(tmp_path) as broker:
@@ -156,10 +157,22 @@ def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path)
     assert {"kind": "camera_offline", "key": "gone", "state": "active"}.items() <= next(
         a for a in alerts if a["kind"] == "camera_offline"
     ).items()
-    unavailable = [a for a in alerts if a["kind"] == "task_unavailable"]
+    active = [a for a in alerts if a["state"] == "active"]
+    unavailable = [a for a in active if a["kind"] == "task_unavailable"]
     assert [a["key"] for a in unavailable] == ["hats/hardhat"]
     assert "no-such-model" in unavailable[0]["message"]
-    assert [a["key"] for a in alerts if a["kind"] == "camera_unavailable"] == ["hats"]
+    assert [a["key"] for a in active if a["kind"] == "camera_unavailable"] == ["hats"]
+    # what is available is published resolved at start (clears an earlier start's alert)
+    assert {
+        (a["kind"], a["key"])
+        for a in alerts
+        if a["state"] == "resolved" and a["kind"] in ("task_unavailable", "camera_unavailable")
+    } == {
+        ("task_unavailable", "vtest/fence"),
+        ("task_unavailable", "gone/fence"),
+        ("camera_unavailable", "vtest"),
+        ("camera_unavailable", "gone"),
+    }
     # retained state with per-zone counts
     assert states and all(set(s["zones"]) == {"footpath"} for s in states)
     assert any(s["zones"]["footpath"] > 0 for s in states)
