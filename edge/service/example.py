@@ -154,6 +154,7 @@ api:                            # the local HTTP API (cloud contract)
 service:                        # safety-edge run
   api: true                     # serve the HTTP API in this process
   stop_timeout_s: 20            # SIGTERM to exit, at most
+  stall_timeout_s: 120          # a camera with no progress this long: exit 1, systemd restarts (null: off)
   flush_timeout_s: 5            # SIGTERM: wait this long for the broker's acks
   state_interval_s: 1           # retained per-zone counts refresh
   log_format: json              # text | json (JSON lines for journald / log shippers)
