@@ -182,3 +182,27 @@ def test_nms_and_decode_roundtrip() -> None:
     b = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], np.float32)
     keep = yt.nms(b, np.array([0.5, 0.9, 0.7], np.float32), np.array([0, 0, 1], np.int32), 0.5)
     assert keep.tolist() == [1, 2]
+
+
+def test_init_from_another_run_scales_anchors_and_checks_classes(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    first = _cfg(data, 1)
+    first.seed = 1  # another seed: its frozen random layers differ from a fresh seed-0 net's
+    ty.train(first, resume=False, run_dir=tmp_path / "small")
+    src = torch.load(tmp_path / "small" / "best.pt", weights_only=False)
+    cfg = _cfg(data, 1)
+    cfg.size, cfg.init_from = 96, str(tmp_path / "small" / "best.pt")
+    ty.train(cfg, resume=False, run_dir=tmp_path / "big")
+    got = torch.load(tmp_path / "big" / "last.pt", weights_only=False)
+    want = [[round(a * 1.5, 1), round(b * 1.5, 1)] for a, b in src["config"]["anchors"]]
+    assert got["config"]["anchors"] == want and got["config"]["size"] == 96
+    assert "weights from" in (tmp_path / "big" / "train.log").read_text()
+    # frozen first conv keeps the source run's weights exactly (so they were loaded)
+    key = next(k for k in src["ema"] if k.endswith("weight") and src["ema"][k].dim() == 4)
+    assert torch.equal(got["model"][key], src["ema"][key])
+
+    (tmp_path / "data" / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: blue\n  1: red\n"
+    )
+    with pytest.raises(SystemExit, match="classes"):
+        ty.train(cfg, resume=False, run_dir=tmp_path / "other")

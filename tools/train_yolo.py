@@ -62,6 +62,7 @@ class TrainConfig:
     value: float = 0.35
     ema_tau: float = 200.0
     init: str = "coco"  # coco | scratch
+    init_from: str = ""  # a checkpoint (.pt) whose EMA weights start this run (same classes)
     anchors: list[list[float]] = field(default_factory=list)  # filled from k-means
     max_iters: int = 0  # >0: stop each epoch after this many iterations (smoke tests)
     cache_scale: float = 1.25  # images cached at size * cache_scale on the long side
@@ -292,6 +293,25 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
     val_imgs, val_truths = _val_set(val_split, cfg.size)
     logger.info("cached images in %.1f s", time.time() - t0)
 
+    init_state = None
+    if cfg.init_from and ckpt is None:
+        # continue from another run's weights, e.g. at a larger input size: same classes,
+        # its anchors scaled to this size (anchors are input pixels), fresh optimiser/schedule
+        src = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        if list(src["class_names"]) != names:
+            got = list(src["class_names"])
+            raise SystemExit(f"--init-from {cfg.init_from}: classes {got} != {names}")
+        k = cfg.size / src["config"]["size"]
+        cfg.anchors = [[round(a[0] * k, 1), round(a[1] * k, 1)] for a in src["config"]["anchors"]]
+        init_state = src["ema"]
+        logger.info(
+            "weights from %s (epoch %d, size %d); anchors x%.3f: %s",
+            cfg.init_from,
+            src["epoch"] + 1,
+            src["config"]["size"],
+            k,
+            cfg.anchors,
+        )
     if not cfg.anchors:
         sizes = []
         for p in train_split.images:
@@ -305,6 +325,8 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
 
     torch.manual_seed(cfg.seed)
     net = build_net(cfg, len(names))
+    if init_state is not None:
+        net.load_state_dict(init_state)
     heads = net.heads
     frozen = _freeze(net, cfg.freeze)
     opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -536,6 +558,7 @@ def export(
             f"python -m tools.train_yolo train --name {cfg.name} "
             + " ".join(f"--data {d}" for d in cfg.data)
             + f" --size {train_size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
+            + (f" --lr {cfg.lr} --init-from {cfg.init_from}" if cfg.init_from else "")
             + f" (best epoch {ckpt['epoch'] + 1}, EMA weights); "
             f"python -m tools.train_yolo export --name {cfg.name} --size {cfg.size} "
             f"--score-threshold {score_threshold} --out {out.name}"
