@@ -62,6 +62,7 @@ from edge.errors import ConfigError, EdgeError
 from edge.mqtt.config import MqttConfig
 
 if TYPE_CHECKING:
+    from edge.stream.chain_key import ChainKey
     from edge.stream.lines import LineSpec
     from edge.stream.zones import Schedule, ZoneSpec
     from edge.tasks.rules import Requirement
@@ -905,6 +906,12 @@ class StorageConfig(BaseModel):
     ``snapshot_retention_days`` go, then the oldest until the folder holds at most
     ``snapshot_max_mb``; a background pass runs every ``sweep_interval_s``. Events older
     than ``events_retention_days`` are deleted hourly.
+
+    ``events_key_file``: a file holding the secret key of the events hash chain (keyed
+    HMAC-SHA256 links, :mod:`edge.stream.chain_key`); env ``SAFETY_EDGE_EVENTS_KEY`` (the
+    key itself) wins over it. It may not lie inside ``data_dir`` (whoever can write the
+    database there could read the key too): keep it on another disk, or at least outside
+    the data folder, readable by the gateway's user only.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -922,6 +929,23 @@ class StorageConfig(BaseModel):
     events_retention_days: float | None = Field(
         default=90.0, gt=0.0, description="rows of the events table; null: kept forever"
     )
+    events_key_file: Path | None = Field(
+        default=None,
+        description="secret key for keyed (HMAC-SHA256) event chain links; env "
+        "SAFETY_EDGE_EVENTS_KEY overrides; null: plain SHA-256 links",
+    )
+
+    def events_key(self) -> ChainKey | None:
+        """The events chain key: ``SAFETY_EDGE_EVENTS_KEY`` first, then
+        ``events_key_file``; ``None``: plain links.
+
+        Raises:
+            ConfigError: the file cannot be read or the key is too short (the message
+                names the file or variable, never the key).
+        """
+        from edge.stream.chain_key import load_chain_key
+
+        return load_chain_key(self.events_key_file)
 
 
 class RuntimeConfig(BaseModel):
@@ -1050,6 +1074,24 @@ class GatewayConfig(BaseModel):
             from edge.mqtt.topics import validate_gateway_id
 
             validate_gateway_id(gw)
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _check_events_key_file(cls, v: StorageConfig, info: ValidationInfo) -> StorageConfig:
+        data_dir = info.data.get("data_dir")
+        key = v.events_key_file
+        inside = (
+            key is not None
+            and isinstance(data_dir, Path)
+            and key.resolve().is_relative_to(data_dir.resolve())
+        )
+        if inside:
+            raise ValueError(
+                f"events_key_file {str(key)!r} lies inside data_dir {str(data_dir)!r}: "
+                "whoever can edit the events database there could read the key; keep "
+                "it on another disk or at least outside the data folder"
+            )
         return v
 
     @field_validator("service")

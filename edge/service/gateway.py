@@ -233,8 +233,9 @@ class GatewayService:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ServiceStartError(f"data_dir {str(cfg.data_dir)!r}: {exc.strerror}") from None
-        self.store = EventStore(path=events_db_path(cfg.data_dir))
         st = cfg.storage
+        self.store = EventStore(path=events_db_path(cfg.data_dir), key=st.events_key())
+        self.store.check_key()  # a keyed chain and no key (or another): fail now, not per event
         if st.snapshots:
             self.snapshots = SnapshotStore(
                 root=cfg.snapshot_dir(),

@@ -13,6 +13,10 @@ from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknow
 ``events verify`` checks the hash chain and the snapshot files
 (:mod:`edge.stream.evidence`), opening the database read-only; it exits 0 when intact,
 1 when something is broken (the first broken link is named on stderr), 2 on errors.
+Keyed links need the chain key: ``--key-file FILE``, else ``$SAFETY_EDGE_EVENTS_KEY``, else
+``storage.events_key_file`` of ``--config``. A keyed chain checked without it prints the
+report and exits 2 ("cannot verify keyed links without the key"), unless a break was
+found in what could be checked (exit 1). The key is never printed; its id is.
 
 Examples::
 
@@ -20,6 +24,7 @@ Examples::
     safety-edge events list --since 2024-06-01T08:00 --until 2024-06-01T12:00 --type start
     safety-edge events prune --older-than 30d
     safety-edge events verify --data-dir /var/lib/safety-edge
+    safety-edge events verify --data-dir /var/lib/safety-edge --key-file /etc/safety-edge/events.key
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, cast
 
 from edge.errors import ConfigError, EdgeError
 from edge.stream.acks import AckStore
+from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey, load_chain_key
 from edge.stream.events import (
     EventStore,
     EventStoreError,
@@ -127,6 +133,19 @@ def _snapshot_root(args: argparse.Namespace, data_dir: Path) -> Path | None:
     return root
 
 
+def _verify_key(args: argparse.Namespace) -> ChainKey | None:
+    """``--key-file``, else ``$SAFETY_EDGE_EVENTS_KEY``, else ``storage.events_key_file``
+    of ``--config``; ``None``: no key."""
+    if args.key_file:
+        return load_chain_key(args.key_file, key_file_first=True)
+    key_file = None
+    if args.config:
+        from edge.config import load_config
+
+        key_file = load_config(args.config).storage.events_key_file
+    return load_chain_key(key_file)
+
+
 def _verify(args: argparse.Namespace) -> int:
     from edge.api.commands import resolve_data_dir
 
@@ -135,6 +154,7 @@ def _verify(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise EventStoreError(f"no events database at {path}")
     root = _snapshot_root(args, data_dir)
+    key = _verify_key(args)
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error as exc:
@@ -156,14 +176,23 @@ def _verify(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"snapshot folder {root} does not exist; give --snapshots DIR or --no-snapshots"
             )
-        report = verify_evidence(conn, snapshots_root=root, strict_snapshots=args.strict_snapshots)
+        report = verify_evidence(
+            conn, snapshots_root=root, strict_snapshots=args.strict_snapshots, key=key
+        )
     except sqlite3.Error as exc:
         raise EventStoreError(f"cannot read events database {path}: {exc}") from exc
     finally:
         conn.close()
     sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     first = report.first
+    unchecked = (
+        f"cannot verify keyed links without the key: {report.unverified_links} keyed links "
+        f"(keyed from seq {report.keyed_from_seq}, key id {report.key_id}) and the head MAC "
+        f"are unchecked; give --key-file FILE or set {EVENTS_KEY_ENV}"
+    )
     if first is None:
+        if report.needs_key:
+            raise ConfigError(unchecked)
         return 0
     where = (
         "after the last row"
@@ -175,6 +204,8 @@ def _verify(args: argparse.Namespace) -> int:
         + (f" ({report.problem_count} problems in all)" if report.problem_count > 1 else ""),
         file=sys.stderr,
     )
+    if report.needs_key:
+        print(f"also: {unchecked}", file=sys.stderr)
     return 1
 
 
@@ -233,6 +264,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="snapshot folder (default: from --config, else DATA_DIR/snapshots)",
     )
     p.add_argument("--no-snapshots", action="store_true", help="check the chain only")
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help=f"the chain key, for keyed links (default: ${EVENTS_KEY_ENV}, else "
+        "storage.events_key_file of --config)",
+    )
     p.add_argument(
         "--strict-snapshots",
         action="store_true",

@@ -11,7 +11,17 @@ Appends run in ``BEGIN IMMEDIATE`` transactions that read the chain head and wri
 new rows and the new head together, so the chain never forks, also with several
 processes writing. Schema migrations are numbered (``PRAGMA user_version``); migration 2
 added ``snapshot_sha256`` and the chain, and chained the rows already stored in their
-insertion (``rowid``) order.
+insertion (``rowid``) order; migration 4 added the per-row link scheme (``link``,
+``key_id``) and the keying record (``events_chain.key_id``, ``keyed_from_seq``,
+``head_mac``) for keyed links.
+
+**Keyed links**: a store given a :class:`~edge.stream.chain_key.ChainKey` writes
+HMAC-SHA256 links (the rule and what it proves are in :mod:`edge.stream.evidence`). Opening
+it switches a plain chain over at once (``keyed_from_seq`` = next ``seq``, a head MAC);
+opening it on a chain keyed with another key raises :class:`EventStoreError`. A store
+without a key refuses to append to a keyed chain (plain links after keyed ones read as
+tampering); it still reads and prunes. :meth:`EventStore.check_key` says up front whether
+appends would be refused.
 
 :class:`ZoneEvent` is the stream layer's event value (raised by
 :class:`edge.stream.zones.ZoneMonitor`, stored here, handed to sinks).
@@ -21,6 +31,7 @@ Thread-safety: one connection guarded by a lock; any thread may call any method.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -32,10 +43,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from edge.errors import EdgeError
-from edge.stream.evidence import CHAINED_COLUMNS, GENESIS_HASH, row_hash
+from edge.stream.chain_key import ChainKey
+from edge.stream.evidence import (
+    CHAINED_COLUMNS,
+    GENESIS_HASH,
+    LINK_KEYED,
+    LINK_PLAIN,
+    head_mac,
+    row_hash,
+    row_link,
+)
 
 __all__ = [
     "EVENTS_DB_FILENAME",
@@ -50,6 +70,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("edge.stream")
+_T = TypeVar("_T")
 
 EVENTS_DB_FILENAME = "events.sqlite3"
 
@@ -200,6 +221,21 @@ def _migration_3_crossing(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _migration_4_keyed_links(conn: sqlite3.Connection) -> None:
+    """Migration 4: the link scheme of each row (``link``: ``sha256`` for every row stored
+    so far, ``key_id`` NULL) and the keying record in ``events_chain`` (``key_id``,
+    ``keyed_from_seq``, ``head_mac``; NULL until a store opens with a key). Outside the
+    hashed bytes, so no row's hash changes."""
+    for sql in (
+        f"ALTER TABLE events ADD COLUMN link TEXT NOT NULL DEFAULT '{LINK_PLAIN}'",
+        "ALTER TABLE events ADD COLUMN key_id TEXT",
+        "ALTER TABLE events_chain ADD COLUMN key_id TEXT",
+        "ALTER TABLE events_chain ADD COLUMN keyed_from_seq INTEGER",
+        "ALTER TABLE events_chain ADD COLUMN head_mac TEXT",
+    ):
+        conn.execute(sql)
+
+
 _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE events (
@@ -225,6 +261,7 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     _migration_2_chain,
     _migration_3_crossing,
+    _migration_4_keyed_links,
 )
 
 _COLUMNS = (
@@ -235,6 +272,25 @@ _INSERT = (
     f"INSERT INTO events ({', '.join(CHAINED_COLUMNS)}, hash) "
     f"VALUES ({', '.join('?' * (len(CHAINED_COLUMNS) + 1))})"
 )
+_INSERT_KEYED = (
+    f"INSERT INTO events ({', '.join(CHAINED_COLUMNS)}, hash, link, key_id) "
+    f"VALUES ({', '.join('?' * (len(CHAINED_COLUMNS) + 3))})"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyedHead:
+    """The chain head as a keyed store sees it inside a write transaction.
+
+    ``authentic``: the stored head MAC matches (or the chain is switching over now, so
+    there is nothing to match yet); ``switch_on``: the chain was plain until now."""
+
+    seq: int
+    hash: str
+    keyed_from_seq: int
+    stored_mac: str | None
+    authentic: bool
+    switch_on: bool
 
 
 class EventStoreError(EdgeError):
@@ -337,15 +393,22 @@ class EventStore:
     Args:
         path: the database file; its folder is created.
         busy_timeout_ms: how long a write waits for another process's lock.
+        key: the chain key (keyed links); ``None``: plain SHA-256 links. Opening with a
+            key switches a plain chain over to keyed links at once.
 
     Raises:
-        EventStoreError: the file cannot be opened or migrated.
+        EventStoreError: the file cannot be opened or migrated, or the chain is keyed
+            with another key than ``key``.
     """
 
-    def __init__(self, *, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, *, path: str | Path, busy_timeout_ms: int = 5000, key: ChainKey | None = None
+    ) -> None:
         self.path = Path(path)
+        self._key = key
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._head_warned = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -362,6 +425,12 @@ class EventStore:
             conn.close()
             raise EventStoreError(f"cannot prepare events database {self.path}: {exc}") from exc
         self._conn = conn
+        if key is not None:
+            try:
+                self._switch_on()
+            except BaseException:
+                self.close()
+                raise
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -403,6 +472,132 @@ class EventStore:
             raise EventStoreError(f"events database {self.path} is closed")
         return self._conn
 
+    # -- keys ----------------------------------------------------------------------
+    @property
+    def key_id(self) -> str | None:
+        """The id of this store's key (``None``: plain links)."""
+        return None if self._key is None else self._key.key_id
+
+    def _write(self, what: str, step: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``step`` in one ``BEGIN IMMEDIATE`` transaction under the lock."""
+        with self._lock:
+            db = self._db()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = step(db)
+                    db.commit()
+                except BaseException:
+                    db.rollback()
+                    raise
+                return out
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot {what} {self.path}: {exc}") from exc
+
+    def _switch_on(self) -> None:
+        """With a key: check it is the chain's, and switch a plain chain to keyed links
+        now (keying record and head MAC), so no window is left without a head MAC."""
+        key = self._key
+        assert key is not None
+
+        def step(db: sqlite3.Connection) -> None:
+            head = self._keyed_head(db, key)
+            if head.switch_on:
+                db.execute(
+                    "UPDATE events_chain SET key_id = ?, keyed_from_seq = ?, head_mac = ?",
+                    (
+                        key.key_id,
+                        head.keyed_from_seq,
+                        head_mac(
+                            key,
+                            head_seq=head.seq,
+                            head_hash=head.hash,
+                            keyed_from_seq=head.keyed_from_seq,
+                        ),
+                    ),
+                )
+                log.info(
+                    "events chain %s: keyed links from seq %d on (key id %s, from %s)",
+                    self.path,
+                    head.keyed_from_seq,
+                    key.key_id,
+                    key.source,
+                )
+            elif not head.authentic:
+                self._warn_head()
+
+        self._write("switch to keyed links in", step)
+
+    def check_key(self) -> None:
+        """Raise when appends would be refused for the key: the chain is keyed and this
+        store has no key (configure ``storage.events_key_file`` or ``SAFETY_EDGE_EVENTS_KEY``),
+        or it is keyed with another key.
+
+        Raises:
+            EventStoreError: as above, or the database cannot be read.
+        """
+        with self._lock:
+            db = self._db()
+            try:
+                chain_key = db.execute("SELECT key_id FROM events_chain").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read events database {self.path}: {exc}") from exc
+        self._refuse(chain_key)
+
+    def _refuse(self, chain_key: str | None) -> None:
+        if chain_key is None:
+            return
+        if self._key is None:
+            raise EventStoreError(
+                f"the events chain in {self.path} is keyed (key id {chain_key}) and no key is "
+                "configured: set storage.events_key_file or SAFETY_EDGE_EVENTS_KEY (unkeyed "
+                "links after keyed ones would read as tampering)"
+            )
+        if chain_key != self._key.key_id:
+            raise EventStoreError(
+                f"the events chain in {self.path} is keyed with key id {chain_key}; the key "
+                f"from {self._key.source} has id {self._key.key_id} (wrong key)"
+            )
+
+    def _keyed_head(self, db: sqlite3.Connection, key: ChainKey) -> _KeyedHead:
+        """Read the head and keying record inside a write transaction.
+
+        Raises:
+            EventStoreError: the chain is keyed with another key.
+        """
+        seq, prev, chain_key, keyed_from, stored = db.execute(
+            "SELECT head_seq, head_hash, key_id, keyed_from_seq, head_mac FROM events_chain"
+        ).fetchone()
+        seq = int(seq)
+        if chain_key is not None:
+            self._refuse(str(chain_key))
+        first_keyed = db.execute(
+            "SELECT MIN(seq) FROM events WHERE link = ?", (LINK_KEYED,)
+        ).fetchone()[0]
+        if chain_key is None and keyed_from is None and stored is None and first_keyed is None:
+            return _KeyedHead(seq, str(prev), seq + 1, None, authentic=True, switch_on=True)
+        if keyed_from is None:  # a keying record that was cleared: never bless this head
+            start = seq + 1 if first_keyed is None else int(first_keyed)
+            return _KeyedHead(seq, str(prev), start, stored, authentic=False, switch_on=False)
+        start = int(keyed_from)
+        expected = head_mac(key, head_seq=seq, head_hash=str(prev), keyed_from_seq=start)
+        authentic = (
+            chain_key is not None
+            and stored is not None
+            and hmac.compare_digest(str(stored).encode(), expected.encode())
+        )
+        return _KeyedHead(seq, str(prev), start, stored, authentic=authentic, switch_on=False)
+
+    def _warn_head(self) -> None:
+        if not self._head_warned:
+            self._head_warned = True
+            log.error(
+                "events chain %s: the stored head MAC does not match this key (the head or "
+                "keying record was changed outside the gateway); new events are still "
+                "chained, and `safety-edge events verify` keeps reporting it",
+                self.path,
+            )
+
     # -- writing -------------------------------------------------------------------
     def add(self, event: ZoneEvent) -> bool:
         """Store one event; ``False`` when its ``event_id`` is already stored.
@@ -428,7 +623,11 @@ class EventStore:
             try:
                 db.execute("BEGIN IMMEDIATE")  # the write lock first: the head cannot move
                 try:
-                    n = self._append(db, batch)
+                    if self._key is None:
+                        self._refuse(db.execute("SELECT key_id FROM events_chain").fetchone()[0])
+                        n = self._append(db, batch)
+                    else:
+                        n = self._append_keyed(db, batch, self._key)
                     db.commit()
                 except BaseException:
                     db.rollback()
@@ -438,9 +637,16 @@ class EventStore:
                 raise EventStoreError(f"cannot write events to {self.path}: {exc}") from exc
 
     @staticmethod
-    def _append(db: sqlite3.Connection, batch: Sequence[ZoneEvent]) -> int:
-        """Chain and insert ``batch`` inside the caller's write transaction."""
-        seq, prev = db.execute("SELECT head_seq, head_hash FROM events_chain").fetchone()
+    def _insert(
+        db: sqlite3.Connection,
+        batch: Sequence[ZoneEvent],
+        seq: int,
+        prev: str,
+        key: ChainKey | None,
+    ) -> tuple[int, int, str]:
+        """Chain and insert the new events of ``batch`` after head ``(seq, prev)``;
+        returns (how many, new head seq, new head hash). Plain rows are inserted without
+        ``link``/``key_id`` (their defaults), so this also runs on a schema-2/3 table."""
         seen: set[str] = set()
         n = 0
         for e in batch:
@@ -451,12 +657,46 @@ class EventStore:
                 continue
             seen.add(e.event_id)
             values = _chained_values(e, seq=seq + 1, prev_hash=prev)
-            h = row_hash(values)
-            db.execute(_INSERT, (*values.values(), h))
+            h = row_link(values, key)
+            if key is None:
+                db.execute(_INSERT, (*values.values(), h))
+            else:
+                db.execute(_INSERT_KEYED, (*values.values(), h, LINK_KEYED, key.key_id))
             seq, prev = seq + 1, h
             n += 1
+        return n, seq, prev
+
+    @staticmethod
+    def _append(db: sqlite3.Connection, batch: Sequence[ZoneEvent]) -> int:
+        """Chain and insert ``batch`` with plain links inside the caller's write
+        transaction (the caller checked the chain is not keyed)."""
+        seq, prev = db.execute("SELECT head_seq, head_hash FROM events_chain").fetchone()
+        n, seq, prev = EventStore._insert(db, batch, int(seq), str(prev), None)
         if n:
             db.execute("UPDATE events_chain SET head_seq = ?, head_hash = ?", (seq, prev))
+        return n
+
+    def _append_keyed(
+        self, db: sqlite3.Connection, batch: Sequence[ZoneEvent], key: ChainKey
+    ) -> int:
+        """Chain and insert ``batch`` with keyed links; the head MAC is renewed only when
+        the stored one matched (a head changed outside the store stays unauthenticated)."""
+        head = self._keyed_head(db, key)
+        n, seq, prev = self._insert(db, batch, head.seq, head.hash, key)
+        if not n:
+            return 0
+        if head.authentic:
+            mac: str | None = head_mac(
+                key, head_seq=seq, head_hash=prev, keyed_from_seq=head.keyed_from_seq
+            )
+        else:
+            mac = head.stored_mac
+            self._warn_head()
+        db.execute(
+            "UPDATE events_chain SET head_seq = ?, head_hash = ?, key_id = ?, "
+            "keyed_from_seq = ?, head_mac = ?",
+            (seq, prev, key.key_id, head.keyed_from_seq, mac),
+        )
         return n
 
     def prune(self, *, before_ms: int) -> int:

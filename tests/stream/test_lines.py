@@ -344,7 +344,7 @@ def test_events_table_stores_crossings_and_migrates_a_chained_v2_file(tmp_path: 
         assert store.get(crossing(1).event_id) == crossing(1)
         assert store.counts() == {"start": 5, "update": 0, "end": 0, "crossing": 2}
     conn = sqlite3.connect(db, isolation_level=None)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS) == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS) == 4
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_time", "events_camera_time", "events_task_time", "events_seq"} <= names
     report = verify_evidence(conn, snapshots_root=None)
