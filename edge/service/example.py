@@ -143,6 +143,7 @@ storage:
   snapshot_max_mb: 2048         # oldest snapshots go first beyond this
   jpeg_quality: 85
   events_retention_days: 90     # rows of the events table
+  # events_key_file: /etc/safety-edge/events.key  # keyed chain (HMAC); outside data_dir
 
 api:                            # the local HTTP API (cloud contract)
   host: 127.0.0.1
@@ -154,7 +155,7 @@ api:                            # the local HTTP API (cloud contract)
 service:                        # safety-edge run
   api: true                     # serve the HTTP API in this process
   stop_timeout_s: 20            # SIGTERM to exit, at most
-  stall_timeout_s: 120          # a camera with no progress this long: exit 1, systemd restarts (null: off)
+  stall_timeout_s: 120          # no camera progress this long: exit 1, restart (null: off)
   flush_timeout_s: 5            # SIGTERM: wait this long for the broker's acks
   state_interval_s: 1           # retained per-zone counts refresh
   log_format: json              # text | json (JSON lines for journald / log shippers)
