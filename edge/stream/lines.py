@@ -37,14 +37,16 @@ and go on the retained state topic; every counted crossing is also one ``crossin
 event (:class:`~edge.stream.events.ZoneEvent` with ``zone`` = the line's name and
 ``attributes`` ``{"line", "direction", "count"}``), stored and published like zone events.
 
-Not thread-safe: one counter per camera, task and line, stepped from one thread.
+Not thread-safe: one counter per camera, task and line, stepped from one thread
+(:meth:`LineCounter.set_points` excepted: the console's line editor moves a running line
+from the HTTP server's thread).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -180,8 +182,9 @@ class LineCounter:
         self._new_id = new_id
         self._tracks: dict[int, _Track] = {}
         self._counts: dict[Direction, int] = {"in": 0, "out": 0}
-        self._cache: tuple[tuple[int, int], npt.NDArray[np.float64]] | None = None
+        self._cache: tuple[tuple[int, int], LineSpec, npt.NDArray[np.float64]] | None = None
         self._armed: bool | None = None
+        self._stepped_spec = spec  # the spec of the last step (set_points: drop pending)
 
     # -- read-only state -------------------------------------------------------------
     @property
@@ -200,11 +203,35 @@ class LineCounter:
         return self._armed
 
     def line_for(self, width: int, height: int) -> npt.NDArray[np.float64]:
-        """The line's (M, 2) vertices in pixels of a ``width`` x ``height`` frame (cached)."""
-        key = (width, height)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self.spec.points_px(width, height))
-        return self._cache[1]
+        """The line's (M, 2) vertices in pixels of a ``width`` x ``height`` frame (cached
+        per frame size and spec, so :meth:`set_points` takes effect at the next call)."""
+        return self._line(self.spec, width, height)
+
+    def _line(self, spec: LineSpec, width: int, height: int) -> npt.NDArray[np.float64]:
+        cache = self._cache
+        if cache is None or cache[0] != (width, height) or cache[1] is not spec:
+            cache = ((width, height), spec, spec.points_px(width, height))
+            self._cache = cache
+        return cache[2]
+
+    def set_points(self, points: Sequence[tuple[float, float]], *, normalized: bool) -> None:
+        """Move the line while running (validated as in :class:`LineSpec`), e.g. from the
+        console's line editor; it counts against the new points from the next step.
+
+        Counts are kept (they go on from where they were, they are not reset), and so are
+        the tracks: a movement made after the swap that crosses the new line counts. A
+        crossing still pending against the old line (the anchor not yet
+        ``min_displacement_px`` past it) is dropped at the next step. Safe to call from
+        another thread than the one stepping (the spec is swapped in one assignment).
+
+        Raises:
+            ValueError: the points are not a valid line.
+        """
+        self.spec = replace(
+            self.spec,
+            points=tuple((float(x), float(y)) for x, y in points),
+            normalized=normalized,
+        )
 
     def reset_counts(self) -> None:
         """Set both counts to zero (tracks and pending crossings are kept)."""
@@ -233,7 +260,12 @@ class LineCounter:
             The ``crossing`` events this frame counted, in detection order.
         """
         mono = t if mono_s is None else mono_s
-        armed = self.spec.schedule is None or self.spec.schedule.active_at(wall_ms)
+        spec = self.spec
+        if spec is not self._stepped_spec:  # moved by set_points: nothing pends on it
+            self._stepped_spec = spec
+            for st in self._tracks.values():
+                st.pending = 0
+        armed = spec.schedule is None or spec.schedule.active_at(wall_ms)
         self._armed = armed
         if not armed:
             self._tracks.clear()
@@ -248,7 +280,9 @@ class LineCounter:
                 mask &= np.isin(dets.class_ids, self._class_ids)
             idx = np.flatnonzero(mask)
             if idx.size:
-                events = self._advance(dets, idx, t=t, wall_ms=wall_ms, size=frame_size, mono=mono)
+                events = self._advance(
+                    dets, idx, spec=spec, t=t, wall_ms=wall_ms, size=frame_size, mono=mono
+                )
         limit = self._forget_after_s
         for tid in [k for k, s in self._tracks.items() if t - s.last_t > limit]:
             del self._tracks[tid]
@@ -259,14 +293,15 @@ class LineCounter:
         dets: Detections,
         idx: npt.NDArray[np.intp],
         *,
+        spec: LineSpec,
         t: float,
         wall_ms: int,
         size: tuple[int, int],
         mono: float,
     ) -> list[ZoneEvent]:
-        line = self.line_for(*size)
+        line = self._line(spec, *size)
         tids = [int(v) for v in dets.data[TRACK_IDS][idx].tolist()]
-        cur = box_anchors(dets.xyxy[idx], self.spec.anchor)  # (M, 2)
+        cur = box_anchors(dets.xyxy[idx], spec.anchor)  # (M, 2)
         known = [k for k, tid in enumerate(tids) if tid in self._tracks]
         net = np.zeros((len(tids),), dtype=np.int64)
         if known:
@@ -274,7 +309,7 @@ class LineCounter:
             crossed = segment_polyline_crossings(prev, cur[known], line)
             net[known] = crossed.sum(axis=1, dtype=np.int64)
         dist, side = point_polyline_distance(cur, line)
-        far = self.spec.min_displacement_px
+        far = spec.min_displacement_px
         events: list[ZoneEvent] = []
         for k, tid in enumerate(tids):
             anchor = (float(cur[k, 0]), float(cur[k, 1]))
