@@ -8,7 +8,8 @@ subprocess on a free loopback port. The planted model sees one ``person`` in eve
 (box :data:`PERSON_BOX` in frame pixels, feet at :data:`FEET`), so the ``gate`` zone
 (:data:`GATE`) holds one incident for as long as it covers the feet: moving the zone
 away ends it, moving it back starts a new one -- which is how the tests watch a zone
-edit take effect without a restart.
+edit take effect without a restart. The ``door`` counting line (:data:`DOOR`) is there for
+the line editor's tests.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ PERSON_BOX = (324.0, 264.0, 444.0, 504.0)
 FEET = (384.0, 504.0)
 GATE = [[250, 300], [560, 300], [560, 560], [250, 560]]
 """The ``gate`` zone at start: it holds the planted person's feet."""
+DOOR = [[100, 420], [700, 420]]
+"""The ``door`` counting line at start (drawn left to right: walking down the image is
+``in``); the planted person stands still below it, so it counts nothing."""
 
 
 def camera_video(folder: Path) -> Path:
@@ -98,7 +102,8 @@ def gateway_config(root: Path, *, port: int, **extra: Any) -> Path:
                                 "cooldown_s": 0.8,
                                 "update_every_s": None,
                             }
-                        ]
+                        ],
+                        "lines": [{"name": "door", "points": DOOR, "classes": ["person"]}],
                     }
                 },
             }

@@ -6,8 +6,11 @@ profile) serve every test of this module, in order: log in (a wrong token and a 
 CSRF token are refused), create an application and a resource package, see a signed
 request made with its keys on the monitoring chart, see an alert, see the camera's frame
 with its zone, draw a zone (saved to ``gateway.yaml`` with a backup, applied without a
-restart: the incident ends, then a new one starts when the zone comes back) and see
-those pipeline events arrive live with their snapshot thumbnails. Every request the
+restart: the incident ends, then a new one starts when the zone comes back), see
+those pipeline events arrive live with their snapshot thumbnails, and see the counting
+line with its "in" arrow (checked against the gateway's own LineCounter) and redraw it in
+the line editor (saved with a backup, only that line changed; the editor's line rules
+agree with the server's). Every request the
 browser makes is recorded; none may leave 127.0.0.1.
 
 Screenshots of each page go to ``docs/screenshots/`` (``$SAFETY_EDGE_SCREENSHOTS``
@@ -32,11 +35,11 @@ import httpx
 import pytest
 import yaml
 
-from edge.api.console.zone_edit import ZoneEditError, validate_points
+from edge.api.console.zone_edit import ZoneEditError, validate_line_points, validate_points
 from edge.api.contract import API_PATHS, PATH_PREFIX
 from edge.api.store import APIS, Store, db_path
 from tests.api.server_fixture import ADMIN_TOKEN, b64, jpeg_bytes, provider_headers
-from tests.console.gateway import FRAME, GATE, Gateway, start_gateway
+from tests.console.gateway import DOOR, FRAME, GATE, Gateway, start_gateway
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -441,6 +444,161 @@ def test_the_editor_rules_match_the_servers(page: Any) -> None:
         except ZoneEditError as exc:
             server = exc.details
         assert (client is None) == (server is None), (pts, client, server)
+
+
+def _logged_in(page: Any, path: str) -> None:
+    """Open ``path``, logging in first when the session is not there (``-k`` runs)."""
+    page.goto(path)
+    if urllib.parse.urlsplit(page.url).path == "/console/login":
+        page.fill('input[name="token"]', ADMIN_TOKEN)
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_url(f"**{path}")
+
+
+def _counted(points: Any, frm: list[float], to: list[float]) -> list[str]:
+    """What the gateway's LineCounter counts for feet walking through ``frm`` -> ``to``
+    (a stretch of twice the arrow, ending at its tip) across the line ``points``."""
+    import numpy as np
+
+    from edge.stream.lines import LineCounter, LineSpec
+    from edge.stream.tracker import TRACK_IDS
+    from edge.types import Detections
+
+    c = LineCounter(
+        LineSpec(name="l", points=tuple((x, y) for x, y in points), min_displacement_px=1),
+        camera="c",
+        task="fence",
+        class_names=["person"],
+    )
+    start = [2 * frm[0] - to[0], 2 * frm[1] - to[1]]
+    out: list[str] = []
+    for i, (x, y) in enumerate([start, to]):
+        feet = Detections(
+            xyxy=np.array([[x - 5, y - 20, x + 5, y]], np.float32),
+            scores=np.array([0.9], np.float32),
+            class_ids=np.array([0], np.int32),
+            data={TRACK_IDS: np.array([1], np.int64)},
+        )
+        out += [
+            str(e.attributes["direction"])
+            for e in c.step(feet, t=float(i), wall_ms=0, frame_size=FRAME)
+        ]
+    return out
+
+
+def _arrow(page: Any, scope: str) -> tuple[list[float], list[float]]:
+    a = page.locator(f"{scope} line.line-arrow")
+    frm = [float(a.get_attribute("x1")), float(a.get_attribute("y1"))]
+    return frm, [float(a.get_attribute("x2")), float(a.get_attribute("y2"))]
+
+
+def test_a_line_drawn_in_the_editor_is_saved_with_a_backup_and_its_arrow_shows_in(
+    browser: Browser, page: Any, gw: Gateway
+) -> None:
+    # The Cameras page draws the line, its "in" arrow (the side the gateway counts "in")
+    # and the running counter's counts.
+    _logged_in(page, "/console/cameras")
+    page.wait_for_selector('.cam[data-camera="gate-cam"] .frame[data-drawn="1"]')
+    scope = '.cam svg g.counting-line[data-line="door"]'
+    pts = page.locator(f"{scope} polyline").get_attribute("points")
+    assert [[float(v) for v in p.split(",")] for p in pts.split()] == DOOR
+    frm, to = _arrow(page, scope)
+    assert to[1] > frm[1] and _counted(DOOR, frm, to) == ["in"]  # drawn left to right: down
+    counts = page.locator('li.line-item[data-line="door"] .counts')
+    assert (counts.get_attribute("data-in"), counts.get_attribute("data-out")) == ("0", "0")
+    assert page.locator(f"{scope} text.line-label").text_content() == "fence/door  in 0 · out 0"
+
+    original = gw.config_path.read_text(encoding="utf-8")
+    backups = set(gw.config_path.parent.glob("gateway.yaml.bak-*"))
+    page.click('li.line-item[data-line="door"] a.edit-line')
+    page.wait_for_selector("#editor[data-ready='1']")
+    assert page.locator("#editor-svg circle.vertex").count() == 2
+
+    # A line that crosses itself: refused as you draw, and by the server.
+    page.click("#zone-clear")
+    _click_polygon(page, [[100, 100], [400, 300], [400, 100], [100, 300]])
+    assert page.get_attribute("#editor", "data-valid") == "0"
+    assert "crosses or touches itself" in page.locator("#zone-status").inner_text()
+    assert page.locator("#zone-save").is_disabled()
+    url = "/console/lines/gate-cam/fence/door"
+    bad = {"points": [[100, 100], [400, 300], [400, 100], [100, 300]], "width": 768, "height": 576}
+    r = browser.context.request.post(url, data=bad, headers={"X-CSRF-Token": _csrf(page)})
+    assert r.status == 400 and r.json()["error"] == "line crosses or touches itself"
+    r = browser.context.request.post(url, data={**bad, "points": [[10, 10], [90, 10]]})
+    assert r.status == 403  # no CSRF token
+    assert gw.config_path.read_text(encoding="utf-8") == original
+
+    # Click three points, double-click one away and put it back, reverse twice, save.
+    page.click("#zone-clear")
+    want = [[80.0, 400.0], [400.0, 380.0], [720.0, 400.0]]
+    _click_polygon(page, want)
+    page.dblclick('#editor-svg circle.vertex[data-index="2"]')
+    assert page.locator("#editor-svg circle.vertex").count() == 2
+    _click_polygon(page, want[2:])
+    assert page.get_attribute("#editor", "data-valid") == "1"
+    frm, to = _arrow(page, "#editor-svg")
+    page.click("#line-reverse")
+    rfrm, rto = _arrow(page, "#editor-svg")
+    assert to[1] > frm[1] and rto[1] < rfrm[1]  # reversed: "in" is now up the image
+    page.click("#line-reverse")
+    drawn = json.loads(page.locator("#zone-points").inner_text())
+    assert _counted(drawn, *_arrow(page, "#editor-svg")) == ["in"]
+    page.click("#zone-save")
+    _wait_js(page, "document.getElementById('zone-status').textContent.startsWith('saved')")
+    assert page.locator("#zone-status").inner_text().startswith("saved and applied")
+    doc = yaml.safe_load(gw.config_path.read_text(encoding="utf-8"))
+    saved = doc["cameras"][0]["tasks"]["fence"]["lines"][0]["points"]
+    assert saved == drawn and len(saved) == 3, saved
+    assert all(
+        abs(a - b) <= 1.0
+        for p, q in zip(saved, want, strict=True)
+        for a, b in zip(p, q, strict=True)
+    )
+    want_doc = yaml.safe_load(original)
+    want_doc["cameras"][0]["tasks"]["fence"]["lines"][0]["points"] = saved
+    assert doc == want_doc  # nothing else changed
+    new = set(gw.config_path.parent.glob("gateway.yaml.bak-*")) - backups
+    assert len(new) == 1 and new.pop().read_text(encoding="utf-8") == original
+    page.reload()
+    page.wait_for_selector("#editor[data-ready='1']")
+    assert page.locator("#editor-svg circle.vertex").count() == 3
+    browser.shot(page, "line-editor")
+
+
+def test_the_line_rules_match_the_servers(page: Any) -> None:
+    _logged_in(page, "/console/lines/gate-cam/fence/door")
+    page.wait_for_selector("#editor[data-ready='1']")
+    rng = random.Random(11)
+    cases: list[list[list[float]]] = [
+        [[10, 10], [100, 10]],
+        [[10, 10]],
+        [[10, 10], [10, 10]],
+        [[10, 10], [100, 10], [50, 10]],  # folds back
+        [[10, 10], [100, 10], [100, 100], [50, 10]],  # ends on itself
+        [[10, 10], [100, 10], [100, 100], [10, 10]],  # closed
+        [[50, 10], [100, 10], [100, 100], [10, 10], [50, 10]],  # closed, ends collinear
+        [[10, 10], [100, 10], [100, 50], [50, 10], [10, 10]],  # closed, back along the first
+        [[10, 10], [50, 10], [100, 10]],  # straight on
+        [[0, 0], [768, 576]],
+        [[0, 0], [769, 576]],
+        [[i * 40, 100 + (i % 2) * 30] for i in range(16)],
+        [[i * 40, 100 + (i % 2) * 30] for i in range(17)],
+        [[0.0, 0.0], [0.0, 0.0], *[[i * 40.0, 100.0 + (i % 2) * 30] for i in range(1, 16)]],
+    ]
+    for _ in range(400):  # small grids: many touching, collinear and repeated points
+        n = rng.randint(2, 6)
+        cases.append([[rng.randint(0, 4) * 100, rng.randint(0, 4) * 100] for _ in range(n)])
+    client = page.evaluate(
+        "cs => cs.map(p => window.ZoneRules.validateLine(p, 768, 576, 16))", cases
+    )
+    for pts, got in zip(cases, client, strict=True):
+        try:
+            validate_line_points(pts, 768, 576)
+            server = None
+        except ZoneEditError as exc:
+            server = exc.details
+        assert (got is None) == (server is None), (pts, got, server)
+    assert sum(c is None for c in client) > 50 and sum(c is not None for c in client) > 50
 
 
 def test_no_request_left_the_gateway(browser: Browser) -> None:

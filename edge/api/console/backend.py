@@ -9,7 +9,8 @@ has none). The service layer that runs both registers itself after building the 
 The console reads ``app.state.console_backend`` at each request, so registering it any
 time before serving is enough. Without one, the camera pages show the cameras of the
 config with their latest incident snapshot instead of a live frame, and zone edits are
-refused (there is no config file to save them to, nor a pipeline to apply them).
+and line edits are refused (there is no config file to save them to, nor a pipeline to
+apply them).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class CameraBackend(Protocol):
 
     @property
     def config_path(self) -> Path | None:
-        """The YAML file the gateway was started from (zone edits are saved there)."""
+        """The YAML file the gateway was started from (zone and line edits are saved there)."""
         ...
 
     def latest_frame(self, camera: str) -> tuple[npt.NDArray[np.uint8], int] | None:
@@ -61,7 +62,26 @@ class CameraBackend(Protocol):
         """
         ...
 
+    def apply_line(
+        self,
+        camera: str,
+        task: str,
+        line: str,
+        points: Sequence[tuple[float, float]],
+        normalized: bool,
+    ) -> None:
+        """Move a running counting line (``normalized``: 0-1 coordinates, else pixels)
+        from the next frame on; its in/out counts go on (not reset), a crossing pending
+        against the old line is dropped.
+
+        Raises:
+            KeyError: no such running camera/task/line.
+            ValueError: the points are not a valid line.
+        """
+        ...
+
     def camera_states(self) -> Mapping[str, Mapping[str, Any]]:
         """Per camera name: at least ``online`` (bool or None) and ``running`` (bool);
-        optionally ``fps``, ``off`` (why it does not run), ``tasks_off``."""
+        optionally ``fps``, ``off`` (why it does not run), ``tasks_off``, and ``lines``:
+        ``{task: {line: {"in": n, "out": m}}}``, the running counters' crossings so far."""
         ...

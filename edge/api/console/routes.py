@@ -11,12 +11,13 @@ Pages (server-rendered HTML; all but the login page need a session, see
     POST /console/apps/{key}/rotate|disable|enable|grants|packages
     GET  /console/monitoring               charts (data: GET /console/data/stats)
     GET  /console/alerts                   active and past alerts
-    GET  /console/cameras                  latest frame of each camera, zones drawn
+    GET  /console/cameras                  latest frame of each camera, zones and lines drawn
     GET  /console/cameras/{camera}/frame.jpg
     GET  /console/events                   event list with filters, live via SSE:
     GET  /console/events/stream            text/event-stream (``id`` = row id)
     GET  /console/snapshots/{path}         snapshot JPEG (``?thumb=1``: small)
     GET  /console/zones/{camera}/{task}/{zone}   the zone editor; POST (JSON): save
+    GET  /console/lines/{camera}/{task}/{line}   the line editor (same page); POST: save
     GET  /console/static/...               CSS, JS, the vendored uPlot
 
 Every answer carries a strict Content-Security-Policy (scripts, styles, images and
@@ -75,7 +76,13 @@ from edge.api.console.backend import STATE_KEY, CameraBackend
 from edge.api.console.feed import EventFeed, EventFilter, ThumbnailCache, safe_snapshot_path
 from edge.api.console.rollup import ROLLUP_FILENAME, HourlyRollup
 from edge.api.console.stats import RANGES, StatsQuery, bucket_stats
-from edge.api.console.zone_edit import ZoneEditError, ZoneEditor
+from edge.api.console.zone_edit import (
+    MAX_LINE_POINTS,
+    MIN_LINE_POINTS,
+    Kind,
+    ZoneEditError,
+    ZoneEditor,
+)
 from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
 from edge.api.store import TIERS, AppError, AppRecord, Store, StoreError
 from edge.kernels.geometry import MAX_AREA_POINTS, MIN_AREA_POINTS
@@ -188,12 +195,12 @@ class ConsoleState:
 
     @property
     def config(self) -> Any:
-        """The configuration the console shows (zone edits update it)."""
+        """The configuration the console shows (zone and line edits update it)."""
         ed = self._editor
         return ed.config if ed is not None else self.gateway.config
 
     def editor(self) -> ZoneEditor:
-        """The zone editor, bound to the current backend (built on first use)."""
+        """The zone and line editor, bound to the current backend (built on first use)."""
         backend = self.backend
         if self._editor is None or self._editor_backend is not backend:
             config = self._editor.config if self._editor is not None else self.gateway.config
@@ -201,6 +208,7 @@ class ConsoleState:
                 config=config,
                 config_path=None if backend is None else backend.config_path,
                 apply=None if backend is None else backend.apply_zone,
+                apply_line=None if backend is None else backend.apply_line,
             )
             self._editor_backend = backend
         return self._editor
@@ -801,7 +809,17 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                     }
                     for z in task.zones
                 ]
-                tasks.append({"name": kind, "zones": zones})
+                counted = (st.get("lines") or {}).get(kind) or {}
+                lines = [
+                    {
+                        "name": ln.name,
+                        "points": [list(p) for p in ln.points],
+                        "normalized": bool(ln.normalized),
+                        "counts": counted.get(ln.name),
+                    }
+                    for ln in task.lines
+                ]
+                tasks.append({"name": kind, "zones": zones, "lines": lines})
             out.append(
                 {
                     "name": cam.name,
@@ -813,6 +831,9 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                     "tasks": tasks,
                     "zones_json": json.dumps(
                         [z | {"task": t["name"]} for t in tasks for z in t["zones"]]
+                    ),
+                    "lines_json": json.dumps(
+                        [ln | {"task": t["name"]} for t in tasks for ln in t["lines"]]
                     ),
                 }
             )
@@ -950,79 +971,107 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         resp.headers["Cache-Control"] = "private, max-age=3600"
         return _secure(resp, cache=True)
 
-    # -- zone editor --------------------------------------------------------------------
+    # -- zone and line editor -------------------------------------------------------------
 
-    @route("/zones/{camera}/{task}/{zone}", ["GET"])
-    async def zone_page(request: Request) -> Response:
-        session = _session(state, request)
-        p = request.path_params
-        editor = state.editor()
-        try:
-            z = editor.zone(p["camera"], p["task"], p["zone"])
-        except ZoneEditError as exc:
-            return state.render(
-                "error.html", session, status=404, title="No such zone", message=str(exc)
-            )
-        can_save = editor.config_path is not None
-        return state.render(
-            "zone.html",
-            session,
-            page="cameras",
-            camera=p["camera"],
-            task=p["task"],
-            zone=z,
-            zone_json=json.dumps(
-                {
-                    "camera": p["camera"],
-                    "task": p["task"],
-                    "zone": z.name,
-                    "polygon": None if z.polygon is None else [list(q) for q in z.polygon],
-                    "normalized": bool(z.normalized),
-                    "min_points": MIN_AREA_POINTS,
-                    "max_points": MAX_AREA_POINTS,
-                    "save_url": "/console/zones/"
-                    + "/".join(
-                        urllib.parse.quote(v, safe="") for v in (p["camera"], p["task"], z.name)
-                    ),
-                }
-            ),
-            can_save=can_save,
-            config_path=str(editor.config_path) if editor.config_path else "",
-            live=state.backend is not None,
-            stamp=int(time.time() * 1000),
-        )
-
-    @route("/zones/{camera}/{task}/{zone}", ["POST"])
-    async def zone_save(request: Request) -> Response:
-        _, body = await _post_json(state, request)
-        p = request.path_params
-        if not isinstance(body, dict):
-            return _secure(JSONResponse({"error": "expected a JSON object"}, status_code=400))
-        editor = state.editor()
-
-        def save() -> Response:
+    def editor_page(kind: Kind) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            session = _session(state, request)
+            p = request.path_params
+            camera, task, name = p["camera"], p["task"], p["name"]
+            editor = state.editor()
             try:
-                width = int(body.get("width", 0))
-                height = int(body.get("height", 0))
-                res = editor.save(
-                    camera=p["camera"],
-                    task=p["task"],
-                    zone=p["zone"],
-                    points=body.get("points"),
-                    width=width,
-                    height=height,
-                )
-            except (TypeError, ValueError):
-                return JSONResponse(
-                    {"error": "width and height must be integers", "code": 4012}, status_code=400
-                )
+                item = editor.zone(camera, task, name) if kind == "zone" else None
+                line = editor.line(camera, task, name) if kind == "line" else None
             except ZoneEditError as exc:
-                return JSONResponse(
-                    {"error": exc.details, "code": exc.code}, status_code=exc.status
+                return state.render(
+                    "error.html",
+                    session,
+                    status=404,
+                    page="cameras",
+                    title=f"No such {kind}",
+                    message=str(exc),
                 )
-            return JSONResponse(res.to_dict())
+            points: list[tuple[float, float]] | None
+            if line is not None:
+                points, normalized = line.points, bool(line.normalized)
+                limits = (MIN_LINE_POINTS, MAX_LINE_POINTS)
+            else:
+                assert item is not None
+                points, normalized = item.polygon, bool(item.normalized)
+                limits = (MIN_AREA_POINTS, MAX_AREA_POINTS)
+            pts = None if points is None else [list(q) for q in points]
+            cfg: dict[str, Any] = {
+                "kind": kind,
+                "camera": camera,
+                "task": task,
+                "name": name,
+                "points": pts,
+                "normalized": normalized,
+                "min_points": limits[0],
+                "max_points": limits[1],
+                "save_url": f"/console/{kind}s/"
+                + "/".join(urllib.parse.quote(v, safe="") for v in (camera, task, name)),
+            }
+            if kind == "zone":
+                cfg |= {"zone": name, "polygon": pts}
+            return state.render(
+                "zone.html",
+                session,
+                page="cameras",
+                kind=kind,
+                camera=camera,
+                task=task,
+                name=name,
+                limits=limits,
+                editor_json=json.dumps(cfg),
+                can_save=editor.config_path is not None,
+                config_path=str(editor.config_path) if editor.config_path else "",
+                live=state.backend is not None,
+                stamp=int(time.time() * 1000),
+            )
 
-        return _secure(cast(Response, await _run(save)))
+        handler.__name__ = f"{kind}_page"
+        return handler
+
+    def editor_save(kind: Kind) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            _, body = await _post_json(state, request)
+            p = request.path_params
+            if not isinstance(body, dict):
+                return _secure(JSONResponse({"error": "expected a JSON object"}, status_code=400))
+            editor = state.editor()
+            save = editor.save if kind == "zone" else editor.save_line
+
+            def run() -> Response:
+                try:
+                    width = int(body.get("width", 0))
+                    height = int(body.get("height", 0))
+                    where = {"camera": p["camera"], "task": p["task"], kind: p["name"]}
+                    res = save(points=body.get("points"), width=width, height=height, **where)
+                except (TypeError, ValueError):
+                    return JSONResponse(
+                        {"error": "width and height must be integers", "code": 4012},
+                        status_code=400,
+                    )
+                except ZoneEditError as exc:
+                    return JSONResponse(
+                        {"error": exc.details, "code": exc.code}, status_code=exc.status
+                    )
+                return JSONResponse(res.to_dict())
+
+            return _secure(cast(Response, await _run(run)))
+
+        handler.__name__ = f"{kind}_save"
+        return handler
+
+    kinds: tuple[Kind, ...] = ("zone", "line")
+    for kind in kinds:
+        path = f"/{kind}s/{{camera}}/{{task}}/{{name}}"
+        for method, make in (("GET", editor_page), ("POST", editor_save)):
+            handler = make(kind)
+            router.add_api_route(
+                path, guard(handler), methods=[method], name=f"console_{handler.__name__}"
+            )
 
 
 def _new_login_token() -> str:

@@ -7,8 +7,10 @@
     attach_console(service, config_path=Path(args.config))
 
 Frames come from :meth:`CameraPipeline.latest_frame`, zone edits go to
-:meth:`ZoneMonitor.set_polygon` of the running task, camera states from
-:meth:`GatewayService.health`. All three are safe from the HTTP server's threads.
+:meth:`ZoneMonitor.set_polygon` of the running task, line edits to
+:meth:`LineCounter.set_points`, camera states from :meth:`GatewayService.health` and the
+line counts from :meth:`CameraPipeline.metrics` (the per-frame copy it keeps under its
+lock). All are safe from the HTTP server's threads.
 """
 
 from __future__ import annotations
@@ -69,9 +71,40 @@ class ServiceBackend:
                 return
         raise KeyError(f"task {task!r} does not run on camera {camera!r}")
 
+    def apply_line(
+        self,
+        camera: str,
+        task: str,
+        line: str,
+        points: Sequence[tuple[float, float]],
+        normalized: bool,
+    ) -> None:
+        pipe = self._pipeline(camera)
+        if pipe is None:
+            raise KeyError(f"camera {camera!r} is not running")
+        for runner in pipe.tasks:
+            if runner.spec.name == task:
+                try:
+                    counter = runner.counter(line)
+                except KeyError:
+                    raise KeyError(f"line {line!r} does not run in {camera}/{task}") from None
+                counter.set_points(points, normalized=normalized)
+                return
+        raise KeyError(f"task {task!r} does not run on camera {camera!r}")
+
     def camera_states(self) -> Mapping[str, Mapping[str, Any]]:
         cams = self.service.health().get("cameras", {})
-        return cams if isinstance(cams, Mapping) else {}
+        if not isinstance(cams, Mapping):
+            return {}
+        out: dict[str, Mapping[str, Any]] = {}
+        for name, st in cams.items():
+            pipe = self._pipeline(name)
+            if pipe is not None and isinstance(st, Mapping):
+                tasks = pipe.metrics().get("tasks", {})
+                lines = {t: dict(m.get("lines", {})) for t, m in tasks.items() if m.get("lines")}
+                st = {**st, "lines": lines}
+            out[name] = st
+        return out
 
 
 def attach_console(service: GatewayService, *, config_path: Path | None) -> ServiceBackend | None:

@@ -1,29 +1,35 @@
-"""Zone edits from the console: validate a polygon, save it into ``gateway.yaml`` (with a
-backup of the previous file) and apply it to the running pipeline.
+"""Zone and counting-line edits from the console: validate a polygon (a zone) or a
+polyline (a line), save it into ``gateway.yaml`` (with a backup of the previous file) and
+apply it to the running pipeline.
 
-Validation is the fence API's rule for ``area``: 4 to 9 points
+Zone validation is the fence API's rule for ``area``: 4 to 9 points
 (:data:`~edge.kernels.geometry.MIN_AREA_POINTS`, :data:`~edge.kernels.geometry.MAX_AREA_POINTS`),
 a simple polygon with non-zero area (:func:`edge.kernels.geometry.validate_polygon`), every
 point inside the frame
-(:func:`edge.kernels.geometry.check_polygon_in_image`). The editor's JavaScript mirrors
-these rules; the server's check is the one that counts.
+(:func:`edge.kernels.geometry.check_polygon_in_image`). Line validation is the config's
+own (:class:`edge.config.LineConfig`: 2 to :data:`~edge.kernels.geometry.MAX_LINE_POINTS`
+points once consecutive repeats are dropped, a simple open polyline --
+:func:`edge.kernels.geometry.validate_polyline`), plus every point inside the frame.
+The editor's JavaScript (``static/polygon.js``) mirrors these rules; the server's check is
+the one that counts.
 
-Saving edits the YAML text in place: only the zone's ``polygon`` value is replaced (or
-a ``polygon:`` line inserted after its ``name``), so comments, key order and
-``${VAR}`` references elsewhere in the file stay as they were. The result is parsed
-again and must equal the old document with only that polygon changed, and pass the
-full config validation; when the in-place edit cannot guarantee that (an unusual
+Saving edits the YAML text in place: only the zone's ``polygon`` (the line's ``points``)
+value is replaced (or a ``polygon:`` line inserted after the zone's ``name``), so comments,
+key order and ``${VAR}`` references elsewhere in the file stay as they were. The result
+is parsed again and must equal the old document with only that value changed, and pass
+the full config validation; when the in-place edit cannot guarantee that (an unusual
 layout), the whole document is written out again instead (comments are then lost;
 ``rewritten`` says so). In every case the previous file is first copied to
 ``<file>.bak-<UTC time>`` (the newest :data:`KEEP_BACKUPS` are kept) and the new one
 replaces it atomically (temporary file, ``fsync``, rename), keeping its permissions.
 
-The polygon keeps the zone's coordinate form: a ``normalized`` zone gets 0-1
+The points keep the zone's or line's coordinate form: ``normalized`` ones get 0-1
 coordinates (5 decimals), others pixels (1 decimal).
 
-Applying: the service layer's hook (:class:`~edge.api.console.backend.CameraBackend`
-``apply_zone``) swaps the polygon in the running zone monitor; without a running
-pipeline (``safety-edge serve``) the file is saved and applies at the next start.
+Applying: the service layer's hooks (:class:`~edge.api.console.backend.CameraBackend`
+``apply_zone``, ``apply_line``) swap the polygon in the running zone monitor, or the
+points of the running line counter (its counts go on, they are not reset); without a
+running pipeline (``safety-edge serve``) the file is saved and applies at the next start.
 """
 
 from __future__ import annotations
@@ -36,15 +42,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 
-from edge.config import GatewayConfig, ZoneConfig, config_from_mapping
+from edge.config import GatewayConfig, LineConfig, ZoneConfig, config_from_mapping
 from edge.errors import EdgeError
 from edge.kernels.geometry import (
     MAX_AREA_POINTS,
+    MAX_LINE_POINTS,
     MIN_AREA_POINTS,
     check_polygon_in_image,
     validate_polygon,
@@ -52,26 +60,41 @@ from edge.kernels.geometry import (
 
 __all__ = [
     "KEEP_BACKUPS",
+    "MAX_LINE_POINTS",
+    "MIN_LINE_POINTS",
     "MIN_POINTS",
+    "ApplyLine",
     "ApplyZone",
+    "Kind",
     "SaveResult",
     "ZoneEditError",
     "ZoneEditor",
+    "edit_text",
+    "validate_line_points",
     "validate_points",
 ]
 
 log = logging.getLogger("edge.api.console")
 
 MIN_POINTS = MIN_AREA_POINTS
+MIN_LINE_POINTS = 2
+"""A line's fewest points (:func:`edge.kernels.geometry.validate_polyline`)."""
 KEEP_BACKUPS = 20
+
+Kind = Literal["zone", "line"]
 
 ApplyZone = Callable[[str, str, str, Sequence[tuple[float, float]], bool], None]
 """``(camera, task, zone, polygon, normalized)``: swap the polygon of a running zone."""
+ApplyLine = Callable[[str, str, str, Sequence[tuple[float, float]], bool], None]
+"""``(camera, task, line, points, normalized)``: move a running counting line."""
+
+_SECTION: dict[Kind, tuple[str, str]] = {"zone": ("zones", "polygon"), "line": ("lines", "points")}
+"""Per kind: the task's list it lives in and the key of its points."""
 
 
 class ZoneEditError(EdgeError):
-    """A zone edit was refused: bad polygon (4012/4013 like the fence API), unknown
-    camera/task/zone, or the config file cannot be read or written (5000)."""
+    """A zone or line edit was refused: bad points (4012/4013 like the fence API),
+    unknown camera/task/zone/line, or the config file cannot be read or written (5000)."""
 
     code = 4012
 
@@ -83,35 +106,42 @@ class ZoneEditError(EdgeError):
 
 @dataclass(frozen=True)
 class SaveResult:
-    """What :meth:`ZoneEditor.save` did."""
+    """What :meth:`ZoneEditor.save` / :meth:`ZoneEditor.save_line` did; ``points`` are
+    the stored polygon or line (0-1 when ``normalized``, else pixels)."""
 
     path: Path | None
     backup: Path | None
-    polygon: list[tuple[float, float]]
+    points: list[tuple[float, float]]
     normalized: bool
     applied: bool
     rewritten: bool
     message: str
+    kind: Kind = "zone"
+
+    @property
+    def polygon(self) -> list[tuple[float, float]]:
+        """The zone's stored polygon (= ``points``)."""
+        return self.points
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "saved": self.path is not None,
+            "kind": self.kind,
             "path": None if self.path is None else str(self.path),
             "backup": None if self.backup is None else str(self.backup),
-            "polygon": [list(p) for p in self.polygon],
+            "points": [list(p) for p in self.points],
             "normalized": self.normalized,
             "applied": self.applied,
             "rewritten": self.rewritten,
             "message": self.message,
         }
+        if self.kind == "zone":
+            out["polygon"] = out["points"]
+        return out
 
 
-def validate_points(points: Any, width: int, height: int) -> list[tuple[float, float]]:
-    """The polygon as ``[(x, y), ...]`` pixels, or :class:`ZoneEditError` saying why not.
-
-    Rules (the fence API's): a list of 4..9 ``[x, y]`` number pairs, simple (no
-    self-intersection), non-zero area, every point within ``[0, width] x [0, height]``.
-    """
+def _number_pairs(points: Any, width: int, height: int) -> list[tuple[float, float]]:
+    """``points`` as ``[(x, y), ...]`` floats, or why not (the shared structural check)."""
     if width <= 0 or height <= 0:
         raise ZoneEditError("the frame size is unknown (no frame from this camera yet)")
     if not isinstance(points, list) or not all(
@@ -121,16 +151,57 @@ def validate_points(points: Any, width: int, height: int) -> list[tuple[float, f
         for p in points
     ):
         raise ZoneEditError("points must be a list of [x, y] number pairs")
-    if not MIN_POINTS <= len(points) <= MAX_AREA_POINTS:
+    return [(float(x), float(y)) for x, y in points]
+
+
+def validate_points(points: Any, width: int, height: int) -> list[tuple[float, float]]:
+    """The polygon as ``[(x, y), ...]`` pixels, or :class:`ZoneEditError` saying why not.
+
+    Rules (the fence API's): a list of 4..9 ``[x, y]`` number pairs, simple (no
+    self-intersection), non-zero area, every point within ``[0, width] x [0, height]``.
+    """
+    pts = _number_pairs(points, width, height)
+    if not MIN_POINTS <= len(pts) <= MAX_AREA_POINTS:
         raise ZoneEditError(
-            f"a zone needs {MIN_POINTS} to {MAX_AREA_POINTS} points, got {len(points)}"
+            f"a zone needs {MIN_POINTS} to {MAX_AREA_POINTS} points, got {len(pts)}"
         )
-    pts = [(float(x), float(y)) for x, y in points]
     try:
         validate_polygon(np.asarray(pts, dtype=np.float64))
         check_polygon_in_image(pts, width, height)
     except EdgeError as exc:
         raise ZoneEditError(exc.details, code=exc.code) from None
+    return pts
+
+
+def _line_config(data: dict[str, Any]) -> LineConfig:
+    """``LineConfig`` of ``data``, its first complaint as :class:`ZoneEditError`."""
+    try:
+        return LineConfig.model_validate(data)
+    except ValidationError as exc:
+        msg = str(exc.errors()[0]["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        raise ZoneEditError(msg) from None
+
+
+def validate_line_points(
+    points: Any, width: int, height: int, *, name: str = "line"
+) -> list[tuple[float, float]]:
+    """A counting line as ``[(x, y), ...]`` pixels, or :class:`ZoneEditError` saying why.
+
+    Rules: ``[x, y]`` number pairs, then the config's own check of a line's points
+    (:class:`edge.config.LineConfig`: 2 to :data:`MAX_LINE_POINTS` points once
+    consecutive repeats are dropped, no crossing or touching itself), then every point
+    within ``[0, width] x [0, height]`` (code 4013). The order is kept: it sets ``in``.
+    """
+    pts = _number_pairs(points, width, height)
+    _line_config({"name": name, "points": pts, "normalized": False})
+    for i, (x, y) in enumerate(pts):
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise ZoneEditError(
+                f"line point {i + 1} ({x:g}, {y:g}) lies outside the {width}x{height} image",
+                code=4013,
+            )
     return pts
 
 
@@ -150,7 +221,10 @@ def _key(node: yaml.MappingNode, name: str) -> tuple[yaml.Node, yaml.Node] | Non
     return None
 
 
-def _find_zone(root: yaml.Node, camera: str, task: str, zone: str) -> yaml.MappingNode | None:
+def _find_item(
+    root: yaml.Node, camera: str, task: str, section: str, item: str
+) -> yaml.MappingNode | None:
+    """The YAML node of ``cameras[name=camera].tasks[task][section][name=item]``."""
     if not isinstance(root, yaml.MappingNode):
         return None
     cams = _key(root, "cameras")
@@ -168,27 +242,27 @@ def _find_zone(root: yaml.Node, camera: str, task: str, zone: str) -> yaml.Mappi
         t = _key(tasks[1], task)
         if t is None or not isinstance(t[1], yaml.MappingNode):
             return None
-        zones = _key(t[1], "zones")
-        if zones is None or not isinstance(zones[1], yaml.SequenceNode):
+        items = _key(t[1], section)
+        if items is None or not isinstance(items[1], yaml.SequenceNode):
             return None
-        for z in zones[1].value:
+        for z in items[1].value:
             if not isinstance(z, yaml.MappingNode):
                 continue
             zn = _key(z, "name")
-            if zn is not None and isinstance(zn[1], yaml.ScalarNode) and zn[1].value == zone:
+            if zn is not None and isinstance(zn[1], yaml.ScalarNode) and zn[1].value == item:
                 return z
         return None
     return None
 
 
-def _zone_dict(data: Any, camera: str, task: str, zone: str) -> dict[str, Any] | None:
+def _item_dict(data: Any, camera: str, task: str, section: str, item: str) -> dict[str, Any] | None:
     for cam in data.get("cameras") or []:
         if isinstance(cam, dict) and cam.get("name") == camera:
             t = (cam.get("tasks") or {}).get(task)
             if not isinstance(t, dict):
                 return None
-            for z in t.get("zones") or []:
-                if isinstance(z, dict) and z.get("name") == zone:
+            for z in t.get(section) or []:
+                if isinstance(z, dict) and z.get("name") == item:
                     return z
     return None
 
@@ -207,16 +281,24 @@ def _content_end(node: yaml.Node) -> int:
 
 
 def edit_text(
-    text: str, *, camera: str, task: str, zone: str, polygon_text: str
+    text: str,
+    *,
+    camera: str,
+    task: str,
+    zone: str,
+    polygon_text: str,
+    kind: Kind = "zone",
 ) -> tuple[str, bool]:
-    """``text`` with the zone's polygon set to ``polygon_text`` (a YAML flow sequence).
+    """``text`` with the zone's polygon (``kind="line"``: the line named ``zone``'s
+    points) set to ``polygon_text`` (a YAML flow sequence).
 
     Returns ``(new_text, rewritten)``: ``rewritten`` is true when the document had to be
     dumped again (comments lost) because an in-place edit could not be verified.
 
     Raises:
-        ZoneEditError: the file is not YAML or has no such camera/task/zone.
+        ZoneEditError: the file is not YAML or has no such camera/task/zone (line).
     """
+    section, field = _SECTION[kind]
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -224,17 +306,17 @@ def edit_text(
         raise ZoneEditError(f"the config file is not valid YAML: {exc}", code=5000) from None
     if not isinstance(data, dict) or root is None:
         raise ZoneEditError("the config file is not a mapping", code=5000)
-    want = _zone_dict(data, camera, task, zone)
-    node = _find_zone(root, camera, task, zone)
+    want = _item_dict(data, camera, task, section, zone)
+    node = _find_item(root, camera, task, section, zone)
     if want is None or node is None:
         raise ZoneEditError(
-            f"no zone {zone!r} in task {task!r} of camera {camera!r} in the config file",
+            f"no {kind} {zone!r} in task {task!r} of camera {camera!r} in the config file",
             code=4000,
             status=404,
         )
-    want["polygon"] = yaml.safe_load(polygon_text)
+    want[field] = yaml.safe_load(polygon_text)
     new_text: str | None = None
-    poly = _key(node, "polygon")
+    poly = _key(node, field)
     if poly is not None:
         v = poly[1]
         a = int(v.start_mark.index)
@@ -250,9 +332,9 @@ def edit_text(
         if name is not None:
             at = name[1].end_mark.index
             if node.flow_style:
-                insert = ", polygon: " + polygon_text
+                insert = f", {field}: " + polygon_text
             else:
-                insert = "\n" + " " * name[0].start_mark.column + "polygon: " + polygon_text
+                insert = "\n" + " " * name[0].start_mark.column + f"{field}: " + polygon_text
             new_text = text[:at] + insert + text[at:]
     if new_text is not None:
         try:
@@ -264,14 +346,15 @@ def edit_text(
 
 
 class ZoneEditor:
-    """Validates, saves and applies zone edits (see the module docstring).
+    """Validates, saves and applies zone and line edits (see the module docstring).
 
     Args:
-        config: the running configuration (the console shows its zones; updated here
-            after each save).
+        config: the running configuration (the console shows its zones and lines;
+            updated here after each save).
         config_path: the YAML file the gateway was started from (``None``: edits are
             refused -- there is nowhere to save them).
-        apply: the running pipeline's hook, or ``None`` (saved, applied at next start).
+        apply: the running pipeline's zone hook, or ``None`` (saved, applied at next start).
+        apply_line: the running pipeline's line hook, or ``None`` (likewise).
 
     Thread-safety: saves are serialized by a lock.
     """
@@ -282,22 +365,35 @@ class ZoneEditor:
         config: GatewayConfig,
         config_path: Path | None,
         apply: ApplyZone | None = None,
+        apply_line: ApplyLine | None = None,
     ) -> None:
         self.config = config
         self.config_path = None if config_path is None else Path(config_path)
         self.apply = apply
+        self.apply_line = apply_line
         self._lock = threading.Lock()
 
     def zone(self, camera: str, task: str, zone: str) -> ZoneConfig:
         """The zone's current config, or :class:`ZoneEditError` (404)."""
+        got = self._item("zone", camera, task, zone)
+        assert isinstance(got, ZoneConfig)
+        return got
+
+    def line(self, camera: str, task: str, line: str) -> LineConfig:
+        """The counting line's current config, or :class:`ZoneEditError` (404)."""
+        got = self._item("line", camera, task, line)
+        assert isinstance(got, LineConfig)
+        return got
+
+    def _item(self, kind: Kind, camera: str, task: str, name: str) -> ZoneConfig | LineConfig:
         for cam in self.config.cameras:
-            for kind, t in cam.tasks.items():
-                if cam.name == camera and kind == task:
-                    for z in t.zones:
-                        if z.name == zone:
-                            return z
+            for t_kind, t in cam.tasks.items():
+                if cam.name == camera and t_kind == task:
+                    for item in t.zones if kind == "zone" else t.lines:
+                        if item.name == name:
+                            return item
         raise ZoneEditError(
-            f"no zone {zone!r} in task {task!r} of camera {camera!r}", code=4000, status=404
+            f"no {kind} {name!r} in task {task!r} of camera {camera!r}", code=4000, status=404
         )
 
     def save(
@@ -321,61 +417,119 @@ class ZoneEditor:
         with self._lock:
             current = self.zone(camera, task, zone)
             normalized = bool(current.normalized) and current.polygon is not None
-            if normalized:
-                stored = [(round(x / width, 5), round(y / height, 5)) for x, y in pts]
-            else:
-                stored = [(round(x, 1), round(y, 1)) for x, y in pts]
+            stored = _stored(pts, normalized, width, height)
             check = [(x * width, y * height) for x, y in stored] if normalized else stored
             validate_points([list(p) for p in check], width, height)  # rounding kept it simple
-            if self.config_path is None:
-                raise ZoneEditError(
-                    "the gateway was not started from a config file (safety-edge run "
-                    "--config FILE): there is nowhere to save the zone",
-                    code=5000,
-                    status=409,
-                )
-            path, backup, rewritten = self._write(
-                camera, task, zone, _flow(stored, 5 if normalized else 1), now
-            )
             new_zone = ZoneConfig.model_validate(
                 {**current.model_dump(), "polygon": stored, "normalized": normalized}
             )
-            self.config = _with_zone(self.config, camera, task, new_zone)
-            applied = False
-            message = "saved"
-            if self.apply is not None:
-                try:
-                    self.apply(camera, task, zone, stored, normalized)
-                    applied = True
-                    message = "saved and applied"
-                except (EdgeError, KeyError, ValueError) as exc:
-                    message = f"saved; not applied to the running pipeline: {exc}"
-                    log.warning("zone %s/%s/%s: %s", camera, task, zone, message)
-            else:
-                message = "saved; applies when the gateway next starts"
-            if rewritten:
-                message += " (the file was rewritten: its comments were not kept; see the backup)"
-            log.info(
-                "zone %s/%s/%s polygon set to %s by the console (%s; backup %s)",
-                camera,
-                task,
-                zone,
-                stored,
-                message,
-                backup,
-            )
-            return SaveResult(
-                path=path,
-                backup=backup,
-                polygon=stored,
-                normalized=normalized,
-                applied=applied,
-                rewritten=rewritten,
-                message=message,
+            return self._commit(
+                "zone", camera, task, zone, stored, normalized, new_zone, self.apply, now
             )
 
+    def save_line(
+        self,
+        *,
+        camera: str,
+        task: str,
+        line: str,
+        points: Any,
+        width: int,
+        height: int,
+        now: datetime | None = None,
+    ) -> SaveResult:
+        """Validate ``points`` (pixels of a ``width`` x ``height`` frame, in order: they
+        set ``in``/``out``), save them as the line's ``points`` and move the running line
+        (its counts go on; see :meth:`edge.stream.lines.LineCounter.set_points`).
+
+        Raises:
+            ZoneEditError: invalid line, unknown line, no config file, I/O failure.
+        """
+        pts = validate_line_points(points, width, height, name=line)
+        with self._lock:
+            current = self.line(camera, task, line)
+            normalized = bool(current.normalized)
+            stored = _stored(pts, normalized, width, height)
+            # The stored (rounded) form passes the config's own check, as the file will.
+            new_line = _line_config(
+                {**current.model_dump(), "points": stored, "normalized": normalized}
+            )
+            check = [(x * width, y * height) for x, y in stored] if normalized else stored
+            validate_line_points([list(p) for p in check], width, height, name=line)
+            return self._commit(
+                "line", camera, task, line, stored, normalized, new_line, self.apply_line, now
+            )
+
+    def _commit(
+        self,
+        kind: Kind,
+        camera: str,
+        task: str,
+        name: str,
+        stored: list[tuple[float, float]],
+        normalized: bool,
+        new_item: ZoneConfig | LineConfig,
+        apply: ApplyZone | ApplyLine | None,
+        now: datetime | None,
+    ) -> SaveResult:
+        """Write ``stored`` into the file, update :attr:`config`, apply (lock held)."""
+        if self.config_path is None:
+            raise ZoneEditError(
+                "the gateway was not started from a config file (safety-edge run "
+                f"--config FILE): there is nowhere to save the {kind}",
+                code=5000,
+                status=409,
+            )
+        path, backup, rewritten = self._write(
+            kind, camera, task, name, _flow(stored, 5 if normalized else 1), now
+        )
+        self.config = _with_item(self.config, camera, task, new_item)
+        applied = False
+        message = "saved"
+        if apply is not None:
+            try:
+                apply(camera, task, name, stored, normalized)
+                applied = True
+                message = "saved and applied"
+                if kind == "line":
+                    message += " (its in/out counts go on)"
+            except (EdgeError, KeyError, ValueError) as exc:
+                message = f"saved; not applied to the running pipeline: {exc}"
+                log.warning("%s %s/%s/%s: %s", kind, camera, task, name, message)
+        else:
+            message = "saved; applies when the gateway next starts"
+        if rewritten:
+            message += " (the file was rewritten: its comments were not kept; see the backup)"
+        log.info(
+            "%s %s/%s/%s %s set to %s by the console (%s; backup %s)",
+            kind,
+            camera,
+            task,
+            name,
+            _SECTION[kind][1],
+            stored,
+            message,
+            backup,
+        )
+        return SaveResult(
+            path=path,
+            backup=backup,
+            points=stored,
+            normalized=normalized,
+            applied=applied,
+            rewritten=rewritten,
+            message=message,
+            kind=kind,
+        )
+
     def _write(
-        self, camera: str, task: str, zone: str, polygon_text: str, now: datetime | None
+        self,
+        kind: Kind,
+        camera: str,
+        task: str,
+        name: str,
+        points_text: str,
+        now: datetime | None,
     ) -> tuple[Path, Path, bool]:
         assert self.config_path is not None
         path = self.config_path.resolve()
@@ -389,7 +543,7 @@ class ZoneEditor:
                 status=500,
             ) from None
         new_text, rewritten = edit_text(
-            text, camera=camera, task=task, zone=zone, polygon_text=polygon_text
+            text, camera=camera, task=task, zone=name, polygon_text=points_text, kind=kind
         )
         try:
             config_from_mapping(yaml.safe_load(new_text), source=f"config {str(path)!r}")
@@ -431,14 +585,27 @@ class ZoneEditor:
                 log.warning("cannot delete old config backup %s: %s", old, exc)
 
 
-def _with_zone(config: GatewayConfig, camera: str, task: str, zone: ZoneConfig) -> GatewayConfig:
+def _stored(
+    pts: Sequence[tuple[float, float]], normalized: bool, width: int, height: int
+) -> list[tuple[float, float]]:
+    """Pixels -> the stored form: 0-1 with 5 decimals (normalized), else 1-decimal pixels."""
+    if normalized:
+        return [(round(x / width, 5), round(y / height, 5)) for x, y in pts]
+    return [(round(x, 1), round(y, 1)) for x, y in pts]
+
+
+def _with_item(
+    config: GatewayConfig, camera: str, task: str, item: ZoneConfig | LineConfig
+) -> GatewayConfig:
+    """``config`` with the zone (or line) of that name in the camera's task replaced."""
+    key = "zones" if isinstance(item, ZoneConfig) else "lines"
     cameras = []
     for cam in config.cameras:
         if cam.name == camera:
             tasks = dict(cam.tasks)
             t = tasks[task]  # type: ignore[index]
-            zones = [zone if z.name == zone.name else z for z in t.zones]
-            tasks[task] = t.model_copy(update={"zones": zones})  # type: ignore[index]
+            items = [item if z.name == item.name else z for z in getattr(t, key)]
+            tasks[task] = t.model_copy(update={key: items})  # type: ignore[index]
             cam = cam.model_copy(update={"tasks": tasks})
         cameras.append(cam)
     return config.model_copy(update={"cameras": cameras})

@@ -1,4 +1,5 @@
-// Cameras page: draw each camera's zones over its latest frame (SVG in image pixels).
+// Cameras page: draw each camera's zones and counting lines (with their "in" arrow) over
+// its latest frame (SVG in image pixels).
 "use strict";
 (function () {
   var SVGNS = "http://www.w3.org/2000/svg";
@@ -21,6 +22,11 @@
       label.setAttribute("class", "zone-label");
       label.textContent = z.task + "/" + z.name;
       svg.appendChild(label);
+    });
+    JSON.parse(frame.dataset.lines || "[]").forEach(function (ln) {
+      var pts = ln.points.map(function (p) { return ln.normalized ? [p[0] * w, p[1] * h] : p; });
+      var label = ln.task + "/" + ln.name + (ln.counts ? "  in " + ln.counts["in"] + " · out " + ln.counts.out : "");
+      window.ZoneRules.drawLine(svg, pts, w, h, { name: ln.name, label: label });
     });
     frame.dataset.drawn = "1";
   }

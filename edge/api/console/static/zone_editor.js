@@ -1,12 +1,15 @@
-// Zone editor: click to add a point, drag to move it, double-click to remove it; Save
-// posts the polygon (image pixels) with the CSRF token; the server validates, saves the
-// config (with a backup) and applies it to the running camera.
+// Zone and line editor: click to add a point, drag to move it, double-click to remove it;
+// Save posts the polygon or line (image pixels) with the CSRF token; the server validates,
+// saves the config (with a backup) and applies it to the running camera. A zone's click
+// goes into the nearest edge; a line's goes on its end, or into a segment clicked on
+// (the order of a line's points sets its "in" side: Reverse swaps it).
 "use strict";
 (function () {
   var root = document.getElementById("editor");
   if (!root) return;
   var SVGNS = "http://www.w3.org/2000/svg";
   var cfg = JSON.parse(root.dataset.zone);
+  var isLine = cfg.kind === "line", rules = window.ZoneRules;
   var canSave = root.dataset.canSave === "1";
   var img = document.getElementById("editor-image"), svg = document.getElementById("editor-svg");
   var status = document.getElementById("zone-status"), out = document.getElementById("zone-points");
@@ -25,16 +28,21 @@
     var x = a[0] + t * dx - p[0], y = a[1] + t * dy - p[1];
     return x * x + y * y;
   }
+  function check() {
+    return isLine ? rules.validateLine(pts, W, H, cfg.max_points)
+                  : rules.validate(pts, W, H, cfg.min_points, cfg.max_points);
+  }
   function render() {
     svg.textContent = "";
-    var err = window.ZoneRules.validate(pts, W, H, cfg.min_points, cfg.max_points);
-    if (pts.length) {
+    var err = check();
+    if (isLine) rules.drawLine(svg, pts, W, H, { name: cfg.name, invalid: !!err, label: "start" });
+    else if (pts.length) {
       var shape = document.createElementNS(SVGNS, pts.length >= 3 ? "polygon" : "polyline");
       shape.setAttribute("points", pts.map(function (p) { return p[0] + "," + p[1]; }).join(" "));
       shape.setAttribute("class", "edge" + (err ? " invalid" : ""));
       svg.appendChild(shape);
     }
-    var r = Math.max(4, Math.round(Math.max(W, H) / 150));
+    var r = radius();
     pts.forEach(function (p, i) {
       var c = document.createElementNS(SVGNS, "circle");
       c.setAttribute("cx", p[0]); c.setAttribute("cy", p[1]); c.setAttribute("r", r);
@@ -50,11 +58,12 @@
     save.disabled = !canSave || !!err;
   }
   function edited() { delete status.dataset.sticky; render(); }
+  function radius() { return Math.max(4, Math.round(Math.max(W, H) / 150)); }
 
   function start() {
     W = img.naturalWidth; H = img.naturalHeight;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-    initial = cfg.polygon ? cfg.polygon.map(function (p) {
+    initial = cfg.points ? cfg.points.map(function (p) {
       return cfg.normalized ? [Math.round(p[0] * W * 10) / 10, Math.round(p[1] * H * 10) / 10] : [p[0], p[1]];
     }) : [];
     pts = initial.map(function (p) { return p.slice(); });
@@ -83,7 +92,14 @@
     if (!W || ev.target.classList.contains("vertex")) { if (moved) moved = false; return; }
     var p = toImage(ev);
     snapshot();
-    if (pts.length < 3) { pts.push(p); }
+    if (isLine) {
+      var near = -1, nd = Math.pow(2 * radius(), 2);
+      for (var k = 0; k + 1 < pts.length; k++) {
+        var dk = segDist(p, pts[k], pts[k + 1]);
+        if (dk <= nd) { nd = dk; near = k; }
+      }
+      if (near < 0) pts.push(p); else pts.splice(near + 1, 0, p);
+    } else if (pts.length < 3) { pts.push(p); }
     else {
       var best = 0, bd = Infinity;
       for (var i = 0; i < pts.length; i++) {
@@ -105,6 +121,8 @@
   document.getElementById("zone-reset").addEventListener("click", function () {
     snapshot(); pts = initial.map(function (p) { return p.slice(); }); edited();
   });
+  var reverse = document.getElementById("line-reverse");
+  if (reverse) reverse.addEventListener("click", function () { snapshot(); pts.reverse(); edited(); });
   save.addEventListener("click", function () {
     save.disabled = true;
     status.textContent = "Saving…"; status.className = "status";
