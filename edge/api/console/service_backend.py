@@ -50,6 +50,16 @@ class ServiceBackend:
         frame = None if pipe is None else pipe.latest_frame()
         return None if frame is None else (frame.image, int(frame.wall_ms))
 
+    def _runner(self, camera: str, task: str) -> Any:
+        """The running task ``task`` of camera ``camera`` (KeyError with the reason)."""
+        pipe = self._pipeline(camera)
+        if pipe is None:
+            raise KeyError(f"camera {camera!r} is not running")
+        for runner in pipe.tasks:
+            if runner.spec.name == task:
+                return runner
+        raise KeyError(f"task {task!r} does not run on camera {camera!r}")
+
     def apply_zone(
         self,
         camera: str,
@@ -58,18 +68,12 @@ class ServiceBackend:
         polygon: Sequence[tuple[float, float]],
         normalized: bool,
     ) -> None:
-        pipe = self._pipeline(camera)
-        if pipe is None:
-            raise KeyError(f"camera {camera!r} is not running")
-        for runner in pipe.tasks:
-            if runner.spec.name == task:
-                try:
-                    monitor = runner.monitor(zone)
-                except KeyError:
-                    raise KeyError(f"zone {zone!r} does not run in {camera}/{task}") from None
-                monitor.set_polygon(polygon, normalized=normalized)
-                return
-        raise KeyError(f"task {task!r} does not run on camera {camera!r}")
+        runner = self._runner(camera, task)
+        try:
+            monitor = runner.monitor(zone)
+        except KeyError:
+            raise KeyError(f"zone {zone!r} does not run in {camera}/{task}") from None
+        monitor.set_polygon(polygon, normalized=normalized)
 
     def apply_line(
         self,
@@ -79,18 +83,12 @@ class ServiceBackend:
         points: Sequence[tuple[float, float]],
         normalized: bool,
     ) -> None:
-        pipe = self._pipeline(camera)
-        if pipe is None:
-            raise KeyError(f"camera {camera!r} is not running")
-        for runner in pipe.tasks:
-            if runner.spec.name == task:
-                try:
-                    counter = runner.counter(line)
-                except KeyError:
-                    raise KeyError(f"line {line!r} does not run in {camera}/{task}") from None
-                counter.set_points(points, normalized=normalized)
-                return
-        raise KeyError(f"task {task!r} does not run on camera {camera!r}")
+        runner = self._runner(camera, task)
+        try:
+            counter = runner.counter(line)
+        except KeyError:
+            raise KeyError(f"line {line!r} does not run in {camera}/{task}") from None
+        counter.set_points(points, normalized=normalized)
 
     def camera_states(self) -> Mapping[str, Mapping[str, Any]]:
         cams = self.service.health().get("cameras", {})
