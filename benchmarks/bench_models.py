@@ -20,11 +20,12 @@ torso pixels). Medians over all timed images (robust to the other jobs on this m
 rows take turns image by image (one run, interleaved), so load from other processes hits
 them alike; ``total_min_ms`` approximates the unloaded figure.
 
-Two models per image (the API default) cost more than the sum of the two alone: after
-``session.run`` onnxruntime's worker threads spin for a while, and on 2 cores the spinning
-threads of one session slow the next session's run (measured with bare sessions: hard hat
-32 ms + person 22 ms alone, 106 ms alternating; 60 ms with
-``session.intra_op.allow_spinning = 0``).
+Two models per image (the API default): after ``session.run`` onnxruntime's worker threads
+normally spin for a while, and on 2 cores the spinning threads of one session slow the next
+session's run (measured with bare sessions: hard hat 32 ms + person 22 ms alone, 106 ms
+alternating; 60 ms with ``session.intra_op.allow_spinning = 0``). ``Detector`` therefore
+turns spinning off by default (``api.allow_spinning: false``); this benchmark uses that
+default, so the two-model rows cost about the sum of their models.
 
 Goal (issue 7): total <= 100 ms per image on this 2-core CPU. Exit status 1 when a
 measured row misses it.
