@@ -172,10 +172,15 @@ def test_a_stuck_camera_makes_run_exit_1_offline_cameras_do_not(tmp_path: Path) 
         assert int(m.group(1)) >= 1
         stamp = datetime.fromisoformat(m.group(2).replace("Z", "+00:00")).timestamp()
         assert since - 2 <= stamp <= since + 1
-        assert any(
-            line.startswith("STATUS=unhealthy: camera dock: pipeline stalled for")
-            for line in notify.lines()
-        )
+        # the datagram is sent before run() returns; the socket's reader thread may not
+        # have taken it in yet
+        assert wait(
+            lambda: any(
+                line.startswith("STATUS=unhealthy: camera dock: pipeline stalled for")
+                for line in notify.lines()
+            ),
+            5,
+        ), notify.lines()
         base = service.api_url
         health = httpx.get(f"{base}/healthz", timeout=10).json()
         assert health["status"] == "degraded"
