@@ -57,7 +57,7 @@ def _images(roots: list[Path], split: str, limit: int) -> list[Path]:
     return imgs
 
 
-def _truth(path: Path, ids: list[int], w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+def _truth(path: Path, ids: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     from edge.eval.dataset import label_path_for, read_labels
 
     lab = read_labels(label_path_for(path))
@@ -71,7 +71,7 @@ def _contained(g: np.ndarray, b: np.ndarray) -> float:
     return float(iw * ih / max(1e-9, (g[2] - g[0]) * (g[3] - g[1])))
 
 
-def fit_ratios(person: Any, roots: list[Path], ids: list[int], limit: int) -> np.ndarray:
+def fit_ratios(person: Any, roots: list[Path], ids: np.ndarray, limit: int) -> np.ndarray:
     """Median (x1, y1, x2, y2) of the labelled part relative to the person box (train)."""
     rel = []
     for p in _images(roots, "train", limit):
@@ -114,9 +114,7 @@ def measure(task: str, limit_train: int) -> dict[str, Any]:
     person = Detector.from_name("person_vehicle", REPO / "models")
     model = Detector.from_name(s.model, REPO / "models")
     data_names = list(s.classes)
-    all_names = model.class_names
-    ids = [all_names.index(c) for c in data_names]  # model order == data set order
-    model_ids = model.class_ids_for(data_names)
+    ids = model.class_ids_for(data_names)  # model class order == data set order (ascending)
     ratios = fit_ratios(person, roots, ids, limit_train)
 
     two = DetectionEvaluator(class_names=[s.part])
@@ -134,14 +132,14 @@ def measure(task: str, limit_train: int) -> dict[str, Any]:
             pred_class_ids=np.zeros(len(d.scores), np.int64),
         )  # fmt: skip
         m = model.detect(im, score_threshold=0.001)
-        sel = np.isin(m.class_ids, model_ids)
+        sel = np.isin(m.class_ids, ids)
         mb, ms, mc = m.xyxy[sel], m.scores[sel], m.class_ids[sel]
         per.add_image(
             gt_xyxy=gt,
             gt_class_ids=np.searchsorted(ids, gc),
             pred_xyxy=mb,
             pred_scores=ms,
-            pred_class_ids=np.searchsorted(model_ids, mc),
+            pred_class_ids=np.searchsorted(ids, mc),
         )
         keep = _agnostic_nms(mb, ms) if len(ms) else np.zeros(0, np.int64)
         agn.add_image(
