@@ -32,8 +32,18 @@ tasks. A camera with no task that can run raises ``camera_unavailable`` (key: th
 camera). Each start also publishes ``resolved`` for every configured camera task and
 camera that is available (or disabled) now, so an alert raised by an earlier start clears
 once the model is installed or the config fixed; a ``resolved`` for a key that was never
-raised is harmless (alerts are plain, non-retained messages through the outbox). Keys
-of cameras or tasks removed from the config are not resolved (nothing remembers them).
+raised is harmless (alerts are plain, non-retained messages through the outbox).
+
+Active alerts are remembered in ``<data_dir>/active-alerts.sqlite3``
+(:mod:`edge.service.alert_state`): added before an ``active`` is queued, removed once a
+``resolved`` is in the outbox. At each start, before the availability alerts, every
+remembered alert whose camera is no longer in the config, or (``task_unavailable``)
+whose task is no longer on its camera, is published ``resolved`` ("camera removed from
+the config" / "task removed from the config"), logged (one info line each) and
+forgotten; a remembered ``camera_offline`` of a camera that does not run now (disabled,
+or no task can run) is resolved the same way, and one of a camera that runs is resolved
+by its first frame. A damaged file is moved aside and an empty one started (logged as an
+error); the gateway never fails to start over it.
 
 Start order: stores, publisher, detectors, pipelines built, API started (port bound),
 pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
@@ -81,6 +91,12 @@ from edge import __version__
 from edge.config import CameraConfig, GatewayConfig, TaskKind
 from edge.errors import EdgeError
 from edge.mqtt.config import MqttConfig
+from edge.service.alert_state import (
+    ActiveAlert,
+    ActiveAlerts,
+    active_alerts_path,
+    open_active_alerts,
+)
 from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
@@ -200,6 +216,7 @@ class GatewayService:
         self.acks: AckStore | None = None
         self.snapshots: SnapshotStore | None = None
         self.publisher: Any = None  # edge.mqtt.publisher.Publisher (imported lazily)
+        self.alert_state: ActiveAlerts | None = None  # with MQTT only
         self.detectors: dict[str, Any] = {}  # model name -> Detector
         self.model_errors: dict[str, str] = {}
         self._api: _ApiThread | None = None
@@ -258,6 +275,7 @@ class GatewayService:
                 commands=self._command_dispatcher(self.mqtt),
             )
             self.publisher.start()
+            self.alert_state = open_active_alerts(active_alerts_path(cfg.data_dir))
         self._load_detectors()
         for cam in self.cameras.values():
             self._build_camera(cam)
@@ -276,6 +294,7 @@ class GatewayService:
                 for r in cam.pipeline.tasks
             ]
             self.publisher.set_inventory(models=sorted(self.detectors), cameras=inventory)
+            self._remembered_alerts()
             self._availability_alerts()
         if cfg.service.api:
             self._start_api()
@@ -446,11 +465,45 @@ class GatewayService:
             for task in cam.config.tasks:
                 why = cam.reasons.get(task)
                 msg = why or ("available" if enabled else "camera disabled in the config")
-                self._alert("task_unavailable", f"{name}/{task}", why is not None, msg, "critical")
+                key, on = f"{name}/{task}", why is not None
+                self._alert("task_unavailable", key, on, msg, "critical", camera=name, task=task)
             off = cam.off if enabled else None
             running = "running " + ", ".join(t for t, up in cam.tasks_up.items() if up)
             msg = off or (running if enabled else "disabled in the config")
             self._alert("camera_unavailable", name, off is not None, msg, "critical", camera=name)
+
+    def _remembered_alerts(self) -> None:
+        """At each start, before :meth:`_availability_alerts`: resolve and forget every
+        remembered active alert that nothing configured now would resolve -- its camera
+        was removed from the config, its task removed from the camera, or (a
+        ``camera_offline``) its camera does not run now. A ``camera_offline`` of a camera
+        that runs is marked offline, so its first frame resolves it."""
+        state = self.alert_state
+        if state is None:
+            return
+        for a in state.active():
+            cam = self.cameras.get(a.camera)
+            if cam is None:
+                why = "camera removed from the config"
+            elif a.task is not None and a.task not in cam.config.tasks:
+                why = "task removed from the config"
+            elif a.kind == "camera_offline" and cam.pipeline is None:
+                why = f"camera not running: {cam.off}"
+            else:
+                if a.kind == "camera_offline":
+                    with self._lock:
+                        self._offline.add(a.camera)
+                continue
+            if self._resolve_remembered(a, why):
+                log.info(
+                    "alert %s/%s (active since %s: %s) resolved: %s",
+                    a.kind, a.key, a.since, a.message, why,
+                )  # fmt: skip
+
+    def _resolve_remembered(self, a: ActiveAlert, why: str) -> bool:
+        """Publish ``resolved`` for a remembered alert and forget it; False when it could
+        not be queued (it stays remembered: the next start tries again)."""
+        return self._alert(a.kind, a.key, False, why, a.severity, camera=a.camera, task=a.task)
 
     def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
         cam.tasks_up[kind] = False
@@ -508,22 +561,51 @@ class GatewayService:
         active: bool,
         message: str,
         severity: str,
-        **extra: str,
-    ) -> None:
+        *,
+        camera: str,
+        task: str | None = None,
+    ) -> bool:
+        """Queue one alert on the alerts topic and keep the remembered set in step:
+        an ``active`` one is remembered before it is queued (a crash in between costs at
+        most a ``resolved`` for an alert never sent), a ``resolved`` one forgotten after
+        (a crash in between costs at most a repeated ``resolved``). The payload carries
+        ``camera`` for the camera alerts (``task`` is None), as it always has; a
+        ``task_unavailable`` carries its camera and task in the key. Returns whether it
+        was queued."""
         if self.publisher is None:
-            return
+            return False
+        state = self.alert_state
+        if active and state is not None:
+            try:
+                state.raised(
+                    kind=kind, key=key, camera=camera, task=task, severity=severity,
+                    message=message,
+                )  # fmt: skip
+            except EdgeError as exc:
+                log.error(
+                    "alert %s/%s not remembered (it will not be resolved if its camera or "
+                    "task is removed from the config): %s",
+                    kind, key, exc,
+                )  # fmt: skip
         alert = {
             "kind": kind,
             "key": key,
             "state": "active" if active else "resolved",
             "severity": severity,
             "message": message,
-            **extra,
+            **({"camera": camera} if task is None else {}),
         }
         try:
             self.publisher.publish_alert(alert)
         except EdgeError as exc:
             log.error("alert %s/%s not queued: %s", kind, key, exc)
+            return False
+        if not active and state is not None:
+            try:
+                state.resolved(kind, key)
+            except EdgeError as exc:
+                log.error("alert %s/%s resolved but still remembered: %s", kind, key, exc)
+        return True
 
     @staticmethod
     def _publisher_alert(alert: dict[str, Any]) -> None:
@@ -772,6 +854,8 @@ class GatewayService:
             det.close()
         if self.snapshots is not None:
             self.snapshots.close(timeout=max(0.1, min(2.0, left())))
+        if self.alert_state is not None:
+            self.alert_state.close()
         if self.acks is not None:
             self.acks.close()
         if self.store is not None:
