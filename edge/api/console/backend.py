@@ -85,3 +85,11 @@ class CameraBackend(Protocol):
         optionally ``fps``, ``off`` (why it does not run), ``tasks_off``, and ``lines``:
         ``{task: {line: {"in": n, "out": m}}}``, the running counters' crossings so far."""
         ...
+
+    def line_counts(self, camera: str) -> Mapping[str, Mapping[str, Mapping[str, int]]] | None:
+        """The camera's running counting lines, ``{task: {line: {"in": n, "out": m}}}``:
+        crossings counted since the gateway started (the numbers ``camera_states()`` gives
+        as ``lines``, without the rest of the camera's state; the Cameras page polls this).
+        A line is missing until its task has processed a frame; ``None`` for an unknown or
+        stopped camera."""
+        ...

@@ -13,6 +13,7 @@ Pages (server-rendered HTML; all but the login page need a session, see
     GET  /console/alerts                   active and past alerts
     GET  /console/cameras                  latest frame of each camera, zones and lines drawn
     GET  /console/cameras/{camera}/frame.jpg
+    GET  /console/data/lines               counting-line counts (JSON; the page polls it)
     GET  /console/events                   event list with filters, live via SSE:
     GET  /console/events/stream            text/event-stream (``id`` = row id)
     GET  /console/snapshots/{path}         snapshot JPEG (``?thumb=1``: small)
@@ -852,6 +853,41 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             stamp=int(time.time() * 1000),
         )
 
+    @route("/data/lines", ["GET"])
+    async def line_counts(request: Request) -> Response:
+        """Counting-line counts for the Cameras page's polling (``?camera=``: one camera,
+        404 when the config has no such camera). Every line of the config is listed;
+        its counts are ``null`` while its camera does not run (or has no frame yet)."""
+        _session(state, request)
+        want = request.query_params.get("camera")
+
+        def load() -> dict[str, Any] | None:
+            backend = state.backend
+            cams = [c for c in state.config.cameras if want is None or c.name == want]
+            if not cams and want is not None:
+                return None
+            out: dict[str, Any] = {}
+            for cam in cams:
+                got = backend.line_counts(cam.name) if backend is not None else None
+                counted = got or {}
+                out[cam.name] = {
+                    "running": got is not None,
+                    "lines": {
+                        kind: {
+                            ln.name: _counts((counted.get(kind) or {}).get(ln.name))
+                            for ln in task.lines
+                        }
+                        for kind, task in cam.tasks.items()
+                        if task.lines
+                    },
+                }
+            return {"live": backend is not None, "time_ms": int(time.time() * 1000), "cameras": out}
+
+        data = await _run(load)
+        if data is None:
+            return _secure(JSONResponse({"error": f"no camera {want!r}"}, status_code=404))
+        return _secure(JSONResponse(data))
+
     @route("/cameras/{camera}/frame.jpg", ["GET"])
     async def frame(request: Request) -> Response:
         _session(state, request)
@@ -1072,6 +1108,11 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             router.add_api_route(
                 path, guard(handler), methods=[method], name=f"console_{handler.__name__}"
             )
+
+
+def _counts(c: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """``{"in": n, "out": m}`` of a line's counters (``None`` when there are none)."""
+    return None if c is None else {"in": int(c.get("in", 0)), "out": int(c.get("out", 0))}
 
 
 def _new_login_token() -> str:

@@ -9,8 +9,9 @@
 Frames come from :meth:`CameraPipeline.latest_frame`, zone edits go to
 :meth:`ZoneMonitor.set_polygon` of the running task, line edits to
 :meth:`LineCounter.set_points`, camera states from :meth:`GatewayService.health` and the
-line counts from :meth:`CameraPipeline.metrics` (the per-frame copy it keeps under its
-lock). All are safe from the HTTP server's threads.
+line counts (in the states and from :meth:`ServiceBackend.line_counts`) from
+:meth:`CameraPipeline.metrics` (the per-frame copy it keeps under its lock). All are safe
+from the HTTP server's threads.
 """
 
 from __future__ import annotations
@@ -103,6 +104,17 @@ class ServiceBackend:
                 st = {**st, "lines": lines}
             out[name] = st
         return out
+
+    def line_counts(self, camera: str) -> Mapping[str, Mapping[str, Mapping[str, int]]] | None:
+        pipe = self._pipeline(camera)
+        if pipe is None:
+            return None
+        tasks = pipe.metrics().get("tasks", {})
+        return {
+            task: {line: dict(c) for line, c in m.get("lines", {}).items()}
+            for task, m in tasks.items()
+            if m.get("lines")
+        }
 
 
 def attach_console(service: GatewayService, *, config_path: Path | None) -> ServiceBackend | None:
