@@ -68,6 +68,7 @@ class TrainConfig:
     cache_scale: float = 1.25  # images cached at size * cache_scale on the long side
     loss_cls: float = 0.08  # class BCE weight (yolo_torch.LossConfig.cls)
     loss_obj_pos: float = 0.0  # extra objectness weight on positives (LossConfig.obj_pos)
+    loss_box: float = 0.05  # 1 - CIoU weight (yolo_torch.LossConfig.box)
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -345,7 +346,7 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         per_epoch = min(per_epoch, cfg.max_iters)
     total = per_epoch * cfg.epochs
     aug = yt.AugmentConfig(hue=cfg.hue, saturation=cfg.saturation, value=cfg.value)
-    lcfg = yt.LossConfig(cls=cfg.loss_cls, obj_pos=cfg.loss_obj_pos)
+    lcfg = yt.LossConfig(box=cfg.loss_box, cls=cfg.loss_cls, obj_pos=cfg.loss_obj_pos)
 
     def lr_at(it: int) -> float:
         if it < cfg.warmup_iters:
