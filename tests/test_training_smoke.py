@@ -206,3 +206,34 @@ def test_init_from_another_run_scales_anchors_and_checks_classes(tmp_path: Path)
     )
     with pytest.raises(SystemExit, match="classes"):
         ty.train(cfg, resume=False, run_dir=tmp_path / "other")
+
+
+def test_mosaic_tiles_four_images_with_their_boxes() -> None:
+    still = yt.AugmentConfig(
+        scale=(1.0, 1.0), aspect=(1.0, 1.0), translate=0.0, flip=0.0, saturation=0.0, value=0.0
+    )
+    items = []
+    for k in range(4):
+        img = np.full((100, 100, 3), 40 * (k + 1), np.uint8)
+        # one box per image: centre (0.5, 0.5), size 0.4 x 0.2, class k
+        items.append((img, np.array([[k, 0.5, 0.5, 0.4, 0.2]], np.float32)))
+    out, boxes = yt.mosaic(items, 128, np.random.default_rng(0), still)
+    assert out.shape == (128, 128, 3)
+    # each 64x64 quadrant holds its image's grey level
+    for k, (oy, ox) in enumerate([(0, 0), (0, 64), (64, 0), (64, 64)]):
+        assert int(out[oy + 32, ox + 32, 0]) == 40 * (k + 1)
+    assert boxes[:, 0].tolist() == [0, 1, 2, 3]
+    expect = np.array([[19.2, 25.6, 44.8, 38.4]], np.float32)  # 0.4 x 0.2 of 64, centred
+    offsets = np.array([[0, 0, 0, 0], [64, 0, 64, 0], [0, 64, 0, 64], [64, 64, 64, 64]])
+    np.testing.assert_allclose(boxes[:, 1:], expect + offsets, atol=0.01)
+    with pytest.raises(ValueError, match="4 images"):
+        yt.mosaic(items[:3], 128, np.random.default_rng(0), still)
+
+
+def test_mosaic_option_trains(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    cfg = _cfg(data, 1)
+    cfg.mosaic = 1.0
+    res = ty.train(cfg, resume=False, run_dir=tmp_path / "runs" / "smoke")
+    assert res["history"][0]["epoch"] == 1
+    assert np.isfinite(res["history"][0]["loss"])

@@ -69,6 +69,7 @@ class TrainConfig:
     loss_cls: float = 0.08  # class BCE weight (yolo_torch.LossConfig.cls)
     loss_obj_pos: float = 0.0  # extra objectness weight on positives (LossConfig.obj_pos)
     loss_box: float = 0.05  # 1 - CIoU weight (yolo_torch.LossConfig.box)
+    mosaic: float = 0.0  # probability that a sample is a 2x2 mosaic (yolo_torch.mosaic)
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -376,7 +377,12 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             idx = perm[k * cfg.batch : (k + 1) * cfg.batch]
             batch_imgs, tlist = [], []
             for bi, j in enumerate(idx):
-                img, boxes = yt.augment(train_imgs[j], train_split.boxes[j], cfg.size, rng, aug)
+                if cfg.mosaic and rng.random() < cfg.mosaic:
+                    js = [j, *rng.integers(0, n, 3)]
+                    items = [(train_imgs[i], train_split.boxes[i]) for i in js]
+                    img, boxes = yt.mosaic(items, cfg.size, rng, aug)
+                else:
+                    img, boxes = yt.augment(train_imgs[j], train_split.boxes[j], cfg.size, rng, aug)
                 batch_imgs.append(img)
                 if len(boxes):
                     tlist.append(

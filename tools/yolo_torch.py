@@ -502,6 +502,33 @@ def augment(
     return out, boxes
 
 
+def mosaic(
+    items: Sequence[tuple[U8, F32]], size: int, rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[U8, F32]:
+    """Four images, each through :func:`augment` at ``size // 2``, tiled 2x2 into one
+    ``size x size`` image (a simple mosaic): objects at half their usual scale and four
+    scenes' context per sample, against over-fitting a small data set.
+
+    ``items`` are four ``(image, labels)`` pairs as :func:`augment` takes them; returns
+    the image (BGR) and labels ``(m, 5)`` ``cls x1 y1 x2 y2`` in output pixels.
+    """
+    if len(items) != 4:
+        raise ValueError(f"mosaic needs 4 images, got {len(items)}")
+    half = size // 2
+    out = np.full((size, size, 3), PAD_GREY, np.uint8)
+    boxes = []
+    for k, (img, labels) in enumerate(items):
+        tile, b = augment(img, labels, half, rng, cfg)
+        oy, ox = (k // 2) * half, (k % 2) * half
+        out[oy : oy + half, ox : ox + half] = tile
+        if len(b):
+            b = b.copy()
+            b[:, [1, 3]] += ox
+            b[:, [2, 4]] += oy
+            boxes.append(b)
+    return out, (np.concatenate(boxes) if boxes else np.zeros((0, 5), np.float32))
+
+
 def to_tensor(imgs_bgr: Sequence[U8]) -> torch.Tensor:
     """``(B, 3, S, S)`` float32 RGB 0..1 from BGR uint8 images."""
     arr = np.stack([im[:, :, ::-1] for im in imgs_bgr]).transpose(0, 3, 1, 2)
