@@ -1010,7 +1010,10 @@ class ServiceConfig(BaseModel):
         default=120.0,
         ge=1.0,
         le=3600.0,
-        description="a camera pipeline without progress this long: exit 1 (restart); null: off",
+        description=(
+            "a camera pipeline or the API event loop without progress this long: "
+            "exit 1 (restart); null: off"
+        ),
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (journald, shippers)"

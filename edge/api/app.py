@@ -99,7 +99,7 @@ from edge.tasks.compliance import Analysis
 if TYPE_CHECKING:
     from edge.cloud.fallback import FallbackClient
 
-__all__ = ["Gateway", "ResultSink", "build_app"]
+__all__ = ["Gateway", "LoopHeartbeat", "ResultSink", "build_app"]
 
 log = logging.getLogger("edge.api")
 
@@ -174,6 +174,51 @@ def _decode_pixels(data: bytes, where: str) -> npt.NDArray[np.uint8]:
     if image is None:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} could not be decoded (corrupt image data)")
     return np.asarray(image, dtype=np.uint8)
+
+
+# -- event-loop heartbeat ------------------------------------------------------------
+
+
+class LoopHeartbeat:
+    """When the API's event loop last ran a tiny coroutine (hang detection).
+
+    A loop blocked by a synchronous call inside an ``async def`` (or a deadlock) keeps
+    its thread alive but answers nobody; :meth:`run`, started by the app's lifespan,
+    stamps :attr:`last` every ``interval_s`` while the loop turns, so another thread
+    sees the loop's progress age grow (:meth:`age`) once it stops. Costs one timer
+    per ``interval_s``.
+
+    Thread-safety: only the loop writes :attr:`last` (one float, replaced whole);
+    any thread may read it.
+
+    Args:
+        interval_s: seconds between beats (> 0).
+    """
+
+    def __init__(self, *, interval_s: float = 1.0) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+        self.interval_s = float(interval_s)
+        self.last: float | None = None
+        """``time.monotonic()`` of the last beat (``None``: not yet beaten)."""
+
+    def beat(self) -> None:
+        """Record that the loop is turning now."""
+        self.last = time.monotonic()
+
+    def age(self, *, since: float, now: float | None = None) -> float:
+        """Seconds (>= 0) from the last beat -- or from ``since`` (``time.monotonic()``,
+        e.g. when the server was started) before the first -- to ``now`` (default:
+        ``time.monotonic()``)."""
+        last = self.last
+        ref = since if last is None else last
+        return max(0.0, (time.monotonic() if now is None else now) - ref)
+
+    async def run(self) -> None:
+        """Beat every ``interval_s`` until cancelled."""
+        while True:
+            self.beat()
+            await asyncio.sleep(self.interval_s)
 
 
 # -- the gateway ---------------------------------------------------------------------
@@ -1162,8 +1207,10 @@ def build_app(
             ``record = {api, app_key, code, latency_ms, answer}`` (e.g. MQTT ``results``).
             Called on the answering thread: a sink must be quick and must not block.
 
-    The returned app's ``state.gateway`` is the :class:`Gateway`. The lifespan starts
-    the background flush/alert task and closes the gateway at shutdown.
+    The returned app's ``state.gateway`` is the :class:`Gateway` and
+    ``state.loop_heartbeat`` a :class:`LoopHeartbeat` (the event loop's progress, for
+    hang detection by another thread). The lifespan starts the background flush/alert
+    task and the heartbeat, and at shutdown cancels both and closes the gateway.
     """
     owns = store is None
     st = store or Store(
@@ -1194,15 +1241,22 @@ def build_app(
         fallback=fallback,
     )
 
+    heartbeat = LoopHeartbeat()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(gateway.background(), name="edge-monitoring")
+        tasks = [
+            asyncio.create_task(gateway.background(), name="edge-monitoring"),
+            asyncio.create_task(heartbeat.run(), name="edge-loop-heartbeat"),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(
@@ -1216,6 +1270,7 @@ def build_app(
         redoc_url=None,
     )
     app.state.gateway = gateway
+    app.state.loop_heartbeat = heartbeat
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     for api in C.APIS:

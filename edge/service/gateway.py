@@ -54,10 +54,10 @@ the broker acknowledges within ``service.flush_timeout_s`` (what is left stays o
 and goes out after the next start); then the publisher, detectors and stores close.
 
 :meth:`GatewayService.run` is the supervising loop: it pings the systemd watchdog
-while every pipeline and the API thread are alive and no pipeline is stalled,
-refreshes the state topics, prunes old events hourly, and returns 1 if a pipeline or the
-API died or a pipeline stalled (so ``Restart=always`` restarts the service), 0 when
-asked to stop.
+while every pipeline and the API thread are alive and no pipeline (nor the API's event
+loop) is stalled, refreshes the state topics, prunes old events hourly, and returns 1 if
+a pipeline or the API died or stalled (so ``Restart=always`` restarts the service), 0
+when asked to stop.
 
 Stalls: a thread that is alive but stuck (a source read blocked inside the backend, a
 deadlock, a ``session.run`` that never returns) would keep a liveness check happy
@@ -70,8 +70,16 @@ reconnecting keeps beating). No progress for more than ``service.stall_timeout_s
 status, ``/healthz`` (``problems``, ``status: degraded``, per camera
 ``progress_age_s``) and ``safety_edge_camera_progress_age_seconds``; :meth:`run` then
 returns 1. Stopping a stalled pipeline times out (reported in the stop report); the
-thread is a daemon and does not hold the exit. The API thread is only checked for
-being alive.
+thread is a daemon and does not hold the exit.
+
+The API's event loop is watched the same way: its thread may be alive while a
+coroutine blocks the loop (a synchronous call inside an ``async def``, a deadlock) and
+every client times out. The app's :class:`~edge.api.app.LoopHeartbeat` beats every
+second while the loop turns; no beat for more than ``service.stall_timeout_s`` (counted
+from the API's start before the first beat) is the problem ``API event loop stuck for N
+s (no progress since <UTC time>)`` -- log, sd_notify status, exit 1 as above; the stuck
+loop cannot answer ``/healthz`` itself -- and its age is
+``safety_edge_api_loop_age_seconds``.
 """
 
 from __future__ import annotations
@@ -109,7 +117,7 @@ from edge.stream.sources import SourceSpec, source_kind
 from edge.stream.zones import ZoneMonitor
 
 if TYPE_CHECKING:
-    from edge.api.app import ResultSink
+    from edge.api.app import LoopHeartbeat, ResultSink
 
 __all__ = ["OUTBOX_FILENAME", "GatewayService", "ServiceStartError"]
 
@@ -137,7 +145,12 @@ class _Camera:
 
 
 class _ApiThread:
-    """uvicorn in a background thread (it installs no signal handlers off the main thread)."""
+    """uvicorn in a background thread (it installs no signal handlers off the main thread).
+
+    :meth:`loop_age` is the event loop's progress age, from the app's
+    ``state.loop_heartbeat`` (:class:`~edge.api.app.LoopHeartbeat`, started by the
+    app's lifespan; an app without one is only checked for being alive).
+    """
 
     def __init__(self, app: Any, *, host: str, port: int, graceful_s: int) -> None:
         import uvicorn
@@ -153,6 +166,9 @@ class _ApiThread:
             lifespan="on",
         )
         self.server = uvicorn.Server(self.config)
+        state = getattr(app, "state", None)
+        self.heartbeat: LoopHeartbeat | None = getattr(state, "loop_heartbeat", None)
+        self.started_at: float | None = None  # time.monotonic() of start()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="api-server", daemon=True)
 
@@ -164,6 +180,7 @@ class _ApiThread:
             log.error("API server stopped: %r", exc)
 
     def start(self, timeout: float) -> None:
+        self.started_at = time.monotonic()
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -186,6 +203,14 @@ class _ApiThread:
     @property
     def alive(self) -> bool:
         return self.thread.is_alive()
+
+    def loop_age(self, now: float) -> float | None:
+        """Seconds from the event loop's last heartbeat (from :meth:`start` before the
+        first) to ``now`` (``time.monotonic()``); ``None`` without a heartbeat or
+        before :meth:`start`."""
+        if self.heartbeat is None or self.started_at is None:
+            return None
+        return self.heartbeat.age(since=self.started_at, now=now)
 
     def stop(self, timeout: float) -> bool:
         self.server.should_exit = True
@@ -648,10 +673,11 @@ class GatewayService:
 
     def problems(self) -> list[str]:
         """Why the service is not healthy now (empty = healthy): a pipeline thread or the
-        API thread that ended unexpectedly (a file without ``loop`` may end), or a
+        API thread that ended unexpectedly (a file without ``loop`` may end), a
         pipeline without progress for more than ``service.stall_timeout_s``
         (:meth:`CameraPipeline.stalled_for`: its loop or its source reader is stuck; a
-        camera that is offline and reconnecting is not)."""
+        camera that is offline and reconnecting is not), or an API event loop without a
+        heartbeat for that long (blocked; an idle API keeps beating)."""
         out = []
         limit = self.config.service.stall_timeout_s
         for name, cam in self.cameras.items():
@@ -668,8 +694,13 @@ class GatewayService:
             ends = isinstance(c.source, str) and source_kind(c.source) == "file" and not c.loop
             if not ends or not pipe.source.finished:
                 out.append(f"camera {name}: pipeline ended")
-        if self._api is not None and not self._api.alive:
-            out.append("API server ended")
+        if self._api is not None:
+            if not self._api.alive:
+                out.append("API server ended")
+            elif limit is not None:
+                age = self._api.loop_age(time.monotonic())
+                if age is not None and age > limit:
+                    out.append(_api_stuck_problem(age))
         return out
 
     def run(self, stop_event: threading.Event) -> int:
@@ -786,14 +817,18 @@ class GatewayService:
         }
 
     def metrics_text(self) -> str:
-        """Prometheus text of the cameras, tasks and publisher (:mod:`edge.service.metrics`)."""
+        """Prometheus text of the cameras, tasks, publisher and the API event loop's
+        progress age (:mod:`edge.service.metrics`)."""
         tasks_up = {
             (name, task): up
             for name, cam in self.cameras.items()
             for task, up in cam.tasks_up.items()
         }
         pub = self.publisher.metrics() if self.publisher is not None else None
-        return prometheus_text(self.camera_metrics(), tasks_up=tasks_up, publisher=pub)
+        api_age = self._api.loop_age(time.monotonic()) if self._api is not None else None
+        return prometheus_text(
+            self.camera_metrics(), tasks_up=tasks_up, publisher=pub, api_loop_age_s=api_age
+        )
 
     # -- stop --------------------------------------------------------------------------
     def stop(self) -> dict[str, Any]:
@@ -882,6 +917,15 @@ def _stall_problem(camera: str, stalled_s: float, ages: Mapping[str, float]) -> 
     return (
         f"camera {camera}: pipeline stalled for {stalled_s:.0f} s (no progress since "
         f"{since.isoformat(timespec='seconds').replace('+00:00', 'Z')}; stuck: {where})"
+    )
+
+
+def _api_stuck_problem(age_s: float) -> str:
+    """``API event loop stuck for N s (no progress since <UTC>)``."""
+    since = datetime.fromtimestamp(time.time() - age_s, tz=timezone.utc)
+    return (
+        f"API event loop stuck for {age_s:.0f} s (no progress since "
+        f"{since.isoformat(timespec='seconds').replace('+00:00', 'Z')})"
     )
 
 

@@ -22,6 +22,8 @@ Series (labels in braces; times in seconds, as Prometheus wants):
 - ``safety_edge_camera_progress_age_seconds{camera,thread}`` seconds since the camera
   ``loop`` / the source ``reader`` last made progress (hang detection; 0 when not
   running);
+- ``safety_edge_api_loop_age_seconds`` seconds since the in-process API's event loop
+  last ran its heartbeat (hang detection; absent when the API is off);
 - ``safety_edge_snapshots_*`` saved, failures, deleted, bytes;
 - ``safety_edge_task_up{camera,task}`` 0 when the task's model is unavailable;
 - the publisher's series prefixed ``safety_edge_`` (``safety_edge_mqtt_outbox_rows`` is
@@ -74,6 +76,7 @@ def prometheus_text(
     *,
     tasks_up: Mapping[tuple[str, str], bool],
     publisher: Mapping[str, float] | None = None,
+    api_loop_age_s: float | None = None,
 ) -> str:
     """Prometheus text exposition (ends with a newline).
 
@@ -82,6 +85,7 @@ def prometheus_text(
             ``running``); a camera that is not running may pass ``{"camera": name}``.
         tasks_up: ``(camera, task) -> available`` for every configured camera task.
         publisher: :meth:`edge.mqtt.publisher.Publisher.metrics` (``None``: MQTT off).
+        api_loop_age_s: seconds since the API's event loop last beat (``None``: API off).
     """
     o = _Out()
     for m in cameras:
@@ -196,6 +200,13 @@ def prometheus_text(
                 name = f"safety_edge_{key}" + ("_total" if kind == "counter" else "")
                 o.head(name, kind, text)
                 o.add(name, lab, m[key])
+    if api_loop_age_s is not None:
+        o.head(
+            "safety_edge_api_loop_age_seconds",
+            "gauge",
+            "Seconds since the API event loop last made progress.",
+        )
+        o.add("safety_edge_api_loop_age_seconds", "", float(api_loop_age_s))
     o.head("safety_edge_task_up", "gauge", "1 when the camera task runs (its model loaded).")
     for (cam, task), up in sorted(tasks_up.items()):
         o.add("safety_edge_task_up", _labels(camera=cam, task=task), 1 if up else 0)
