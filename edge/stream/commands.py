@@ -16,7 +16,19 @@ from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknow
 Keyed links need the chain key: ``--key-file FILE``, else ``$SAFETY_EDGE_EVENTS_KEY``, else
 ``storage.events_key_file`` of ``--config``. A keyed chain checked without it prints the
 report and exits 2 ("cannot verify keyed links without the key"), unless a break was
-found in what could be checked (exit 1). The key is never printed; its id is.
+found in what could be checked (exit 1). A chain whose key was rotated needs every key it
+used: repeat ``--key-file`` (one per key, any order); a key left out is named by its id
+(exit 2, as above). The key is never printed; its id is.
+
+``events rotate-key --key-file OLD --new-key-file NEW`` moves a keyed chain to a new key
+(:func:`edge.stream.evidence.rotate_chain_key`): offline, with the gateway stopped (it
+refuses while another process has the database open), it verifies the chain with OLD,
+then records the rotation and keys every later link with NEW, in one transaction. The
+database is ``--db FILE``, else found as above. It prints the rotation record as JSON and
+exits 0; a refusal (wrong OLD, NEW not new, an unkeyed or broken chain, the database in
+use) prints ``error <code>: <cause>``, changes nothing and exits 2. Both keys come from
+their files only (never ``$SAFETY_EDGE_EVENTS_KEY``). Then point
+``storage.events_key_file`` at NEW and start the gateway; keep OLD for ``events verify``.
 
 Examples::
 
@@ -25,12 +37,18 @@ Examples::
     safety-edge events prune --older-than 30d
     safety-edge events verify --data-dir /var/lib/safety-edge
     safety-edge events verify --data-dir /var/lib/safety-edge --key-file /etc/safety-edge/events.key
+    safety-edge events rotate-key --db /var/lib/safety-edge/events.sqlite3 \
+        --key-file /etc/safety-edge/events.key --new-key-file /etc/safety-edge/events-2.key
+    safety-edge events verify --data-dir /var/lib/safety-edge \
+        --key-file /etc/safety-edge/events.key --key-file /etc/safety-edge/events-2.key
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -48,7 +66,7 @@ from edge.stream.events import (
     events_db_path,
     parse_time,
 )
-from edge.stream.evidence import verify_evidence
+from edge.stream.evidence import RotationCheck, rotate_chain_key, verify_evidence
 
 __all__ = ["add_subcommands"]
 
@@ -133,17 +151,19 @@ def _snapshot_root(args: argparse.Namespace, data_dir: Path) -> Path | None:
     return root
 
 
-def _verify_key(args: argparse.Namespace) -> ChainKey | None:
-    """``--key-file``, else ``$SAFETY_EDGE_EVENTS_KEY``, else ``storage.events_key_file``
-    of ``--config``; ``None``: no key."""
+def _verify_keys(args: argparse.Namespace) -> list[ChainKey]:
+    """Every ``--key-file``, else ``$SAFETY_EDGE_EVENTS_KEY``, else
+    ``storage.events_key_file`` of ``--config``; empty: no key."""
     if args.key_file:
-        return load_chain_key(args.key_file, key_file_first=True)
+        keys = [load_chain_key(f, key_file_first=True) for f in args.key_file]
+        return [k for k in keys if k is not None]
     key_file = None
     if args.config:
         from edge.config import load_config
 
         key_file = load_config(args.config).storage.events_key_file
-    return load_chain_key(key_file)
+    key = load_chain_key(key_file)
+    return [] if key is None else [key]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -154,7 +174,7 @@ def _verify(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise EventStoreError(f"no events database at {path}")
     root = _snapshot_root(args, data_dir)
-    key = _verify_key(args)
+    keys = _verify_keys(args)
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error as exc:
@@ -177,7 +197,7 @@ def _verify(args: argparse.Namespace) -> int:
                 f"snapshot folder {root} does not exist; give --snapshots DIR or --no-snapshots"
             )
         report = verify_evidence(
-            conn, snapshots_root=root, strict_snapshots=args.strict_snapshots, key=key
+            conn, snapshots_root=root, strict_snapshots=args.strict_snapshots, keys=keys
         )
     except sqlite3.Error as exc:
         raise EventStoreError(f"cannot read events database {path}: {exc}") from exc
@@ -185,20 +205,34 @@ def _verify(args: argparse.Namespace) -> int:
         conn.close()
     sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     first = report.first
-    unchecked = (
-        f"cannot verify keyed links without the key: {report.unverified_links} keyed links "
-        f"(keyed from seq {report.keyed_from_seq}, key id {report.key_id}) and the head MAC "
-        f"are unchecked; give --key-file FILE or set {EVENTS_KEY_ENV}"
-    )
+    if report.keys_given:
+        missing = ", ".join(report.keys_missing)
+        unchecked = (
+            f"cannot verify everything without key id {missing}: {report.unverified_links} "
+            "keyed links"
+            + (" and the head MAC" if report.head_authenticated is None else "")
+            + (" and rotation MACs" if _rotation_unchecked(report.rotations) else "")
+            + " are unchecked; give its key file too (--key-file may be repeated)"
+        )
+    else:
+        ids = f"key id {report.key_id}"
+        if len(report.keys_missing) > 1:
+            ids = f"key ids {', '.join(report.keys_missing)} (rotated; the last is current)"
+        unchecked = (
+            f"cannot verify keyed links without the key: {report.unverified_links} keyed links "
+            f"(keyed from seq {report.keyed_from_seq}, {ids}) and the head MAC are unchecked; "
+            f"give --key-file FILE or set {EVENTS_KEY_ENV}"
+        )
     if first is None:
         if report.needs_key:
             raise ConfigError(unchecked)
         return 0
-    where = (
-        "after the last row"
-        if first.row == 0
-        else f"row {first.row} (seq {first.seq}, event {first.event_id})"
-    )
+    if first.row != 0:
+        where = f"row {first.row} (seq {first.seq}, event {first.event_id})"
+    elif first.kind == "rotation_invalid":
+        where = "a key rotation record"
+    else:
+        where = "after the last row"
     print(
         f"broken: {first.kind} at {where}: {first.detail}"
         + (f" ({report.problem_count} problems in all)" if report.problem_count > 1 else ""),
@@ -207,6 +241,105 @@ def _verify(args: argparse.Namespace) -> int:
     if report.needs_key:
         print(f"also: {unchecked}", file=sys.stderr)
     return 1
+
+
+def _rotation_unchecked(rotations: list[RotationCheck]) -> bool:
+    return any(r.old_mac_ok is None or r.new_mac_ok is None for r in rotations)
+
+
+_SHM_DMS_BYTE = 128
+"""The byte of a WAL database's ``-shm`` file every open SQLite connection holds a shared
+POSIX lock on (SQLite's unix VFS: ``UNIX_SHM_DMS``, 120 + 8 lock slots), from the first
+read until it closes."""
+
+
+def _open_elsewhere(path: Path) -> bool:
+    """Whether another process has the WAL database ``path`` open (the gateway, the API,
+    an ``events`` command): probe the ``-shm`` lock byte every connection holds shared.
+
+    Connections of this process are not seen (POSIX record locks are per process). Where
+    ``fcntl`` does not exist (Windows) this returns ``False``; the rotation's own write
+    transaction still keeps it from interleaving with an append.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        fd = os.open(f"{path}-shm", os.O_RDWR)
+    except FileNotFoundError:
+        return False  # no connection has it open in WAL mode
+    except OSError as exc:
+        raise EventStoreError(f"cannot check whether {path} is in use: {exc}") from exc
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_BYTE, os.SEEK_SET)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise EventStoreError(f"cannot check whether {path} is in use: {exc}") from exc
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _SHM_DMS_BYTE, os.SEEK_SET)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _rotate_key(args: argparse.Namespace) -> None:
+    if args.db:
+        path = Path(args.db)
+    else:
+        from edge.api.commands import resolve_data_dir
+
+        path = events_db_path(resolve_data_dir(args))
+    if not path.is_file():
+        raise EventStoreError(f"no events database at {path}")
+    old = load_chain_key(args.key_file, env=False)
+    new = load_chain_key(args.new_key_file, env=False)
+    assert old is not None and new is not None  # a file was given for each
+    if _open_elsewhere(path):
+        raise EventStoreError(
+            f"events database {path} is open in another process (the gateway, its API, or "
+            "an `events` command); key rotation is offline: stop the gateway and try again "
+            f"(`fuser {path}-shm` names the process). Nothing was changed"
+        )
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise EventStoreError(f"cannot open events database {path}: {exc}") from exc
+    try:
+        rotation, report = rotate_chain_key(conn, old=old, new=new)
+    except sqlite3.Error as exc:
+        raise EventStoreError(
+            f"cannot rotate the key of events database {path}: {exc}. Nothing was changed"
+        ) from exc
+    finally:
+        conn.close()
+    out = {
+        "rotated": True,
+        "db": str(path),
+        "rotation": {
+            "n": rotation.n,
+            "from_seq": rotation.from_seq,
+            "head": {"seq": rotation.head_seq, "hash": rotation.head_hash},
+            "old_key_id": rotation.old_key_id,
+            "new_key_id": rotation.new_key_id,
+            "time_ms": rotation.time_ms,
+        },
+        "verified": {
+            "rows": report.rows,
+            "keyed_links": report.keyed_links,
+            "unverified_links": report.unverified_links,
+            "keys_missing": report.keys_missing,
+        },
+    }
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    print(
+        f"rotated: links from seq {rotation.from_seq} on are keyed with key id "
+        f"{rotation.new_key_id}. Set storage.events_key_file (or {EVENTS_KEY_ENV}) to "
+        f"{args.new_key_file} before starting the gateway (it refuses the old key now), and "
+        f"keep {args.key_file}: `events verify` needs every key (repeat --key-file)",
+        file=sys.stderr,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -232,8 +365,8 @@ def _limit(text: str) -> int:
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``events list``, ``events prune`` and ``events verify``; each leaf sets
-    ``func`` -> exit status."""
+    """Register ``events list``, ``events prune``, ``events verify`` and
+    ``events rotate-key``; each leaf sets ``func`` -> exit status."""
     events = subparsers.add_parser("events", help="zone events recorded by the pipeline")
     sub = events.add_subparsers(dest="events_command", required=True)
 
@@ -267,8 +400,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--key-file",
         metavar="FILE",
+        action="append",
         help=f"the chain key, for keyed links (default: ${EVENTS_KEY_ENV}, else "
-        "storage.events_key_file of --config)",
+        "storage.events_key_file of --config); repeat it for each key of a rotated chain",
     )
     p.add_argument(
         "--strict-snapshots",
@@ -277,3 +411,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     _data_dir_args(p)
     p.set_defaults(func=_run, handler=_verify)
+
+    p = sub.add_parser(
+        "rotate-key",
+        help="move a keyed events chain to a new key (offline: stop the gateway first)",
+    )
+    p.add_argument("--db", metavar="FILE", help="the events database (default: from the data dir)")
+    p.add_argument(
+        "--key-file", metavar="OLD", required=True, help="the chain's current key (a file)"
+    )
+    p.add_argument(
+        "--new-key-file", metavar="NEW", required=True, help="the key to move to (a file)"
+    )
+    _data_dir_args(p)
+    p.set_defaults(func=_run, handler=_rotate_key)

@@ -72,18 +72,51 @@ too (the head MAC no longer matches), which a plain chain cannot show by itself.
 
 Verification without a key checks plain links fully and the order of keyed ones (their
 ``seq``/``prev_hash`` and the rule above), not their MACs; it reports them as unverified
-(:attr:`VerifyReport.needs_key`). A keyed link whose ``key_id`` is not the given key's is
-``wrong_key`` (the id is a hint: an edited ``key_id`` also lands here, still a break).
+(:attr:`VerifyReport.needs_key`). A keyed link whose ``key_id`` is not the chain's key
+(with a keying record) or the given key's (without one) is ``wrong_key`` (the id is a
+hint: an edited ``key_id`` also lands here, still a break).
 A store with a key never blesses a head it did not write: when the stored ``head_mac``
 does not match, it keeps appending keyed links but leaves that ``head_mac`` as it is,
 so verification keeps reporting it.
+
+**Key rotation** (:func:`rotate_chain_key`, ``safety-edge events rotate-key``): one-way
+and recorded, like keying. With the gateway stopped, the chain is verified with the old
+(current) key, then one row is added to ``events_key_rotations`` (:class:`KeyRotation`)
+and ``events_chain`` moves to the new key, in one SQLite transaction. From ``from_seq``
+(the head at rotation + 1) on every link is keyed with the new key; ``keyed_from_seq``
+keeps naming the first keyed link of all. A rotation record holds ``n`` (1, 2, ... in
+order), ``from_seq``, ``head_seq`` and ``head_hash`` (the head at rotation),
+``keyed_from_seq``, ``old_key_id``, ``new_key_id`` and ``time_ms`` (Unix ms), and two MACs
+of the same bytes (:meth:`KeyRotation.signed_bytes`: ``b"safety-edge events key rotation
+v1\\n"`` and the compact sorted-key JSON of those fields): ``old_mac`` under the old key
+(its holder authorised the rotation) and ``new_mac`` under the new key (binds the head at
+rotation, so whoever holds only the old key cannot rewrite the rows before the rotation,
+nor move or delete the record, without the new key noticing). The head MAC
+(:func:`head_mac`) is then under the new key. Rows and the other columns of
+``events_chain`` keep their format, so an unrotated database, and a store that knows
+nothing of rotations, work as before (the store writes with whatever key is the chain's).
+
+Verification takes any number of keys. The *key history* is the first rotation's old key
+followed by each rotation's new key (or just ``events_chain.key_id`` when never rotated);
+the link at ``seq`` must be keyed with the history key in force at ``seq``. A link keyed
+with another key is ``wrong_key`` (a link after a rotation still keyed with the retired
+key is what someone holding only the leaked old key writes); a rotation record whose MAC
+does not match, whose numbering, keys or head do not follow on from the records and rows
+around it, or that does not lead to the chain's key, is ``rotation_invalid``. A history
+key that was not given leaves its links, the MACs it would check, and the head MAC (when
+it is the current key) unchecked: :attr:`VerifyReport.keys_missing` names it and the
+result is not ``ok``. A given key outside the history is ``wrong_key`` (with a history
+key given too: a rotation undone by someone holding an older key looks like that; with
+no history key given: the wrong key file, every keyed link is ``wrong_key`` as before).
 
 **What this does and does not prove.** The chain detects rows edited, deleted or inserted
 and snapshot files removed or modified by anyone who does not recompute the hashes after
 the change (a hand edit with ``sqlite3``, a file replaced, rows deleted to hide an
 incident). Plain links are SHA-256, not a signature: someone with write access who knows
 the scheme can rewrite the whole plain part of the chain. Keyed links hold against that
-as long as the key stays secret; whoever reads the key can forge links and head alike. Neither
+as long as the key stays secret; whoever reads the key can forge links and head alike
+(until a rotation: verification given the new key accepts nothing made with the old one
+alone, not even the rotation undone, as long as the new key was not read too). Neither
 shows the whole file deleted or replaced by an older copy of itself (its head MAC was
 valid then), nor a pruned prefix (pruning is allowed; the anchor is not authenticated).
 Against those, keep a copy of the head hash elsewhere (``safety-edge events verify``
@@ -97,10 +130,13 @@ import hashlib
 import hmac
 import json
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
+
+from edge.errors import EdgeError
 
 if TYPE_CHECKING:
     from edge.stream.chain_key import ChainKey
@@ -111,12 +147,17 @@ __all__ = [
     "LINK_KEYED",
     "LINK_PLAIN",
     "RETENTION_SLACK_MS",
+    "ROTATIONS_TABLE",
     "BreakKind",
     "ChainBreak",
+    "KeyRotation",
+    "KeyRotationError",
+    "RotationCheck",
     "VerifyReport",
     "canonical_row",
     "file_sha256",
     "head_mac",
+    "rotate_chain_key",
     "row_hash",
     "row_link",
     "verify_evidence",
@@ -172,6 +213,7 @@ BreakKind = Literal[
     "link_downgraded",
     "wrong_key",
     "head_unauthenticated",
+    "rotation_invalid",
 ]
 
 _READ_CHUNK = 1 << 20
@@ -225,6 +267,114 @@ def head_mac(key: ChainKey, *, head_seq: int, head_hash: str, keyed_from_seq: in
         separators=(",", ":"),
     )
     return key.mac(_HEAD_PREFIX + body.encode("utf-8"))
+
+
+ROTATIONS_TABLE = "events_key_rotations"
+"""The table of key rotation records (created by the first rotation; absent: never rotated)."""
+
+_ROTATIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {ROTATIONS_TABLE} (
+    n              INTEGER PRIMARY KEY,
+    from_seq       INTEGER NOT NULL,
+    head_seq       INTEGER NOT NULL,
+    head_hash      TEXT NOT NULL,
+    keyed_from_seq INTEGER NOT NULL,
+    old_key_id     TEXT NOT NULL,
+    new_key_id     TEXT NOT NULL,
+    time_ms        INTEGER NOT NULL,
+    old_mac        TEXT NOT NULL,
+    new_mac        TEXT NOT NULL
+)"""
+_ROTATION_FIELDS = (
+    "n",
+    "from_seq",
+    "head_seq",
+    "head_hash",
+    "keyed_from_seq",
+    "old_key_id",
+    "new_key_id",
+    "time_ms",
+)
+_ROTATION_PREFIX = b"safety-edge events key rotation v1\n"
+
+
+class KeyRotationError(EdgeError):
+    """A key rotation was refused (nothing was changed): the chain is not keyed, the old
+    key is not the chain's, the new key is not new, or the chain does not verify."""
+
+    code = 5002
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation:
+    """One row of ``events_key_rotations``: the chain moved from one key to another.
+
+    Attributes:
+        n: 1 for the first rotation of the chain, then 2, 3, ...
+        from_seq: the first link keyed with the new key (``head_seq + 1``).
+        head_seq, head_hash: the chain head when it was rotated (the last link of the
+            old key, or of the plain part when no event was stored since keying).
+        keyed_from_seq: the chain's first keyed link of all (``events_chain``).
+        old_key_id, new_key_id: the ids of the key retired and of its successor.
+        time_ms: when it was rotated (Unix ms; informative, but under the MACs).
+        old_mac, new_mac: lowercase hex HMAC-SHA256 of :meth:`signed_bytes` under the old
+            and under the new key.
+    """
+
+    n: int
+    from_seq: int
+    head_seq: int
+    head_hash: str
+    keyed_from_seq: int
+    old_key_id: str
+    new_key_id: str
+    time_ms: int
+    old_mac: str = ""
+    new_mac: str = ""
+
+    def signed_bytes(self) -> bytes:
+        """``b"safety-edge events key rotation v1\\n"`` followed by the compact sorted-key
+        JSON of every field but the two MACs (the prefix keeps these bytes apart from row
+        and head bytes)."""
+        body = json.dumps(
+            {k: getattr(self, k) for k in _ROTATION_FIELDS},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return _ROTATION_PREFIX + body.encode("utf-8")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field."""
+        return {k: getattr(self, k) for k in (*_ROTATION_FIELDS, "old_mac", "new_mac")}
+
+
+@dataclass(frozen=True, slots=True)
+class RotationCheck:
+    """A rotation record as verification saw it.
+
+    Attributes:
+        rotation: the record.
+        old_mac_ok, new_mac_ok: whether its MAC under the old / new key matches (``None``:
+            that key was not given).
+    """
+
+    rotation: KeyRotation
+    old_mac_ok: bool | None
+    new_mac_ok: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the record without its MACs, and what was checked)."""
+        r = self.rotation
+        return {
+            "n": r.n,
+            "from_seq": r.from_seq,
+            "head": {"seq": r.head_seq, "hash": r.head_hash},
+            "old_key_id": r.old_key_id,
+            "new_key_id": r.new_key_id,
+            "time_ms": r.time_ms,
+            "old_mac_ok": self.old_mac_ok,
+            "new_mac_ok": self.new_mac_ok,
+        }
 
 
 def file_sha256(path: str | Path) -> str:
@@ -281,9 +431,12 @@ class VerifyReport:
     ``row_inserted`` (a row without a chain position, or rows after the recorded head),
     ``snapshot_missing``, ``snapshot_modified`` (the file's SHA-256 is not the event's
     ``snapshot_sha256``), ``link_downgraded`` (a plain link where the chain is keyed, or
-    the keying record moved), ``wrong_key`` (a keyed link, or the chain, under another
-    key than the given one), ``head_unauthenticated`` (a key was given and the head MAC is
-    missing or wrong). Keyed links are explained in the module docstring.
+    the keying record moved), ``wrong_key`` (a keyed link under another key than the
+    chain's key at its ``seq``, or a given key that is not one of the chain's),
+    ``head_unauthenticated`` (a key was given and the head MAC is missing or wrong),
+    ``rotation_invalid`` (a key rotation record forged, edited, deleted or out of step
+    with the rows; ``row`` is 0 unless the record disagrees with a row). Keyed links and
+    rotations are explained in the module docstring.
 
     Attributes:
         rows: rows checked.
@@ -294,7 +447,12 @@ class VerifyReport:
         unverified_links: keyed links whose MAC was not checked (no key given).
         key_id: the chain's key id (``None``: never keyed).
         keyed_from_seq: the recorded first keyed link (``None``: never keyed).
-        key_given: the id of the key verification used (``None``: none).
+        key_given: the id of the key verification used, when several were given the
+            chain's current key if among them, else the first (``None``: none).
+        keys_given: the ids of every key given, in the order given (duplicates dropped).
+        keys_missing: key ids the chain uses that were not given, oldest first (links,
+            rotation MACs or the head MAC left unchecked for want of them).
+        rotations: the key rotation records, in order (empty: never rotated).
         head_authenticated: the head MAC matched (``None``: not checked).
         snapshots_ok: files present with the right hash.
         snapshots_expired: files missing, taken as deleted by retention.
@@ -314,6 +472,9 @@ class VerifyReport:
     key_id: str | None = None
     keyed_from_seq: int | None = None
     key_given: str | None = None
+    keys_given: list[str] = field(default_factory=list)
+    keys_missing: list[str] = field(default_factory=list)
+    rotations: list[RotationCheck] = field(default_factory=list)
     head_authenticated: bool | None = None
     snapshots_ok: int = 0
     snapshots_expired: int = 0
@@ -324,9 +485,11 @@ class VerifyReport:
 
     @property
     def needs_key(self) -> bool:
-        """The chain is keyed and no key was given: keyed links and the head MAC are not
+        """The chain is keyed and no key was given, or a key it uses was not given
+        (:attr:`keys_missing`): keyed links, rotation MACs or the head MAC are not
         checked, so an intact result would be incomplete."""
-        return self.key_given is None and (self.key_id is not None or self.keyed_links > 0)
+        no_key = self.key_given is None and (self.key_id is not None or self.keyed_links > 0)
+        return no_key or bool(self.keys_missing)
 
     @property
     def ok(self) -> bool:
@@ -364,6 +527,8 @@ class VerifyReport:
                 "given": self.key_given,
                 "head_authenticated": self.head_authenticated,
             },
+            "keys": {"given": list(self.keys_given), "missing": list(self.keys_missing)},
+            "rotations": [r.to_dict() for r in self.rotations],
             "snapshots": None
             if not self.snapshots_checked
             else {
@@ -464,19 +629,150 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+class _Keys:
+    """The keys a verification was given, and the key each part of the chain needs.
+
+    ``history``: the chain's keys, oldest first (see the module docstring); ``related``:
+    some given key is in it (else a given key is simply the wrong one, reported as before
+    rotations existed); ``missing``: history keys that were needed and not given."""
+
+    def __init__(
+        self,
+        given: Sequence[ChainKey],
+        *,
+        chain_key_id: str | None,
+        rotations: Sequence[KeyRotation],
+    ) -> None:
+        self.given: dict[str, ChainKey] = {}
+        for k in given:
+            self.given.setdefault(k.key_id, k)
+        history: list[str] = []
+        if rotations:
+            history.append(rotations[0].old_key_id)
+            history.extend(r.new_key_id for r in rotations)
+        elif chain_key_id is not None:
+            history.append(chain_key_id)
+        self.history = list(dict.fromkeys(history))
+        self.rotations = list(rotations)
+        self.related = any(k in self.given for k in self.history)
+        self.missing: set[str] = set()
+
+    def need(self, key_id: str | None) -> None:
+        if key_id is not None and key_id not in self.given:
+            self.missing.add(key_id)
+
+    def missing_in_order(self) -> list[str]:
+        known = [k for k in self.history if k in self.missing]
+        return known + sorted(self.missing.difference(known))
+
+    def given_text(self) -> str:
+        ids = list(self.given)
+        if len(ids) == 1:
+            return f"the given key has id {ids[0]}"
+        return f"the given keys have ids {', '.join(ids)}"
+
+    def in_force(self, seq: int) -> str | None:
+        """The key the link at ``seq`` must be keyed with (``None``: no keying record)."""
+        if not self.history:
+            return None
+        kid = self.rotations[0].old_key_id if self.rotations else self.history[0]
+        for r in self.rotations:
+            if r.from_seq <= seq:
+                kid = r.new_key_id
+        return kid
+
+    def mismatch(self, seq: int, row_key: Any, expected: str) -> str:
+        """Why a link keyed with ``row_key`` is wrong where ``expected`` is in force."""
+        retired = next((r for r in self.rotations if r.old_key_id == row_key), None)
+        later = next((r for r in self.rotations if r.new_key_id == row_key), None)
+        if retired is not None and retired.from_seq <= seq:
+            return (
+                f"the link is keyed with key id {row_key}, which key rotation {retired.n} "
+                f"retired from seq {retired.from_seq} on (links from there are keyed with "
+                f"{retired.new_key_id}; here {expected}): written after the rotation by "
+                "someone holding the retired key"
+            )
+        if later is not None and later.from_seq > seq:
+            return (
+                f"the link is keyed with key id {row_key}, which the chain uses only from "
+                f"seq {later.from_seq} on (key rotation {later.n}); links at seq {seq} are "
+                f"keyed with {expected}"
+            )
+        return (
+            f"the link is keyed with key id {row_key}; links at seq {seq} are keyed with "
+            f"{expected} (another key, or the key id edited)"
+        )
+
+    def check_mac(self, key_id: str, data: bytes, mac: str) -> bool | None:
+        """Whether ``mac`` is the MAC of ``data`` under ``key_id`` (``None``: not given)."""
+        key = self.given.get(key_id)
+        if key is None:
+            self.need(key_id)
+            return None
+        return hmac.compare_digest(key.mac(data).encode(), str(mac).encode())
+
+
+def _read_rotations(conn: sqlite3.Connection, report: VerifyReport) -> list[KeyRotation]:
+    """The rotation records in ``n`` order; an unreadable one is a break and skipped."""
+    if not _has_table(conn, ROTATIONS_TABLE):
+        return []
+    cols = ", ".join((*_ROTATION_FIELDS, "old_mac", "new_mac"))
+    out: list[KeyRotation] = []
+    for row in conn.execute(f"SELECT {cols} FROM {ROTATIONS_TABLE} ORDER BY n"):
+        try:
+            ints = [row[i] for i in (0, 1, 2, 4, 7)]
+            if not all(isinstance(v, int) for v in ints):
+                raise ValueError("not an integer")
+            out.append(
+                KeyRotation(
+                    n=ints[0],
+                    from_seq=ints[1],
+                    head_seq=ints[2],
+                    head_hash=str(row[3]),
+                    keyed_from_seq=ints[3],
+                    old_key_id=str(row[5]),
+                    new_key_id=str(row[6]),
+                    time_ms=ints[4],
+                    old_mac=str(row[8]),
+                    new_mac=str(row[9]),
+                )
+            )
+        except (TypeError, ValueError):
+            report.add(
+                ChainBreak(
+                    "rotation_invalid",
+                    0,
+                    None,
+                    None,
+                    f"key rotation record {row[0]!r} is unreadable (a value of the wrong type): "
+                    "edited by hand",
+                )
+            )
+    return out
+
+
 def verify_evidence(
     conn: sqlite3.Connection,
     *,
     snapshots_root: str | Path | None,
     strict_snapshots: bool = False,
     key: ChainKey | None = None,
+    keys: Sequence[ChainKey] = (),
 ) -> VerifyReport:
     """Check the chain of the events table on ``conn`` and, when ``snapshots_root`` is
     given, every event's snapshot file (present, and its SHA-256 is the recorded one).
 
     Reads everything in one read transaction (a consistent view while the gateway keeps
     appending). Keeps going after a break, so :attr:`VerifyReport.problems` lists every
-    break (up to 100); the *first* is the first in chain order.
+    break (up to 100); the *first* is the first in chain order (rotation records that do
+    not hold come first: they decide which key each link needs).
 
     Args:
         conn: a connection to an events database at schema version >= 2 (open it
@@ -484,70 +780,199 @@ def verify_evidence(
             (``isolation_level=None``).
         snapshots_root: the snapshot folder (events hold paths relative to it); ``None``
             checks the chain only.
-        strict_snapshots: every referenced snapshot must exist (no retention).
-        key: the chain key. Without it keyed links are counted as unverified
-            (:attr:`VerifyReport.needs_key`); with it the chain must be keyed with it and
+        strict_snapshots: every referenced snapshot must exist (no allowance for retention).
+        key: the chain key. Without any key, keyed links are counted as unverified
+            (:attr:`VerifyReport.needs_key`); with one the chain must be keyed with it and
             its head MAC must hold (see the module docstring).
+        keys: more keys, for a rotated chain (each part is checked with its own key;
+            ``key`` and ``keys`` together are the keys given).
 
     Raises:
         sqlite3.Error: the database cannot be read.
     """
-    report = VerifyReport(snapshots_checked=snapshots_root is not None)
-    report.key_given = None if key is None else key.key_id
-    root = None if snapshots_root is None else Path(snapshots_root)
+    given = [*(() if key is None else (key,)), *keys]
     conn.execute("BEGIN")
     try:
-        keyed_schema = "link" in _columns(conn, "events")  # schema 4; before it: all plain
-        extra = "key_id, keyed_from_seq, head_mac" if keyed_schema else "NULL, NULL, NULL"
-        state = conn.execute(
-            f"SELECT anchor_seq, anchor_hash, head_seq, head_hash, pruned, {extra} "
-            "FROM events_chain"
-        ).fetchone()
-        stored_head_mac: str | None = None
-        if state is not None:
-            report.anchor_seq, report.anchor_hash = int(state[0]), str(state[1])
-            report.head_seq, report.head_hash = int(state[2]), str(state[3])
-            report.pruned = int(state[4])
-            report.key_id = None if state[5] is None else str(state[5])
-            report.keyed_from_seq = None if state[6] is None else int(state[6])
-            stored_head_mac = None if state[7] is None else str(state[7])
-        names = (*CHAINED_COLUMNS, "hash", "link", "key_id")
-        link_cols = "link, key_id" if keyed_schema else f"'{LINK_PLAIN}', NULL"
-        cols = ", ".join((*CHAINED_COLUMNS, "hash"))
-        cur = conn.execute(f"SELECT {cols}, {link_cols} FROM events ORDER BY seq, rowid")
-        prev_seq: int | None = report.anchor_seq
-        prev_hash = report.anchor_hash
-        oldest_present_ms: int | None = None
-        row_no = 0
-        for row in cur:
-            row_no += 1
-            values = dict(zip(names, row, strict=True))
-            _check_link(report, row_no, values, prev_seq, prev_hash, key)
-            if root is not None:
-                present = _check_snapshot(
-                    report,
-                    root=root,
-                    row_no=row_no,
-                    values=values,
-                    strict=strict_snapshots,
-                    oldest_present_ms=oldest_present_ms,
-                )
-                if present:
-                    t = int(values["time_ms"])
-                    oldest_present_ms = (
-                        t if oldest_present_ms is None else min(oldest_present_ms, t)
-                    )
-            seq = values["seq"]
-            if isinstance(seq, int):
-                prev_seq = seq
-            prev_hash = str(values["hash"])
-        report.rows = row_no
-        _check_end(report, prev_seq, prev_hash)
-        if key is not None:
-            _check_head_mac(report, key, stored_head_mac)
+        return _verify(
+            conn,
+            root=None if snapshots_root is None else Path(snapshots_root),
+            strict_snapshots=strict_snapshots,
+            given=given,
+        )
     finally:
         conn.execute("COMMIT")
+
+
+def _verify(
+    conn: sqlite3.Connection,
+    *,
+    root: Path | None,
+    strict_snapshots: bool,
+    given: Sequence[ChainKey],
+) -> VerifyReport:
+    """:func:`verify_evidence` inside the caller's transaction."""
+    report = VerifyReport(snapshots_checked=root is not None)
+    report.keys_given = list(dict.fromkeys(k.key_id for k in given))
+    keyed_schema = "link" in _columns(conn, "events")  # schema 4; before it: all plain
+    extra = "key_id, keyed_from_seq, head_mac" if keyed_schema else "NULL, NULL, NULL"
+    state = conn.execute(
+        f"SELECT anchor_seq, anchor_hash, head_seq, head_hash, pruned, {extra} FROM events_chain"
+    ).fetchone()
+    stored_head_mac: str | None = None
+    if state is not None:
+        report.anchor_seq, report.anchor_hash = int(state[0]), str(state[1])
+        report.head_seq, report.head_hash = int(state[2]), str(state[3])
+        report.pruned = int(state[4])
+        report.key_id = None if state[5] is None else str(state[5])
+        report.keyed_from_seq = None if state[6] is None else int(state[6])
+        stored_head_mac = None if state[7] is None else str(state[7])
+    rotations = _read_rotations(conn, report)
+    keys = _Keys(given, chain_key_id=report.key_id, rotations=rotations)
+    if given:
+        report.key_given = report.key_id if report.key_id in keys.given else report.keys_given[0]
+    _check_rotations(report, keys)
+    heads: dict[int, list[KeyRotation]] = {}
+    for r in rotations:
+        heads.setdefault(r.head_seq, []).append(r)
+    names = (*CHAINED_COLUMNS, "hash", "link", "key_id")
+    link_cols = "link, key_id" if keyed_schema else f"'{LINK_PLAIN}', NULL"
+    cols = ", ".join((*CHAINED_COLUMNS, "hash"))
+    cur = conn.execute(f"SELECT {cols}, {link_cols} FROM events ORDER BY seq, rowid")
+    prev_seq: int | None = report.anchor_seq
+    prev_hash = report.anchor_hash
+    oldest_present_ms: int | None = None
+    row_no = 0
+    for row in cur:
+        row_no += 1
+        values = dict(zip(names, row, strict=True))
+        _check_link(report, row_no, values, prev_seq, prev_hash, keys)
+        seq = values["seq"]
+        if isinstance(seq, int) and seq in heads:
+            _check_rotation_head(report, row_no, values, heads[seq])
+        if root is not None:
+            present = _check_snapshot(
+                report,
+                root=root,
+                row_no=row_no,
+                values=values,
+                strict=strict_snapshots,
+                oldest_present_ms=oldest_present_ms,
+            )
+            if present:
+                t = int(values["time_ms"])
+                oldest_present_ms = t if oldest_present_ms is None else min(oldest_present_ms, t)
+        if isinstance(seq, int):
+            prev_seq = seq
+        prev_hash = str(values["hash"])
+    report.rows = row_no
+    _check_end(report, prev_seq, prev_hash)
+    _check_head_mac(report, keys, stored_head_mac)
+    report.keys_missing = keys.missing_in_order()
     return report
+
+
+def _check_rotations(report: VerifyReport, keys: _Keys) -> None:
+    """Each rotation record must carry MACs that hold, follow on from the one before it
+    and from the chain's keying record, and the last must lead to the chain's key."""
+    rotations = keys.rotations
+    if not rotations:
+        return
+    if report.key_id is None or report.keyed_from_seq is None:
+        report.add(
+            ChainBreak(
+                "rotation_invalid",
+                0,
+                None,
+                None,
+                f"the chain has {len(rotations)} key rotation record(s) but no keying record: "
+                "the keying record was cleared",
+            )
+        )
+    for i, r in enumerate(rotations):
+        why: list[str] = []
+        if r.n != i + 1:
+            why.append(f"it is number {r.n} at position {i + 1}: a rotation record was deleted")
+        if r.from_seq != r.head_seq + 1:
+            why.append(f"its first seq is not the one after its head (seq {r.head_seq})")
+        if r.old_key_id == r.new_key_id:
+            why.append("its old and new key are the same")
+        if i > 0:
+            p = rotations[i - 1]
+            if r.old_key_id != p.new_key_id:
+                why.append(
+                    f"its old key is not {p.new_key_id}, the key rotation {p.n} moved to: a "
+                    "rotation record was deleted or inserted"
+                )
+            if r.from_seq < p.from_seq:
+                why.append(f"it starts before rotation {p.n} (seq {p.from_seq})")
+        start = report.keyed_from_seq
+        if start is not None and (r.keyed_from_seq != start or r.from_seq < start):
+            why.append(
+                f"it records keyed links from seq {r.keyed_from_seq} (starting at seq "
+                f"{r.from_seq}); the chain's keying record says from seq {start}"
+            )
+        if r.head_seq > report.head_seq:
+            why.append(
+                f"its head (seq {r.head_seq}) is after the recorded chain head (seq "
+                f"{report.head_seq}): rows deleted at the end with the head moved back"
+            )
+        elif r.head_seq == report.head_seq and r.head_hash != report.head_hash:
+            why.append("its head is the chain head's seq but not its hash")
+        if r.head_seq == report.anchor_seq and r.head_hash != report.anchor_hash:
+            why.append("its head is the anchor's seq but not its hash")
+        data = r.signed_bytes()
+        old_ok = keys.check_mac(r.old_key_id, data, r.old_mac)
+        new_ok = keys.check_mac(r.new_key_id, data, r.new_mac)
+        for ok, which, kid in ((old_ok, "old", r.old_key_id), (new_ok, "new", r.new_key_id)):
+            if ok is False:
+                why.append(
+                    f"its MAC under the {which} key ({kid}) does not match: the record was "
+                    f"edited, or forged by someone without the {which} key"
+                )
+        report.rotations.append(RotationCheck(r, old_ok, new_ok))
+        for w in why:
+            report.add(
+                ChainBreak(
+                    "rotation_invalid",
+                    0,
+                    r.from_seq,
+                    None,
+                    f"key rotation {r.n} (key id {r.old_key_id} -> {r.new_key_id} from seq "
+                    f"{r.from_seq}): {w}",
+                )
+            )
+    last = rotations[-1]
+    if report.key_id is not None and last.new_key_id != report.key_id:
+        report.add(
+            ChainBreak(
+                "rotation_invalid",
+                0,
+                None,
+                None,
+                f"the chain is keyed with key id {report.key_id}, but the last key rotation "
+                f"({last.n}) moved it to {last.new_key_id}: a rotation record deleted, or the "
+                "keying record changed",
+            )
+        )
+
+
+def _check_rotation_head(
+    report: VerifyReport, row_no: int, values: Mapping[str, Any], rotations: list[KeyRotation]
+) -> None:
+    """The row a rotation recorded as the head at rotation must still have that hash."""
+    for r in rotations:
+        if str(values["hash"]) != r.head_hash:
+            report.add(
+                ChainBreak(
+                    "rotation_invalid",
+                    row_no,
+                    r.head_seq,
+                    values["event_id"],
+                    f"key rotation {r.n} recorded this row (seq {r.head_seq}) as the head "
+                    f"with hash {r.head_hash}; its hash is now {values['hash']}: the chain "
+                    "up to the rotation was rewritten after it",
+                )
+            )
 
 
 def _check_end(report: VerifyReport, prev_seq: int | None, prev_hash: str) -> None:
@@ -588,8 +1013,12 @@ def _check_end(report: VerifyReport, prev_seq: int | None, prev_hash: str) -> No
         )
 
 
-def _check_head_mac(report: VerifyReport, key: ChainKey, stored: str | None) -> None:
-    """With a key given, the chain must be keyed with it and its head MAC must hold."""
+def _check_head_mac(report: VerifyReport, keys: _Keys, stored: str | None) -> None:
+    """With keys given, the chain must be keyed, its current key must be among them (or
+    reported missing), its head MAC must hold, and every key given must be the chain's."""
+    if not keys.given:
+        keys.need(report.key_id)
+        return
     if report.key_id is None or report.keyed_from_seq is None:
         report.head_authenticated = False
         report.add(
@@ -603,7 +1032,24 @@ def _check_head_mac(report: VerifyReport, key: ChainKey, stored: str | None) -> 
             )
         )
         return
-    if report.key_id != key.key_id:
+    for kid in keys.given:
+        if keys.related and kid not in keys.history:
+            report.add(
+                ChainBreak(
+                    "wrong_key",
+                    0,
+                    None,
+                    None,
+                    f"key id {kid} was given, but the chain was never keyed with it (its keys, "
+                    f"oldest first: {', '.join(keys.history)}): the wrong key file, or a key "
+                    "rotation undone by someone holding an older key",
+                )
+            )
+    key = keys.given.get(report.key_id)
+    if key is None:
+        if keys.related:  # a rotated chain checked without its newest key
+            keys.need(report.key_id)
+            return
         report.head_authenticated = False
         report.add(
             ChainBreak(
@@ -611,8 +1057,7 @@ def _check_head_mac(report: VerifyReport, key: ChainKey, stored: str | None) -> 
                 0,
                 None,
                 None,
-                f"the chain is keyed with key id {report.key_id}; the given key has id "
-                f"{key.key_id} (wrong key?)",
+                f"the chain is keyed with key id {report.key_id}; {keys.given_text()} (wrong key?)",
             )
         )
         return
@@ -640,7 +1085,7 @@ def _check_head_mac(report: VerifyReport, key: ChainKey, stored: str | None) -> 
 
 
 def _link_content(
-    report: VerifyReport, row_no: int, values: Mapping[str, Any], key: ChainKey | None
+    report: VerifyReport, row_no: int, values: Mapping[str, Any], keys: _Keys
 ) -> bool | None:
     """Whether the row's fields match its ``hash`` under its link scheme (``None``: not
     checked: unknown scheme, no key, or another key), recording scheme breaks."""
@@ -677,23 +1122,35 @@ def _link_content(
     if link not in (LINK_PLAIN, LINK_KEYED):
         report.add(ChainBreak("row_edited", row_no, seq, eid, f"unknown link scheme {link!r}"))
         return None
-    if keyed and key is None:
-        report.unverified_links += 1
-        return None
-    if keyed and key is not None and values["key_id"] != key.key_id:
-        report.add(
-            ChainBreak(
-                "wrong_key",
-                row_no,
-                seq,
-                eid,
-                f"the link is keyed with key id {values['key_id']}; the given key has id "
-                f"{key.key_id} (wrong key?)",
+    key: ChainKey | None = None
+    if keyed:
+        expected = keys.in_force(seq)
+        if expected is not None and values["key_id"] != expected:
+            report.add(
+                ChainBreak(
+                    "wrong_key", row_no, seq, eid, keys.mismatch(seq, values["key_id"], expected)
+                )
             )
-        )
-        return None
+            return None
+        kid = expected if expected is not None else values["key_id"]
+        key = keys.given.get(kid)
+        if key is None:
+            if keys.given and not keys.related:
+                report.add(
+                    ChainBreak(
+                        "wrong_key",
+                        row_no,
+                        seq,
+                        eid,
+                        f"the link is keyed with key id {kid}; {keys.given_text()} (wrong key?)",
+                    )
+                )
+                return None
+            report.unverified_links += 1
+            keys.need(None if kid is None else str(kid))
+            return None
     try:
-        computed = row_link(values, key if keyed else None)
+        computed = row_link(values, key)
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(computed.encode(), str(values["hash"]).encode())
@@ -705,7 +1162,7 @@ def _check_link(
     values: Mapping[str, Any],
     prev_seq: int | None,
     prev_hash: str,
-    key: ChainKey | None,
+    keys: _Keys,
 ) -> None:
     seq, eid = values["seq"], values["event_id"]
     if not isinstance(seq, int):
@@ -715,7 +1172,7 @@ def _check_link(
             )
         )
         return
-    content_ok = _link_content(report, row_no, values, key)
+    content_ok = _link_content(report, row_no, values, keys)
     if content_ok is False:
         report.add(
             ChainBreak(
@@ -757,3 +1214,139 @@ def _check_link(
                 f"seq {seq} does not follow seq {prev_seq} although the link holds",
             )
         )
+
+
+# -- key rotation ----------------------------------------------------------------------------
+def rotate_chain_key(
+    conn: sqlite3.Connection,
+    *,
+    old: ChainKey,
+    new: ChainKey,
+    time_ms: int | None = None,
+) -> tuple[KeyRotation, VerifyReport]:
+    """Move the chain on ``conn`` from key ``old`` to key ``new`` (see the module
+    docstring); returns the rotation record written and the report of the verification
+    that preceded it.
+
+    In one ``BEGIN IMMEDIATE`` transaction (``PRAGMA synchronous = FULL`` is set on
+    ``conn`` first, so the commit is on disk when this returns): verify the chain with
+    ``old`` (links, rotation records, head MAC; snapshots are not checked; links keyed
+    with keys retired by earlier rotations are left unchecked, since only ``old`` is
+    given), then add the rotation record (creating :data:`ROTATIONS_TABLE` on the first
+    rotation) and set ``events_chain.key_id`` and ``head_mac`` to the new key. A refusal or
+    a failure rolls everything back. Run it with the gateway stopped: a store that keeps
+    the old key open refuses its next append (the chain is keyed with another key).
+
+    Args:
+        conn: a writable connection in autocommit mode (``isolation_level=None``) to an
+            events database at schema version >= 4.
+        old: the chain's current key.
+        new: its successor; never used by this chain before.
+        time_ms: the rotation time (Unix ms; default now).
+
+    Raises:
+        KeyRotationError: ``new`` is ``old`` or a key the chain used before, the chain is
+            not keyed, it is keyed with another key than ``old``, or it does not verify
+            with ``old`` (nothing was changed).
+        sqlite3.Error: the database cannot be read or written (locked past the busy
+            timeout, read-only, full); nothing was changed.
+    """
+    if new.key_id == old.key_id:
+        raise KeyRotationError(
+            f"the new key ({new.source}) is the old key (key id {old.key_id}); make a new "
+            "one, e.g. `head -c 32 /dev/urandom | base64 > NEW.key`. Nothing was changed"
+        )
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("BEGIN IMMEDIATE")  # the write lock first: the head cannot move meanwhile
+    try:
+        out = _rotate(conn, old, new, int(time.time() * 1000) if time_ms is None else time_ms)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+def _rotate(
+    conn: sqlite3.Connection, old: ChainKey, new: ChainKey, time_ms: int
+) -> tuple[KeyRotation, VerifyReport]:
+    """:func:`rotate_chain_key` inside its write transaction."""
+    from edge.stream.chain_key import EVENTS_KEY_ENV
+
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    keyed_schema = (
+        version >= 4
+        and _has_table(conn, "events_chain")
+        and "key_id" in _columns(conn, "events_chain")
+    )
+    state = conn.execute("SELECT key_id FROM events_chain").fetchone() if keyed_schema else None
+    if state is None or state[0] is None:
+        raise KeyRotationError(
+            "the events chain is not keyed (plain SHA-256 links): there is no key to rotate. "
+            "To key it, set storage.events_key_file (or "
+            f"{EVENTS_KEY_ENV}) to a key file and start the gateway once: it switches the "
+            "chain over to keyed links. Nothing was changed"
+        )
+    report = _verify(conn, root=None, strict_snapshots=False, given=[old])
+    history = [r.rotation.old_key_id for r in report.rotations[:1]] + [
+        r.rotation.new_key_id for r in report.rotations
+    ]
+    current = str(state[0])
+    if current != old.key_id:
+        retired = next(
+            (r.rotation for r in report.rotations if r.rotation.old_key_id == old.key_id), None
+        )
+        hint = "" if retired is None else f" (retired by key rotation {retired.n})"
+        raise KeyRotationError(
+            f"the events chain is keyed with key id {current}; the old key from {old.source} "
+            f"has id {old.key_id}{hint}: give the chain's current key as the old key. "
+            "Nothing was changed"
+        )
+    if new.key_id in history:
+        raise KeyRotationError(
+            f"the new key ({new.source}, key id {new.key_id}) was used by this chain before; "
+            "a retired key may have leaked: make a new one. Nothing was changed"
+        )
+    first = report.first
+    if first is not None:
+        where = "" if first.seq is None else f" at seq {first.seq}"
+        raise KeyRotationError(
+            f"the events chain does not verify with the old key ({report.problem_count} "
+            f"problem(s); first: {first.kind}{where}: {first.detail}); a broken chain is not "
+            "rotated (see `safety-edge events verify --key-file OLD`). Nothing was changed"
+        )
+    if report.head_authenticated is not True or report.keyed_from_seq is None:
+        raise KeyRotationError("the chain head is not authenticated with the old key")
+    rotation = KeyRotation(
+        n=len(report.rotations) + 1,
+        from_seq=report.head_seq + 1,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        keyed_from_seq=report.keyed_from_seq,
+        old_key_id=old.key_id,
+        new_key_id=new.key_id,
+        time_ms=int(time_ms),
+    )
+    data = rotation.signed_bytes()
+    rotation = replace(rotation, old_mac=old.mac(data), new_mac=new.mac(data))
+    conn.execute(_ROTATIONS_DDL)
+    values = rotation.to_dict()
+    cols = (*_ROTATION_FIELDS, "old_mac", "new_mac")
+    conn.execute(
+        f"INSERT INTO {ROTATIONS_TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        tuple(values[c] for c in cols),
+    )
+    conn.execute(
+        "UPDATE events_chain SET key_id = ?, head_mac = ?",
+        (
+            new.key_id,
+            head_mac(
+                new,
+                head_seq=report.head_seq,
+                head_hash=report.head_hash,
+                keyed_from_seq=report.keyed_from_seq,
+            ),
+        ),
+    )
+    return rotation, report
