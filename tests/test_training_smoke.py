@@ -234,6 +234,16 @@ def test_mosaic_option_trains(tmp_path: Path) -> None:
     data = _make_dataset(tmp_path / "data")
     cfg = _cfg(data, 1)
     cfg.mosaic = 1.0
-    res = ty.train(cfg, resume=False, run_dir=tmp_path / "runs" / "smoke")
+    cfg.loss_box = 0.2
+    run = tmp_path / "runs" / "smoke"
+    res = ty.train(cfg, resume=False, run_dir=run)
     assert res["history"][0]["epoch"] == 1
     assert np.isfinite(res["history"][0]["loss"])
+    manifest = tmp_path / "smoke.yaml"
+    ty.export(
+        run / "last.pt", tmp_path / "smoke.onnx", manifest, description="", licence="", source=""
+    )
+    # the manifest says how the weights were made, tuned options included
+    produced = load_manifest(manifest).produced_by or ""
+    assert "--mosaic 1.0" in produced and "--loss-box 0.2" in produced
+    assert "--loss-cls" not in produced  # defaults are left out

@@ -453,6 +453,14 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
     return {"best_map50": best, "history": history}
 
 
+def _tuned_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Loss and augmentation settings of ``cfg`` that differ from the defaults (for the
+    manifest's ``produced_by``)."""
+    keys = ("loss_cls", "loss_obj_pos", "loss_box", "mosaic", "hue", "saturation", "value")
+    default = TrainConfig(name="", data=[])
+    return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) != getattr(default, k)}
+
+
 def _load_ckpt_net(ckpt_path: Path) -> tuple[Any, TrainConfig, list[str], dict[str, Any]]:
     import torch
 
@@ -566,6 +574,7 @@ def export(
             + " ".join(f"--data {d}" for d in cfg.data)
             + f" --size {train_size} --epochs {cfg.epochs} --batch {cfg.batch} --seed {cfg.seed}"
             + (f" --lr {cfg.lr} --init-from {cfg.init_from}" if cfg.init_from else "")
+            + "".join(f" --{k.replace('_', '-')} {v}" for k, v in _tuned_options(cfg).items())
             + f" (best epoch {ckpt['epoch'] + 1}, EMA weights); "
             f"python -m tools.train_yolo export --name {cfg.name} --size {cfg.size} "
             f"--score-threshold {score_threshold} --out {out.name}"
