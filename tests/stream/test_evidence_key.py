@@ -15,7 +15,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +22,20 @@ import pytest
 
 from edge.config import config_from_mapping
 from edge.errors import ConfigError
-from edge.mqtt.ids import EventIdGenerator
 from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey, load_chain_key
 from edge.stream.commands import add_subcommands
 from edge.stream.events import EventStore, EventStoreError, ZoneEvent, events_db_path
 from edge.stream.evidence import CHAINED_COLUMNS, canonical_row, row_hash
+from tests.stream.keyed_events import T0, ev
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = int(datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
 KEY = "k3y-0f-the-s1te-a-gateway-0123456789"  # what the key file holds (text)
 OTHER_KEY = "another-key-entirely-9876543210"
-_ids = EventIdGenerator()
 
 
 @pytest.fixture(autouse=True)
 def _no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EVENTS_KEY_ENV, raising=False)
-
-
-def ev(k: int) -> ZoneEvent:
-    return ZoneEvent(
-        event_id=_ids(),
-        type="start" if k % 3 == 0 else "update",
-        camera="gate",
-        task="fence",
-        zone="yard",
-        label="person",
-        score=0.5 + k / 1000,
-        box=(1.5 + k, 2.0, 30.0, 80.25),
-        track_id=k,
-        time_ms=T0 + k * 60_000,
-        model="person_vehicle",
-        attributes={"dwell_s": 2.5},
-    )
 
 
 class Site:

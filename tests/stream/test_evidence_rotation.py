@@ -17,7 +17,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,8 @@ import pytest
 
 from edge.cli import main
 from edge.config import config_from_mapping
-from edge.mqtt.ids import EventIdGenerator
 from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey
-from edge.stream.events import EventStore, EventStoreError, ZoneEvent, events_db_path
+from edge.stream.events import EventStore, EventStoreError, events_db_path
 from edge.stream.evidence import (
     CHAINED_COLUMNS,
     ROTATIONS_TABLE,
@@ -36,38 +34,20 @@ from edge.stream.evidence import (
     head_mac,
     rotate_chain_key,
 )
+from tests.stream.keyed_events import T0, ev
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = int(datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
 SECRETS = {
     "k1": "first-key-of-the-site-0123456789abcdef",
     "k2": "second-key-after-the-leak-9876543210",
     "k3": "third-key-a-year-later-5555555555555",
     "other": "a-key-this-chain-never-saw-24680246",
 }
-_ids = EventIdGenerator()
 
 
 @pytest.fixture(autouse=True)
 def _no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EVENTS_KEY_ENV, raising=False)
-
-
-def ev(k: int) -> ZoneEvent:
-    return ZoneEvent(
-        event_id=_ids(),
-        type="start" if k % 3 == 0 else "update",
-        camera="gate",
-        task="fence",
-        zone="yard",
-        label="person",
-        score=0.5 + k / 1000,
-        box=(1.5 + k, 2.0, 30.0, 80.25),
-        track_id=k,
-        time_ms=T0 + k * 60_000,
-        model="person_vehicle",
-        attributes={"dwell_s": 2.5},
-    )
 
 
 class Site:
