@@ -69,9 +69,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, get_args
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 
 __all__ = [
@@ -603,7 +603,7 @@ def _fault_kind(exc: sqlite3.Error) -> str:
     return "other"
 
 
-class Store:
+class Store(Closing):
     """The gateway's SQLite store. See the module docstring for the data model.
 
     ``busy_timeout_ms``: how long a write waits for another connection's lock before
@@ -678,17 +678,6 @@ class Store:
             raise
 
     # -- plumbing ------------------------------------------------------------------
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Flush pending monitoring data (best effort) and close. Idempotent. A read

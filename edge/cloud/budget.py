@@ -27,9 +27,9 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 
 __all__ = ["BUDGET_FILE", "BudgetError", "DailyBudget", "DayMode", "budget_path"]
@@ -61,7 +61,7 @@ def _now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class DailyBudget:
+class DailyBudget(Closing):
     """At most ``limit`` requests per day (``None``: unlimited, still counted).
 
     Args:
@@ -111,17 +111,6 @@ class DailyBudget:
             raise BudgetError(f"cloud budget {str(self._path)!r}: {exc}") from None
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> DailyBudget:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the database connection. Idempotent."""

@@ -31,11 +31,11 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 
 __all__ = [
@@ -275,7 +275,7 @@ def parse_fence_answer(doc: Any, status: int = 200) -> FenceResult | Failure:
 # -- the client ------------------------------------------------------------------------
 
 
-class ContractClient:
+class ContractClient(Closing):
     """Signed calls to the three contract APIs (synchronous, httpx).
 
     Keyword-only; a context manager; :meth:`close` is idempotent.
@@ -311,17 +311,6 @@ class ContractClient:
         self._fence_sample = fence_sample_path
         self._http = httpx.Client(timeout=timeout, transport=transport)
         self._closed = False
-
-    def __enter__(self) -> ContractClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection pool. Idempotent."""

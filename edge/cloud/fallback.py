@@ -63,7 +63,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import cv2
@@ -71,6 +70,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from edge.closing import Closing
 from edge.cloud.breaker import CircuitBreaker, Ticket
 from edge.cloud.budget import BudgetError, DailyBudget, budget_path
 from edge.cloud.client import (
@@ -327,7 +327,7 @@ class _Result:
     answer: HatResult | FenceResult | None = None
 
 
-class FallbackClient:
+class FallbackClient(Closing):
     """Asks the configured endpoint about uncertain results, within bounds.
 
     Keyword-only; a context manager; :meth:`close` is idempotent.
@@ -396,17 +396,6 @@ class FallbackClient:
         self._budget_warned = ""
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> FallbackClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop retries in flight, wait for the requests in flight (at most about

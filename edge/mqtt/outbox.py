@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 
 __all__ = [
@@ -121,7 +122,7 @@ class _Pending:
     sizes: list[int] = field(default_factory=list)
 
 
-class Outbox:
+class Outbox(Closing):
     """SQLite outbox at ``path`` (created with its parent directory if missing).
 
     Args:
@@ -468,9 +469,3 @@ class Outbox:
                 con.close()
             except sqlite3.Error:
                 log.exception("outbox %s: close failed", self.path)
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.closing import Closing
 from edge.errors import ConfigError, InferenceError, ModelError
 from edge.kernels.nms import nms, nms_backend
 from edge.runtime.decoders import decode_outputs
@@ -43,7 +44,7 @@ def _check_threshold(name: str, value: float) -> float:
     return v
 
 
-class Detector:
+class Detector(Closing):
     """Runs one model described by a :class:`ModelManifest`.
 
     Keyword-only; use as a context manager or call :meth:`close` (idempotent).
@@ -301,12 +302,6 @@ class Detector:
     def close(self) -> None:
         """Release the onnxruntime session (idempotent)."""
         self._session.close()
-
-    def __enter__(self) -> Detector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ", ".join(self.providers)

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge.closing import Closing
 from edge.errors import ConfigError, InferenceError, ModelError
 
 __all__ = [
@@ -151,7 +152,7 @@ def _input_dtype(onnx_type: str) -> InputDType:
     raise ModelError(f"model input type {onnx_type} is not supported (float or float16 only)")
 
 
-class OnnxSession:
+class OnnxSession(Closing):
     """One onnxruntime ``InferenceSession`` with a single image input.
 
     Keyword-only; use as a context manager or call :meth:`close` (idempotent).
@@ -291,9 +292,3 @@ class OnnxSession:
     def close(self) -> None:
         """Release the onnxruntime session (idempotent)."""
         self._session = None
-
-    def __enter__(self) -> OnnxSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -38,8 +38,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 from edge.mqtt.schema import iso_utc, now_ms
 
@@ -125,7 +125,7 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
     return "not a database" in text or "malformed" in text
 
 
-class ActiveAlerts:
+class ActiveAlerts(Closing):
     """The persisted set of active alerts (see the module docstring).
 
     Args:
@@ -194,17 +194,6 @@ class ActiveAlerts:
             )
 
     # -- lifecycle ------------------------------------------------------------------------
-    def __enter__(self) -> ActiveAlerts:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the connection. Idempotent."""
         with self._lock:

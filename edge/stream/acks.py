@@ -24,9 +24,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from edge.closing import Closing
 from edge.mqtt.schema import iso_utc
 from edge.stream.events import EventStoreError
 
@@ -128,7 +128,7 @@ def read_acks(conn: sqlite3.Connection, incident_ids: Iterable[str]) -> dict[str
         raise
 
 
-class AckStore:
+class AckStore(Closing):
     """The ``event_acks`` table in the events database file (created on open).
 
     Args:
@@ -239,14 +239,3 @@ class AckStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> AckStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
 
+from edge.closing import Closing
 from edge.errors import EdgeError
 from edge.stream.chain_key import ChainKey
 from edge.stream.evidence import (
@@ -387,7 +387,7 @@ def _chained_values(e: ZoneEvent, *, seq: int, prev_hash: str) -> dict[str, Any]
     }
 
 
-class EventStore:
+class EventStore(Closing):
     """The events table in a SQLite file (created, migrated on open).
 
     Args:
@@ -827,17 +827,6 @@ class EventStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> EventStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def event_to_dict(event: ZoneEvent) -> dict[str, Any]:

@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.closing import Closing
 from edge.stream.events import ZoneEvent
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
@@ -153,7 +153,7 @@ class SavedSnapshot:
     size: int
 
 
-class SnapshotStore:
+class SnapshotStore(Closing):
     """Saves incident snapshots and enforces retention.
 
     Args:
@@ -382,17 +382,6 @@ class SnapshotStore:
         t, self._thread = self._thread, None
         if t is not None:
             t.join(timeout)
-
-    def __enter__(self) -> SnapshotStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _write(path: Path, data: bytes) -> None:

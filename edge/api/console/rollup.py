@@ -32,9 +32,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 from edge.api.store import SCHEMA_VERSION, StoreError
+from edge.closing import Closing
 
 __all__ = ["RESUM_HOURS", "ROLLUP_FILENAME", "HourlyRollup"]
 
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS hours_done (hour INTEGER PRIMARY KEY);
 """
 
 
-class HourlyRollup:
+class HourlyRollup(Closing):
     """The hourly sums of one store database (see the module docstring).
 
     Args:
@@ -112,17 +112,6 @@ class HourlyRollup:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-    def __enter__(self) -> HourlyRollup:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
