@@ -52,6 +52,7 @@ from edge.stream.evidence import (
     GENESIS_HASH,
     LINK_KEYED,
     LINK_PLAIN,
+    ROTATIONS_TABLE,
     head_mac,
     row_hash,
     row_link,
@@ -540,11 +541,11 @@ class EventStore(Closing):
             db = self._db()
             try:
                 chain_key = db.execute("SELECT key_id FROM events_chain").fetchone()[0]
+                self._refuse(chain_key, db)
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot read events database {self.path}: {exc}") from exc
-        self._refuse(chain_key)
 
-    def _refuse(self, chain_key: str | None) -> None:
+    def _refuse(self, chain_key: str | None, db: sqlite3.Connection) -> None:
         if chain_key is None:
             return
         if self._key is None:
@@ -556,7 +557,8 @@ class EventStore(Closing):
         if chain_key != self._key.key_id:
             raise EventStoreError(
                 f"the events chain in {self.path} is keyed with key id {chain_key}; the key "
-                f"from {self._key.source} has id {self._key.key_id} (wrong key)"
+                f"from {self._key.source} has id {self._key.key_id} (wrong key"
+                f"{_retired_note(db, self._key.key_id)})"
             )
 
     def _keyed_head(self, db: sqlite3.Connection, key: ChainKey) -> _KeyedHead:
@@ -570,7 +572,7 @@ class EventStore(Closing):
         ).fetchone()
         seq = int(seq)
         if chain_key is not None:
-            self._refuse(str(chain_key))
+            self._refuse(str(chain_key), db)
         first_keyed = db.execute(
             "SELECT MIN(seq) FROM events WHERE link = ?", (LINK_KEYED,)
         ).fetchone()[0]
@@ -624,7 +626,8 @@ class EventStore(Closing):
                 db.execute("BEGIN IMMEDIATE")  # the write lock first: the head cannot move
                 try:
                     if self._key is None:
-                        self._refuse(db.execute("SELECT key_id FROM events_chain").fetchone()[0])
+                        chain_key = db.execute("SELECT key_id FROM events_chain").fetchone()[0]
+                        self._refuse(chain_key, db)
                         n = self._append(db, batch)
                     else:
                         n = self._append_keyed(db, batch, self._key)
@@ -840,3 +843,24 @@ def event_to_dict(event: ZoneEvent) -> dict[str, Any]:
         .replace("+00:00", "Z")
     )
     return d
+
+
+def _retired_note(db: sqlite3.Connection, key_id: str) -> str:
+    """``"; it was retired by key rotation N ..."`` when ``key_id`` was rotated out of
+    this chain (``safety-edge events rotate-key``), else ``""``."""
+    has = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (ROTATIONS_TABLE,)
+    ).fetchone()
+    if has is None:
+        return ""
+    row = db.execute(
+        f"SELECT n, from_seq, new_key_id FROM {ROTATIONS_TABLE} WHERE old_key_id = ? "
+        "ORDER BY n LIMIT 1",
+        (key_id,),
+    ).fetchone()
+    if row is None:
+        return ""
+    return (
+        f"; it was retired by key rotation {row[0]} from seq {row[1]}, next key id "
+        f"{row[2]}: configure the key file that rotation moved to"
+    )

@@ -377,6 +377,11 @@ def test_the_gateway_starts_with_the_new_key_and_refuses_the_old(
         GatewayService(config=config("k1")).start()
     assert site.key["k2"].key_id in str(exc.value) and site.key["k1"].key_id in str(exc.value)
     assert SECRETS["k1"] not in str(exc.value)
+    # the refusal says the key was rotated out, and where to
+    assert "retired by key rotation 1 from seq 3" in str(exc.value)
+    with pytest.raises(EventStoreError, match="wrong key") as other:  # never part of the chain
+        GatewayService(config=config("other")).start()
+    assert "retired" not in str(other.value)
     run_once("k2")  # the operator replaced the key file
     rows = site.rows()
     assert [r["key_id"] for r in rows] == [None, site.key["k1"].key_id, site.key["k2"].key_id]
