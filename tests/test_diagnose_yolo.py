@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.diagnose_yolo import _write, source_prefix, spread
+from tools.diagnose_yolo import _write, image_groups, source_prefix, spread
 
 
 def test_source_prefix_groups_by_the_letters_before_the_number() -> None:
@@ -38,3 +38,16 @@ def test_write_gives_json_and_a_markdown_table(tmp_path: Path) -> None:
     md = out.with_suffix(".md").read_text(encoding="utf-8").splitlines()
     assert md[0] == "| split | map@0.5 |"
     assert md[2:] == ["| val | 0.5 |", "| train | 0.75 |"]
+
+
+def test_image_groups_all_per_source_and_all_but_one() -> None:
+    paths = [Path(n) for n in ("000001.jpg", "a01.jpg", "000002.jpg", "bpart2_7.jpg")]
+    assert image_groups(paths, by_prefix=False) == {"all": [0, 1, 2, 3]}
+    groups = image_groups(paths, by_prefix=True, without=["numeric"])
+    assert groups == {
+        "all": [0, 1, 2, 3],
+        "numeric": [0, 2],
+        "a": [1],
+        "bpart": [3],
+        "all but numeric": [1, 3],
+    }

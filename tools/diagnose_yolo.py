@@ -79,6 +79,20 @@ def spread(n: int, limit: int) -> list[int]:
     return [int(i * n / limit) for i in range(limit)]
 
 
+def image_groups(
+    paths: Sequence[Path], *, by_prefix: bool, without: Sequence[str] = ()
+) -> dict[str, list[int]]:
+    """Row name -> indices into ``paths``: ``all``; with ``by_prefix`` one row per
+    :func:`source_prefix`; ``all but P`` for each prefix in ``without``."""
+    groups = {"all": list(range(len(paths)))}
+    if by_prefix:
+        for i, p in enumerate(paths):
+            groups.setdefault(source_prefix(p), []).append(i)
+    for prefix in without:
+        groups[f"all but {prefix}"] = [i for i, p in enumerate(paths) if source_prefix(p) != prefix]
+    return groups
+
+
 def _split(
     roots: Sequence[Path], split: str, limit: int
 ) -> tuple[list[Any], list[Any], list[Path]]:
@@ -128,7 +142,9 @@ def _map(aps: Sequence[Any]) -> float:
     return round(float(np.mean(vals)), 4) if vals else 0.0
 
 
-def errors(ckpt: Path, size: int, train_images: int, by_prefix: bool) -> list[dict[str, Any]]:
+def errors(
+    ckpt: Path, size: int, train_images: int, by_prefix: bool, without: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     from tools.train_yolo import _load_ckpt_net
 
     net, cfg, names, _ = _load_ckpt_net(ckpt)
@@ -137,10 +153,7 @@ def errors(ckpt: Path, size: int, train_images: int, by_prefix: bool) -> list[di
     for split, limit in (("val", 0), ("train", train_images)):
         imgs, truths, paths = _split(roots, split, limit)
         preds = _nms_all([_preds(net, imgs, size, False)])
-        groups = {"all": list(range(len(imgs)))}
-        if by_prefix:
-            for i, p in enumerate(paths):
-                groups.setdefault(source_prefix(p), []).append(i)
+        groups = image_groups(paths, by_prefix=by_prefix, without=without)
         for group, idx in groups.items():
             row = _error_row(
                 [preds[i] for i in idx], [truths[i] for i in idx], names, split, group, size
@@ -242,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--size", type=int, required=True)
     e.add_argument("--train-images", type=int, default=300, help="spread over the split")
     e.add_argument("--by-prefix", action="store_true", help="rows per file-name prefix too")
+    e.add_argument(
+        "--without", action="append", default=[], help="a row for all but this prefix (repeat)"
+    )
     e.add_argument("--out", type=Path)
     t = sub.add_parser("tta", help="flip / multi-size / ensemble merges")
     t.add_argument("--ckpt", action="append", required=True, help="KEY=PATH (repeat)")
@@ -253,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.cmd == "errors":
-        rows = errors(args.ckpt, args.size, args.train_images, args.by_prefix)
+        rows = errors(args.ckpt, args.size, args.train_images, args.by_prefix, args.without)
         _write(args.out, rows, {"ckpt": str(args.ckpt)})
     else:
         ckpts = {}
