@@ -25,10 +25,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from edge.api.auth import compute_sign
+from edge.closing import Closing
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Received:
     sign_ok: bool
 
 
-class FaultServer:
+class FaultServer(Closing):
     """A threaded HTTP server on ``127.0.0.1:<free port>``; a context manager."""
 
     def __init__(self, *, app_key: str = "key", secret: str = "secret") -> None:
@@ -177,14 +177,3 @@ class FaultServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._thread.join(timeout=5)
-
-    def __enter__(self) -> FaultServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -135,8 +135,11 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def rotate(site: Site, capsys: pytest.CaptureFixture[str], old: str, new: str) -> tuple[int, str]:
-    code, out, err = cli(
+def rotate_cli(
+    site: Site, capsys: pytest.CaptureFixture[str], old: str, new: str
+) -> tuple[int, str, str]:
+    """``safety-edge events rotate-key`` from key ``old`` to ``new``: exit code, stdout, stderr."""
+    return cli(
         capsys,
         "events",
         "rotate-key",
@@ -147,6 +150,10 @@ def rotate(site: Site, capsys: pytest.CaptureFixture[str], old: str, new: str) -
         "--new-key-file",
         str(site.file[new]),
     )
+
+
+def rotate(site: Site, capsys: pytest.CaptureFixture[str], old: str, new: str) -> tuple[int, str]:
+    code, out, err = rotate_cli(site, capsys, old, new)
     if code == 0:
         record = json.loads(out)
         assert record["rotated"] is True
@@ -186,17 +193,7 @@ def test_rotate_then_write_then_verify_with_both_keys(
     site.write(2, key=None)
     site.write(3, key="k1")
     head = site.chain()
-    code, out, err = cli(
-        capsys,
-        "events",
-        "rotate-key",
-        "--db",
-        str(site.db),
-        "--key-file",
-        str(site.file["k1"]),
-        "--new-key-file",
-        str(site.file["k2"]),
-    )
+    code, out, err = rotate_cli(site, capsys, "k1", "k2")
     assert code == 0, err
     printed = json.loads(out)
     assert printed["rotation"]["from_seq"] == 6 and printed["rotation"]["n"] == 1
