@@ -111,12 +111,8 @@ def _split(
         if img is None:
             raise SystemExit(f"{path}: not readable as an image")
         h, w = img.shape[:2]
-        cx, cy, bw, bh = (lab[:, k] for k in range(1, 5))
-        xyxy = np.stack(
-            [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], 1
-        )
         imgs.append(img)
-        truths.append((xyxy.astype(np.float32), lab[:, 0].astype(np.int32)))
+        truths.append((yt.label_xyxy(lab, w, h), lab[:, 0].astype(np.int32)))
     return imgs, truths, [sp.images[i] for i in pick]
 
 

@@ -167,17 +167,7 @@ def _val_set(split: Any, size: int) -> tuple[list[Any], list[tuple[Any, Any]]]:
         h, w = img.shape[:2]
         lb, r, dx, dy = yt.letterbox(img, size)
         imgs.append(lb)
-        cx, cy, bw, bh = (lab[:, k] for k in range(1, 5))
-        xyxy = np.stack(
-            [
-                (cx - bw / 2) * w * r + dx,
-                (cy - bh / 2) * h * r + dy,
-                (cx + bw / 2) * w * r + dx,
-                (cy + bh / 2) * h * r + dy,
-            ],
-            1,
-        ).astype(np.float32)
-        truths.append((xyxy, lab[:, 0].astype(np.int32)))
+        truths.append((yt.label_xyxy(lab, w, h, r, dx, dy), lab[:, 0].astype(np.int32)))
     return imgs, truths
 
 

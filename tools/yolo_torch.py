@@ -556,6 +556,24 @@ def kmeans_anchors(wh: F32, k: int, seed: int = 0, iters: int = 300) -> list[tup
     return [(float(centers[j, 0]), float(centers[j, 1])) for j in order]
 
 
+def label_xyxy(
+    labels: F32, w: int, h: int, r: float = 1.0, dx: float = 0.0, dy: float = 0.0
+) -> F32:
+    """``labels`` ``(n, 5)`` normalised ``cls cx cy w h`` of a ``w x h`` image as ``(n, 4)``
+    float32 ``x1 y1 x2 y2`` pixels, scaled by ``r`` and shifted by ``(dx, dy)`` (a
+    :func:`letterbox`'s ratio and offsets; the defaults keep the image's own pixels)."""
+    cx, cy, bw, bh = (labels[:, k] for k in range(1, 5))
+    return np.stack(
+        [
+            (cx - bw / 2) * w * r + dx,
+            (cy - bh / 2) * h * r + dy,
+            (cx + bw / 2) * w * r + dx,
+            (cy + bh / 2) * h * r + dy,
+        ],
+        1,
+    ).astype(np.float32)
+
+
 def label_wh_at(split: Split, size: int, sizes: Sequence[tuple[int, int]]) -> F32:
     """Box sizes in pixels after letterboxing each image (``sizes[i] = (w, h)``) to ``size``."""
     out = []
