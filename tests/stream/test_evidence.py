@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,19 @@ from edge.stream.evidence import (
     verify_evidence,
 )
 from edge.stream.snapshots import SnapshotStore
+from tests.stream.chain_events import T0
+from tests.stream.chain_events import ev as chain_event
+
+_ids = EventIdGenerator()  # ids for rows written by hand
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "vtest_frame.jpg"
-T0 = int(datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
-_ids = EventIdGenerator()
 
 
 def ev(k: int, *, camera: str = "gate", t_ms: int | None = None) -> ZoneEvent:
-    """Event number ``k``: one per minute from T0, a start every third (others updates)."""
-    return ZoneEvent(
-        event_id=_ids(),
-        type="start" if k % 3 == 0 else "update",
-        camera=camera,
-        task="fence",
-        zone="yard",
-        label="person",
-        score=0.5 + k / 1000,
-        box=(1.5 + k, 2.0, 30.0, 80.25),
-        track_id=k,
-        time_ms=T0 + k * 60_000 if t_ms is None else t_ms,
-        model="person_vehicle",
-        attributes={"dwell_s": 2.5, "note": "größe"},
-    )
+    """Event number ``k``: one per minute from T0, a start every third (others updates),
+    with a non-ASCII attribute."""
+    return chain_event(k, camera=camera, t_ms=t_ms, attributes={"dwell_s": 2.5, "note": "größe"})
 
 
 class Site:

@@ -26,7 +26,7 @@ from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey, load_chain_key
 from edge.stream.commands import add_subcommands
 from edge.stream.events import EventStore, EventStoreError, ZoneEvent, events_db_path
 from edge.stream.evidence import CHAINED_COLUMNS, canonical_row, row_hash
-from tests.stream.keyed_events import T0, ev
+from tests.stream.chain_events import T0, ev
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "k3y-0f-the-s1te-a-gateway-0123456789"  # what the key file holds (text)

@@ -34,7 +34,7 @@ from edge.stream.evidence import (
     head_mac,
     rotate_chain_key,
 )
-from tests.stream.keyed_events import T0, ev
+from tests.stream.chain_events import T0, ev
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {
