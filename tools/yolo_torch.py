@@ -39,7 +39,7 @@ F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 TORCH_BN_EPS = 1e-5
 PAD_GREY = 127  # letterbox border in 0..255 (the exported graph's contract says 0.5)
-IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 # ----------------------------------------------------------------------------- model
@@ -642,29 +642,35 @@ def yolo_loss(
     Classes: one-hot BCE at positives.
     """
     bs = outs[0].shape[0]
-    all_anchors = torch.tensor([a for h in heads for a in h.anchors], dtype=torch.float32)
+    dev = outs[0].device
+    targets = targets.to(dev)
+    all_anchors = torch.tensor(
+        [a for h in heads for a in h.anchors], dtype=torch.float32, device=dev
+    )
     gxy = (targets[:, 2:4] + targets[:, 4:6]) / 2
     gwh = (targets[:, 4:6] - targets[:, 2:4]).clamp(min=1.0)
     if len(targets):
         ious = _wh_iou(gwh, all_anchors)  # (n, A_total)
         best = ious.argmax(1)
         pos_mask = ious > cfg.match_iou
-        pos_mask[torch.arange(len(targets)), best] = True
-    lbox = torch.zeros(())
-    lobj = torch.zeros(())
-    lcls = torch.zeros(())
+        pos_mask[torch.arange(len(targets), device=dev), best] = True
+    lbox = torch.zeros((), device=dev)
+    lobj = torch.zeros((), device=dev)
+    lcls = torch.zeros((), device=dev)
     start = 0
     for li, (out, head) in enumerate(zip(outs, heads, strict=True)):
         b, _, gh, gw = out.shape
         na, nc = len(head.anchors), head.classes
         p = out.view(b, na, 5 + nc, gh, gw).permute(0, 1, 3, 4, 2)  # b a y x k
-        anc = torch.tensor(head.anchors, dtype=torch.float32)
+        anc = torch.tensor(head.anchors, dtype=torch.float32, device=dev)
         stride = head.stride
-        tobj = torch.zeros(p.shape[:4])
-        noobj = torch.ones(p.shape[:4], dtype=torch.bool)
+        tobj = torch.zeros(p.shape[:4], device=dev)
+        noobj = torch.ones(p.shape[:4], dtype=torch.bool, device=dev)
         # ignore mask: decoded predictions vs truths of the same image
         with torch.no_grad():
-            gy_, gx_ = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+            gy_, gx_ = torch.meshgrid(
+                torch.arange(gh, device=dev), torch.arange(gw, device=dev), indexing="ij"
+            )
             px = (p[..., 0].sigmoid() + gx_) * stride
             py = (p[..., 1].sigmoid() + gy_) * stride
             pw = p[..., 2].clamp(max=6).exp() * anc[:, 0].view(1, na, 1, 1)
@@ -710,8 +716,8 @@ def yolo_loss(
                 ) * len(heads)
                 tobj[bi, ai, gj, gi] = ciou.detach().clamp(0.0)
                 noobj[bi, ai, gj, gi] = True
-                tcls = torch.zeros(len(ti), nc)
-                tcls[torch.arange(len(ti)), t[:, 1].long()] = 1.0
+                tcls = torch.zeros(len(ti), nc, device=dev)
+                tcls[torch.arange(len(ti), device=dev), t[:, 1].long()] = 1.0
                 lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], tcls)
         obj_l = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
         lobj = lobj + (obj_l * noobj).sum() / noobj.sum().clamp(min=1) * cfg.level_weights[li]
