@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -561,7 +561,19 @@ def _budget_epochs(budget_s: float, epoch_ends: Sequence[float]) -> int:
 def _tuned_options(cfg: TrainConfig) -> dict[str, Any]:
     """Loss and augmentation settings of ``cfg`` that differ from the defaults (for the
     manifest's ``produced_by``)."""
-    keys = ("loss_cls", "loss_obj_pos", "loss_box", "mosaic", "hue", "saturation", "value")
+    keys = (
+        "loss_cls",
+        "loss_obj_pos",
+        "loss_box",
+        "mosaic",
+        "hue",
+        "saturation",
+        "value",
+        "warmup_iters",
+        "coco_dir",
+        "device",
+        "workers",
+    )
     default = TrainConfig(name="", data=[])
     return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) != getattr(default, k)}
 
@@ -571,8 +583,11 @@ def _load_ckpt_net(ckpt_path: Path) -> tuple[Any, TrainConfig, list[str], dict[s
 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**ckpt["config"])
+    # a checkpoint from another machine (a GPU box) names its device and COCO folder; the
+    # COCO weights only shape the network here (the EMA weights replace them all)
+    coco = cfg.coco_dir if cfg.coco_dir and Path(cfg.coco_dir).is_dir() else ""
     names = list(ckpt["class_names"])
-    net = build_net(cfg, len(names))
+    net = build_net(replace(cfg, device="cpu", workers=0, coco_dir=coco), len(names))
     net.load_state_dict(ckpt["ema"])
     net.eval()
     return net, cfg, names, ckpt
@@ -702,15 +717,18 @@ def export(
     return result
 
 
-def evaluate_sizes(ckpt_path: Path, sizes: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """Val mAP@0.5 of a checkpoint's EMA weights (torch) at several input sizes."""
+def evaluate_sizes(
+    ckpt_path: Path, sizes: Sequence[int], data: Sequence[str] = ()
+) -> dict[int, dict[str, Any]]:
+    """Val mAP@0.5 of a checkpoint's EMA weights (torch) at several input sizes, on the val
+    splits of ``data`` (default: the folders the run was trained on)."""
     import torch
 
     from tools import yolo_torch as yt
 
     torch.set_num_threads(2)
     net, cfg, names, _ckpt = _load_ckpt_net(ckpt_path)
-    split = yt.read_split([Path(d).resolve() for d in cfg.data], "val")
+    split = yt.read_split([Path(d).resolve() for d in (data or cfg.data)], "val")
     out = {}
     for size in sizes:
         imgs, truths = _val_set(split, size)
@@ -744,11 +762,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--source", default="")
     e.add_argument("--size", type=int, default=None, help="input size (default: training)")
     e.add_argument("--score-threshold", type=float, default=0.25, help="manifest default")
+    e.add_argument(
+        "--data", action="append", default=[], help="val data folder (repeat; default: training)"
+    )
     v = sub.add_parser("eval", help="val mAP@0.5 of a checkpoint at several input sizes")
     v.add_argument("--name", required=True)
     v.add_argument("--runs", type=Path, default=REPO / "var" / "train")
     v.add_argument("--ckpt", default="best.pt")
     v.add_argument("--sizes", default="416", help="comma-separated, multiples of 32")
+    v.add_argument("--data", action="append", default=[], help="val data folder (repeat)")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         kw = {
@@ -761,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in res.items() if k != "history"}))
     elif args.cmd == "eval":
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-        evaluate_sizes(args.runs / args.name / args.ckpt, sizes)
+        evaluate_sizes(args.runs / args.name / args.ckpt, sizes, args.data)
     else:
         res = export(
             args.runs / args.name / args.ckpt,
@@ -772,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source=args.source,
             size=args.size,
             score_threshold=args.score_threshold,
+            val_data=args.data or None,
         )
         print(json.dumps(res, indent=2))
     return 0
