@@ -247,3 +247,46 @@ def test_mosaic_option_trains(tmp_path: Path) -> None:
     produced = load_manifest(manifest).produced_by or ""
     assert "--mosaic 1.0" in produced and "--loss-box 0.2" in produced
     assert "--loss-cls" not in produced  # defaults are left out
+
+
+def test_worker_batches_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    cfg = _cfg(data, 2)
+    cfg.mosaic = 0.5
+    split = yt.read_split([data], "train")
+    imgs = [yt.load_cached(p, 64) for p in split.images]
+    ds = ty._Batches(imgs, split.boxes, cfg, per_epoch=2)
+    direct = [ds[it] for it in range(4)]
+    again = [ds[it] for it in (3, 1, 0, 2)]
+    for it, (x, t) in zip((3, 1, 0, 2), again, strict=True):
+        assert torch.equal(x, direct[it][0]) and torch.equal(t, direct[it][1])
+    x0, t0 = direct[0]
+    assert x0.dtype == torch.uint8 and tuple(x0.shape) == (2, 3, 64, 64)
+    assert t0.shape[1] == 6 and set(t0[:, 0].tolist()) <= {0.0, 1.0}
+    assert not torch.equal(direct[0][0], direct[2][0]), "epochs 1 and 2 gave the same batch"
+    for workers in (1, 2):
+        got = list(ty._worker_batches(ds, 1, 4, workers))
+        assert len(got) == 3
+        for (x, t), (xr, tr) in zip(got, direct[1:], strict=True):
+            assert torch.equal(x, xr) and torch.equal(t, tr)
+
+
+def test_train_with_workers_and_budget(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    cfg = _cfg(data, 50)
+    cfg.workers, cfg.warmup_iters, cfg.budget_s = 2, 4, 0.001  # budget spent at once
+    res = ty.train(cfg, resume=False, run_dir=tmp_path / "run")
+    # the epoch count is fixed after epoch 2, the last one wholly inside the 4-iteration
+    # warm-up (2 iterations per epoch); a spent budget leaves it there
+    assert [h["epoch"] for h in res["history"]] == [1, 2]
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert saved["config"]["epochs"] == 2 and saved["config"]["workers"] == 2
+    assert "--budget-s 0: 2 epochs" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_budget_needs_a_warmup_of_a_whole_epoch(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    cfg = _cfg(data, 5)
+    cfg.budget_s, cfg.warmup_iters = 60.0, 1
+    with pytest.raises(SystemExit, match=r"--warmup-iters >= the iterations of one epoch \(2\)"):
+        ty.train(cfg, resume=False, run_dir=tmp_path / "run")

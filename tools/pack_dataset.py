@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 
-from tools.yolo_torch import IMG_EXTS
+from edge.eval.dataset import IMAGE_SUFFIXES
 
 FORMATS = {"webp": (".webp", cv2.IMWRITE_WEBP_QUALITY), "jpg": (".jpg", cv2.IMWRITE_JPEG_QUALITY)}
 
@@ -57,7 +57,7 @@ def pack(
         (dst / "images" / split).mkdir(parents=True, exist_ok=True)
         (dst / "labels" / split).mkdir(parents=True, exist_ok=True)
         for img_path in sorted(img_dir.iterdir()):
-            if img_path.suffix.lower() not in IMG_EXTS:
+            if img_path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
             if img is None:

@@ -517,6 +517,14 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
         }
         history.append(rec)
         logger.info("epoch %s", json.dumps(rec))
+        epoch_ends.append(time.time() - t_run)
+        if epoch == budget_epoch:
+            cfg.epochs = _budget_epochs(cfg.budget_s, epoch_ends)
+            total = per_epoch * cfg.epochs
+            logger.info("--budget-s %.0f: %d epochs", cfg.budget_s, cfg.epochs)
+            if batches is not None:
+                ds = _Batches(train_imgs, train_split.boxes, cfg, per_epoch)
+                batches = _worker_batches(ds, (epoch + 1) * per_epoch, total, cfg.workers)
         state = {
             "config": asdict(cfg),
             "class_names": names,
@@ -538,14 +546,6 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             torch.save(state, tmp)
             os.replace(tmp, run_dir / "best.pt")
             logger.info("new best mAP@0.5 %.4f at epoch %d", best, epoch + 1)
-        epoch_ends.append(time.time() - t_run)
-        if epoch == budget_epoch:
-            cfg.epochs = _budget_epochs(cfg.budget_s, epoch_ends)
-            total = per_epoch * cfg.epochs
-            logger.info("--budget-s %.0f: %d epochs", cfg.budget_s, cfg.epochs)
-            if batches is not None:
-                ds = _Batches(train_imgs, train_split.boxes, cfg, per_epoch)
-                batches = _worker_batches(ds, (epoch + 1) * per_epoch, total, cfg.workers)
         epoch += 1
     return {"best_map50": best, "history": history}
 

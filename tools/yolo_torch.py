@@ -33,13 +33,14 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from edge.eval.dataset import IMAGE_SUFFIXES
 from tools.convert_darknet import BN_EPS, Section, load_darknet, parse_cfg, read_weights
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 TORCH_BN_EPS = 1e-5
 PAD_GREY = 127  # letterbox border in 0..255 (the exported graph's contract says 0.5)
-IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMG_EXTS = IMAGE_SUFFIXES  # the harness reads the same image files
 
 
 # ----------------------------------------------------------------------------- model
