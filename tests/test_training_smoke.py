@@ -290,3 +290,37 @@ def test_budget_needs_a_warmup_of_a_whole_epoch(tmp_path: Path) -> None:
     cfg.budget_s, cfg.warmup_iters = 60.0, 1
     with pytest.raises(SystemExit, match=r"--warmup-iters >= the iterations of one epoch \(2\)"):
         ty.train(cfg, resume=False, run_dir=tmp_path / "run")
+
+
+def test_ignore_rule_ious_match_a_per_image_loop() -> None:
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 80, (3, 40, 2))
+    pred = torch.from_numpy(np.concatenate([xy, xy + rng.uniform(5, 30, (3, 40, 2))], 2)).float()
+    # image 1 has no truths; image 0's first truth is a copy of a prediction (IoU 1)
+    rows = [[0, 0, *pred[0, 7].tolist()], [2, 1, 10, 10, 40, 50], [0, 1, 30, 5, 60, 25]]
+    targets = torch.tensor(rows, dtype=torch.float32)
+    boxes, valid = yt._truths_per_image(targets, 3)
+    assert boxes.shape == (3, 2, 4) and valid.tolist() == [
+        [True, True],
+        [False, False],
+        [True, False],
+    ]
+    got = yt._best_truth_iou(pred, boxes, valid)
+    for bi in range(3):
+        t = targets[targets[:, 0] == bi][:, 2:6]
+        if not len(t):
+            assert torch.all(got[bi] == -1.0)
+            continue
+        ref = torch.stack(
+            [torch.tensor([_iou(p.tolist(), tb.tolist()) for tb in t]).max() for p in pred[bi]]
+        )
+        assert torch.allclose(got[bi], ref, atol=1e-5)
+    assert got[0, 7] > 0.999
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union

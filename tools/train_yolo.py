@@ -107,13 +107,19 @@ class ModelEMA:
     def update(self, model: Any) -> None:
         self.updates += 1
         d = 0.9995 * (1 - math.exp(-self.updates / self.tau))
-        with self._torch.no_grad():
+        torch = self._torch
+        with torch.no_grad():
             msd = model.state_dict()
+            ema_f, model_f = [], []
             for k, v in self.ema.state_dict().items():
                 if v.dtype.is_floating_point:
-                    v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+                    ema_f.append(v)
+                    model_f.append(msd[k].detach())
                 else:
                     v.copy_(msd[k])
+            # the same v * d + m * (1 - d) per tensor, as two batched kernels per step
+            torch._foreach_mul_(ema_f, d)
+            torch._foreach_add_(ema_f, model_f, alpha=1 - d)
 
 
 def _base_net(cfg: TrainConfig) -> Any:

@@ -614,6 +614,43 @@ def _wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
     return inter / (wh1.prod(1)[:, None] + wh2.prod(1)[None] - inter)
 
 
+def _truths_per_image(targets: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``targets`` ``(n, 6)`` as padded per-image boxes: ``(B, M, 4)`` xyxy and a ``(B, M)``
+    validity mask, ``M`` the most truths in one image (one tensor op per step, no loop
+    over images: on a GPU each image of a batch would otherwise cost its own kernels)."""
+    dev = targets.device
+    img = targets[:, 0].long()
+    counts = torch.bincount(img, minlength=batch)
+    order = torch.argsort(img, stable=True)
+    img = img[order]
+    slot = torch.arange(len(img), device=dev) - (torch.cumsum(counts, 0) - counts)[img]
+    m = int(counts.max())
+    boxes = torch.zeros(batch, m, 4, device=dev)
+    valid = torch.zeros(batch, m, dtype=torch.bool, device=dev)
+    boxes[img, slot] = targets[order, 2:6]
+    valid[img, slot] = True
+    return boxes, valid
+
+
+def _best_truth_iou(pred: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` highest IoU of each predicted box ``(B, N, 4)`` xyxy with the valid truths
+    of its own image (``truth`` ``(B, M, 4)``, ``valid`` ``(B, M)``); -1 for an image
+    without truths."""
+    iw = (
+        torch.min(pred[:, :, None, 2], truth[:, None, :, 2])
+        - torch.max(pred[:, :, None, 0], truth[:, None, :, 0])
+    ).clamp(0)
+    ih = (
+        torch.min(pred[:, :, None, 3], truth[:, None, :, 3])
+        - torch.max(pred[:, :, None, 1], truth[:, None, :, 1])
+    ).clamp(0)
+    inter = iw * ih
+    area_p = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
+    area_t = (truth[..., 2] - truth[..., 0]) * (truth[..., 3] - truth[..., 1])
+    iou = inter / (area_p[:, :, None] + area_t[:, None, :] - inter + 1e-7)
+    return iou.masked_fill(~valid[:, None, :], -1.0).max(2).values
+
+
 @dataclass
 class LossConfig:
     box: float = 0.05
@@ -655,6 +692,7 @@ def yolo_loss(
         best = ious.argmax(1)
         pos_mask = ious > cfg.match_iou
         pos_mask[torch.arange(len(targets), device=dev), best] = True
+        truths = _truths_per_image(targets, bs)
     lbox = torch.zeros((), device=dev)
     lobj = torch.zeros((), device=dev)
     lcls = torch.zeros((), device=dev)
@@ -676,27 +714,10 @@ def yolo_loss(
             py = (p[..., 1].sigmoid() + gy_) * stride
             pw = p[..., 2].clamp(max=6).exp() * anc[:, 0].view(1, na, 1, 1)
             ph = p[..., 3].clamp(max=6).exp() * anc[:, 1].view(1, na, 1, 1)
-            for bi in range(b):
-                t = targets[targets[:, 0] == bi]
-                if not len(t):
-                    continue
-                x1, y1 = px[bi] - pw[bi] / 2, py[bi] - ph[bi] / 2
-                x2, y2 = px[bi] + pw[bi] / 2, py[bi] + ph[bi] / 2
-                pb = torch.stack([x1, y1, x2, y2], -1).view(-1, 4)
-                tb = t[:, 2:6]
-                iw = (
-                    torch.min(pb[:, None, 2], tb[None, :, 2])
-                    - torch.max(pb[:, None, 0], tb[None, :, 0])
-                ).clamp(0)
-                ih = (
-                    torch.min(pb[:, None, 3], tb[None, :, 3])
-                    - torch.max(pb[:, None, 1], tb[None, :, 1])
-                ).clamp(0)
-                inter = iw * ih
-                area_p = (pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])
-                area_t = (tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])
-                iou = inter / (area_p[:, None] + area_t[None] - inter + 1e-7)
-                noobj[bi] &= ~(iou.max(1).values > cfg.ignore_iou).view(na, gh, gw)
+            if len(targets):
+                pb = torch.stack([px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2], -1)
+                best_iou = _best_truth_iou(pb.view(b, -1, 4), *truths)
+                noobj &= ~(best_iou > cfg.ignore_iou).view(b, na, gh, gw)
         if len(targets):
             sel = pos_mask[:, start : start + na]
             ti, ai = sel.nonzero(as_tuple=True)
