@@ -22,10 +22,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from edge.eval.dataset import IMAGE_SUFFIXES
 
 FORMATS = {"webp": (".webp", cv2.IMWRITE_WEBP_QUALITY), "jpg": (".jpg", cv2.IMWRITE_JPEG_QUALITY)}
+
+
+def load_shrunk(path: Path, max_side: int) -> npt.NDArray[np.uint8]:
+    """BGR image resized (area) so its longer side is at most ``max_side`` (the trainer's
+    image cache uses the same); ``OSError`` when OpenCV cannot read it."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    h, w = img.shape[:2]
+    r = max_side / max(h, w)
+    if r < 1.0:
+        img = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
 
 
 def pack(
@@ -59,13 +74,7 @@ def pack(
         for img_path in sorted(img_dir.iterdir()):
             if img_path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise OSError(f"cannot read image {img_path}")
-            h, w = img.shape[:2]
-            r = max_side / max(h, w)
-            if r < 1.0:
-                img = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_AREA)
+            img = load_shrunk(img_path, max_side)
             ok, buf = cv2.imencode(ext, img, [flag, quality])
             if not ok:
                 raise OSError(f"cannot encode {img_path} as {fmt}")

@@ -35,6 +35,7 @@ from torch import nn
 
 from edge.eval.dataset import IMAGE_SUFFIXES
 from tools.convert_darknet import BN_EPS, Section, load_darknet, parse_cfg, read_weights
+from tools.pack_dataset import load_shrunk
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -413,14 +414,7 @@ def read_split(roots: Sequence[Path], split: str) -> Split:
 
 def load_cached(path: Path, max_side: int) -> U8:
     """BGR image resized (area) so its longer side is at most ``max_side``."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read image {path}")
-    h, w = img.shape[:2]
-    r = max_side / max(h, w)
-    if r < 1.0:
-        img = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img)
+    return load_shrunk(path, max_side)
 
 
 def letterbox(img: U8, size: int) -> tuple[U8, float, float, float]:
