@@ -324,3 +324,31 @@ def _iou(a: list[float], b: list[float]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union
+
+
+def test_slim_keeps_the_best_run_as_float16_ema(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    ty.train(_cfg(data, 1), resume=False, run_dir=tmp_path / "a")
+    full = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
+    better = dict(full, best=full["best"] + 0.5)
+    torch.save(better, tmp_path / "b.pt")
+    out = tmp_path / "slim" / "best.pt"
+    missing = tmp_path / "nope.pt"
+    chosen, best = ty.slim([tmp_path / "a" / "best.pt", missing, tmp_path / "b.pt"], out)
+    assert chosen == tmp_path / "b.pt" and best == pytest.approx(full["best"] + 0.5)
+    small = torch.load(out, weights_only=False)
+    assert "optimizer" not in small and "model" not in small
+    halves = [v for v in small["ema"].values() if v.dtype.is_floating_point]
+    assert halves and all(v.dtype == torch.float16 for v in halves)
+    assert out.stat().st_size < (tmp_path / "b.pt").stat().st_size / 2
+    info = ty.export(
+        out,
+        tmp_path / "m" / "s.onnx",
+        tmp_path / "m" / "s.yaml",
+        description="",
+        licence="",
+        source="",
+    )
+    assert info["max_abs_diff_torch_vs_onnx"] < 2e-2
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
+        ty.slim([missing], tmp_path / "x.pt")

@@ -723,6 +723,34 @@ def export(
     return result
 
 
+def slim(ckpts: Sequence[Path], out: Path) -> tuple[Path, float]:
+    """Write the checkpoint with the highest val mAP@0.5 (``best``) among ``ckpts`` as its
+    EMA weights in float16 plus config, class names, epoch, history and metrics, without
+    the optimiser and raw weights (17 MB instead of 104 for YOLOv3-tiny: what moves back
+    from a training machine). ``export``, ``eval`` and ``--init-from`` read the result.
+    Returns the chosen checkpoint and its mAP; ``FileNotFoundError`` when none exists.
+    """
+    import torch
+
+    found = [p for p in ckpts if p.is_file()]
+    if not found:
+        raise FileNotFoundError(f"none of {[str(p) for p in ckpts]} exists")
+    chosen, ck = None, None
+    for p in found:
+        cand = torch.load(p, map_location="cpu", weights_only=False)
+        if ck is None or cand["best"] > ck["best"]:
+            chosen, ck = p, cand
+    assert chosen is not None and ck is not None
+    keep = {k: ck[k] for k in ("config", "class_names", "epoch", "best", "history", "metrics")}
+    keep["ema"] = {k: v.half() if v.dtype.is_floating_point else v for k, v in ck["ema"].items()}
+    keep["slim_of"] = str(chosen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(keep, tmp)
+    os.replace(tmp, out)
+    return chosen, float(ck["best"])
+
+
 def evaluate_sizes(
     ckpt_path: Path, sizes: Sequence[int], data: Sequence[str] = ()
 ) -> dict[int, dict[str, Any]]:
@@ -771,6 +799,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument(
         "--data", action="append", default=[], help="val data folder (repeat; default: training)"
     )
+    s = sub.add_parser("slim", help="best of several checkpoints as float16 EMA weights")
+    s.add_argument("--ckpt", type=Path, action="append", required=True, help="(repeat)")
+    s.add_argument("--out", type=Path, required=True)
     v = sub.add_parser("eval", help="val mAP@0.5 of a checkpoint at several input sizes")
     v.add_argument("--name", required=True)
     v.add_argument("--runs", type=Path, default=REPO / "var" / "train")
@@ -787,6 +818,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = TrainConfig(name=args.name, data=list(args.data), **kw)
         res = train(cfg, resume=args.resume, run_dir=args.runs / args.name, bench=args.bench)
         print(json.dumps({k: v for k, v in res.items() if k != "history"}))
+    elif args.cmd == "slim":
+        try:
+            chosen, best = slim(args.ckpt, args.out)
+        except FileNotFoundError as e:
+            print(f"slim: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"out": str(args.out), "from": str(chosen), "best_map50": best}))
     elif args.cmd == "eval":
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
         evaluate_sizes(args.runs / args.name / args.ckpt, sizes, args.data)
