@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -140,6 +141,24 @@ def write_models(models_dir: Path, *, slow_matmuls: int = 0) -> None:
 
 
 # -- the server -------------------------------------------------------------------------------
+
+
+def console_login(
+    client: httpx.Client,
+    base: str,
+    *,
+    token: str = ADMIN_TOKEN,
+    next_path: str = "/console/cameras",
+) -> httpx.Response:
+    """Log in through the console's form: fetch the login page for its CSRF field, post the
+    token; returns the form post's response (303 to ``next_path`` on success)."""
+    page = client.get(f"{base}/console/login")
+    m = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
+    assert m is not None
+    return client.post(
+        f"{base}/console/login",
+        data={"login_csrf": m.group(1), "token": token, "next": next_path},
+    )
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from edge.api.console.routes import SSE_MAX_S
 from edge.stream.events import EventStore, ZoneEvent, events_db_path
-from tests.api.server_fixture import ADMIN_TOKEN, Server, start_server
+from tests.api.server_fixture import ADMIN_TOKEN, Server, console_login, start_server
 
 
 def _seed_events(data: Path) -> None:
@@ -43,13 +43,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _login(srv: Server, client: httpx.Client, token: str = ADMIN_TOKEN) -> httpx.Response:
-    page = client.get(f"{srv.base_url}/console/login")
-    login = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
-    assert login is not None
-    return client.post(
-        f"{srv.base_url}/console/login",
-        data={"login_csrf": login.group(1), "token": token, "next": "/console/alerts"},
-    )
+    return console_login(client, srv.base_url, token=token, next_path="/console/alerts")
 
 
 def _csrf(html: str) -> str:

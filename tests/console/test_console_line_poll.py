@@ -23,7 +23,6 @@ and sends the browser's ``visibilitychange`` event.
 from __future__ import annotations
 
 import itertools
-import re
 import tempfile
 import time
 import urllib.parse
@@ -42,7 +41,7 @@ from edge.api.console.backend import STATE_KEY
 from edge.api.console.service_backend import attach_console
 from edge.config import load_config
 from edge.runtime.preprocess import PreprocessSpec, preprocess
-from tests.api.server_fixture import ADMIN_TOKEN, free_port, write_models
+from tests.api.server_fixture import ADMIN_TOKEN, console_login, free_port, write_models
 from tests.console.gateway import DOOR, FRAME, gateway_config, wait_for
 from tests.runtime.graphs import OPSET, write_model_and_manifest, yolov8_output
 
@@ -165,14 +164,7 @@ def _server_door(svc: Any) -> dict[str, int] | None:
 
 
 def _login(c: httpx.Client, base: str) -> None:
-    page = c.get(f"{base}/console/login")
-    m = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
-    assert m is not None
-    r = c.post(
-        f"{base}/console/login",
-        data={"login_csrf": m.group(1), "token": ADMIN_TOKEN, "next": "/console/cameras"},
-    )
-    assert r.status_code == 303
+    assert console_login(c, base).status_code == 303
 
 
 # -- over HTTP ------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from edge.kernels.geometry import MAX_LINE_POINTS
 from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
-from tests.api.server_fixture import ADMIN_TOKEN, free_port, write_models
+from tests.api.server_fixture import console_login, free_port, write_models
 from tests.console.gateway import DOOR, FRAME, gateway_config, wait_for
 
 # -- the YAML text --------------------------------------------------------------------------
@@ -349,14 +349,7 @@ def service(tmp_path: Path) -> Iterator[tuple[Any, Path, str]]:
 
 
 def _login(c: httpx.Client, base: str) -> str:
-    page = c.get(f"{base}/console/login")
-    m = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
-    assert m is not None
-    r = c.post(
-        f"{base}/console/login",
-        data={"login_csrf": m.group(1), "token": ADMIN_TOKEN, "next": "/console/cameras"},
-    )
-    assert r.status_code == 303
+    assert console_login(c, base).status_code == 303
     page = c.get(f"{base}/console/cameras")
     m = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
     assert m is not None

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.api.server_fixture import console_login
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port, mosquitto_passwd
 from tests.mqtt.subscriber import Subscriber
 from tests.service.gateway_proc import REPO, VTEST, Gateway, NotifySocket, gateway_config
@@ -98,13 +99,7 @@ def reply(sub: Subscriber, rid: str, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def login(c: httpx.Client, base: str) -> None:
-    page = c.get(f"{base}/console/login")
-    token = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
-    assert token is not None
-    r = c.post(
-        f"{base}/console/login",
-        data={"login_csrf": token.group(1), "token": ADMIN, "next": "/console/events"},
-    )
+    r = console_login(c, base, token=ADMIN, next_path="/console/events")
     assert r.status_code == 303, r.text
 
 
