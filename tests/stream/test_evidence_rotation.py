@@ -121,6 +121,29 @@ class _Conn:
         self.conn.close()
 
 
+def remac_with(
+    conn: sqlite3.Connection, key: ChainKey, rows: list[dict[str, Any]], *, edit_seq: int
+) -> str:
+    """What a holder of ``key`` does to forge an edit: set label "nobody" on row ``edit_seq``,
+    then re-link and re-MAC ``rows`` (consecutive, from the one after an untouched link)
+    with ``key``, marking them as ``key``'s; returns the last new hash."""
+    prev_hash = conn.execute(
+        "SELECT hash FROM events WHERE seq = ?", (rows[0]["seq"] - 1,)
+    ).fetchone()[0]
+    for row in rows:
+        values = {c: row[c] for c in CHAINED_COLUMNS}
+        if values["seq"] == edit_seq:
+            values["label"] = "nobody"
+        values["prev_hash"] = prev_hash
+        h = key.mac(canonical_row(values))
+        conn.execute(
+            "UPDATE events SET label = ?, prev_hash = ?, hash = ?, key_id = ? WHERE seq = ?",
+            (values["label"], prev_hash, h, key.key_id, values["seq"]),
+        )
+        prev_hash = h
+    return str(prev_hash)
+
+
 @pytest.fixture()
 def site(tmp_path: Path) -> Site:
     return Site(tmp_path)
@@ -452,21 +475,9 @@ def test_a_link_after_the_rotation_keyed_with_the_old_key_is_flagged(
     """Someone holding the leaked old key edits a row written after the rotation and
     re-MACs it (and every later link, and the head) with the old key."""
     rotated_site(site, capsys)
-    k1 = site.key["k1"]
     with site.connect() as conn:
-        prev_hash = conn.execute("SELECT hash FROM events WHERE seq = 6").fetchone()[0]
-        for row in site.rows()[6:]:  # seq 7 and 8
-            values = {c: row[c] for c in CHAINED_COLUMNS}
-            if values["seq"] == 7:
-                values["label"] = "nobody"
-            values["prev_hash"] = prev_hash
-            h = k1.mac(canonical_row(values))
-            conn.execute(
-                "UPDATE events SET label = ?, prev_hash = ?, hash = ?, key_id = ? WHERE seq = ?",
-                (values["label"], prev_hash, h, k1.key_id, values["seq"]),
-            )
-            prev_hash = h
-        conn.execute("UPDATE events_chain SET head_hash = ?", (prev_hash,))
+        head = remac_with(conn, site.key["k1"], site.rows()[6:], edit_seq=7)  # seq 7 and 8
+        conn.execute("UPDATE events_chain SET head_hash = ?", (head,))
         conn.commit()
     code, report, err = verify(site, capsys, "k1", "k2")
     assert code == 1
@@ -627,21 +638,10 @@ def test_rows_before_the_rotation_rewritten_with_the_old_key_are_flagged(
     """Someone holding the leaked old key edits a row from before the rotation and re-MACs
     it and the rest of the old key's part: the head the rotation recorded gives it away."""
     rotated_site(site, capsys)
-    k1 = site.key["k1"]
     (rec,) = site.rotations()
     with site.connect() as conn:
-        prev_hash = conn.execute("SELECT hash FROM events WHERE seq = 3").fetchone()[0]
-        for row in site.rows()[3:5]:  # seq 4 and 5, the last link before the rotation
-            values = {c: row[c] for c in CHAINED_COLUMNS}
-            if values["seq"] == 4:
-                values["label"] = "nobody"
-            values["prev_hash"] = prev_hash
-            h = k1.mac(canonical_row(values))
-            conn.execute(
-                "UPDATE events SET label = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                (values["label"], prev_hash, h, values["seq"]),
-            )
-            prev_hash = h
+        # seq 4 and 5, the last link before the rotation (already k1's: key_id unchanged)
+        remac_with(conn, site.key["k1"], site.rows()[3:5], edit_seq=4)
         conn.commit()
     code, report, err = verify(site, capsys, "k1", "k2")
     assert code == 1
