@@ -24,9 +24,9 @@ from edge.config import config_from_mapping
 from edge.errors import ConfigError
 from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey, load_chain_key
 from edge.stream.commands import add_subcommands
-from edge.stream.events import EventStore, EventStoreError, ZoneEvent, events_db_path
+from edge.stream.events import EventStore, EventStoreError, ZoneEvent
 from edge.stream.evidence import CHAINED_COLUMNS, canonical_row, row_hash
-from tests.stream.chain_events import T0, ev
+from tests.stream.chain_events import T0, ChainSite, ev
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "k3y-0f-the-s1te-a-gateway-0123456789"  # what the key file holds (text)
@@ -38,12 +38,11 @@ def _no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EVENTS_KEY_ENV, raising=False)
 
 
-class Site:
+class Site(ChainSite):
     """A data folder with an events database, and key files kept outside it."""
 
     def __init__(self, root: Path) -> None:
-        self.data = root / "data"
-        self.db = events_db_path(self.data)
+        super().__init__(root)
         keys = root / "keys"
         keys.mkdir(parents=True)
         self.key_file = keys / "events.key"
@@ -55,26 +54,6 @@ class Site:
     def write(self, events: list[ZoneEvent], *, key: ChainKey | None = None) -> None:
         with EventStore(path=self.db, key=key) as store:
             assert store.add_many(events) == len(events)
-
-    def rows(self) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.db)
-        cols = (*CHAINED_COLUMNS, "hash", "link", "key_id")
-        rows = conn.execute(f"SELECT {', '.join(cols)} FROM events ORDER BY seq").fetchall()
-        conn.close()
-        return [dict(zip(cols, r, strict=True)) for r in rows]
-
-    def chain(self) -> dict[str, Any]:
-        conn = sqlite3.connect(self.db)
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM events_chain").fetchone()
-        conn.close()
-        return dict(row)
-
-    def sql(self, statement: str, args: tuple[Any, ...] = ()) -> None:
-        conn = sqlite3.connect(self.db)
-        with conn:
-            conn.execute(statement, args)
-        conn.close()
 
     def rewrite_plain(
         self,

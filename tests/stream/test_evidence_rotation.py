@@ -25,7 +25,7 @@ import pytest
 from edge.cli import main
 from edge.config import config_from_mapping
 from edge.stream.chain_key import EVENTS_KEY_ENV, ChainKey
-from edge.stream.events import EventStore, EventStoreError, events_db_path
+from edge.stream.events import EventStore, EventStoreError
 from edge.stream.evidence import (
     CHAINED_COLUMNS,
     ROTATIONS_TABLE,
@@ -34,7 +34,7 @@ from edge.stream.evidence import (
     head_mac,
     rotate_chain_key,
 )
-from tests.stream.chain_events import T0, ev
+from tests.stream.chain_events import T0, ChainSite, ev
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {
@@ -50,12 +50,11 @@ def _no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EVENTS_KEY_ENV, raising=False)
 
 
-class Site:
+class Site(ChainSite):
     """A data folder with an events database; key files kept outside it."""
 
     def __init__(self, root: Path) -> None:
-        self.data = root / "data"
-        self.db = events_db_path(self.data)
+        super().__init__(root)
         self.keys_dir = root / "keys"
         self.keys_dir.mkdir(parents=True)
         self.key: dict[str, ChainKey] = {}
@@ -73,17 +72,6 @@ class Site:
         with EventStore(path=self.db, key=None if key is None else self.key[key]) as store:
             assert store.add_many(events) == count
 
-    def rows(self) -> list[dict[str, Any]]:
-        cols = (*CHAINED_COLUMNS, "hash", "link", "key_id")
-        with self.connect() as conn:
-            rows = conn.execute(f"SELECT {', '.join(cols)} FROM events ORDER BY seq").fetchall()
-        return [dict(zip(cols, r, strict=True)) for r in rows]
-
-    def chain(self) -> dict[str, Any]:
-        with self.connect() as conn:
-            conn.row_factory = sqlite3.Row
-            return dict(conn.execute("SELECT * FROM events_chain").fetchone())
-
     def rotations(self) -> list[dict[str, Any]]:
         with self.connect() as conn:
             conn.row_factory = sqlite3.Row
@@ -93,32 +81,10 @@ class Site:
                 return []
             return [dict(r) for r in conn.execute(f"SELECT * FROM {ROTATIONS_TABLE} ORDER BY n")]
 
-    def sql(self, statement: str, args: tuple[Any, ...] = ()) -> None:
-        """A raw edit, as someone with the sqlite3 shell would make it."""
-        with self.connect() as conn:
-            conn.execute(statement, args)
-            conn.commit()
-
-    def connect(self) -> _Conn:
-        return _Conn(self.db)
-
     def state(self) -> tuple[bytes, int, dict[str, Any], list[dict[str, Any]]]:
         """What a refused rotation must leave as it was: the file's bytes, the rows, the
         chain record and the rotation records."""
         return self.db.read_bytes(), len(self.rows()), self.chain(), self.rotations()
-
-
-class _Conn:
-    """``sqlite3.connect`` that closes on exit (the stdlib's context manager only commits)."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
 
 
 def remac_with(
