@@ -153,6 +153,29 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
+def in_process_gateway(
+    cfg: Path, *, ready: Callable[[Any], bool], camera: str = "gate-cam"
+) -> Iterator[Any]:
+    """``safety-edge run``'s service in this process, as ``run`` starts it (the
+    :class:`GatewayService` with its uvicorn, the console attached), yielded once
+    ``ready(service)`` holds (30 s at most) and stopped on exit. ``camera`` must have a
+    running pipeline."""
+    from edge.api.console.service_backend import attach_console
+    from edge.config import load_config
+    from edge.service.gateway import GatewayService
+
+    svc = GatewayService(config=load_config(cfg))
+    svc.start()
+    try:
+        attach_console(svc, config_path=cfg)
+        assert svc.cameras[camera].pipeline is not None, svc.cameras[camera].reasons
+        wait_for(lambda: ready(svc), 30, "a first frame")
+        yield svc
+    finally:
+        svc.stop()
+
+
+@contextlib.contextmanager
 def start_gateway(
     root: Path,
     *,

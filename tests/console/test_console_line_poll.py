@@ -38,11 +38,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.api.console.backend import STATE_KEY
-from edge.api.console.service_backend import attach_console
-from edge.config import load_config
 from edge.runtime.preprocess import PreprocessSpec, preprocess
 from tests.api.server_fixture import ADMIN_TOKEN, console_login, free_port, write_models
-from tests.console.gateway import DOOR, FRAME, gateway_config, wait_for
+from tests.console.gateway import DOOR, FRAME, gateway_config, in_process_gateway, wait_for
 from tests.runtime.graphs import OPSET, write_model_and_manifest, yolov8_output
 
 INPUT = (64, 64)
@@ -132,8 +130,6 @@ def _camera(name: str, video: Path, line: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     """``safety-edge run``'s service in this process, counting the walking person."""
-    from edge.service.gateway import GatewayService
-
     root = tmp_path_factory.mktemp("line-poll")
     write_models(root / "models")
     video = walking_video(root)
@@ -144,16 +140,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str
         _camera("spare-cam", video, "side", enabled=False),
     ]
     cfg = gateway_config(root, port=port, cameras=cameras)
-    svc = GatewayService(config=load_config(cfg))
-    svc.start()
-    try:
-        attach_console(svc, config_path=cfg)
-        pipe = svc.cameras["gate-cam"].pipeline
-        assert pipe is not None, svc.cameras["gate-cam"].reasons
-        wait_for(lambda: _server_door(svc) is not None, 30, "a first frame")
+    with in_process_gateway(cfg, ready=lambda svc: _server_door(svc) is not None) as svc:
         yield svc, f"http://127.0.0.1:{port}"
-    finally:
-        svc.stop()
 
 
 def _server_door(svc: Any) -> dict[str, int] | None:

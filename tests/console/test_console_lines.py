@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.api.console.service_backend import attach_console
 from edge.api.console.zone_edit import (
     ZoneEditError,
     ZoneEditor,
@@ -35,7 +34,7 @@ from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
 from tests.api.server_fixture import console_login, free_port, write_models
-from tests.console.gateway import DOOR, FRAME, gateway_config, wait_for
+from tests.console.gateway import DOOR, FRAME, gateway_config, in_process_gateway, wait_for
 
 # -- the YAML text --------------------------------------------------------------------------
 
@@ -331,21 +330,15 @@ def test_a_crossing_pending_on_the_old_line_is_dropped_when_it_moves() -> None:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[Any, Path, str]]:
     """``safety-edge run``'s service in this process, as ``run`` starts it."""
-    from edge.service.gateway import GatewayService
-
     write_models(tmp_path / "models")
     port = free_port()
     cfg = gateway_config(tmp_path, port=port)
-    svc = GatewayService(config=load_config(cfg))
-    svc.start()
-    try:
-        attach_console(svc, config_path=cfg)
-        pipe = svc.cameras["gate-cam"].pipeline
-        assert pipe is not None, svc.cameras["gate-cam"].reasons
-        wait_for(lambda: pipe.metrics()["tasks"]["fence"]["lines"] != {}, 30, "a first frame")
+
+    def counting(svc: Any) -> bool:
+        return bool(svc.cameras["gate-cam"].pipeline.metrics()["tasks"]["fence"]["lines"] != {})
+
+    with in_process_gateway(cfg, ready=counting) as svc:
         yield svc, cfg, f"http://127.0.0.1:{port}"
-    finally:
-        svc.stop()
 
 
 def _login(c: httpx.Client, base: str) -> str:
