@@ -36,7 +36,7 @@ run: models deps
 lint: $(STAMP)
 	$(BIN)/ruff check edge tests tools benchmarks
 	$(BIN)/ruff format --check edge tests tools benchmarks
-	$(BIN)/mypy edge
+	$(BIN)/mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix edge tests tools benchmarks

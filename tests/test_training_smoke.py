@@ -352,3 +352,10 @@ def test_slim_keeps_the_best_run_as_float16_ema(tmp_path: Path) -> None:
     assert info["max_abs_diff_torch_vs_onnx"] < 2e-2
     with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         ty.slim([missing], tmp_path / "x.pt")
+
+
+def test_unreadable_training_image_is_named(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    (data / "images" / "train" / "im1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises((OSError, SystemExit), match=r"im1\.jpg"):
+        ty.train(_cfg(data, 1), resume=False, run_dir=tmp_path / "run")

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,9 +72,11 @@ def _contained(g: np.ndarray, b: np.ndarray) -> float:
 
 def fit_ratios(person: Any, roots: list[Path], ids: np.ndarray, limit: int) -> np.ndarray:
     """Median (x1, y1, x2, y2) of the labelled part relative to the person box (train)."""
+    from edge.cli import read_image
+
     rel = []
     for p in _images(roots, "train", limit):
-        im = cv2.imread(str(p))
+        im = read_image(p)
         gt, _ = _truth(p, ids, im.shape[1], im.shape[0])
         if not len(gt):
             continue
@@ -106,6 +107,7 @@ def _agnostic_nms(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def measure(task: str, limit_train: int) -> dict[str, Any]:
+    from edge.cli import read_image
     from edge.eval.metrics import DetectionEvaluator
     from edge.runtime.detector import Detector
 
@@ -122,7 +124,7 @@ def measure(task: str, limit_train: int) -> dict[str, Any]:
     per = DetectionEvaluator(class_names=data_names)
     n = 0
     for p in _images(roots, "val", 0):
-        im = cv2.imread(str(p))
+        im = read_image(p)
         gt, gc = _truth(p, ids, im.shape[1], im.shape[0])
         zeros = np.zeros(len(gt), np.int64)
         d = person.detect(im, score_threshold=0.001, classes=["person"])

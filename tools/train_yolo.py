@@ -311,7 +311,8 @@ def _summary(aps: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
 
 
 def _param_groups(net: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in net.named_parameters():
         if not p.requires_grad:
             continue
@@ -403,6 +404,8 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             import cv2
 
             im = cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            if im is None:
+                raise SystemExit(f"{p}: not readable as an image")
             sizes.append((im.shape[1] * 8, im.shape[0] * 8))
         wh = yt.label_wh_at(train_split, cfg.size, sizes)
         cfg.anchors = [[round(w, 1), round(h, 1)] for w, h in yt.kmeans_anchors(wh, 6, cfg.seed)]

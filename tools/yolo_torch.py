@@ -81,7 +81,7 @@ YOLOV3_TINY_CFG = (
 )
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(nn.Module):  # type: ignore[misc]  # torch is untyped to mypy (pyproject)
     """Darknet ``[convolutional]``: conv (+BN) (+leaky 0.1)."""
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int, bn: bool, act: str):
@@ -107,7 +107,7 @@ class HeadSpec:
     classes: int
 
 
-class DarknetNet(nn.Module):
+class DarknetNet(nn.Module):  # type: ignore[misc]  # torch is untyped to mypy (pyproject)
     """A darknet cfg (conv/maxpool/route/upsample/yolo) as a torch module.
 
     ``forward(x)`` takes ``(B, 3, S, S)`` float32 RGB 0..1 and returns the raw head
@@ -225,7 +225,8 @@ def torch_var_from_darknet(var: F32) -> F32:
 
 def darknet_var_from_torch(var: F32) -> F32:
     """Inverse of :func:`torch_var_from_darknet` (exact up to float rounding)."""
-    return ((np.sqrt(var + TORCH_BN_EPS) - BN_EPS) ** 2).astype(np.float32)
+    out: F32 = ((np.sqrt(var + TORCH_BN_EPS) - BN_EPS) ** 2).astype(np.float32)
+    return out
 
 
 def _conv_blocks(net: DarknetNet) -> Iterator[tuple[int, ConvBlock]]:
@@ -247,7 +248,8 @@ def load_darknet_weights(net: DarknetNet, data: bytes) -> None:
         if out.size != n:
             raise ValueError("weights file too short for this cfg")
         pos += n
-        return out.copy()
+        copy: F32 = out.copy()
+        return copy
 
     with torch.no_grad():
         for _i, block in _conv_blocks(net):
@@ -494,7 +496,7 @@ def augment(
         hch, sch, vch = cv2.split(hsv)
         hsv = cv2.merge((cv2.LUT(hch, lut_h), cv2.LUT(sch, lut_s), cv2.LUT(vch, lut_v)))
         out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
-    return out, boxes
+    return np.asarray(out, np.uint8), boxes
 
 
 def mosaic(
@@ -820,7 +822,8 @@ def _iou_matrix(a: F32, b: F32) -> F32:
     inter = iw * ih
     aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     bb = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return (inter / (aa[:, None] + bb[None] - inter + 1e-9)).astype(np.float32)
+    iou: F32 = (inter / (aa[:, None] + bb[None] - inter + 1e-9)).astype(np.float32)
+    return iou
 
 
 @dataclass
@@ -885,8 +888,8 @@ def average_precision(
         for rt in np.linspace(0, 1, 101):
             idx = np.searchsorted(rec, rt, side="left")
             ap += env[idx] if idx < len(env) else 0.0
-        ok = prec >= 0.80
-        r80 = float(rec[ok].max()) if ok.any() else 0.0
+        precise = prec >= 0.80
+        r80 = float(rec[precise].max()) if precise.any() else 0.0
         out.append(
             ClassAP(ap / 101, int(n_truth[c]), r80, prec.astype(np.float32), rec.astype(np.float32))
         )
