@@ -463,12 +463,13 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
 
     epoch = start_epoch
     while epoch < cfg.epochs:
-        rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         net.train()
         for block in frozen:
             block.eval()
-        perm = rng.permutation(n)
+        if batches is None:  # with --workers, _Batches draws the same streams in the workers
+            rng = np.random.default_rng([cfg.seed, epoch])
+            perm = rng.permutation(n)
         t_ep = time.time()
         sums = {"loss": 0.0, "box": 0.0, "obj": 0.0, "cls": 0.0}
         bar = tqdm(
