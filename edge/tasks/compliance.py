@@ -54,6 +54,7 @@ __all__ = [
     "SubjectBuilder",
     "SubjectDetector",
     "detect_people",
+    "detect_ranked",
     "detect_timed",
     "reason_id",
     "result_item",
@@ -121,6 +122,23 @@ def sum_timings(*parts: StageTimings | None) -> StageTimings | None:
     return total
 
 
+def detect_ranked(
+    detector: DetectorLike,
+    image_bgr: ImageBGR,
+    classes: Sequence[str],
+    *,
+    score_threshold: float | None = None,
+) -> tuple[Detections, StageTimings | None]:
+    """The detector's boxes of ``classes``, highest score first (stable), and the call's
+    timings; empty (and no call) when ``classes`` is empty."""
+    if not classes:
+        return Detections.empty(), None
+    dets, timings = detect_timed(
+        detector, image_bgr, score_threshold=score_threshold, classes=classes
+    )
+    return dets[np.argsort(-dets.scores, kind="stable")], timings
+
+
 def detect_people(
     detector: DetectorLike | None, classes: Sequence[str], image_bgr: ImageBGR
 ) -> tuple[Detections | None, StageTimings | None]:
@@ -128,11 +146,7 @@ def detect_people(
     timings; ``None`` without a detector, empty when it knows none of ``classes``."""
     if detector is None:
         return None, None
-    known = [c for c in classes if c in detector.class_names]
-    if not known:
-        return Detections.empty(), None
-    people, timings = detect_timed(detector, image_bgr, classes=known)
-    return people[np.argsort(-people.scores, kind="stable")], timings
+    return detect_ranked(detector, image_bgr, [c for c in classes if c in detector.class_names])
 
 
 def result_item(box: npt.ArrayLike, classname: str, score: float) -> Any:

@@ -48,7 +48,7 @@ from edge.tasks.compliance import (
     Analysis,
     SubjectBuilder,
     detect_people,
-    detect_timed,
+    detect_ranked,
     result_item,
     sum_timings,
     tlbr,
@@ -137,11 +137,8 @@ class HardhatTask:
         classnames (colour from pixels for generic hat classes) and the call's timings."""
         names = list(self.detector.class_names)
         wanted = [n for n in names if hat_classname(n) is not None]
-        if not wanted:
-            return Detections.empty(), [], None
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets, timings = detect_timed(self.detector, image_bgr, score_threshold=thr, classes=wanted)
-        dets = dets[np.argsort(-dets.scores, kind="stable")]
+        dets, timings = detect_ranked(self.detector, image_bgr, wanted, score_threshold=thr)
         classnames: list[str] = []
         for box, cid in zip(dets.xyxy, dets.class_ids, strict=True):
             classname = hat_classname(names[int(cid)])

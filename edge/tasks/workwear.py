@@ -28,7 +28,7 @@ from edge.tasks.compliance import (
     Analysis,
     SubjectBuilder,
     detect_people,
-    detect_timed,
+    detect_ranked,
     result_item,
     sum_timings,
 )
@@ -75,11 +75,8 @@ class WorkwearTask:
             for orig, n in zip(self.detector.class_names, names, strict=True)
             if n in _WEAR or n in _NO_WEAR
         ]
-        if not wanted:
-            return Detections.empty(), [], None
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets, timings = detect_timed(self.detector, image_bgr, score_threshold=thr, classes=wanted)
-        dets = dets[np.argsort(-dets.scores, kind="stable")]
+        dets, timings = detect_ranked(self.detector, image_bgr, wanted, score_threshold=thr)
         torsos = dets.xyxy if self.box_is_torso else torso_box(dets.xyxy)
         classnames: list[str] = []
         for torso, cid in zip(torsos, dets.class_ids, strict=True):
