@@ -629,11 +629,7 @@ class ZoneConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ZoneConfig:
         if self.polygon is not None:
-            small = all(0.0 <= c <= 1.0 for p in self.polygon for c in p)
-            if self.normalized is None:
-                self.normalized = small
-            elif self.normalized and not small:
-                raise ValueError("normalized: true needs polygon coordinates within 0-1")
+            self.normalized = _resolve_normalized(self.polygon, self.normalized, "polygon")
         return self
 
     def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> ZoneSpec:
@@ -653,6 +649,19 @@ class ZoneConfig(BaseModel):
             schedule=None if self.schedule is None else self.schedule.to_schedule(),
             label=self.label if self.label is not None else label,
         )
+
+
+def _resolve_normalized(
+    points: list[tuple[float, float]], normalized: bool | None, what: str
+) -> bool:
+    """``normalized`` as given, or (``None``) whether every coordinate is within 0-1;
+    ``ValueError`` when ``True`` is given for pixel coordinates."""
+    small = all(0.0 <= c <= 1.0 for p in points for c in p)
+    if normalized is None:
+        return small
+    if normalized and not small:
+        raise ValueError(f"normalized: true needs {what} coordinates within 0-1")
+    return normalized
 
 
 class LineConfig(BaseModel):
@@ -716,11 +725,7 @@ class LineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LineConfig:
-        small = all(0.0 <= c <= 1.0 for p in self.points for c in p)
-        if self.normalized is None:
-            self.normalized = small
-        elif self.normalized and not small:
-            raise ValueError("normalized: true needs line coordinates within 0-1")
+        self.normalized = _resolve_normalized(self.points, self.normalized, "line")
         return self
 
     def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> LineSpec:
