@@ -159,6 +159,18 @@ def _csrf(page: Any) -> str:
     return str(page.locator('meta[name="csrf-token"]').get_attribute("content"))
 
 
+def _signed_in(page: Any) -> None:
+    """Log the module's browser in unless it already holds a session. The tests run as one
+    story (the login test signs in first); this lets a test that needs only a session run
+    alone too (``pytest -k``)."""
+    if any(c["name"] == "se_session" for c in page.context.cookies()):
+        return
+    page.goto("/console/apps")
+    page.fill('input[name="token"]', ADMIN_TOKEN)
+    page.click('#login-form button[type="submit"]')
+    page.wait_for_url("**/console/apps")
+
+
 def test_login_refuses_a_wrong_token_and_a_missing_csrf_token(
     browser: Browser, page: Any, gw: Gateway
 ) -> None:
@@ -298,6 +310,7 @@ def test_an_alert_appears(browser: Browser, page: Any, gw: Gateway) -> None:
 
 
 def test_the_camera_page_shows_the_latest_frame_with_its_zone(browser: Browser, page: Any) -> None:
+    _signed_in(page)
     page.goto("/console/cameras")
     page.wait_for_selector('.cam[data-camera="gate-cam"] .frame[data-drawn="1"]')
     size = page.evaluate(
@@ -343,6 +356,7 @@ def _new_row(events: Any, kind: str, seen: set[str]) -> Any:
 def test_a_zone_drawn_in_the_editor_is_saved_with_a_backup_and_applied_live(
     browser: Browser, page: Any, gw: Gateway
 ) -> None:
+    _signed_in(page)
     original = gw.config_path.read_text(encoding="utf-8")
     events = browser.context.new_page()
     events.goto("/console/events")
@@ -420,6 +434,7 @@ def test_a_zone_drawn_in_the_editor_is_saved_with_a_backup_and_applied_live(
 
 
 def test_the_editor_rules_match_the_servers(page: Any) -> None:
+    _signed_in(page)
     page.goto("/console/zones/gate-cam/fence/gate")
     page.wait_for_selector("#editor[data-ready='1']")
     cases: list[list[list[float]]] = [
@@ -495,6 +510,7 @@ def _arrow(page: Any, scope: str) -> tuple[list[float], list[float]]:
 def test_a_line_drawn_in_the_editor_is_saved_with_a_backup_and_its_arrow_shows_in(
     browser: Browser, page: Any, gw: Gateway
 ) -> None:
+    _signed_in(page)
     # The Cameras page draws the line, its "in" arrow (the side the gateway counts "in")
     # and the running counter's counts.
     _logged_in(page, "/console/cameras")
@@ -566,6 +582,7 @@ def test_a_line_drawn_in_the_editor_is_saved_with_a_backup_and_its_arrow_shows_i
 
 
 def test_the_line_rules_match_the_servers(page: Any) -> None:
+    _signed_in(page)
     _logged_in(page, "/console/lines/gate-cam/fence/door")
     page.wait_for_selector("#editor[data-ready='1']")
     rng = random.Random(11)
