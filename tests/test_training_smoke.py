@@ -31,6 +31,7 @@ import torch
 from edge.runtime.registry import load_manifest, sha256_ok
 from tools import train_yolo as ty
 from tools import yolo_torch as yt
+from tools.pack_dataset import load_shrunk
 
 CLASSES = ["red", "blue"]
 
@@ -273,7 +274,7 @@ def test_worker_batches_do_not_depend_on_the_worker_count(tmp_path: Path) -> Non
     cfg = _cfg(data, 2)
     cfg.mosaic = 0.5
     split = yt.read_split([data], "train")
-    imgs = [yt.load_cached(p, 64) for p in split.images]
+    imgs = [load_shrunk(p, 64) for p in split.images]
     ds = ty._Batches(imgs, split.boxes, cfg, per_epoch=2)
     direct = [ds[it] for it in range(4)]
     again = [ds[it] for it in (3, 1, 0, 2)]

@@ -163,10 +163,10 @@ def _class_names(roots: Sequence[Path]) -> list[str]:
 def _cache(split: Any, max_side: int, desc: str) -> list[Any]:
     from tqdm import tqdm
 
-    from tools import yolo_torch as yt
+    from tools.pack_dataset import load_shrunk
 
     return [
-        yt.load_cached(p, max_side)
+        load_shrunk(p, max_side)
         for p in tqdm(split.images, desc=desc, mininterval=10, file=sys.stderr)
     ]
 

@@ -35,7 +35,6 @@ from torch import nn
 
 from edge.eval.dataset import IMAGE_SUFFIXES
 from tools.convert_darknet import BN_EPS, Section, load_darknet, parse_cfg, read_weights
-from tools.pack_dataset import load_shrunk
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -412,11 +411,6 @@ def read_split(roots: Sequence[Path], split: str) -> Split:
             images.append(img)
             boxes.append(arr)
     return Split(images, boxes)
-
-
-def load_cached(path: Path, max_side: int) -> U8:
-    """BGR image resized (area) so its longer side is at most ``max_side``."""
-    return load_shrunk(path, max_side)
 
 
 def letterbox(img: U8, size: int) -> tuple[U8, float, float, float]:
