@@ -1,4 +1,5 @@
-"""Detection metrics against hand-computed cases and a literal port of the COCO procedure."""
+"""Detection metrics against hand-computed cases, a literal port of the COCO procedure and
+pycocotools' ``COCOeval`` itself."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from edge.eval.metrics import (
     match_detections,
     recall_at_precision,
 )
+from tests.eval.pycoco import CocoImage, coco_ap
 
 NAMES = ("a", "b", "c")
 
@@ -395,6 +397,38 @@ def test_matches_literal_coco_procedure(images: list[dict[str, Any]]) -> None:
     assert cm[:, :3].sum() == n_gt
     assert cm[:3, :].sum() == n_pred
     assert cm[3, 3] == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(image_sets())
+def test_matches_pycocotools(images: list[dict[str, Any]]) -> None:
+    """The same boxes through the reference implementation, ``COCOeval`` itself."""
+    m = evaluate(images, score=0.3)
+    ref = coco_ap(
+        [
+            CocoImage(
+                gt=im["gt"],
+                gt_cls=im["gt_cls"],
+                pred=im["pred"],
+                scores=im["scores"],
+                cls=im["cls"],
+            )
+            for im in images
+        ],
+        3,
+    )
+    np.testing.assert_allclose(m.ap, ref, rtol=0, atol=1e-12)
+
+
+def test_pycocotools_check_sees_a_wrong_match() -> None:
+    """The cross-check can fail: one detection moved off its box changes COCOeval's AP."""
+    good = [{"gt": [BOX_A], "gt_cls": [0], "pred": [BOX_A], "scores": [0.9], "cls": [0]}]
+    moved = [dict(good[0], pred=[[30, 30, 70, 70]])]
+    ref_good = coco_ap([CocoImage(**im) for im in good], 3)
+    ref_moved = coco_ap([CocoImage(**im) for im in moved], 3)
+    assert ref_good[0, 0] == pytest.approx(1.0) and ref_moved[0, 0] == pytest.approx(0.0)
+    assert np.isnan(ref_good[1:]).all()
+    np.testing.assert_allclose(evaluate(moved).ap, ref_moved, rtol=0, atol=1e-12)
 
 
 def test_recall_points_are_coco_points() -> None:
