@@ -41,7 +41,12 @@ from edge.eval.dataset import DataConfig, load_data_config
 from edge.runtime.detector import Detector
 from edge.runtime.registry import load_manifest
 from edge.types import Detections
-from tests.eval.pycoco import CocoImage, coco_ap
+from tests.eval.pycoco import (
+    CocoImage,
+    ap_from_precision,
+    check_recall_at_precision,
+    coco_precision,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -149,9 +154,15 @@ def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     assert run.images == floor.images
     assert m.map50 >= floor.floor
     # the same detections through pycocotools' COCOeval: the harness's numbers are COCO's
-    ref = coco_ap(recorder.coco_images(cfg, run.mapping), len(m.class_names))
+    rows = recorder.coco_images(cfg, run.mapping)
+    precision = coco_precision(rows, len(m.class_names))
+    ref = ap_from_precision(precision)
     assert np.isfinite(ref).all(), "every evaluated class has ground truth here"
     np.testing.assert_allclose(m.ap, ref, rtol=0, atol=1e-9)
+    # and the bar's "recall at precision >= 0.8" agrees with COCO's precision-recall curve
+    check_recall_at_precision(
+        rows, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
+    )
 
 
 class Recording:

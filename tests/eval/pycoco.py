@@ -66,10 +66,9 @@ def _anns(
     return out
 
 
-def coco_ap(images: Sequence[CocoImage], num_classes: int) -> F64:
-    """``(C, 10)`` AP per class at IoU 0.50, 0.55, ..., 0.95 from ``COCOeval``'s
-    precision array (the mean of its 101 recall samples, as ``summarize`` does); ``NaN``
-    for a class without ground truth (COCO's -1)."""
+def coco_precision(images: Sequence[CocoImage], num_classes: int) -> F64:
+    """``COCOeval``'s interpolated precision, ``(T, 101, C)``: IoU thresholds 0.50, ...,
+    0.95, recall points 0, 0.01, ..., 1, classes; -1 for a class without ground truth."""
     imgs = [{"id": i + 1} for i in range(len(images))]
     cats = [{"id": k + 1} for k in range(num_classes)]
     gts: list[dict[str, Any]] = []
@@ -87,10 +86,78 @@ def coco_ap(images: Sequence[CocoImage], num_classes: int) -> F64:
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
-    precision = ev.eval["precision"][:, :, :, 0, 0]  # (T, R, K)
-    ap = np.full((num_classes, precision.shape[0]), np.nan)
-    for k in range(num_classes):
+    return np.asarray(ev.eval["precision"][:, :, :, 0, 0], dtype=np.float64)
+
+
+def coco_ap(images: Sequence[CocoImage], num_classes: int) -> F64:
+    """``(C, 10)`` AP per class at IoU 0.50, 0.55, ..., 0.95: the mean of
+    :func:`coco_precision`'s 101 recall samples, as ``summarize`` takes it; ``NaN`` for a
+    class without ground truth (COCO's -1)."""
+    return ap_from_precision(coco_precision(images, num_classes))
+
+
+def ap_from_precision(precision: F64) -> F64:
+    """``(C, T)`` AP from a ``(T, 101, C)`` :func:`coco_precision` array."""
+    ap = np.full((precision.shape[2], precision.shape[0]), np.nan)
+    for k in range(precision.shape[2]):
         p = precision[:, :, k]
         if (p > -1).all():
             ap[k] = p.mean(axis=1)
     return ap
+
+
+def recall_points_at_precision(precision: F64, min_precision: float) -> F64:
+    """``(C,)`` the highest of COCO's recall points (0, 0.01, ..., 1) whose interpolated
+    precision at IoU 0.5 is at least ``min_precision`` (-1 when none is)."""
+    q = precision[0]  # (101, C)
+    points = np.linspace(0.0, 1.0, 101)
+    out = np.full(q.shape[1], -1.0)
+    for k in range(q.shape[1]):
+        hit = np.flatnonzero(q[:, k] >= min_precision)
+        if hit.size:
+            out[k] = points[hit.max()]
+    return out
+
+
+def tied_classes(images: Sequence[CocoImage], num_classes: int) -> npt.NDArray[np.bool_]:
+    """``(C,)`` whether two detections of a class (over all images) share a score."""
+    scores = np.concatenate(
+        [np.asarray(im.scores, dtype=np.float64).reshape(-1) for im in images] or [np.zeros(0)]
+    )
+    classes = np.concatenate(
+        [np.asarray(im.cls, dtype=np.int64).reshape(-1) for im in images] or [np.zeros(0, int)]
+    )
+    return np.array(
+        [np.unique(scores[classes == k]).size < (classes == k).sum() for k in range(num_classes)]
+    )
+
+
+def check_recall_at_precision(
+    images: Sequence[CocoImage],
+    precision: F64,
+    recall: npt.ArrayLike,
+    score: npt.ArrayLike,
+    min_precision: float,
+) -> None:
+    """Assert the harness's recall at precision >= ``min_precision`` (``recall`` (C,), and
+    ``score`` (C,), ``NaN`` where no point qualifies) agrees with COCO's interpolated curve
+    at IoU 0.5 (``precision`` from :func:`coco_precision` on ``images``).
+
+    The interpolated precision at a recall point reaches ``min_precision`` exactly when some
+    raw point at that recall or beyond does, so COCO's highest such point is the largest of
+    0, 0.01, ..., 1 not above the highest qualifying raw recall. COCO's raw curve has a
+    point per detection; the harness's only per distinct score (a threshold keeps or drops
+    tied detections together), so for a class with tied scores COCO may reach further."""
+    r = np.asarray(recall, dtype=np.float64).reshape(-1)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    got = recall_points_at_precision(precision, min_precision)
+    ties = tied_classes(images, r.size)
+    points = np.linspace(0.0, 1.0, 101)
+    for k in range(r.size):
+        if (precision[:, :, k] == -1).all():  # no ground truth for this class
+            continue
+        if np.isnan(s[k]):
+            assert ties[k] or got[k] == -1.0, (k, got[k])
+            continue
+        want = points[points <= r[k] + 1e-9].max()
+        assert got[k] >= want if ties[k] else got[k] == want, (k, r[k], got[k], want)

@@ -22,7 +22,14 @@ from edge.eval.metrics import (
     match_detections,
     recall_at_precision,
 )
-from tests.eval.pycoco import CocoImage, coco_ap
+from tests.eval.pycoco import (
+    CocoImage,
+    ap_from_precision,
+    check_recall_at_precision,
+    coco_ap,
+    coco_precision,
+    tied_classes,
+)
 
 NAMES = ("a", "b", "c")
 
@@ -404,20 +411,24 @@ def test_matches_literal_coco_procedure(images: list[dict[str, Any]]) -> None:
 def test_matches_pycocotools(images: list[dict[str, Any]]) -> None:
     """The same boxes through the reference implementation, ``COCOeval`` itself."""
     m = evaluate(images, score=0.3)
-    ref = coco_ap(
-        [
-            CocoImage(
-                gt=im["gt"],
-                gt_cls=im["gt_cls"],
-                pred=im["pred"],
-                scores=im["scores"],
-                cls=im["cls"],
-            )
-            for im in images
-        ],
-        3,
+    rows = [CocoImage(**im) for im in images]
+    precision = coco_precision(rows, 3)
+    np.testing.assert_allclose(m.ap, ap_from_precision(precision), rtol=0, atol=1e-12)
+    check_recall_at_precision(
+        rows, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
     )
-    np.testing.assert_allclose(m.ap, ref, rtol=0, atol=1e-12)
+    # the same with every score distinct, so the recall check is exact for every class
+    n = 0
+    for im in images:
+        im["scores"] = [s + 1e-6 * (n + i) for i, s in enumerate(im["scores"])]
+        n += len(im["scores"])
+    m, rows = evaluate(images, score=0.3), [CocoImage(**im) for im in images]
+    assert not tied_classes(rows, 3).any()
+    precision = coco_precision(rows, 3)
+    np.testing.assert_allclose(m.ap, ap_from_precision(precision), rtol=0, atol=1e-12)
+    check_recall_at_precision(
+        rows, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
+    )
 
 
 def test_pycocotools_check_sees_a_wrong_match() -> None:
