@@ -9,13 +9,14 @@ with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -24,10 +25,20 @@ import numpy.typing as npt
 from edge import __version__
 from edge.errors import EdgeError, ImageDecodeError
 
+if TYPE_CHECKING:
+    from edge.runtime.registry import ModelManifest
+
 log = logging.getLogger("edge.cli")
 
 DEFAULT_MODELS_DIR = Path(os.environ.get("SAFETY_EDGE_MODELS", "models"))
 DEFAULT_DETECTOR = "person_vehicle"
+TASK_MODELS = {
+    "person": DEFAULT_DETECTOR,
+    "fence": DEFAULT_DETECTOR,
+    "hardhat": "hardhat",
+    "workwear": "workwear",
+}
+"""``detect --task``: the model each task uses unless ``--model`` names another."""
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
@@ -73,6 +84,16 @@ def _annotate_path(base: Path, index: int, count: int) -> Path:
     return base if count == 1 else base.with_name(f"{base.stem}_{index}{base.suffix}")
 
 
+def _manifest(models: Mapping[str, ModelManifest], name: str, models_dir: Path) -> ModelManifest:
+    if name not in models:
+        raise EdgeError(
+            f"model {name!r} not found in {str(models_dir)!r} "
+            f"(have: {', '.join(sorted(models)) or 'none'}; run `make models`)",
+            code=5001,
+        )
+    return models[name]
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from edge.kernels.geometry import check_polygon_in_image, parse_area
     from edge.runtime.detector import Detector
@@ -84,14 +105,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         if args.area is None:
             raise EdgeError('--task fence needs --area "x1,y1,x2,y2,..."', code=4012)
         polygon = parse_area(args.area)
+    elif args.area is not None:
+        raise EdgeError(f"--area is for --task fence, not --task {args.task}", code=4012)
     models = discover_models(args.models_dir)
-    if args.model not in models:
-        raise EdgeError(
-            f"model {args.model!r} not found in {str(args.models_dir)!r} "
-            f"(have: {', '.join(sorted(models)) or 'none'}; run `make models`)",
-            code=5001,
-        )
-    with Detector(models[args.model], intra_op_threads=args.threads) as detector:
+    manifest = _manifest(models, args.model or TASK_MODELS[args.task], args.models_dir)
+    if args.task in ("hardhat", "workwear"):
+        return _detect_wearing(args, models, manifest)
+    with Detector(manifest, intra_op_threads=args.threads) as detector:
         task = FenceTask(detector=detector, anchor=args.anchor, score_threshold=args.score)
         for i, path in enumerate(args.images):
             image = read_image(Path(path))
@@ -123,6 +143,66 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 out_path = _annotate_path(Path(args.annotate), i, len(args.images))
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 if not cv2.imwrite(str(out_path), annotate(image, dets.xyxy, labels, polygon)):
+                    raise EdgeError(f"cannot write {str(out_path)!r}")
+    return 0
+
+
+def _detect_wearing(
+    args: argparse.Namespace, models: Mapping[str, ModelManifest], manifest: ModelManifest
+) -> int:
+    """``detect --task hardhat|workwear``: per image the API's answer (``result``: the
+    contract items, boxes ``[top, left, bottom, right]``) and its compliance ``summary``,
+    with the gateway's default worn rule and person model."""
+    from edge.config import WearingConfig
+    from edge.runtime.detector import Detector
+    from edge.tasks.hardhat import HardhatTask
+    from edge.tasks.workwear import WorkwearTask
+
+    with contextlib.ExitStack() as stack:
+        detector = stack.enter_context(Detector(manifest, intra_op_threads=args.threads))
+        person = None
+        if not args.no_person:
+            name = args.person_model or DEFAULT_DETECTOR
+            if name in models or args.person_model is not None:
+                person_manifest = _manifest(models, name, args.models_dir)
+                person = stack.enter_context(
+                    Detector(person_manifest, intra_op_threads=args.threads)
+                )
+            else:
+                log.warning(
+                    "person model %r not in %s (run `make models`): answers come from the "
+                    "%s model's boxes alone, without the worn rule",
+                    name,
+                    args.models_dir,
+                    manifest.name,
+                )
+        rule = WearingConfig().to_rule()
+        task: HardhatTask | WorkwearTask
+        if args.task == "hardhat":
+            task = HardhatTask(
+                detector=detector, score_threshold=args.score, person_detector=person, rule=rule
+            )
+        else:
+            task = WorkwearTask(
+                detector=detector, score_threshold=args.score, person_detector=person, rule=rule
+            )
+        for i, path in enumerate(args.images):
+            image = read_image(Path(path))
+            analysis = task.analyse(image)
+            answer = {"image": str(path), "result": analysis.items, "summary": analysis.summary()}
+            print(json.dumps(answer, ensure_ascii=False, indent=None if args.json else 2))
+            if args.annotate is not None:
+                boxes = np.array(
+                    [
+                        [it["box"][1], it["box"][0], it["box"][3], it["box"][2]]
+                        for it in answer["result"]
+                    ],
+                    dtype=np.float32,
+                ).reshape(-1, 4)
+                labels = [f"{it['classname']} {it['score']:.2f}" for it in analysis.items]
+                out_path = _annotate_path(Path(args.annotate), i, len(args.images))
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(out_path), annotate(image, boxes, labels, None)):
                     raise EdgeError(f"cannot write {str(out_path)!r}")
     return 0
 
@@ -173,9 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument(
         "--task",
-        choices=("fence", "person"),
+        choices=tuple(TASK_MODELS),
         default="person",
-        help="fence: targets inside --area; person: all people/vehicles",
+        help="fence: targets inside --area; person: all people/vehicles; hardhat: heads with "
+        "hat colour or no_hat; workwear: people with workwear colour or no_workwear",
     )
     p.add_argument("--area", help='polygon "x1,y1,x2,y2,..." in pixels, 4..9 points')
     p.add_argument(
@@ -184,7 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="bottom_center",
         help="what must be inside the area",
     )
-    p.add_argument("--model", default=DEFAULT_DETECTOR)
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"manifest name (default: {DEFAULT_DETECTOR}; hardhat / workwear for those tasks)",
+    )
+    p.add_argument(
+        "--person-model",
+        default=None,
+        help=f"hardhat/workwear: people for the worn rule (default: {DEFAULT_DETECTOR}, "
+        "when built)",
+    )
+    p.add_argument(
+        "--no-person",
+        action="store_true",
+        help="hardhat/workwear: the model's boxes alone, no person detector or worn rule",
+    )
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     p.add_argument("--score", type=float, default=None, help="score threshold")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")

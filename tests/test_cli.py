@@ -144,3 +144,160 @@ def test_models_list_reports_sha(default_model_manifest: Path, tmp_path: Path) -
     (tmp_path / "person_vehicle.onnx").write_bytes(bytes(data))
     r = cli("models", "list", "--models-dir", str(tmp_path))
     assert r.returncode == 1 and "MISMATCH" in r.stdout
+
+
+# -- hard hat and workwear: the trained models on real validation photos -------------------
+HAT_LABELS = ["no_hat", "red_hat", "blue_hat", "white_hat", "yellow_hat"]
+
+
+def trained(name: str) -> Path:
+    if not (MODELS / f"{name}.onnx").is_file():
+        pytest.skip(f"models/{name}.onnx not shipped (train it: see models/MODEL_CARD.md)")
+    return MODELS / f"{name}.yaml"
+
+
+def labelled_tlbr(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A validation photo's labelled boxes as ``[top, left, bottom, right]`` pixels, and
+    their class ids."""
+    image = cv2.imread(str(data / "images" / "val" / name))
+    assert image is not None, name
+    h, w = image.shape[:2]
+    rows = np.loadtxt(data / "labels" / "val" / f"{Path(name).stem}.txt", ndmin=2)
+    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
+    tlbr = np.stack([cy - bh / 2, cx - bw / 2, cy + bh / 2, cx + bw / 2], axis=1)
+    return tlbr, rows[:, 0].astype(int)
+
+
+def iou_tlbr(a: list[int], b: np.ndarray) -> float:
+    ih = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+    iw = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    inter = ih * iw
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def check_items(answer: dict, allowed: set[str]) -> None:
+    """Contract items: ``box`` four ints ``[top, left, bottom, right]``, a known classname,
+    a score in (0, 1], highest score first."""
+    image = cv2.imread(answer["image"])
+    h, w = image.shape[:2]
+    for it in answer["result"]:
+        assert set(it) == {"box", "classname", "score"}
+        t, left, b, r = it["box"]
+        assert all(isinstance(v, int) for v in it["box"])
+        assert 0 <= t < b <= h and 0 <= left < r <= w, (it, w, h)
+        assert it["classname"] in allowed and 0 < it["score"] <= 1
+    scores = [it["score"] for it in answer["result"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_detect_hardhat_on_a_real_photo(
+    shared_data: Path, default_model_manifest: Path, tmp_path: Path
+) -> None:
+    """b001305 (val): two bare heads and a blue hat, labelled. The answer has exactly those
+    three, each on its labelled head with its class; with the person detector, the two
+    bare-headed workers are violations and an annotated copy is written."""
+    trained("hardhat")
+    photo = shared_data / "hardhat" / "images" / "val" / "b001305.jpg"
+    out = tmp_path / "hats.jpg"
+    r = cli(
+        "detect",
+        "--task",
+        "hardhat",
+        "--json",
+        "--annotate",
+        str(out),
+        "--models-dir",
+        str(MODELS),
+        str(photo),
+    )
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    check_items(answer, {"blue_hat", "white_hat", "yellow_hat", "red_hat", "other_hat", "no_hat"})
+    assert sorted(it["classname"] for it in answer["result"]) == ["blue_hat", "no_hat", "no_hat"]
+    boxes, classes = labelled_tlbr(shared_data / "hardhat", photo.name)
+    for it in answer["result"]:
+        best = int(np.argmax([iou_tlbr(it["box"], b) for b in boxes]))
+        assert iou_tlbr(it["box"], boxes[best]) >= 0.5, it
+        assert HAT_LABELS[classes[best]] == it["classname"], it
+    summary = answer["summary"]
+    assert summary["rule"] == "person"
+    bare = [p for p in summary["people"] if p["classname"] == "no_hat"]
+    assert len(bare) == 2 and all(p["status"] == "violation" for p in bare), summary
+    ann = cv2.imread(str(out))
+    assert ann is not None and not np.array_equal(ann, cv2.imread(str(photo)))
+
+
+def test_detect_hardhat_without_person_detector(shared_data: Path) -> None:
+    """000599 (val): one worker in a yellow hat, close up; ``--no-person`` answers from the
+    head model alone (rule ``detector``)."""
+    trained("hardhat")
+    photo = shared_data / "hardhat" / "images" / "val" / "000599.jpg"
+    r = cli(
+        "detect",
+        "--task",
+        "hardhat",
+        "--no-person",
+        "--json",
+        "--models-dir",
+        str(MODELS),
+        str(photo),
+    )
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert [it["classname"] for it in answer["result"]] == ["yellow_hat"]
+    assert answer["summary"]["rule"] == "detector"
+    assert answer["summary"]["counts"] == {"compliant": 1, "violation": 0, "cannot_tell": 0}
+
+
+def test_detect_hardhat_person_model_missing(shared_data: Path, tmp_path: Path) -> None:
+    """Without the person model (``make models`` not run) the default falls back to the head
+    model's boxes, saying so on stderr; a person model asked for by name must exist."""
+    trained("hardhat")
+    for f in ("hardhat.yaml", "hardhat.onnx"):
+        (tmp_path / f).symlink_to(MODELS / f)
+    photo = shared_data / "hardhat" / "images" / "val" / "000599.jpg"
+    r = cli("detect", "--task", "hardhat", "--json", "--models-dir", str(tmp_path), str(photo))
+    assert r.returncode == 0, r.stderr
+    assert (
+        "person model 'person_vehicle' not in" in r.stderr and "without the worn rule" in r.stderr
+    )
+    assert json.loads(r.stdout)["summary"]["rule"] == "detector"
+    r = cli(
+        "detect",
+        "--task",
+        "hardhat",
+        "--person-model",
+        "nope",
+        "--models-dir",
+        str(tmp_path),
+        str(photo),
+    )
+    assert r.returncode == 2 and r.stderr.startswith("error 5001: ") and "'nope'" in r.stderr
+
+
+def test_detect_workwear_on_a_real_photo(shared_data: Path, default_model_manifest: Path) -> None:
+    """vest_00602 (val): a row of workers, five in hi-vis vests and two without, labelled.
+    Every confident answer (score >= 0.5) is on a labelled body of its kind; the vests read
+    as ``yellow`` (hi-vis), the bare torsos as ``no_workwear``."""
+    trained("workwear")
+    photo = shared_data / "vest" / "images" / "val" / "vest_00602.jpg"
+    r = cli("detect", "--task", "workwear", "--json", "--models-dir", str(MODELS), str(photo))
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    check_items(answer, {"light", "blue", "other", "red", "dark", "yellow", "no_workwear"})
+    boxes, classes = labelled_tlbr(shared_data / "vest", photo.name)
+    sure = [it for it in answer["result"] if it["score"] >= 0.5]
+    for it in sure:
+        kind = 3 if it["classname"] == "no_workwear" else 2  # no_wear / wear
+        mine = boxes[classes == kind]
+        assert max(iou_tlbr(it["box"], b) for b in mine) >= 0.5, it
+    names = [it["classname"] for it in sure]
+    assert names.count("yellow") >= 4 and "no_workwear" in names, names
+    assert answer["summary"]["rule"] == "person"
+
+
+def test_detect_area_is_for_the_fence_only(default_model_manifest: Path) -> None:
+    r = cli(
+        "detect", "--task", "person", "--area", RIGHT_HALF, "--models-dir", str(MODELS), str(FRAME)
+    )
+    assert r.returncode == 2 and r.stderr.startswith("error 4012: ") and "--task fence" in r.stderr
