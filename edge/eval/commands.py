@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import EdgeError, ModelError
-from edge.eval.dataset import DataConfig, DatasetError, load_data_config
+from edge.eval.dataset import DataConfig, DatasetError, load_data_config, merge_data_configs
 from edge.eval.metrics import DetectionEvaluator, DetectionMetrics
 from edge.eval.report import (
     ReportContext,
@@ -406,7 +406,9 @@ def evaluate(
 
 # -- the command --------------------------------------------------------------------------
 def _command_line(args: argparse.Namespace) -> str:
-    parts = ["safety-edge", "eval", "--task", args.task, "--data", str(args.data)]
+    parts = ["safety-edge", "eval", "--task", args.task]
+    for data in args.data:
+        parts += ["--data", str(data)]
     parts += ["--model", args.model or DEFAULT_MODELS[args.task]]
     parts += ["--models-dir", str(args.models_dir), "--split", args.split, "--out", str(args.out)]
     parts += [
@@ -452,10 +454,12 @@ def _unit_interval(text: str) -> float:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edge.runtime.detector import Detector
     from edge.runtime.registry import discover_models, file_sha256
+    from edge.tasks.workwear import MODEL_CLASSES as WORKWEAR_MODEL_CLASSES
 
     if args.iou <= 0.0:
         raise EvalError("--iou must be > 0")
-    config = load_data_config(args.data)
+    configs = [load_data_config(d) for d in args.data]
+    config = merge_data_configs(configs, args.split)
     name = args.model or DEFAULT_MODELS[args.task]
     models = discover_models(args.models_dir)
     if name not in models:
@@ -464,6 +468,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"(have: {', '.join(sorted(models)) or 'none'})"
         )
     manifest = models[name]
+    if args.score is None:  # the model's operating threshold, as the API and cameras use
+        args.score = manifest.score_threshold
+    classes = _split_names(args.classes)
+    if classes is None and args.task == "workwear":
+        classes = [n for n in config.class_names if n.strip().lower() in WORKWEAR_MODEL_CLASSES]
+        if not classes:
+            raise EvalError(
+                f"--task workwear: the data set has no wear / no-wear class "
+                f"({', '.join(config.class_names)}); name the classes with --classes"
+            )
+        args.classes = ",".join(classes)
     out = Path(args.out)
     bar = Progress(label=f"eval {args.task}")
     with Detector(manifest, intra_op_threads=args.threads) as detector:
@@ -479,7 +494,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 nms_iou=nms_iou,
                 map_score_threshold=args.map_score,
                 class_map=parse_class_map(args.class_map),
-                classes=_split_names(args.classes),
+                classes=classes,
                 limit=args.limit,
                 samples=args.samples,
                 sample_dir=out / "samples" if args.samples > 0 else None,
@@ -504,6 +519,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         },
         dataset={
             "data_yaml": str(config.yaml_path),
+            "data_yamls": [str(c.yaml_path) for c in configs],
             "root": str(config.root),
             "split": args.split,
             "images": run.images,
@@ -555,13 +571,24 @@ def add_subcommands(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--task", choices=TASKS, required=True)
-    p.add_argument("--data", type=Path, required=True, metavar="DATA_YAML", help="data.yaml")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        action="append",
+        metavar="DATA_YAML",
+        help="data.yaml; repeat to score several data sets with the same classes as one",
+    )
     p.add_argument("--model", default=None, help="model name (default: the task's name)")
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("--out", type=Path, default=Path("var/eval"), help="report folder")
     p.add_argument(
-        "--score", type=_unit_interval, default=0.25, help="operating score threshold (P/R)"
+        "--score",
+        type=_unit_interval,
+        default=None,
+        help="operating score threshold for P/R and the confusion matrix (default: the "
+        "model manifest's score_threshold)",
     )
     p.add_argument(
         "--iou", type=_unit_interval, default=0.5, help="IoU for P/R and the confusion matrix"
@@ -580,7 +607,8 @@ def add_subcommands(subparsers: Any) -> None:
         "--classes",
         default=None,
         metavar="NAME,...",
-        help="evaluate only these data set classes (e.g. wear,no_wear)",
+        help="evaluate only these data set classes (default: all the model predicts; for "
+        "--task workwear the wear / no-wear classes the task reads, e.g. wear,no_wear)",
     )
     p.add_argument("--samples", type=int, default=6, help="annotated sample images")
     p.add_argument("--limit", type=int, default=None, help="first N images only")

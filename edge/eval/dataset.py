@@ -37,6 +37,7 @@ __all__ = [
     "Sample",
     "label_path_for",
     "load_data_config",
+    "merge_data_configs",
     "read_labels",
 ]
 
@@ -273,3 +274,36 @@ def load_data_config(path: str | Path) -> DataConfig:
         else:
             raise DatasetError(f"data set YAML {p}: {key!r} must be a path or list of paths")
     return DataConfig(yaml_path=p, root=root.resolve(), class_names=tuple(names), splits=splits)
+
+
+def merge_data_configs(configs: Sequence[DataConfig], split: str) -> DataConfig:
+    """Several data sets with the same class names as one: each split lists every set's
+    entries (as absolute paths); the first set's YAML and root name the result.
+
+    Raises:
+        DatasetError: no data set, class names that differ, or a set without ``split``
+            (or with no images in it: each set must contribute).
+    """
+    if not configs:
+        raise DatasetError("no data set given")
+    first = configs[0]
+    if len(configs) == 1:
+        return first
+    splits: dict[str, list[str]] = {}
+    for c in configs:
+        if c.class_names != first.class_names:
+            raise DatasetError(
+                f"data sets {first.yaml_path} and {c.yaml_path} have different classes: "
+                f"{list(first.class_names)} vs {list(c.class_names)}"
+            )
+        c.samples(split)  # raises when the split is missing or empty
+        for name, entries in c.splits.items():
+            splits.setdefault(name, []).extend(
+                str(Path(e) if Path(e).is_absolute() else c.root / e) for e in entries
+            )
+    return DataConfig(
+        yaml_path=first.yaml_path,
+        root=first.root,
+        class_names=first.class_names,
+        splits={k: tuple(v) for k, v in splits.items()},
+    )

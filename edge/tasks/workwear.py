@@ -44,6 +44,8 @@ WORKWEAR_CLASSNAMES = ("light", "blue", "other", "red", "dark", "yellow", NO_WOR
 
 _WEAR = {"wear", "workwear", "vest", "uniform"}
 _NO_WEAR = {"no_wear", "no_workwear", "no_vest", "no_uniform"}
+MODEL_CLASSES = frozenset(_WEAR | _NO_WEAR)
+"""Model class names (lower case) the task reads; a model's other classes are ignored."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def make_models(
     names: list[str] = MODEL_NAMES,
     name: str = "hardhat",
     rename: dict[str, str] | None = None,
+    **fields: Any,
 ) -> Path:
     """A planted model emitting :data:`PLANTED`; ``rename`` maps planted classes to other
     model class names (a planted class the model lacks gets score 0: not emitted)."""
@@ -86,6 +87,7 @@ def make_models(
         class_names=names,
         input_size=(NET, NET),
         letterbox=False,
+        **fields,
     )
     return folder
 
@@ -236,6 +238,86 @@ def test_unknown_model_and_bad_data_are_edge_errors(tmp_path: Path) -> None:
         run_eval("--task", "hardhat", *base[:-2], "--split", "test", "--out", str(tmp_path / "x"))
     with pytest.raises(SystemExit):
         run_eval("--task", "hardhat", *base, "--score", "1.5")
+
+
+def test_score_defaults_to_the_models_operating_threshold(tmp_path: Path) -> None:
+    """Without ``--score``, P/R and the matrix use the manifest's ``score_threshold`` (the
+    threshold the API and cameras run at): at 0.5 the yellow detections (0.3) drop out."""
+    data = make_dataset(tmp_path / "data")
+    models = make_models(tmp_path / "models", score_threshold=0.5)
+    base = ["--task", "hardhat", "--data", str(data), "--models-dir", str(models)]
+    assert run_eval(*base, "--out", str(tmp_path / "a"), "--samples", "0") == 0
+    r = read_report(tmp_path / "a")
+    assert r["settings"]["score_threshold"] == 0.5 and "--score 0.5 " in r["command"]
+    assert per_class(r)["yellow"]["precision"] is None
+    assert run_eval(*base, "--out", str(tmp_path / "b"), "--samples", "0", "--score", "0.25") == 0
+    assert per_class(read_report(tmp_path / "b"))["yellow"]["precision"] == 1.0
+
+
+def test_several_data_sets_are_scored_as_one(tmp_path: Path) -> None:
+    """``--data`` twice: both val splits in one evaluation (the workwear bar is over the
+    workwear and vest sets together); the sets must share their classes and the split."""
+    one = make_dataset(tmp_path / "one")
+    two = make_dataset(tmp_path / "two", wrong_first=True)
+    models = make_models(tmp_path / "models")
+    base = ["--task", "hardhat", "--models-dir", str(models), "--samples", "0"]
+    out = tmp_path / "out"
+    assert run_eval(*base, "--data", str(one), "--data", str(two), "--out", str(out)) == 0
+    r = read_report(out)
+    assert r["summary"]["images"] == 6 and r["summary"]["gt_boxes"] == 18
+    assert r["dataset"]["data_yamls"] == [str(one.resolve()), str(two.resolve())]
+    assert r["command"].count("--data ") == 2
+    # red over both: 5 objects (the second set's first red box is labelled yellow); six
+    # detections at 0.9 in set then image order: TP TP TP FP TP TP. Precision 1 up to recall
+    # 0.6, then the envelope is 5/6 (the last point) up to recall 1: 61 and 40 points.
+    assert per_class(r)["red"]["ap50"] == pytest.approx((61 + 40 * 5 / 6) / 101, abs=1e-6)
+    other = make_dataset(tmp_path / "other")
+    (other).write_text(other.read_text().replace("4: yellow", "4: orange"))
+    with pytest.raises(DatasetError, match="different classes"):
+        run_eval(*base, "--data", str(one), "--data", str(other), "--out", str(out))
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(one.read_text().replace("val: images/val", "train: images/val"))
+    no_val.write_text(no_val.read_text().replace("path: .", f"path: {tmp_path / 'one'}"))
+    with pytest.raises(DatasetError, match="no split 'val'"):
+        run_eval(*base, "--data", str(one), "--data", str(no_val), "--out", str(out))
+
+
+def test_workwear_task_scores_the_wear_classes(tmp_path: Path) -> None:
+    """``--task workwear`` evaluates the classes the workwear task reads (wear / no-wear),
+    as the issue's bar does, unless ``--classes`` says otherwise."""
+    data = make_dataset(tmp_path / "data")
+    data.write_text(
+        data.read_text().replace("0: none", "0: wear").replace("4: yellow", "4: no_wear")
+    )
+    models = make_models(
+        tmp_path / "models",
+        names=["person", "no_wear", "red", "wear"],
+        name="workwear",
+        rename={"none": "wear", "yellow": "no_wear"},
+    )
+    base = [
+        "--task",
+        "workwear",
+        "--data",
+        str(data),
+        "--models-dir",
+        str(models),
+        "--samples",
+        "0",
+    ]
+    assert run_eval(*base, "--out", str(tmp_path / "a")) == 0
+    r = read_report(tmp_path / "a", "workwear")
+    assert [c["name"] for c in r["per_class"]] == ["wear", "no_wear"]
+    assert r["command"].endswith("--classes wear,no_wear")
+    assert run_eval(*base, "--out", str(tmp_path / "b"), "--classes", "wear,red,no_wear") == 0
+    assert [c["name"] for c in read_report(tmp_path / "b", "workwear")["per_class"]] == [
+        "wear",
+        "red",
+        "no_wear",
+    ]
+    hats = make_dataset(tmp_path / "hats")
+    with pytest.raises(EvalError, match="no wear / no-wear class"):
+        run_eval(*base[:2], "--data", str(hats), *base[4:], "--out", str(tmp_path / "c"))
 
 
 def test_map_classes_rules() -> None:
