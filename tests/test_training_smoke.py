@@ -379,3 +379,22 @@ def test_unreadable_training_image_is_named(tmp_path: Path) -> None:
     (data / "images" / "train" / "im1.jpg").write_bytes(b"not a jpeg")
     with pytest.raises((OSError, SystemExit), match=r"im1\.jpg"):
         ty.train(_cfg(data, 1), resume=False, run_dir=tmp_path / "run")
+
+
+def test_cli_resume_keeps_the_runs_schedule_and_threads(tmp_path: Path) -> None:
+    """``train --resume`` without ``--epochs`` / ``--threads`` continues the run as it was
+    started (a 1-epoch run stays 1 epoch, at its thread count) instead of taking the
+    command line's defaults (20 epochs, 2 threads); given, they change it."""
+    data = _make_dataset(tmp_path / "data")
+    runs = tmp_path / "runs"
+    base = ["train", "--name", "cli", "--data", str(data), "--runs", str(runs), "--size", "64"]
+    base += ["--batch", "2", "--max-iters", "2", "--warmup-iters", "1", "--init", "scratch"]
+    base += ["--cache-scale", "1.0"]
+    assert ty.main([*base, "--epochs", "1", "--threads", "1"]) == 0
+    assert ty.main([*base, "--resume"]) == 0
+    ck = torch.load(runs / "cli" / "last.pt", weights_only=False)
+    assert (ck["epoch"], ck["config"]["epochs"], ck["config"]["threads"]) == (0, 1, 1)
+    assert len(ck["history"]) == 1
+    assert ty.main([*base, "--resume", "--epochs", "2"]) == 0
+    ck = torch.load(runs / "cli" / "last.pt", weights_only=False)
+    assert (ck["epoch"], ck["config"]["epochs"], ck["config"]["threads"]) == (1, 2, 1)

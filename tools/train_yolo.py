@@ -338,8 +338,23 @@ def _freeze(net: Any, n: int) -> list[Any]:
     return frozen
 
 
-def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> dict[str, Any]:
-    """Train (or resume) a run; returns the best epoch's metrics."""
+RESUME_OVERRIDES = ("epochs", "threads")
+"""Settings a resume may change that shape the result: the schedule's length (a longer one
+is a warm restart of the cosine) and the thread count (summation order)."""
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool,
+    run_dir: Path,
+    bench: int = 0,
+    overrides: Sequence[str] = RESUME_OVERRIDES,
+) -> dict[str, Any]:
+    """Train (or resume) a run; returns the best epoch's metrics. On ``resume`` the run's
+    saved settings apply, except the device and worker count (which do not change the
+    batches) and those of :data:`RESUME_OVERRIDES` named in ``overrides`` (taken from
+    ``cfg``)."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -356,10 +371,10 @@ def train(cfg: TrainConfig, *, resume: bool, run_dir: Path, bench: int = 0) -> d
             raise SystemExit(f"--resume: {last} does not exist")
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         saved = TrainConfig(**ckpt["config"])
-        # the settings a resume may change: the length of the schedule (a longer one is a
-        # warm restart of the cosine), the thread count (summation order only), the device
-        # and the worker count (the batches of a worker run do not depend on it)
-        saved.epochs, saved.threads = cfg.epochs, cfg.threads
+        for key in overrides:
+            if key not in RESUME_OVERRIDES:
+                raise ValueError(f"a resume cannot change {key!r}")
+            setattr(saved, key, getattr(cfg, key))
         saved.device, saved.workers, saved.budget_s = cfg.device, cfg.workers, 0.0
         cfg = saved
         logger.info("resuming %s from epoch %d", last, ckpt["epoch"] + 1)
@@ -789,6 +804,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for f in TrainConfig.__dataclass_fields__.values():
         if f.name in ("name", "data", "anchors"):
             continue
+        if f.name in RESUME_OVERRIDES:  # None: the default, or on --resume the run's own
+            t.add_argument(
+                f"--{f.name}",
+                type=int,
+                default=None,
+                help=f"default {f.default}; with --resume: the run's own unless given",
+            )
+            continue
         t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     e = sub.add_parser("export", help="export best.pt to ONNX + manifest")
     e.add_argument("--name", required=True)
@@ -815,13 +838,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--data", action="append", default=[], help="val data folder (repeat)")
     args = ap.parse_args(argv)
     if args.cmd == "train":
+        given = [k for k in RESUME_OVERRIDES if getattr(args, k) is not None]
         kw = {
             k: getattr(args, k)
             for k in TrainConfig.__dataclass_fields__
-            if k not in ("name", "data", "anchors")
+            if k not in ("name", "data", "anchors") and getattr(args, k) is not None
         }
         cfg = TrainConfig(name=args.name, data=list(args.data), **kw)
-        res = train(cfg, resume=args.resume, run_dir=args.runs / args.name, bench=args.bench)
+        res = train(
+            cfg,
+            resume=args.resume,
+            run_dir=args.runs / args.name,
+            bench=args.bench,
+            overrides=given,
+        )
         print(json.dumps({k: v for k, v in res.items() if k != "history"}))
     elif args.cmd == "slim":
         try:
