@@ -792,6 +792,30 @@ def evaluate_sizes(
     return out
 
 
+def _provenance(manifest: Path, licence: str, source: str, description: str) -> dict[str, str]:
+    """The manifest's ``licence`` / ``source`` / ``description``: those given, else the ones
+    the manifest being replaced holds (a re-export keeps its provenance).
+
+    Raises:
+        ValueError: ``licence`` or ``source`` neither given nor in an existing manifest.
+    """
+    import yaml
+
+    given = {"licence": licence, "source": source, "description": description}
+    old: dict[str, Any] = {}
+    if manifest.is_file():
+        loaded = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+        old = loaded if isinstance(loaded, dict) else {}
+    texts = {k: v or str(old.get(k) or "") for k, v in given.items()}
+    missing = [f"--{k}" for k in ("licence", "source") if not texts[k]]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} needed: {manifest} does not exist or has none to keep "
+            "(a manifest states where its weights come from and under which licence)"
+        )
+    return texts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -819,9 +843,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--ckpt", default="best.pt")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--manifest", type=Path, required=True)
-    e.add_argument("--description", default="")
-    e.add_argument("--licence", default="")
-    e.add_argument("--source", default="")
+    keep = "default: the replaced manifest's"
+    e.add_argument("--description", default="", help=keep)
+    e.add_argument("--licence", default="", help=f"{keep}; required for a new manifest")
+    e.add_argument("--source", default="", help=f"{keep}; required for a new manifest")
     e.add_argument("--size", type=int, default=None, help="input size (default: training)")
     e.add_argument("--score-threshold", type=float, default=0.25, help="manifest default")
     e.add_argument(
@@ -864,13 +889,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
         evaluate_sizes(args.runs / args.name / args.ckpt, sizes, args.data)
     else:
+        try:
+            texts = _provenance(args.manifest, args.licence, args.source, args.description)
+        except ValueError as e:
+            print(f"export: {e}", file=sys.stderr)
+            return 2
         res = export(
             args.runs / args.name / args.ckpt,
             args.out,
             args.manifest,
-            description=args.description,
-            licence=args.licence,
-            source=args.source,
+            description=texts["description"],
+            licence=texts["licence"],
+            source=texts["source"],
             size=args.size,
             score_threshold=args.score_threshold,
             val_data=args.data or None,
