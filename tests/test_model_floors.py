@@ -128,6 +128,18 @@ def test_floor_table_is_consistent() -> None:
         assert f.subset_map50 - f.floor <= 0.08, f"{f.model}: floor too loose to catch much"
 
 
+MAX_MODEL_BYTES = 25_000_000
+"""The issue's limit per trained model file (25 MB)."""
+
+
+@pytest.mark.parametrize("floor", FLOORS, ids=[f.model for f in FLOORS])
+def test_shipped_model_fits_the_size_limit(floor: Floor) -> None:
+    onnx = MODELS / f"{floor.model}.onnx"
+    if not onnx.is_file():
+        pytest.skip(f"{onnx.relative_to(REPO)} not shipped")
+    assert onnx.stat().st_size < MAX_MODEL_BYTES
+
+
 @pytest.mark.parametrize("floor", FLOORS, ids=[f.model for f in FLOORS])
 def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     missing = [SHARED_DATA / d for d in floor.data if not (SHARED_DATA / d).is_dir()]
