@@ -193,9 +193,11 @@ def check_items(answer: dict, allowed: set[str]) -> None:
 def test_detect_hardhat_on_a_real_photo(
     shared_data: Path, default_model_manifest: Path, tmp_path: Path
 ) -> None:
-    """b001305 (val): two bare heads and a blue hat, labelled. The answer has exactly those
-    three, each on its labelled head with its class; with the person detector, the two
-    bare-headed workers are violations and an annotated copy is written."""
+    """b001305 (val): four workers; two bare heads and a blue hard hat are labelled, the
+    fourth wears a navy baseball cap (not labelled: no hard hat). Each labelled head is in
+    the answer with its class; the cap may be ``no_hat`` or absent, never a hard hat; with
+    the person detector the two bare-headed workers are violations, and an annotated copy
+    is written."""
     trained("hardhat")
     photo = shared_data / "hardhat" / "images" / "val" / "b001305.jpg"
     out = tmp_path / "hats.jpg"
@@ -213,12 +215,16 @@ def test_detect_hardhat_on_a_real_photo(
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     check_items(answer, {"blue_hat", "white_hat", "yellow_hat", "red_hat", "other_hat", "no_hat"})
-    assert sorted(it["classname"] for it in answer["result"]) == ["blue_hat", "no_hat", "no_hat"]
     boxes, classes = labelled_tlbr(shared_data / "hardhat", photo.name)
+    found = set()
     for it in answer["result"]:
         best = int(np.argmax([iou_tlbr(it["box"], b) for b in boxes]))
-        assert iou_tlbr(it["box"], boxes[best]) >= 0.5, it
-        assert HAT_LABELS[classes[best]] == it["classname"], it
+        if iou_tlbr(it["box"], boxes[best]) >= 0.5:
+            assert HAT_LABELS[classes[best]] == it["classname"], it
+            found.add(best)
+        else:  # the cap: a hard hat there would be a false "compliant"
+            assert it["classname"] == "no_hat", it
+    assert found == set(range(len(boxes)))
     summary = answer["summary"]
     assert summary["rule"] == "person"
     bare = [p for p in summary["people"] if p["classname"] == "no_hat"]
