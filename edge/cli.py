@@ -155,9 +155,20 @@ def _detect_wearing(
     with the gateway's default worn rule and person model."""
     from edge.config import WearingConfig
     from edge.runtime.detector import Detector
-    from edge.tasks.hardhat import HardhatTask
-    from edge.tasks.workwear import WorkwearTask
+    from edge.tasks.hardhat import HardhatTask, hat_classname
+    from edge.tasks.workwear import MODEL_CLASSES, WorkwearTask
 
+    names = list(manifest.class_names)
+    if args.task == "hardhat":
+        usable = [n for n in names if hat_classname(n) is not None]
+    else:
+        usable = [n for n in names if n.strip().lower() in MODEL_CLASSES]
+    if not usable:
+        raise EdgeError(
+            f"model {manifest.name!r} has no class the {args.task} task reads "
+            f"(its classes: {', '.join(names)})",
+            code=5001,
+        )
     with contextlib.ExitStack() as stack:
         detector = stack.enter_context(Detector(manifest, intra_op_threads=args.threads))
         person = None
@@ -270,13 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"manifest name (default: {DEFAULT_DETECTOR}; hardhat / workwear for those tasks)",
     )
-    p.add_argument(
+    people = p.add_mutually_exclusive_group()
+    people.add_argument(
         "--person-model",
         default=None,
         help=f"hardhat/workwear: people for the worn rule (default: {DEFAULT_DETECTOR}, "
         "when built)",
     )
-    p.add_argument(
+    people.add_argument(
         "--no-person",
         action="store_true",
         help="hardhat/workwear: the model's boxes alone, no person detector or worn rule",

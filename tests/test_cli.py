@@ -302,6 +302,21 @@ def test_detect_workwear_on_a_real_photo(shared_data: Path, default_model_manife
     assert answer["summary"]["rule"] == "person"
 
 
+def test_detect_hardhat_with_a_model_without_hat_classes(default_model_manifest: Path) -> None:
+    r = cli(
+        "detect",
+        "--task",
+        "hardhat",
+        "--model",
+        "person_vehicle",
+        "--models-dir",
+        str(MODELS),
+        str(FRAME),
+    )
+    assert r.returncode == 2 and r.stderr.startswith("error 5001: ")
+    assert "no class the hardhat task reads" in r.stderr and "person" in r.stderr
+
+
 def test_detect_area_is_for_the_fence_only(default_model_manifest: Path) -> None:
     r = cli(
         "detect", "--task", "person", "--area", RIGHT_HALF, "--models-dir", str(MODELS), str(FRAME)
