@@ -155,20 +155,10 @@ def _detect_wearing(
     with the gateway's default worn rule and person model."""
     from edge.config import WearingConfig
     from edge.runtime.detector import Detector
-    from edge.tasks.hardhat import HardhatTask, hat_classname
-    from edge.tasks.workwear import MODEL_CLASSES, WorkwearTask
+    from edge.tasks.hardhat import HardhatTask
+    from edge.tasks.workwear import WorkwearTask
 
-    names = list(manifest.class_names)
-    if args.task == "hardhat":
-        usable = [n for n in names if hat_classname(n) is not None]
-    else:
-        usable = [n for n in names if n.strip().lower() in MODEL_CLASSES]
-    if not usable:
-        raise EdgeError(
-            f"model {manifest.name!r} has no class the {args.task} task reads "
-            f"(its classes: {', '.join(names)})",
-            code=5001,
-        )
+    task_type = HardhatTask if args.task == "hardhat" else WorkwearTask
     with contextlib.ExitStack() as stack:
         detector = stack.enter_context(Detector(manifest, intra_op_threads=args.threads))
         person = None
@@ -187,15 +177,17 @@ def _detect_wearing(
                     args.models_dir,
                     manifest.name,
                 )
-        rule = WearingConfig().to_rule()
-        task: HardhatTask | WorkwearTask
-        if args.task == "hardhat":
-            task = HardhatTask(
-                detector=detector, score_threshold=args.score, person_detector=person, rule=rule
-            )
-        else:
-            task = WorkwearTask(
-                detector=detector, score_threshold=args.score, person_detector=person, rule=rule
+        task = task_type(
+            detector=detector,
+            score_threshold=args.score,
+            person_detector=person,
+            rule=WearingConfig().to_rule(),
+        )
+        if not task.model_classes:
+            raise EdgeError(
+                f"model {manifest.name!r} has no class the {args.task} task reads "
+                f"(its classes: {', '.join(manifest.class_names)})",
+                code=5001,
             )
         for i, path in enumerate(args.images):
             image = read_image(Path(path))

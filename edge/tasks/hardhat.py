@@ -130,15 +130,21 @@ class HardhatTask:
         """The classnames the answer may hold."""
         return HAT_CLASSNAMES
 
+    @property
+    def model_classes(self) -> list[str]:
+        """The detector's classes this task reads (heads and hats); empty: none."""
+        return [n for n in self.detector.class_names if hat_classname(n) is not None]
+
     def heads(
         self, image_bgr: ImageBGR, *, score_threshold: float | None = None
     ) -> tuple[Detections, list[str], StageTimings | None]:
         """The model's head and hat boxes, highest score first, with their contract
         classnames (colour from pixels for generic hat classes) and the call's timings."""
         names = list(self.detector.class_names)
-        wanted = [n for n in names if hat_classname(n) is not None]
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets, timings = detect_ranked(self.detector, image_bgr, wanted, score_threshold=thr)
+        dets, timings = detect_ranked(
+            self.detector, image_bgr, self.model_classes, score_threshold=thr
+        )
         classnames: list[str] = []
         for box, cid in zip(dets.xyxy, dets.class_ids, strict=True):
             classname = hat_classname(names[int(cid)])

@@ -66,19 +66,21 @@ class WorkwearTask:
         """The classnames the answer may hold."""
         return WORKWEAR_CLASSNAMES
 
+    @property
+    def model_classes(self) -> list[str]:
+        """The detector's classes this task reads (wear / no-wear); empty: none."""
+        return [n for n in self.detector.class_names if n.strip().lower() in MODEL_CLASSES]
+
     def boxes(
         self, image_bgr: ImageBGR, *, score_threshold: float | None = None
     ) -> tuple[Detections, list[str], StageTimings | None]:
         """The model's wear/no-wear boxes, highest score first, with their contract
         classnames (colour from the torso pixels) and the call's timings."""
         names = [n.strip().lower() for n in self.detector.class_names]
-        wanted = [
-            orig
-            for orig, n in zip(self.detector.class_names, names, strict=True)
-            if n in _WEAR or n in _NO_WEAR
-        ]
         thr = self.score_threshold if score_threshold is None else score_threshold
-        dets, timings = detect_ranked(self.detector, image_bgr, wanted, score_threshold=thr)
+        dets, timings = detect_ranked(
+            self.detector, image_bgr, self.model_classes, score_threshold=thr
+        )
         torsos = dets.xyxy if self.box_is_torso else torso_box(dets.xyxy)
         classnames: list[str] = []
         for torso, cid in zip(torsos, dets.class_ids, strict=True):
