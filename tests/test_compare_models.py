@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.eval.commands import ImageScores
 from tests.eval.test_eval_command import make_dataset, make_models
-from tools.compare_models import ImageResult, bootstrap, main
+from tools.compare_models import bootstrap, main
 
 BOX = np.array([[10.0, 10.0, 50.0, 50.0]])
 
 
-def image(found: bool) -> ImageResult:
+def image(found: bool) -> ImageScores:
     one = np.zeros(1, np.int64)
     pred = BOX if found else BOX + 100.0  # a miss: the box is elsewhere
-    return ImageResult(BOX, one, pred, np.array([0.9]), one)
+    return ImageScores(BOX, one, pred, np.array([0.9]), one)
 
 
 def test_a_worse_model_is_worse_in_every_resample() -> None:

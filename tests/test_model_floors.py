@@ -26,21 +26,17 @@ machine without the data, or before the models are trained).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 import yaml
 
-from edge.eval.commands import ClassMapping, evaluate
-from edge.eval.dataset import DataConfig, load_data_config
+from edge.eval.commands import ImageScores, evaluate
+from edge.eval.dataset import load_data_config
 from edge.runtime.detector import Detector
 from edge.runtime.registry import load_manifest
-from edge.types import Detections
 from tests.eval.pycoco import (
     CocoImage,
     ap_from_precision,
@@ -151,9 +147,9 @@ def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     assert floor.floor == floor.floor, f"{floor.model} is shipped but has no floor in FLOORS"
     cfg = load_data_config(subset_yaml(floor, tmp_path))
     t0 = time.perf_counter()
+    seen: list[ImageScores] = []
     with Detector(load_manifest(manifest)) as det:
-        recorder = Recording(det)
-        run = evaluate(recorder, cfg, split="val", classes=floor.classes)
+        run = evaluate(det, cfg, split="val", classes=floor.classes, on_image=seen.append)
     seconds = time.perf_counter() - t0
     m = run.metrics
     per_class = ", ".join(
@@ -167,7 +163,10 @@ def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     assert run.images == floor.images
     assert m.map50 >= floor.floor
     # the same detections through pycocotools' COCOeval: the harness's numbers are COCO's
-    rows = recorder.coco_images(cfg, run.mapping)
+    rows = [
+        CocoImage(s.gt_xyxy, s.gt_class_ids, s.pred_xyxy, s.pred_scores, s.pred_class_ids)
+        for s in seen
+    ]
     precision = coco_precision(rows, len(m.class_names))
     ref = ap_from_precision(precision)
     assert np.isfinite(ref).all(), "every evaluated class has ground truth here"
@@ -176,52 +175,3 @@ def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     check_recall_at_precision(
         rows, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
     )
-
-
-class Recording:
-    """A :class:`~edge.eval.commands.DetectorLike` that passes every call to ``detector``
-    and keeps what it returned, with the image size, for a second scorer."""
-
-    def __init__(self, detector: Detector) -> None:
-        self._detector = detector
-        self.calls: list[tuple[tuple[int, int], Detections]] = []
-
-    @property
-    def class_names(self) -> Sequence[str]:
-        return self._detector.class_names
-
-    def detect(
-        self,
-        image_bgr: npt.NDArray[Any],
-        *,
-        score_threshold: float | None = None,
-        iou_threshold: float | None = None,
-        classes: Sequence[str] | None = None,
-    ) -> Detections:
-        dets = self._detector.detect(
-            image_bgr, score_threshold=score_threshold, iou_threshold=iou_threshold, classes=classes
-        )
-        self.calls.append(((image_bgr.shape[0], image_bgr.shape[1]), dets))
-        return dets
-
-    def coco_images(self, cfg: DataConfig, mapping: ClassMapping) -> list[CocoImage]:
-        """The recorded run as :class:`CocoImage` rows, classes and labels mapped as the
-        harness maps them (images in the harness's order)."""
-        items = cfg.samples("val")
-        assert len(items) == len(self.calls)
-        out = []
-        for item, ((h, w), dets) in zip(items, self.calls, strict=True):
-            labels = item.labels(cfg.num_classes)
-            gt_eval = mapping.data_to_eval[labels.class_ids]
-            pred_eval = mapping.model_to_eval[dets.class_ids]
-            keep = pred_eval >= 0
-            out.append(
-                CocoImage(
-                    gt=labels.xyxy(w, h)[gt_eval >= 0],
-                    gt_cls=gt_eval[gt_eval >= 0],
-                    pred=dets.xyxy[keep],
-                    scores=dets.scores[keep],
-                    cls=pred_eval[keep],
-                )
-            )
-        return out

@@ -18,61 +18,35 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from edge.eval.commands import ImageScores
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """One image's ground truth and one model's detections, in evaluated-class ids."""
-
-    gt_xyxy: npt.NDArray[Any]
-    gt_cls: npt.NDArray[np.int64]
-    pred_xyxy: npt.NDArray[Any]
-    pred_scores: npt.NDArray[Any]
-    pred_cls: npt.NDArray[np.int64]
-
-
-def run_model(manifest: Path, data: Path, split: str) -> tuple[tuple[str, ...], list[ImageResult]]:
-    """``manifest``'s detections on every image of ``data``'s ``split`` (sorted by path),
-    with the evaluated class names (data set names the model predicts)."""
-    from edge.cli import read_image
-    from edge.eval.commands import MAP_SCORE_THRESHOLD, map_classes
+def run_model(manifest: Path, data: Path, split: str) -> tuple[tuple[str, ...], list[ImageScores]]:
+    """``manifest``'s detections on every image of ``data``'s ``split`` as the harness scores
+    them (:func:`edge.eval.commands.evaluate`), with the evaluated class names."""
+    from edge.eval.commands import evaluate
     from edge.eval.dataset import load_data_config
     from edge.runtime.detector import Detector
     from edge.runtime.registry import load_manifest
 
-    config = load_data_config(data)
-    out: list[ImageResult] = []
+    out: list[ImageScores] = []
     with Detector(load_manifest(manifest)) as det:
-        mapping = map_classes(det.class_names, config.class_names, None, None)
-        for item in config.samples(split):
-            image = read_image(item.image_path)
-            h, w = image.shape[:2]
-            labels = item.labels(config.num_classes)
-            gt = mapping.data_to_eval[labels.class_ids]
-            d = det.detect(
-                image, score_threshold=MAP_SCORE_THRESHOLD, classes=mapping.model_classes
-            )
-            pc = mapping.model_to_eval[d.class_ids]
-            keep = pc >= 0
-            out.append(
-                ImageResult(
-                    labels.xyxy(w, h)[gt >= 0], gt[gt >= 0], d.xyxy[keep], d.scores[keep], pc[keep]
-                )
-            )
-    return mapping.eval_names, out
+        run = evaluate(det, load_data_config(data), split=split, on_image=out.append)
+    return run.mapping.eval_names, out
 
 
 def metrics(
     names: Sequence[str],
-    images: Sequence[ImageResult],
+    images: Sequence[ImageScores],
     index: Sequence[int] | npt.NDArray[np.int64],
     *,
     focus: str | None,
@@ -87,10 +61,10 @@ def metrics(
         r = images[int(i)]
         ev.add_image(
             gt_xyxy=r.gt_xyxy,
-            gt_class_ids=r.gt_cls,
+            gt_class_ids=r.gt_class_ids,
             pred_xyxy=r.pred_xyxy,
             pred_scores=r.pred_scores,
-            pred_class_ids=r.pred_cls,
+            pred_class_ids=r.pred_class_ids,
         )
     m = ev.compute()
     res = {"mAP@0.5": m.map50, "mAP@0.5:0.95": m.map50_95}
@@ -103,8 +77,8 @@ def metrics(
 
 def bootstrap(
     names: Sequence[str],
-    a: Sequence[ImageResult],
-    b: Sequence[ImageResult],
+    a: Sequence[ImageScores],
+    b: Sequence[ImageScores],
     *,
     resamples: int = 500,
     seed: int = 0,

@@ -55,6 +55,7 @@ __all__ = [
     "ClassMapping",
     "EvalError",
     "EvalRun",
+    "ImageScores",
     "Progress",
     "add_subcommands",
     "evaluate",
@@ -73,6 +74,19 @@ class EvalError(EdgeError):
     """The model and the data set cannot be evaluated together (code 5000)."""
 
     code = 5000
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """One image as :func:`evaluate` scores it: ground truth and the detections of the AP
+    run (score >= its threshold), boxes ``xyxy`` in original-image pixels, class ids in the
+    evaluated classes (``ClassMapping.eval_names``)."""
+
+    gt_xyxy: npt.NDArray[Any]
+    gt_class_ids: npt.NDArray[np.int64]
+    pred_xyxy: npt.NDArray[Any]
+    pred_scores: npt.NDArray[Any]
+    pred_class_ids: npt.NDArray[np.int64]
 
 
 class DetectorLike(Protocol):
@@ -315,6 +329,7 @@ def evaluate(
     samples: int = 0,
     sample_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_image: Callable[[ImageScores], None] | None = None,
 ) -> EvalRun:
     """Run ``detector`` over ``config``'s ``split`` and compute the metrics.
 
@@ -333,6 +348,8 @@ def evaluate(
         samples: number of annotated images (evenly spread over the split) to write to
             ``sample_dir``.
         on_progress: called with ``(done, total)`` after each image.
+        on_image: called with each image's :class:`ImageScores` (e.g. to score the same
+            detections another way).
 
     Raises:
         EvalError: no class matches, or the split is empty after ``limit``.
@@ -374,6 +391,8 @@ def evaluate(
             pred_scores=pred_scores,
             pred_class_ids=pred_cls,
         )
+        if on_image is not None:
+            on_image(ImageScores(gt_xyxy, gt_cls, pred_xyxy, pred_scores, pred_cls))
         if i in picks and sample_dir is not None:
             names = mapping.eval_names
             op = pred_scores >= score_threshold
