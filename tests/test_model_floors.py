@@ -38,7 +38,6 @@ from edge.eval.dataset import load_data_config
 from edge.runtime.detector import Detector
 from edge.runtime.registry import load_manifest
 from tests.eval.pycoco import (
-    CocoImage,
     ap_from_precision,
     check_recall_at_precision,
     coco_precision,
@@ -163,15 +162,11 @@ def test_shipped_model_map50_above_floor(floor: Floor, tmp_path: Path) -> None:
     assert run.images == floor.images
     assert m.map50 >= floor.floor
     # the same detections through pycocotools' COCOeval: the harness's numbers are COCO's
-    rows = [
-        CocoImage(s.gt_xyxy, s.gt_class_ids, s.pred_xyxy, s.pred_scores, s.pred_class_ids)
-        for s in seen
-    ]
-    precision = coco_precision(rows, len(m.class_names))
+    precision = coco_precision(seen, len(m.class_names))
     ref = ap_from_precision(precision)
     assert np.isfinite(ref).all(), "every evaluated class has ground truth here"
     np.testing.assert_allclose(m.ap, ref, rtol=0, atol=1e-9)
     # and the bar's "recall at precision >= 0.8" agrees with COCO's precision-recall curve
     check_recall_at_precision(
-        rows, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
+        seen, precision, m.recall_at_min_precision, m.score_at_min_precision, min_precision=0.8
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,19 +18,9 @@ import numpy.typing as npt
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from edge.eval.commands import ImageScores
+
 F64 = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class CocoImage:
-    """One image: ``gt`` (G, 4) / ``gt_cls`` (G,) and ``pred`` (P, 4) / ``scores`` (P,) /
-    ``cls`` (P,); boxes ``xyxy`` pixels, class ids in ``[0, C)``."""
-
-    gt: npt.ArrayLike
-    gt_cls: npt.ArrayLike
-    pred: npt.ArrayLike
-    scores: npt.ArrayLike
-    cls: npt.ArrayLike
 
 
 def _coco(
@@ -66,7 +55,7 @@ def _anns(
     return out
 
 
-def coco_precision(images: Sequence[CocoImage], num_classes: int) -> F64:
+def coco_precision(images: Sequence[ImageScores], num_classes: int) -> F64:
     """``COCOeval``'s interpolated precision, ``(T, 101, C)``: IoU thresholds 0.50, ...,
     0.95, recall points 0, 0.01, ..., 1, classes; -1 for a class without ground truth."""
     imgs = [{"id": i + 1} for i in range(len(images))]
@@ -74,9 +63,9 @@ def coco_precision(images: Sequence[CocoImage], num_classes: int) -> F64:
     gts: list[dict[str, Any]] = []
     dts: list[dict[str, Any]] = []
     for i, im in enumerate(images):
-        gts += _anns(im.gt, im.gt_cls, i + 1, len(gts) + 1)
-        new = _anns(im.pred, im.cls, i + 1, len(dts) + 1)
-        for d, s in zip(new, np.asarray(im.scores, dtype=np.float64).reshape(-1), strict=True):
+        gts += _anns(im.gt_xyxy, im.gt_class_ids, i + 1, len(gts) + 1)
+        new = _anns(im.pred_xyxy, im.pred_class_ids, i + 1, len(dts) + 1)
+        for d, s in zip(new, np.asarray(im.pred_scores, dtype=np.float64).reshape(-1), strict=True):
             d["score"] = float(s)
         dts += new
     ev = COCOeval(_coco(imgs, cats, gts), _coco(imgs, cats, dts), iouType="bbox")
@@ -89,7 +78,7 @@ def coco_precision(images: Sequence[CocoImage], num_classes: int) -> F64:
     return np.asarray(ev.eval["precision"][:, :, :, 0, 0], dtype=np.float64)
 
 
-def coco_ap(images: Sequence[CocoImage], num_classes: int) -> F64:
+def coco_ap(images: Sequence[ImageScores], num_classes: int) -> F64:
     """``(C, 10)`` AP per class at IoU 0.50, 0.55, ..., 0.95: the mean of
     :func:`coco_precision`'s 101 recall samples, as ``summarize`` takes it; ``NaN`` for a
     class without ground truth (COCO's -1)."""
@@ -119,13 +108,14 @@ def recall_points_at_precision(precision: F64, min_precision: float) -> F64:
     return out
 
 
-def tied_classes(images: Sequence[CocoImage], num_classes: int) -> npt.NDArray[np.bool_]:
+def tied_classes(images: Sequence[ImageScores], num_classes: int) -> npt.NDArray[np.bool_]:
     """``(C,)`` whether two detections of a class (over all images) share a score."""
     scores = np.concatenate(
-        [np.asarray(im.scores, dtype=np.float64).reshape(-1) for im in images] or [np.zeros(0)]
+        [np.asarray(im.pred_scores, dtype=np.float64).reshape(-1) for im in images] or [np.zeros(0)]
     )
     classes = np.concatenate(
-        [np.asarray(im.cls, dtype=np.int64).reshape(-1) for im in images] or [np.zeros(0, int)]
+        [np.asarray(im.pred_class_ids, dtype=np.int64).reshape(-1) for im in images]
+        or [np.zeros(0, int)]
     )
     return np.array(
         [np.unique(scores[classes == k]).size < (classes == k).sum() for k in range(num_classes)]
@@ -133,7 +123,7 @@ def tied_classes(images: Sequence[CocoImage], num_classes: int) -> npt.NDArray[n
 
 
 def check_recall_at_precision(
-    images: Sequence[CocoImage],
+    images: Sequence[ImageScores],
     precision: F64,
     recall: npt.ArrayLike,
     score: npt.ArrayLike,

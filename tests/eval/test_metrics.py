@@ -4,6 +4,7 @@ pycocotools' ``COCOeval`` itself."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.eval.commands import ImageScores
 from edge.eval.metrics import (
     COCO_IOU_THRESHOLDS,
     RECALL_POINTS,
@@ -23,7 +25,6 @@ from edge.eval.metrics import (
     recall_at_precision,
 )
 from tests.eval.pycoco import (
-    CocoImage,
     ap_from_precision,
     check_recall_at_precision,
     coco_ap,
@@ -34,17 +35,22 @@ from tests.eval.pycoco import (
 NAMES = ("a", "b", "c")
 
 
+def scored(im: dict[str, Any]) -> ImageScores:
+    """An image given as a dict of lists (gt, gt_cls, pred, scores, cls) as arrays."""
+    return ImageScores(
+        gt_xyxy=np.array(im.get("gt", []), dtype=np.float64).reshape(-1, 4),
+        gt_class_ids=np.array(im.get("gt_cls", []), dtype=np.int64),
+        pred_xyxy=np.array(im.get("pred", []), dtype=np.float64).reshape(-1, 4),
+        pred_scores=np.array(im.get("scores", []), dtype=np.float64),
+        pred_class_ids=np.array(im.get("cls", []), dtype=np.int64),
+    )
+
+
 def evaluate(images: list[dict[str, Any]], *, score: float = 0.25) -> DetectionMetrics:
-    """Run the evaluator over images given as dicts of lists (gt, gt_cls, pred, scores, cls)."""
+    """Run the evaluator over images given as dicts of lists (see :func:`scored`)."""
     ev = DetectionEvaluator(class_names=NAMES, score_threshold=score)
     for im in images:
-        ev.add_image(
-            gt_xyxy=np.array(im.get("gt", []), dtype=np.float64).reshape(-1, 4),
-            gt_class_ids=np.array(im.get("gt_cls", []), dtype=np.int64),
-            pred_xyxy=np.array(im.get("pred", []), dtype=np.float64).reshape(-1, 4),
-            pred_scores=np.array(im.get("scores", []), dtype=np.float64),
-            pred_class_ids=np.array(im.get("cls", []), dtype=np.int64),
-        )
+        ev.add_image(**asdict(scored(im)))
     return ev.compute()
 
 
@@ -411,7 +417,7 @@ def test_matches_literal_coco_procedure(images: list[dict[str, Any]]) -> None:
 def test_matches_pycocotools(images: list[dict[str, Any]]) -> None:
     """The same boxes through the reference implementation, ``COCOeval`` itself."""
     m = evaluate(images, score=0.3)
-    rows = [CocoImage(**im) for im in images]
+    rows = [scored(im) for im in images]
     precision = coco_precision(rows, 3)
     np.testing.assert_allclose(m.ap, ap_from_precision(precision), rtol=0, atol=1e-12)
     check_recall_at_precision(
@@ -422,7 +428,7 @@ def test_matches_pycocotools(images: list[dict[str, Any]]) -> None:
     for im in images:
         im["scores"] = [s + 1e-6 * (n + i) for i, s in enumerate(im["scores"])]
         n += len(im["scores"])
-    m, rows = evaluate(images, score=0.3), [CocoImage(**im) for im in images]
+    m, rows = evaluate(images, score=0.3), [scored(im) for im in images]
     assert not tied_classes(rows, 3).any()
     precision = coco_precision(rows, 3)
     np.testing.assert_allclose(m.ap, ap_from_precision(precision), rtol=0, atol=1e-12)
@@ -435,8 +441,8 @@ def test_pycocotools_check_sees_a_wrong_match() -> None:
     """The cross-check can fail: one detection moved off its box changes COCOeval's AP."""
     good = [{"gt": [BOX_A], "gt_cls": [0], "pred": [BOX_A], "scores": [0.9], "cls": [0]}]
     moved = [dict(good[0], pred=[[30, 30, 70, 70]])]
-    ref_good = coco_ap([CocoImage(**im) for im in good], 3)
-    ref_moved = coco_ap([CocoImage(**im) for im in moved], 3)
+    ref_good = coco_ap([scored(im) for im in good], 3)
+    ref_moved = coco_ap([scored(im) for im in moved], 3)
     assert ref_good[0, 0] == pytest.approx(1.0) and ref_moved[0, 0] == pytest.approx(0.0)
     assert np.isnan(ref_good[1:]).all()
     np.testing.assert_allclose(evaluate(moved).ap, ref_moved, rtol=0, atol=1e-12)
