@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.eval.dataset import label_path_for, read_labels
+from edge.eval.metrics import box_iou
 from tests.conftest import MODELS, SAMPLES
 
 FRAME = SAMPLES / "vtest_frame.jpg"
@@ -156,23 +158,20 @@ def trained(name: str) -> Path:
     return MODELS / f"{name}.yaml"
 
 
-def labelled_tlbr(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A validation photo's labelled boxes as ``[top, left, bottom, right]`` pixels, and
-    their class ids."""
-    image = cv2.imread(str(data / "images" / "val" / name))
+def labelled(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A validation photo's labelled boxes (``xyxy`` pixels, the project's label reader)
+    and their class ids."""
+    path = data / "images" / "val" / name
+    image = cv2.imread(str(path))
     assert image is not None, name
-    h, w = image.shape[:2]
-    rows = np.loadtxt(data / "labels" / "val" / f"{Path(name).stem}.txt", ndmin=2)
-    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
-    tlbr = np.stack([cy - bh / 2, cx - bw / 2, cy + bh / 2, cx + bw / 2], axis=1)
-    return tlbr, rows[:, 0].astype(int)
+    labels = read_labels(label_path_for(path))
+    return labels.xyxy(image.shape[1], image.shape[0]), labels.class_ids
 
 
-def iou_tlbr(a: list[int], b: np.ndarray) -> float:
-    ih = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    iw = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = ih * iw
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+def ious(item: dict, boxes: np.ndarray) -> np.ndarray:
+    """IoU of a contract item's ``[top, left, bottom, right]`` box with ``xyxy`` boxes."""
+    t, left, b, r = item["box"]
+    return box_iou([[left, t, r, b]], boxes.reshape(-1, 4))[0]
 
 
 def check_items(answer: dict, allowed: set[str]) -> None:
@@ -215,11 +214,12 @@ def test_detect_hardhat_on_a_real_photo(
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     check_items(answer, {"blue_hat", "white_hat", "yellow_hat", "red_hat", "other_hat", "no_hat"})
-    boxes, classes = labelled_tlbr(shared_data / "hardhat", photo.name)
+    boxes, classes = labelled(shared_data / "hardhat", photo.name)
     found = set()
     for it in answer["result"]:
-        best = int(np.argmax([iou_tlbr(it["box"], b) for b in boxes]))
-        if iou_tlbr(it["box"], boxes[best]) >= 0.5:
+        overlap = ious(it, boxes)
+        best = int(np.argmax(overlap))
+        if overlap[best] >= 0.5:
             assert HAT_LABELS[classes[best]] == it["classname"], it
             found.add(best)
         else:  # the cap: a hard hat there would be a false "compliant"
@@ -291,12 +291,12 @@ def test_detect_workwear_on_a_real_photo(shared_data: Path, default_model_manife
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     check_items(answer, {"light", "blue", "other", "red", "dark", "yellow", "no_workwear"})
-    boxes, classes = labelled_tlbr(shared_data / "vest", photo.name)
+    boxes, classes = labelled(shared_data / "vest", photo.name)
     sure = [it for it in answer["result"] if it["score"] >= 0.5]
     for it in sure:
         kind = 3 if it["classname"] == "no_workwear" else 2  # no_wear / wear
         mine = boxes[classes == kind]
-        assert max(iou_tlbr(it["box"], b) for b in mine) >= 0.5, it
+        assert ious(it, mine).max() >= 0.5, it
     names = [it["classname"] for it in sure]
     assert names.count("yellow") >= 4 and "no_workwear" in names, names
     assert answer["summary"]["rule"] == "person"
