@@ -9,7 +9,8 @@
 #   2. /opt/safety-edge/venv with safety-edge from a wheel, a source tree, or a wheelhouse
 #      (offline install: --wheelhouse DIR holds every wheel, e.g. from `pip download`);
 #   3. models -> /opt/safety-edge/models (read-only for the service);
-#   4. /etc/safety-edge/gateway.yaml (yours, or the commented example) and secrets.env (0600);
+#   4. /etc/safety-edge/gateway.yaml (yours, or the commented example; owned by the service so
+#      the console's zone editor can save, in a sticky folder) and secrets.env (root, 0600);
 #   5. the hardened unit deploy/systemd/safety-edge.service, enabled; started unless
 #      --no-start or inside a chroot (image build: run this script in the image's chroot,
 #      e.g. with qemu-user-static; `systemctl enable` works there without a running systemd).
@@ -90,21 +91,28 @@ run cp -r "$MODELS/." "$PREFIX/models/"
 run chmod -R a+rX,go-w "$PREFIX/models"
 
 # 4. configuration and secrets
-run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
+# Sticky and group-writable: the service may replace the files it owns (gateway.yaml, written
+# by the console's zone / line editor with a temporary file and rename) but not root's
+# (secrets.env, key files).
+run install -d -m 1770 -o root -g "$USER_NAME" "$ETC"
 if [ ! -f "$ETC/gateway.yaml" ]; then
   if [ -n "$CONFIG" ]; then
-    run install -m 0640 -o root -g "$USER_NAME" "$CONFIG" "$ETC/gateway.yaml"
+    run install -m 0640 -o "$USER_NAME" -g "$USER_NAME" "$CONFIG" "$ETC/gateway.yaml"
   elif [ "$DRY" = 1 ]; then
     echo "+ safety-edge config example > $ETC/gateway.yaml (data_dir $DATA, models_dir $PREFIX/models)"
   else
     "$PREFIX/venv/bin/safety-edge" config example \
       | sed -e "s#^data_dir: .*#data_dir: $DATA#" -e "s#^models_dir: .*#models_dir: $PREFIX/models#" \
       > "$ETC/gateway.yaml"
-    chown root:"$USER_NAME" "$ETC/gateway.yaml"
+    chown "$USER_NAME":"$USER_NAME" "$ETC/gateway.yaml"
     chmod 0640 "$ETC/gateway.yaml"
     echo "wrote the example to $ETC/gateway.yaml: edit cameras, zones and mqtt before starting"
     START=0
   fi
+fi
+if [ -f "$ETC/gateway.yaml" ] || [ "$DRY" = 1 ]; then
+  # an existing config (earlier installs: root-owned) becomes the service's, contents untouched
+  run chown "$USER_NAME":"$USER_NAME" "$ETC/gateway.yaml"
 fi
 if [ ! -f "$ETC/secrets.env" ]; then
   if [ "$DRY" = 1 ]; then echo "+ create $ETC/secrets.env (0600)"; else

@@ -35,13 +35,15 @@ def test_unit_is_hardened_notify_with_watchdog() -> None:
         "Type": "notify",
         "User": "safety-edge",
         "ProtectSystem": "strict",
-        "ReadWritePaths": "/var/lib/safety-edge",
         "Restart": "always",
         "NoNewPrivileges": "yes",
         "CapabilityBoundingSet": "",
     }
     for key, value in want.items():
         assert svc.get(key) == [value], key
+    # data, and the config folder for the console's zone / line editor (install.sh makes
+    # it sticky so secrets.env stays root's)
+    assert svc["ReadWritePaths"] == ["/var/lib/safety-edge", "/etc/safety-edge"]
     assert int(svc["WatchdogSec"][0]) > 0
     assert svc["ExecStart"][0].endswith("safety-edge run --config /etc/safety-edge/gateway.yaml")
     # SIGTERM must be able to finish: systemd waits longer than the gateway's own bound
@@ -76,6 +78,8 @@ def test_install_script_plan() -> None:
         "install -m 0644 " + str(REPO / "deploy/systemd/safety-edge.service"),
         "safety-edge config check /etc/safety-edge/gateway.yaml",
         "systemctl enable safety-edge.service",
+        "install -d -m 1770 -o root -g safety-edge /etc/safety-edge",
+        "chown safety-edge:safety-edge /etc/safety-edge/gateway.yaml",
     ):
         assert step in plan, step
     assert "systemctl restart" not in plan  # --no-start
