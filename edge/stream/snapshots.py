@@ -1,11 +1,21 @@
 """JPEG snapshots of incidents (boxes and zone drawn) with retention by age and total size.
 
 Files live under ``root/<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of the event);
-events carry the path relative to ``root``. Writes are atomic (temporary file, then
-rename), so a reader or a power cut never sees half a JPEG. :meth:`SnapshotStore.save_hashed`
-also returns the SHA-256 of the exact bytes written (computed from the encoded JPEG
-buffer before the write), which the event records (``snapshot_sha256``) and the events
-hash chain attests (:mod:`edge.stream.evidence`).
+events carry the path relative to ``root``. :meth:`SnapshotStore.save_hashed` also
+returns the SHA-256 of the exact bytes written (computed from the encoded JPEG buffer
+before the write), which the event records (``snapshot_sha256``) and the events hash
+chain attests (:mod:`edge.stream.evidence`).
+
+Durability (:func:`edge.fsutil.write_atomic`): the JPEG is written to
+``<event_id>.jpg.tmp``, ``fsync``-ed, renamed to ``<event_id>.jpg``, then its day folder
+is ``fsync``-ed (a new day or camera folder also has its parent ``fsync``-ed when it is
+created). So once :meth:`~SnapshotStore.save_hashed` returns -- before the pipeline
+stores or publishes the event carrying the hash -- the file and its name are on disk and
+survive a power cut (as far as the storage honours ``fsync``). A reader, a crash or a
+power cut before that sees either no file under the final name or the complete JPEG,
+never a partial one; a power cut may leave a ``*.jpg.tmp``, which the sweeper removes
+(after an hour).
+Cost: two ``fsync`` calls per snapshot (file and folder), one more per new folder.
 
 Retention (:meth:`SnapshotStore.sweep`, run by a background thread every
 ``sweep_interval_s`` after :meth:`SnapshotStore.start`):
@@ -22,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.closing import Closing
+from edge.fsutil import make_dirs, write_atomic
 from edge.stream.events import ZoneEvent
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
@@ -237,9 +247,11 @@ class SnapshotStore(Closing):
         SHA-256 of the bytes written. ``polygon``/``line``: the zone or counting line
         drawn (see :func:`draw_snapshot`).
 
-        Returns ``None`` (and logs a WARNING, counts ``save_failures``) when the file
-        cannot be written -- disk full, folder not writable: the event goes on without a
-        snapshot rather than being lost.
+        A returned snapshot is on disk (file and name ``fsync``-ed; see the module
+        docstring), so the event may carry its hash. Returns ``None`` (and logs a WARNING,
+        counts ``save_failures``, leaves no temporary file) when the file cannot be
+        written -- disk full, folder not writable: the event goes on without a snapshot
+        rather than being lost.
         """
         drawn = draw_snapshot(
             image_bgr,
@@ -261,20 +273,15 @@ class SnapshotStore(Closing):
             data = buf.tobytes()
             digest = hashlib.sha256(data).hexdigest()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write(tmp, data)
+                make_dirs(path.parent)
+                write_atomic(path, data, tmp=tmp)
             except FileNotFoundError:  # the sweeper removed the empty folder just now
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write(tmp, data)
-            os.replace(tmp, path)
-        except OSError as exc:
+                make_dirs(path.parent)
+                write_atomic(path, data, tmp=tmp)
+        except OSError as exc:  # write_atomic removed its temporary file
             with self._stats_lock:
                 self.save_failures += 1
             log.warning("snapshot %s not saved: %s", path, exc)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                log.debug("could not remove %s", tmp)
             return None
         with self._stats_lock:
             self.saved += 1
@@ -382,11 +389,6 @@ class SnapshotStore(Closing):
         t, self._thread = self._thread, None
         if t is not None:
             t.join(timeout)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def _unlink(p: Path) -> bool:

@@ -32,6 +32,7 @@ from edge.stream.events import EventStore, ZoneEvent
 from edge.stream.tracker import TRACK_IDS
 from edge.stream.zones import ZoneMonitor, ZoneSpec
 from edge.types import Detections
+from tests.fsfaults import FsyncRecorder, file_size_limit
 
 # -- sessions and login -------------------------------------------------------------------
 
@@ -256,6 +257,44 @@ def test_save_writes_the_file_with_a_backup_and_applies_it(tmp_path: Path) -> No
     assert cfg.cameras[0].tasks["fence"].zones[0].polygon == res.polygon
     assert ed.zone("cam1", "fence", "gate").polygon == res.polygon  # the console's view too
     assert not list(tmp_path.glob(".gateway.yaml.tmp-*"))
+
+
+def test_save_syncs_the_new_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _config(tmp_path).resolve()
+    before = path.read_text(encoding="utf-8")
+    ed = ZoneEditor(config=load_config(path), config_path=path)
+    rec = FsyncRecorder(monkeypatch, probe=lambda: path.read_text(encoding="utf-8"))
+    pts = [[20, 30], [400, 30], [400, 300], [20, 300]]
+    ed.save(camera="cam1", task="fence", zone="gate", points=pts, width=768, height=576)
+    after = path.read_text(encoding="utf-8")
+    assert after != before
+    assert [(c.path, c.probe) for c in rec.calls] == [
+        (path.with_name(f".gateway.yaml.tmp-{os.getpid()}"), before),  # data, then rename
+        (path.parent, after),  # the folder, once the new name is in it
+    ]
+
+
+def test_a_disk_full_save_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    ed = ZoneEditor(config=load_config(path), config_path=path)
+    four = [[20, 30], [400, 30], [400, 300], [20, 300]]
+    ed.save(camera="cam1", task="fence", zone="gate", points=four, width=768, height=576)
+    before = path.read_text(encoding="utf-8")  # the polygon now on one line
+    nine = [[20, 30], [200, 20], [400, 30], [420, 150], [400, 300], [200, 310], [20, 300],
+            [10, 200], [10, 100]]  # fmt: skip
+    # the backup (a copy of the old file) fits; the longer new file fails midway (EFBIG)
+    with file_size_limit(len(before.encode())), pytest.raises(ZoneEditError) as e:
+        ed.save(camera="cam1", task="fence", zone="gate", points=nine, width=768, height=576)
+    assert "cannot write the config file" in str(e.value) and e.value.status == 500
+    assert path.read_text(encoding="utf-8") == before
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert not list(tmp_path.glob(".gateway.yaml.tmp-*"))
+    backups = sorted(tmp_path.glob("gateway.yaml.bak-*"))  # the failure was the new file's
+    assert len(backups) == 2 and backups[-1].read_text(encoding="utf-8") == before
+    res = ed.save(camera="cam1", task="fence", zone="gate", points=nine, width=768, height=576)
+    assert len(res.polygon) == 9 and stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_a_normalized_zone_stays_normalized(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Snapshots: drawn JPEGs in a real folder, atomic writes, retention by age and by size."""
+"""Snapshots: drawn JPEGs in a real folder, atomic and durable writes (file and folders
+fsynced before save returns), retention by age and by size."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from edge.stream.events import ZoneEvent
 from edge.stream.snapshots import SnapshotStore, draw_snapshot
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
+from tests.fsfaults import FsyncRecorder, Synced, file_size_limit
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "vtest_frame.jpg"
 T = int(datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
@@ -88,6 +90,43 @@ def test_save_failure_is_counted_not_raised(
         assert store.save(image(), event=event()) is None
     assert store.stats()["snapshot_save_failures"] == 1
     assert "not saved" in caplog.text
+
+
+def test_the_snapshot_and_its_folders_are_synced_before_save_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path.resolve() / "snaps"
+    store = SnapshotStore(root=root)
+    e = event()
+    day = root / "gate" / "2024-06-03"
+    final = day / f"{e.event_id}.jpg"
+    rec = FsyncRecorder(monkeypatch, probe=final.exists)
+    rel = store.save(image(), event=e)
+    assert rel is not None and root / rel == final
+    # new folders: each one's parent synced once it exists (snaps, gate, day)
+    assert rec.paths[:3] == [tmp_path.resolve(), root, root / "gate"]
+    # the JPEG's data before its rename (the final name absent), the day folder after
+    assert rec.calls[3:] == [
+        Synced(day / f"{e.event_id}.jpg.tmp", False),
+        Synced(day, True),
+    ]
+    rec.clear()
+    e2 = event()
+    assert store.save(image(), event=e2) is not None  # same day: two fsyncs, no more
+    assert rec.paths == [day / f"{e2.event_id}.jpg.tmp", day]
+
+
+def test_a_disk_full_midway_is_counted_and_leaves_no_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SnapshotStore(root=tmp_path / "snaps")
+    e = event()
+    with caplog.at_level("WARNING", logger="edge.stream"), file_size_limit(4096):
+        assert store.save_hashed(image(), event=e) is None  # the JPEG is ~100 KB
+    assert "File too large" in caplog.text
+    assert store.stats()["snapshot_save_failures"] == 1
+    assert [p.name for p in (tmp_path / "snaps").rglob("*") if p.is_file()] == []
+    assert store.save_hashed(image(), event=e) is not None  # space again: saved
 
 
 def fill(root: Path, n: int, size: int, start: float, step: float) -> list[Path]:

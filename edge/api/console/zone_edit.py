@@ -21,7 +21,9 @@ the full config validation; when the in-place edit cannot guarantee that (an unu
 layout), the whole document is written out again instead (comments are then lost;
 ``rewritten`` says so). In every case the previous file is first copied to
 ``<file>.bak-<UTC time>`` (the newest :data:`KEEP_BACKUPS` are kept) and the new one
-replaces it atomically (temporary file, ``fsync``, rename), keeping its permissions.
+replaces it atomically and durably (:func:`edge.fsutil.write_atomic`: temporary file,
+``fsync``, rename, ``fsync`` of the folder), keeping its permissions: once the save
+returns, a power cut cannot bring the old file back.
 
 The points keep the zone's or line's coordinate form: ``normalized`` ones get 0-1
 coordinates (5 decimals), others pixels (1 decimal).
@@ -35,7 +37,6 @@ running pipeline (``safety-edge serve``) the file is saved and applies at the ne
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from pydantic import ValidationError
 
 from edge.config import GatewayConfig, LineConfig, ZoneConfig, config_from_mapping
 from edge.errors import EdgeError
+from edge.fsutil import write_atomic
 from edge.kernels.geometry import (
     MAX_AREA_POINTS,
     MAX_LINE_POINTS,
@@ -553,20 +555,10 @@ class ZoneEditor:
             ) from None
         stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
         backup = path.with_name(f"{path.name}.bak-{stamp}")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             shutil.copy2(path, backup)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(new_text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                log.debug("could not remove %s", tmp)
+            write_atomic(path, new_text.encode("utf-8"), mode=mode)
+        except OSError as exc:  # write_atomic removed its temporary file
             raise ZoneEditError(
                 f"cannot write the config file {str(path)!r}: {exc.strerror or exc}",
                 code=5000,
