@@ -14,6 +14,10 @@ pruned with the events. The table is created on open (``CREATE TABLE IF NOT EXIS
 its own version in the ``event_acks_meta`` row), independent of the events table's
 numbered migrations.
 
+Durability: WAL with ``synchronous=FULL``, set explicitly (not left to the SQLite build's
+default, which may be ``NORMAL``): :meth:`AckStore.record` returns once the acknowledgement
+is on disk, so a power cut never forgets one that the control room was told about.
+
 Thread-safety: one connection guarded by a lock; any thread may call any method.
 """
 
@@ -153,6 +157,7 @@ class AckStore(Closing):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")  # durable acks, module docstring
             with conn:
                 for sql in _DDL:
                     conn.execute(sql)

@@ -26,6 +26,12 @@ appends would be refused.
 :class:`ZoneEvent` is the stream layer's event value (raised by
 :class:`edge.stream.zones.ZoneMonitor`, stored here, handed to sinks).
 
+Durability: ``synchronous=FULL`` (WAL): an append returns once its commit is fsynced, so
+a power cut never takes back an event that was already handed to the MQTT outbox (and so
+possibly to the control room), and the chain never hands out a ``seq`` twice with different
+hashes. Appends are few (incident start/end, line crossings, one update per open incident
+every ``update_every_s``), so one fsync each is cheap.
+
 Thread-safety: one connection guarded by a lock; any thread may call any method.
 """
 
@@ -420,7 +426,7 @@ class EventStore(Closing):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA synchronous = FULL")  # durable appends, module docstring
             self._migrate(conn)
         except sqlite3.Error as exc:
             conn.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -625,3 +628,175 @@ def test_minute_stats_counts_each_request_once_while_flushes_run(tmp_path: Path)
             t.join(10)
         assert flushes > 10  # the reads really met flushes
         assert wrong == [], f"{len(wrong)} of {n} reads miscounted, e.g. {wrong[:5]}"
+
+
+# -- durability (power cuts) ---------------------------------------------------------
+
+_SYNC_STATEMENTS = ("PRAGMA synchronous", "BEGIN", "COMMIT", "ROLLBACK")
+
+
+def _traced(s: Store) -> list[str]:
+    """Record every statement the store's writer connection runs from now on."""
+    stmts: list[str] = []
+    s._conn.set_trace_callback(stmts.append)
+    return stmts
+
+
+def _tx_shape(stmts: list[str]) -> list[str]:
+    """The transaction and ``synchronous`` statements of ``stmts`` (cleared after)."""
+    out = [x for x in stmts if x.startswith(_SYNC_STATEMENTS)]
+    stmts.clear()
+    return out
+
+
+DURABLE = ["PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous = 1"]
+
+
+def test_admin_writes_commit_with_synchronous_full(tmp_path: Path) -> None:
+    """Creating an app, granting, disabling, rotating a secret and selling a package must
+    survive a power cut once they return: each commits with synchronous=FULL (set before
+    BEGIN: SQLite refuses it inside a transaction), and the writer goes back to NORMAL."""
+    with Store(path=db_path(tmp_path)) as s:  # as the gateway and the CLI open it
+        sync = "PRAGMA synchronous"
+        assert s._conn.execute(sync).fetchone()[0] == 1  # NORMAL between durable writes
+        stmts = _traced(s)
+        app = s.create_app(name="site-a", description="", grants=["hardhat"])
+        assert _tx_shape(stmts) == DURABLE
+        s.add_grant(app="site-a", api="workwear")
+        assert _tx_shape(stmts) == DURABLE
+        s.add_package(app="site-a", api="hardhat", tier="100k", start=NOW - timedelta(days=1))
+        assert _tx_shape(stmts) == DURABLE
+        s.rotate_secret("site-a")
+        assert _tx_shape(stmts) == DURABLE
+        s.disable_app("site-a")
+        assert _tx_shape(stmts) == DURABLE
+        s.disable_app(app.app_key, enabled=True)
+        assert _tx_shape(stmts) == DURABLE
+        # the FULL level is really in force inside the transaction path, and only there
+        with s._tx("probe", durable=True) as c:
+            assert c.in_transaction
+            assert c.execute(sync).fetchone()[0] == 2
+        with s._tx("probe") as c:
+            assert c.execute(sync).fetchone()[0] == 1
+        assert s._conn.execute(sync).fetchone()[0] == 1
+        # a refused admin write rolls back, then restores the level; the writer still works
+        stmts.clear()
+        with pytest.raises(AppError, match="already taken"):
+            s.create_app(name="SITE-A", description="", grants=["hardhat"])
+        assert _tx_shape(stmts) == [
+            "PRAGMA synchronous = FULL",
+            "BEGIN IMMEDIATE",
+            "ROLLBACK",
+            "PRAGMA synchronous = 1",
+        ]
+        assert s._conn.execute(sync).fetchone()[0] == 1
+        assert s.consume(app_key=app.app_key, api="hardhat", now=NOW).ok
+
+
+def test_quota_draws_stay_normal_and_the_flush_makes_them_durable(tmp_path: Path) -> None:
+    """consume (once per API call) commits at NORMAL (an fsync each would cost ms); the
+    monitoring flush that follows every answered call commits at FULL, whose WAL fsync
+    also covers the draws committed before it."""
+    with Store(path=db_path(tmp_path)) as s:
+        app = s.create_app(name="site-a", description="", grants=["hardhat"])
+        s.add_package(app="site-a", api="hardhat", tier="100k", start=NOW - timedelta(days=1))
+        stmts = _traced(s)
+        assert s.consume(app_key=app.app_key, api="hardhat", now=NOW).ok
+        assert _tx_shape(stmts) == ["BEGIN IMMEDIATE", "COMMIT"]
+        s.record_request(
+            app_key=app.app_key,
+            api="hardhat",
+            code=0,
+            latency_ms=3.0,
+            request_bytes=10,
+            response_bytes=20,
+            at=NOW,
+        )
+        assert s.flush() == 1
+        assert _tx_shape(stmts) == DURABLE
+        assert s.flush() == 0  # nothing pending: no transaction at all
+        assert _tx_shape(stmts) == []
+
+
+def test_synchronous_full_pragma_makes_every_write_durable(tmp_path: Path) -> None:
+    """``pragmas={"synchronous": "FULL"}``: the writer stays at FULL (no switching back to
+    NORMAL after an admin write), so quota draws are durable too."""
+    with Store(path=db_path(tmp_path), pragmas={"synchronous": "FULL"}) as s:
+        stmts = _traced(s)
+        app = s.create_app(name="site-a", description="", grants=["hardhat"])
+        assert _tx_shape(stmts) == ["BEGIN IMMEDIATE", "COMMIT"]
+        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        s.add_package(app="site-a", api="hardhat", tier="100k", start=NOW - timedelta(days=1))
+        assert s.consume(app_key=app.app_key, api="hardhat", now=NOW).ok
+        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+_STRACE_CHILD = r"""
+import os, sys
+from datetime import datetime, timezone
+from edge.api.store import Store
+
+def mark(name):  # a syscall strace shows, between the operations
+    os.access("/nonexistent-safety-edge-mark/" + name, os.F_OK)
+
+now = datetime(2026, 6, 15, 12, 30, 10, tzinfo=timezone.utc)
+s = Store(path=sys.argv[1])
+mark("open")
+app = s.create_app(name="site-a", description="", grants=["hardhat"])
+mark("create_app")
+s.add_grant(app="site-a", api="workwear")
+mark("add_grant")
+s.add_package(app="site-a", api="hardhat", tier="100k", start=now.replace(month=1))
+mark("add_package")
+for _ in range(5):
+    assert s.consume(app_key=app.app_key, api="hardhat", now=now).ok
+mark("consume")
+s.rotate_secret("site-a")
+mark("rotate_secret")
+s.disable_app("site-a")
+mark("disable_app")
+s.record_request(app_key=app.app_key, api="hardhat", code=0, latency_ms=1.0,
+                 request_bytes=1, response_bytes=1, at=now)
+s.flush()
+mark("flush")
+s.close()
+"""
+
+
+def test_durable_writes_fsync_the_wal_before_returning(tmp_path: Path) -> None:
+    """The system calls themselves (strace): each admin write and the flush fsync the
+    ``-wal`` file before returning; quota draws do not."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    path = db_path(tmp_path)
+    log_path = tmp_path / "strace.txt"
+    trace = ["-qq", "-y", "-e", "trace=fsync,fdatasync,access", "-o", str(log_path)]
+    proc = subprocess.run(
+        [strace, *trace, sys.executable, "-c", _STRACE_CHILD, str(path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    wal_syncs: dict[str, int] = {}
+    n = 0
+    for line in log_path.read_text().splitlines():
+        m = re.search(r"/nonexistent-safety-edge-mark/(\w+)", line)
+        if m:
+            wal_syncs[m.group(1)], n = n, 0
+        elif re.match(rf"f(data)?sync\(\d+<{re.escape(str(path))}-wal>\) = 0", line):
+            n += 1
+    assert wal_syncs == {
+        "open": wal_syncs["open"],  # migrations: not asserted
+        "create_app": 1,
+        "add_grant": 1,
+        "add_package": 1,
+        "consume": 0,
+        "rotate_secret": 1,
+        "disable_app": 1,
+        "flush": 1,
+    }

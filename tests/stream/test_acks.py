@@ -16,9 +16,10 @@ from edge.mqtt.commands import AckCommand, CommandError
 from edge.mqtt.schema import Event, dumps
 from edge.service.acks import AckHandler
 from edge.stream.acks import Ack, AckStore, read_acks
-from edge.stream.events import EventStore, EventType, ZoneEvent
+from edge.stream.events import EventStore, EventType, ZoneEvent, events_db_path
 from edge.stream.evidence import verify_evidence
 from edge.stream.zones import ZoneMonitor
+from tests.stream.test_events import sqlite_defaulting_to_normal
 from tests.stream.test_zones import FRAME, IN_BOX, MONDAY_0800_UTC, monitor, tracked
 
 ACK: dict[str, str | int | float | bool | None] = {
@@ -154,6 +155,19 @@ def test_ack_table_keeps_the_first_ack_and_leaves_the_chain_intact(tmp_path: Pat
         assert acks.prune(before_ms=MONDAY_0800_UTC + 500) == 0
         assert acks.prune(before_ms=MONDAY_0800_UTC + 1001) == 1
         assert acks.get("E1") is None
+
+
+def test_acks_commit_with_synchronous_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An acknowledgement the control room was answered about must outlive a power cut:
+    the acks connection sets FULL itself instead of relying on the SQLite build's default
+    (NORMAL here, simulated)."""
+    sqlite_defaulting_to_normal(monkeypatch)
+    # as the gateway opens them: the events store, then the acks on the same file
+    with EventStore(path=events_db_path(tmp_path)) as events, AckStore(path=events.path) as acks:
+        assert acks._db().execute("PRAGMA synchronous").fetchone()[0] == 2
+        events.add(event("E1", "start"))
+        assert acks.record(ack("E1"))[1]
+        assert acks._db().execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_read_acks_without_the_table_is_empty(tmp_path: Path) -> None:

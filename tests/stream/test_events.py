@@ -12,10 +12,12 @@ import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.mqtt.ids import EventIdGenerator
+from edge.stream.chain_key import ChainKey
 from edge.stream.commands import add_subcommands
 from edge.stream.events import (
     EventStore,
@@ -115,6 +117,42 @@ def test_concurrent_writers_and_a_second_connection(store: EventStore, tmp_path:
         t.join()
     with EventStore(path=store.path) as other:  # e.g. the CLI while the gateway runs
         assert other.counts()["start"] == 200
+
+
+def sqlite_defaulting_to_normal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every new SQLite connection start at ``synchronous=NORMAL``, as a build with
+    ``SQLITE_DEFAULT_WAL_SYNCHRONOUS=1`` does (this machine's defaults to FULL), so that a
+    store relying on the build's default shows. The level is set explicitly, so switching
+    to WAL keeps it (checked here, or the tests using this could not fail)."""
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = real(*args, **kwargs)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute("PRAGMA journal_mode = WAL")
+        assert probe.execute("PRAGMA synchronous").fetchone()[0] == 1
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_appends_commit_with_synchronous_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyed: bool
+) -> None:
+    """The events the outbox hands to the control room must outlive a power cut (else the
+    chain reuses their seq with other hashes): the writing connection is at FULL, also on
+    a SQLite build whose default is NORMAL."""
+    sqlite_defaulting_to_normal(monkeypatch)
+    key = ChainKey(secret=b"k3y-0f-the-s1te-a-gateway-0123456789") if keyed else None
+    with EventStore(path=events_db_path(tmp_path), key=key) as s:  # as the gateway opens it
+        assert s._db().execute("PRAGMA synchronous").fetchone()[0] == 2
+        s.add(ev())
+        assert s._db().execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_errors(tmp_path: Path) -> None:
