@@ -11,7 +11,13 @@ Importing starts nothing.
 
 from edge.mqtt.config import MqttConfig, OutboxConfig, TlsConfig
 from edge.mqtt.ids import new_event_id
-from edge.mqtt.outbox import Outbox, OutboxError, OutboxFullError
+from edge.mqtt.outbox import (
+    Outbox,
+    OutboxCorruptError,
+    OutboxError,
+    OutboxFullError,
+    OutboxRecovery,
+)
 from edge.mqtt.publisher import AlertHook, Publisher, PublisherClosedError
 from edge.mqtt.schema import SCHEMA_VERSION, CameraTask, Event, EventType
 from edge.mqtt.topics import Topics
@@ -25,8 +31,10 @@ __all__ = [
     "MqttConfig",
     "Outbox",
     "OutboxConfig",
+    "OutboxCorruptError",
     "OutboxError",
     "OutboxFullError",
+    "OutboxRecovery",
     "Publisher",
     "PublisherClosedError",
     "TlsConfig",

@@ -14,10 +14,11 @@ Contract:
   without fsync: a killed process (SIGKILL, OOM, segfault) loses nothing committed, a
   power cut or kernel crash can lose commits made since the last checkpoint (the WAL is
   fsynced at each checkpoint; the publisher checkpoints every
-  ``checkpoint_interval_s``, 1 s by default, so at most about a second of events). The
-  database is never corrupted. ``FULL`` fsyncs every commit: nothing committed is lost
-  to a power cut, at one fsync per commit (0.3 ms on this machine's disk, often 5-50 ms
-  on SD cards and eMMC); group commit spreads that cost over concurrent producers.
+  ``checkpoint_interval_s``, 1 s by default, so at most about a second of events). SQLite
+  itself never corrupts the database (the medium can: see Damage below). ``FULL`` fsyncs
+  every commit: nothing committed is lost to a power cut, at one fsync per commit (0.3 ms
+  on this machine's disk, often 5-50 ms on SD cards and eMMC); group commit spreads that
+  cost over concurrent producers.
 - Bounds: ``max_rows`` rows and ``max_bytes`` bytes (topic + payload). When a new batch
   does not fit, the oldest ``update`` events are deleted first, as many as needed; the
   kinds ``start``, ``end``, ``crossing`` and ``alert`` are never dropped. If the batch
@@ -29,6 +30,27 @@ Contract:
   publisher's job.
 - One process per file: the database is opened in exclusive locking mode, a second
   opener gets :class:`OutboxError`. The lock dies with the process (also on SIGKILL).
+- Damage: SQLite's own writes never corrupt the file, but the medium can (SD cards and
+  eMMC losing power mid-write, bad blocks). Opening runs ``PRAGMA quick_check`` (and the
+  row scan that counts the stored messages); a file that is not a database (its first
+  16 bytes are checked before SQLite opens it, which would delete a ``-wal`` beside
+  it), fails the check or whose rows cannot be read raises :class:`OutboxCorruptError`. With
+  ``recover_damaged=True`` (what the publisher uses, so the gateway still starts) the
+  outbox instead copies every row it can still read (a forward and a backward scan by
+  id, so rows on both sides of a damaged page survive; a row must have a known kind,
+  qos 0-2 and a ``size`` that matches its topic and payload) into a new file, moves the
+  damaged file with its ``-wal``/``-shm``/``-journal`` aside to
+  ``<name>.corrupt-<UTC time>`` (``-2``, ``-3``, ... appended rather than overwrite an
+  earlier one), puts the new file in its place and logs an error naming both files, how
+  many messages were kept and how many were lost (a number only when the whole table
+  was read, else "unknown"). :attr:`Outbox.recovery` says what happened. Failures that
+  are not damage (permissions, a folder in the way, a full disk, another process
+  holding the file, a newer schema) still raise :class:`OutboxError` and nothing is
+  moved. The copy is finished in ``<name>.salvage`` first and renamed into place right
+  after the damaged file is moved, so a power cut during recovery leaves the damaged file
+  (recovered again at the next start; a half-written ``.salvage`` is deleted), the new
+  file, or -- between the two renames -- no file and the finished ``.salvage``, which
+  the next start with ``recover_damaged=True`` puts in place.
 
 All methods are thread-safe.
 """
@@ -36,8 +58,11 @@ All methods are thread-safe.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +76,10 @@ __all__ = [
     "Kind",
     "Message",
     "Outbox",
+    "OutboxCorruptError",
     "OutboxError",
     "OutboxFullError",
+    "OutboxRecovery",
     "StoredMessage",
 ]
 
@@ -64,6 +91,11 @@ _KINDS = frozenset({"start", "update", "end", "crossing", "alert"})
 _SCHEMA = 1
 _CHUNK = 500
 _INSERT = "INSERT INTO outbox (id, key, kind, topic, qos, payload, size) VALUES (?,?,?,?,?,?,?)"
+_SELECT_ALL = "SELECT id, key, kind, topic, qos, payload, size FROM outbox ORDER BY id"
+_SIDECARS = ("-wal", "-shm", "-journal")
+_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes
+_Row = tuple[int, str, str, str, int, bytes, int]
 
 
 class OutboxError(EdgeError):
@@ -74,6 +106,42 @@ class OutboxError(EdgeError):
 
 class OutboxFullError(OutboxError):
     """A batch cannot be stored: the outbox is full of messages that are never dropped."""
+
+
+class OutboxCorruptError(OutboxError):
+    """The outbox file is damaged: not a SQLite database, ``quick_check`` not ok, or its
+    rows cannot be read. Raised at open unless ``recover_damaged=True``.
+
+    Attributes:
+        reason: what SQLite said (the error, or the first lines of ``quick_check``).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRecovery:
+    """What :class:`Outbox` did with a damaged file at open (``recover_damaged=True``).
+
+    Attributes:
+        path: the outbox file (now a new database).
+        moved_to: where the damaged file went (``<name>.corrupt-<UTC time>[-n]``); its
+            ``-wal``/``-shm``/``-journal``, if any, sit beside it with the same suffix.
+        reason: why it counted as damaged (SQLite's error or ``quick_check`` output).
+        salvaged: messages read from the damaged file and kept in the new outbox (they
+            are sent as usual, in their old order and with their old row ids).
+        lost: messages that could not be read: ``0`` when the whole table was read and
+            every row passed the checks, ``None`` when unknown (a scan hit the damage,
+            or the file could not be read as a database at all).
+    """
+
+    path: Path
+    moved_to: Path
+    reason: str
+    salvaged: int
+    lost: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +198,16 @@ class Outbox(Closing):
         max_rows: most messages stored at once (>= 1).
         max_bytes: most topic + payload bytes stored at once (>= 1).
         synchronous: ``"NORMAL"`` or ``"FULL"``, see the module docstring.
+        recover_damaged: a damaged file is moved aside and replaced by a new outbox
+            holding what could still be read (see "Damage" in the module docstring;
+            :attr:`recovery` says what happened) instead of raising
+            :class:`OutboxCorruptError`.
+
+    Raises:
+        OutboxCorruptError: the file is damaged and ``recover_damaged`` is False.
+        OutboxError: the file cannot be opened for any other reason (in use by another
+            process, no permission, a newer schema, ...), or a damaged file cannot be
+            moved aside.
     """
 
     def __init__(
@@ -139,6 +217,7 @@ class Outbox(Closing):
         max_rows: int = 100_000,
         max_bytes: int = 64 * 1024 * 1024,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        recover_damaged: bool = False,
     ) -> None:
         if max_rows < 1 or max_bytes < 1:
             raise ValueError("max_rows and max_bytes must be >= 1")
@@ -155,13 +234,37 @@ class Outbox(Closing):
         self._rejected_total = 0
         self._commits = 0
         self._upd_floor = 0  # no droppable row has an id <= this (see _drop_oldest_updates)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recovery: OutboxRecovery | None = None
         try:
-            self._con: sqlite3.Connection | None = self._open()
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(
+                f"outbox {self.path}: cannot create its folder: {exc.strerror or exc}"
+            ) from exc
+        if recover_damaged:
+            self._finish_interrupted_recovery()
+        try:
+            self._con: sqlite3.Connection | None = self._open_checked()
+        except OutboxCorruptError as exc:
+            if not recover_damaged:
+                raise
+            self.recovery = self._recover(exc)
+            self._con = self._open_checked()
 
     # -- setup ---------------------------------------------------------------------------
+
+    def _open_checked(self) -> sqlite3.Connection:
+        bad = _header_problem(self.path)
+        if bad is not None:  # SQLite is not let near it: it would delete a -wal beside it
+            raise OutboxCorruptError(f"outbox {self.path} is damaged: {bad}", reason=bad)
+        try:
+            return self._open()
+        except sqlite3.Error as exc:
+            if _is_corrupt(exc):
+                raise OutboxCorruptError(
+                    f"outbox {self.path} is damaged: {exc}", reason=str(exc)
+                ) from exc
+            raise self._error("open", exc) from exc
 
     def _open(self) -> sqlite3.Connection:
         con = sqlite3.connect(
@@ -175,6 +278,13 @@ class Outbox(Closing):
             con.execute(f"PRAGMA synchronous={self.synchronous}")
             con.execute("PRAGMA journal_size_limit=4194304")
             con.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now
+            check = [str(r[0]) for r in con.execute("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                lines = [ln for c in check for ln in c.splitlines() if not ln.startswith("***")]
+                reason = "; ".join(lines[:3])
+                raise OutboxCorruptError(
+                    f"outbox {self.path} is damaged: quick_check: {reason}", reason=reason
+                )
             con.execute(
                 "CREATE TABLE IF NOT EXISTS outbox ("
                 " id INTEGER PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL,"
@@ -202,11 +312,125 @@ class Outbox(Closing):
             log.info("outbox %s: %d messages waiting from a previous run", self.path, self._rows)
         return con
 
+    def _salvage_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".salvage")
+
+    def _finish_interrupted_recovery(self) -> None:
+        """No outbox file but a finished ``.salvage``: a power cut hit a recovery between
+        moving the damaged file aside and renaming the copy into place."""
+        salvage = self._salvage_path()
+        if os.path.lexists(self.path) or not os.path.exists(salvage):
+            return  # (also when the folder cannot be searched: the open reports that)
+        try:
+            _move_with_sidecars(salvage, self.path)
+        except OSError as exc:
+            raise OutboxError(
+                f"outbox {self.path}: cannot put the copy saved by an interrupted recovery "
+                f"({salvage.name}) in place: {exc.strerror or exc}"
+            ) from exc
+        _fsync_dir(self.path.parent)
+        log.warning(
+            "outbox %s: a recovery was interrupted; the messages saved from the damaged "
+            "file (%s) are now the outbox",
+            self.path,
+            salvage.name,
+        )
+
+    def _recover(self, damaged: OutboxCorruptError) -> OutboxRecovery:
+        """Keep what can be read of the damaged file in a new one and move the damaged
+        file aside (order and crash windows: module docstring)."""
+        rows: list[_Row] = []
+        complete = False
+        if _header_problem(self.path) is None:
+            rows, complete = _readable_rows(self.path)
+        salvage = self._salvage_path()
+        _remove_with_sidecars(salvage)  # half-written by a recovery a power cut interrupted
+        salvaged: list[_Row] = []
+        if rows:
+            try:
+                with Outbox(
+                    path=salvage,
+                    max_rows=self.max_rows,
+                    max_bytes=self.max_bytes,
+                    synchronous=self.synchronous,
+                ) as fresh:
+                    fresh._put_salvaged(rows)
+                _fsync_dir(self.path.parent)
+                salvaged = rows
+            except (OutboxError, OSError) as exc:
+                log.error(
+                    "outbox %s: cannot copy the %d readable message(s) out of the damaged "
+                    "file (%s); they stay in the moved-aside file only",
+                    self.path,
+                    len(rows),
+                    exc,
+                )
+                complete = False
+                _remove_with_sidecars(salvage)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
+        try:
+            _move_with_sidecars(self.path, aside)
+            if salvaged:
+                _move_with_sidecars(salvage, self.path)
+        except OSError as exc:
+            raise OutboxError(
+                f"{damaged}; cannot move it aside to {str(aside)!r}: {exc.strerror or exc}"
+            ) from exc
+        _fsync_dir(self.path.parent)
+        lost = 0 if complete else None
+        if lost == 0:
+            kept = f"all {len(salvaged)} undelivered message(s) in it were read and kept"
+        elif salvaged:
+            kept = (
+                f"{len(salvaged)} undelivered message(s) in it were read and kept; an unknown "
+                "number more could not be read and are lost"
+            )
+        else:
+            kept = (
+                "no message in it could be read: its undelivered messages (an unknown "
+                "number, possibly none) are lost"
+            )
+        log.error(
+            "%s; moved it aside to %r and started a new outbox: %s",
+            damaged,
+            str(aside),
+            kept,
+        )
+        return OutboxRecovery(
+            path=self.path,
+            moved_to=aside,
+            reason=damaged.reason,
+            salvaged=len(salvaged),
+            lost=lost,
+        )
+
+    def _put_salvaged(self, rows: Sequence[_Row]) -> None:
+        """Insert ``rows`` with their ids in one transaction (a new, empty outbox)."""
+        with self._lock:
+            con = self._conn()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(_INSERT, rows)
+                con.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error("salvage", exc) from exc
+
     def _error(self, what: str, exc: sqlite3.Error) -> OutboxError:
         msg = str(exc)
         if "locked" in msg:
             return OutboxError(f"outbox {self.path} is in use by another process ({what}: {msg})")
-        return OutboxError(f"outbox {self.path}: {what} failed: {msg}")
+        hint = self._access_hint() if what == "open" else ""
+        return OutboxError(f"outbox {self.path}: {what} failed: {msg}{hint}")
+
+    def _access_hint(self) -> str:
+        """Why SQLite's "unable to open database file" may have happened, in words."""
+        folder = self.path.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f" (folder {folder} is not writable by this user, uid {os.geteuid()})"
+        if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
+            return f" (the file is not readable and writable by this user, uid {os.geteuid()})"
+        return ""
 
     def _conn(self) -> sqlite3.Connection:
         if self._con is None:
@@ -469,3 +693,132 @@ class Outbox(Closing):
                 con.close()
             except sqlite3.Error:
                 log.exception("outbox %s: close failed", self.path)
+
+
+def _header_problem(path: Path) -> str | None:
+    """``"file is not a database (...)"`` when ``path`` is non-empty and does not start
+    with SQLite's magic string (random bytes, zeros), else ``None`` -- also when it cannot
+    be read: SQLite's open then says why."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_MAGIC))
+    except OSError:
+        return None
+    if not head or head == _MAGIC:
+        return None
+    return "file is not a database (no SQLite header)"
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB (not: locked, no permission, disk full, I/O error)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def _valid_row(row: tuple[object, ...]) -> _Row | None:
+    """``row`` (text columns as bytes) as a row a healthy outbox could hold, else ``None``
+    (damaged cells can parse into nonsense: bad UTF-8, unknown kinds, wrong sizes)."""
+    rid, key, kind, topic, qos, payload, size = row
+    if not (
+        isinstance(rid, int)
+        and rid > 0
+        and isinstance(key, bytes)
+        and isinstance(kind, bytes)
+        and isinstance(topic, bytes)
+        and qos in (0, 1, 2)
+        and isinstance(payload, bytes)
+        and isinstance(size, int)
+        and size == len(topic) + len(payload)
+        and topic
+    ):
+        return None
+    try:
+        k, t, s = key.decode(), kind.decode(), topic.decode()
+    except UnicodeDecodeError:
+        return None
+    if t not in _KINDS:
+        return None
+    return (rid, k, t, s, int(qos), payload, size)
+
+
+def _readable_rows(path: Path) -> tuple[list[_Row], bool]:
+    """The valid rows SQLite can still read from a damaged outbox (opened read-only), in
+    id order, and whether that is all of them (a full forward scan, every row valid).
+
+    The table is scanned forward by id until the damage stops it, then backward from the
+    end, so rows on both sides of a bad page are kept. Text comes back as bytes and is
+    decoded here, so one row of bad UTF-8 is skipped instead of ending the scan."""
+    wal = Path(f"{path}-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    # immutable: no locks, no -wal/-shm created beside the file kept for inspection; a
+    # non-empty -wal may hold committed rows, so then read through it (read-only).
+    query = "mode=ro" if has_wal else "immutable=1"
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?" + query
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=0.5, check_same_thread=False)
+    except sqlite3.Error:
+        return [], False
+    con.text_factory = bytes
+    found: dict[int, _Row] = {}
+    complete = False
+    try:
+        for order in ("ASC", "DESC"):
+            invalid = False
+            try:
+                for raw in con.execute(f"{_SELECT_ALL} {order}"):
+                    row = _valid_row(raw)
+                    if row is None:
+                        invalid = True
+                    else:
+                        found.setdefault(row[0], row)
+            except sqlite3.Error as exc:
+                log.warning("outbox %s: %s scan stopped: %s", path, order.lower(), exc)
+                continue
+            complete = order == "ASC" and not invalid
+            break
+    finally:
+        con.close()
+    return [found[i] for i in sorted(found)], complete
+
+
+def _free_name(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first whose file and sidecar names
+    are all free, so an earlier moved-aside file is never overwritten."""
+    n = 1
+    cand = base
+    while any(Path(f"{cand}{s}").exists() for s in ("", *_SIDECARS)):
+        n += 1
+        cand = base.with_name(f"{base.name}-{n}")
+    return cand
+
+
+def _move_with_sidecars(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, and each of its ``-wal``/``-shm``/``-journal`` files
+    that exists to ``dst`` plus the same suffix."""
+    src.rename(dst)
+    for suffix in _SIDECARS:
+        extra = Path(f"{src}{suffix}")
+        if extra.exists():
+            extra.rename(Path(f"{dst}{suffix}"))
+
+
+def _remove_with_sidecars(path: Path) -> None:
+    for suffix in ("", *_SIDECARS):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        log.debug("outbox: fsync of folder %s failed", folder, exc_info=True)
+    finally:
+        os.close(fd)

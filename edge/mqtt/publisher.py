@@ -41,6 +41,17 @@ first (``start``/``end``/alerts never), a batch that still does not fit raises
 :class:`~edge.mqtt.outbox.OutboxFullError`; both are counted, logged and raised as an
 alert — to ``on_alert`` and to the alerts topic — at most once per ``alert_interval_s``
 with the counts accumulated since the previous one.
+
+A damaged outbox file (power cut on an SD card) does not stop the publisher from being
+built: the outbox is opened with ``recover_damaged=True``, which keeps the messages it can
+still read, moves the damaged file aside as ``<name>.corrupt-<UTC time>`` and logs an
+error (:mod:`edge.mqtt.outbox`). The publisher then counts it
+(``mqtt_outbox_corrupt_total`` 1, ``mqtt_outbox_salvaged_total`` the messages kept) and
+raises the alert ``mqtt_outbox_corrupt`` (severity ``critical``; ``moved_to``,
+``salvaged``, ``lost`` -- ``null`` when unknown) to ``on_alert`` at once and to the alerts
+topic through the new outbox, so it goes out at the first connection. Other open
+failures (permissions, a folder in the way, another process holding the file) still
+raise :class:`~edge.mqtt.outbox.OutboxError` from the constructor.
 """
 
 from __future__ import annotations
@@ -69,7 +80,7 @@ from edge.mqtt.commands import CommandDispatcher
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
 from edge.mqtt.ids import new_event_id
-from edge.mqtt.outbox import Message, Outbox, OutboxError, OutboxFullError
+from edge.mqtt.outbox import Message, Outbox, OutboxError, OutboxFullError, OutboxRecovery
 from edge.mqtt.reconnect import (
     Backoff,
     Failure,
@@ -197,6 +208,7 @@ class Publisher:
             max_rows=config.outbox.max_rows,
             max_bytes=config.outbox.max_bytes,
             synchronous=config.outbox.synchronous,
+            recover_damaged=True,
         )
         # Shared state, guarded by _lock. Never held while calling into paho.
         self._lock = threading.Lock()
@@ -237,6 +249,8 @@ class Publisher:
         # Commands: queued by paho's thread, dispatched by the commands thread.
         self._commands = commands
         self._cmd_queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.commands.queue)
+        if self._outbox.recovery is not None:
+            self._report_recovery(self._outbox.recovery)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -520,6 +534,28 @@ class Publisher:
             "outbox_bytes": st["bytes"],
         }
         log.warning("mqtt: %s", alert["message"])
+        self._raise_alert(alert, publish=True)
+
+    def _report_recovery(self, rec: OutboxRecovery) -> None:
+        """The outbox replaced a damaged file at open: count it and raise the alert (the
+        outbox has logged the error with the details)."""
+        self._inc("mqtt_outbox_corrupt_total")
+        self._inc("mqtt_outbox_salvaged_total", rec.salvaged)
+        lost = "an unknown number" if rec.lost is None else str(rec.lost)
+        alert: dict[str, Any] = {
+            "kind": "mqtt_outbox_corrupt",
+            "key": self.gateway_id,
+            "state": "active",
+            "severity": "critical",
+            "message": (
+                f"MQTT outbox file was damaged ({rec.reason}) and moved aside to "
+                f"{str(rec.moved_to)!r}: {rec.salvaged} undelivered message(s) kept, "
+                f"{lost} lost"
+            ),
+            "moved_to": str(rec.moved_to),
+            "salvaged": rec.salvaged,
+            "lost": rec.lost,
+        }
         self._raise_alert(alert, publish=True)
 
     def _raise_alert(self, alert: dict[str, Any], *, publish: bool) -> None:
