@@ -793,6 +793,13 @@ class CameraConfig(BaseModel):
     environment at start), ``http://host/video.mjpg``, ``/dev/video0`` or a device index,
     or a video file. ``target_fps``: detections per second at most (frames in between
     are skipped, counted); ``null``: every frame.
+
+    ``offline_alert_after_s``: the ``camera_offline`` alert is raised only once the camera
+    has been offline this long without a break, and resolved only if it was raised, so a
+    flaky camera that reconnects within it queues nothing on the alerts topic (each
+    alert is an outbox row that is never dropped) and pages nobody. A camera goes offline
+    when it cannot be opened or delivers no frame for ``read_timeout_s``; the delay counts
+    from then. ``0``: raised at once, as before.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -815,6 +822,13 @@ class CameraConfig(BaseModel):
         default=10.0, gt=0.0, le=600.0, description="no frame this long: offline, reconnect"
     )
     backoff_max_s: float = Field(default=30.0, ge=0.5, le=3600.0, description="reconnect cap")
+    offline_alert_after_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="camera_offline alert only once offline this long without a break "
+        "(/healthz and /metrics show offline at once); 0: at once",
+    )
     tasks: dict[TaskKind, CameraTaskConfig] = Field(description="fence, hardhat, workwear")
 
     @field_validator("name")
@@ -912,6 +926,15 @@ class StorageConfig(BaseModel):
     ``snapshot_max_mb``; a background pass runs every ``sweep_interval_s``. Events older
     than ``events_retention_days`` are deleted hourly.
 
+    ``min_free_mb``: the gateway checks the free space of the filesystem holding
+    ``data_dir`` (events, outbox, alert state, snapshots by default) every minute,
+    shows it on ``/metrics`` (``safety_edge_data_free_bytes``) and ``/healthz``, and
+    raises the ``disk_low`` alert (warning) once free space falls under this floor,
+    resolved once it is back to 10 % above it. An absolute floor, not a percentage: what
+    must fit (SQLite's WAL and checkpoints, a day of snapshots, the outbox during a broker
+    outage) does not grow with the card, and a percentage of a large disk would alarm
+    with gigabytes left. ``0``: no alert (the gauge stays).
+
     ``events_key_file``: a file holding the secret key of the events hash chain (keyed
     HMAC-SHA256 links, :mod:`edge.stream.chain_key`); env ``SAFETY_EDGE_EVENTS_KEY`` (the
     key itself) wins over it. It may not lie inside ``data_dir`` (whoever can write the
@@ -933,6 +956,12 @@ class StorageConfig(BaseModel):
     sweep_interval_s: float = Field(default=600.0, gt=0.0, description="retention pass period")
     events_retention_days: float | None = Field(
         default=90.0, gt=0.0, description="rows of the events table; null: kept forever"
+    )
+    min_free_mb: float = Field(
+        default=500.0,
+        ge=0.0,
+        description="disk_low alert when the data_dir's filesystem has less free (MiB, "
+        "checked every minute; resolved at 10 % above); 0: no alert",
     )
     events_key_file: Path | None = Field(
         default=None,

@@ -1,7 +1,8 @@
 """Which of the gateway's own alerts are active now, remembered across restarts.
 
 The gateway raises ``task_unavailable`` (key ``camera/task``), ``camera_unavailable``
-and ``camera_offline`` (key: the camera) on ``{prefix}/{gw}/alerts``
+and ``camera_offline`` (key: the camera), and ``disk_low`` (key ``data_dir``, camera
+``""``: it belongs to no camera) on ``{prefix}/{gw}/alerts``
 (:mod:`edge.service.gateway`). Each start resolves what is configured and available, but
 a camera or task *removed* from the config while its alert was active would otherwise
 never be resolved: control-room subscribers would keep a stale alert forever. So the
@@ -89,9 +90,10 @@ class ActiveAlert:
     """One active alert as published.
 
     Attributes:
-        kind: ``task_unavailable``, ``camera_unavailable`` or ``camera_offline``.
-        key: the alert's key (``camera/task`` or the camera).
-        camera: the camera it belongs to.
+        kind: ``task_unavailable``, ``camera_unavailable``, ``camera_offline`` or
+            ``disk_low``.
+        key: the alert's key (``camera/task``, the camera, or ``data_dir``).
+        camera: the camera it belongs to (``""``: none, ``disk_low``).
         task: the camera task (``task_unavailable`` only), else ``None``.
         severity: as published (``critical``, ``warning``).
         message: the message of the latest ``active`` publication.

@@ -50,6 +50,8 @@ cameras:
     open_timeout_s: 10
     read_timeout_s: 10          # no frame for this long: offline, reconnect with backoff
     backoff_max_s: 30
+    offline_alert_after_s: 60   # camera_offline alert only after offline this long
+                                # without a break (flaky cameras); 0: at once
     tasks:                      # required: fence, hardhat and/or workwear
       fence:
         zones:
@@ -143,6 +145,8 @@ storage:
   snapshot_max_mb: 2048         # oldest snapshots go first beyond this
   jpeg_quality: 85
   events_retention_days: 90     # rows of the events table
+  min_free_mb: 500              # disk_low alert under this much free space on the
+                                # data_dir filesystem (checked every minute); 0: off
   # events_key_file: /etc/safety-edge/events.key  # keyed chain (HMAC); outside data_dir
 
 api:                            # the local HTTP API (cloud contract)

@@ -10,8 +10,9 @@ serves the local API and publishes to MQTT.
     the HTTP API (uvicorn, in a thread of this process)     -- when ``service.api``
 
 Outputs of a camera: every zone event goes to the events table and then to the outbox
-(``{prefix}/{gw}/events``); a camera going offline/online raises/resolves a
-``camera_offline`` alert (``{prefix}/{gw}/alerts``, via the outbox); the inside-counts
+(``{prefix}/{gw}/events``); a camera offline for ``offline_alert_after_s`` without a
+break raises a ``camera_offline`` alert (``{prefix}/{gw}/alerts``, via the outbox),
+resolved by its next frame (see below); the inside-counts
 per zone and the crossing counts per line and direction go to the retained
 ``{prefix}/{gw}/{camera}/{task}/state`` when they change
 (checked every ``service.state_interval_s``); the API's alerts go to the alerts topic.
@@ -45,6 +46,26 @@ or no task can run) is resolved the same way, and one of a camera that runs is r
 by its first frame. A damaged file is moved aside and an empty one started (logged as an
 error); the gateway never fails to start over it.
 
+Camera offline alerts are debounced: a camera's status (``online`` in ``/healthz``,
+``safety_edge_camera_up``) changes at once, but ``camera_offline`` is raised only once
+the camera has been offline for its ``offline_alert_after_s`` (default 60 s) without a
+break -- checked by :meth:`GatewayService.run` every tick (at most 1 s late) -- and
+resolved only if it was raised. A flaky RTSP camera that reconnects within the delay
+therefore queues nothing: each alert is an outbox row that is never dropped, and a
+camera dropping every 5 minutes used to queue 576 a day, taking the room that start and
+end events need during a broker outage. ``/healthz`` shows ``offline_for_s`` and
+``offline_alert`` per offline camera. ``0``: raised at once, as before.
+
+Free disk space: every minute (and at the first tick) :meth:`GatewayService.check_disk`
+reads the free space of the filesystem holding ``data_dir`` (one ``statvfs``; the space
+an unprivileged user may use, i.e. without the root reserve) into
+``safety_edge_data_free_bytes`` / ``safety_edge_data_size_bytes`` and ``/healthz``
+(``disk``). Under ``storage.min_free_mb`` (default 500 MiB) it raises ``disk_low``
+(key ``data_dir``, severity warning; ``status: degraded``), once; it is resolved once
+free space is back to 10 % above the floor (the margin keeps a disk hovering at the
+floor from raising and resolving every minute). A remembered ``disk_low`` is resolved
+by the first check that finds enough space, or at start when the floor is 0 (off).
+
 Start order: stores, publisher, detectors, pipelines built, API started (port bound),
 pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
 by ``service.stop_timeout_s``): ``STOPPING=1``; the pipelines (stop reading, finish the
@@ -55,7 +76,8 @@ and goes out after the next start); then the publisher, detectors and stores clo
 
 :meth:`GatewayService.run` is the supervising loop: it pings the systemd watchdog
 while every pipeline and the API thread are alive and no pipeline (nor the API's event
-loop) is stalled, refreshes the state topics, prunes old events hourly, and returns 1 if
+loop) is stalled, refreshes the state topics, raises ``camera_offline`` alerts that are
+due, checks free disk space every minute, prunes old events hourly, and returns 1 if
 a pipeline or the API died or stalled (so ``Restart=always`` restarts the service), 0
 when asked to stop.
 
@@ -87,6 +109,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -119,13 +142,22 @@ from edge.stream.zones import ZoneMonitor
 if TYPE_CHECKING:
     from edge.api.app import LoopHeartbeat, ResultSink
 
-__all__ = ["OUTBOX_FILENAME", "GatewayService", "ServiceStartError"]
+__all__ = [
+    "DISK_ALERT_KEY",
+    "OUTBOX_FILENAME",
+    "GatewayService",
+    "ServiceStartError",
+    "disk_is_low",
+]
 
 log = logging.getLogger("edge.service")
 
 OUTBOX_FILENAME = "outbox.sqlite3"
 _MIB = 1024 * 1024
 _PRUNE_EVERY_S = 3600.0
+_DISK_EVERY_S = 60.0
+_DISK_RESOLVE_MARGIN = 1.1  # disk_low resolves at 10 % above the floor
+DISK_ALERT_KEY = "data_dir"
 
 
 class ServiceStartError(EdgeError):
@@ -142,6 +174,15 @@ class _Camera:
     states: dict[str, tuple[dict[str, int], dict[str, dict[str, int]]]] = field(
         default_factory=dict
     )  # last published per task: (zone counts, line counts)
+
+
+@dataclass
+class _Offline:
+    """A camera that is offline now (guarded by ``GatewayService._lock``)."""
+
+    since: float  # time.monotonic() when it went offline
+    reason: str  # why, as the source said
+    raised: bool = False  # camera_offline is active (published, or remembered from before)
 
 
 class _ApiThread:
@@ -246,8 +287,12 @@ class GatewayService:
         self.model_errors: dict[str, str] = {}
         self._api: _ApiThread | None = None
         self.app: Any = None
-        self._lock = threading.Lock()
-        self._offline: set[str] = set()
+        self._lock = threading.Lock()  # _offline, and camera_offline publications in order
+        self._offline: dict[str, _Offline] = {}
+        self._disk: dict[str, Any] | None = None  # the last check_disk() reading
+        self._disk_low = False  # under the floor (with the resolve margin)
+        self._disk_alerted = False  # disk_low active (queued, or remembered from before)
+        self._disk_error: str | None = None  # the last check's OSError, logged once
         self._started_at = time.monotonic()
         self._started = False
         self._stopped = False
@@ -502,11 +547,22 @@ class GatewayService:
         remembered active alert that nothing configured now would resolve -- its camera
         was removed from the config, its task removed from the camera, or (a
         ``camera_offline``) its camera does not run now. A ``camera_offline`` of a camera
-        that runs is marked offline, so its first frame resolves it."""
+        that runs is marked offline and raised, so its first frame resolves it. A
+        ``disk_low`` is marked raised, so the first disk check with enough space resolves
+        it (at once when ``storage.min_free_mb`` is 0: the check is off)."""
         state = self.alert_state
         if state is None:
             return
         for a in state.active():
+            if a.kind == "disk_low":
+                if self.config.storage.min_free_mb > 0:
+                    self._disk_low = self._disk_alerted = True
+                    continue
+                why = "disk check off (storage.min_free_mb: 0)"
+                if self._resolve_remembered(a, why):
+                    log.info("alert %s/%s (active since %s) resolved: %s",
+                             a.kind, a.key, a.since, why)  # fmt: skip
+                continue
             cam = self.cameras.get(a.camera)
             if cam is None:
                 why = "camera removed from the config"
@@ -517,7 +573,9 @@ class GatewayService:
             else:
                 if a.kind == "camera_offline":
                     with self._lock:
-                        self._offline.add(a.camera)
+                        self._offline[a.camera] = _Offline(
+                            since=time.monotonic(), reason=a.message, raised=True
+                        )
                 continue
             if self._resolve_remembered(a, why):
                 log.info(
@@ -528,7 +586,8 @@ class GatewayService:
     def _resolve_remembered(self, a: ActiveAlert, why: str) -> bool:
         """Publish ``resolved`` for a remembered alert and forget it; False when it could
         not be queued (it stays remembered: the next start tries again)."""
-        return self._alert(a.kind, a.key, False, why, a.severity, camera=a.camera, task=a.task)
+        camera = a.camera or None  # "" for gateway-wide alerts (disk_low)
+        return self._alert(a.kind, a.key, False, why, a.severity, camera=camera, task=a.task)
 
     def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
         cam.tasks_up[kind] = False
@@ -567,17 +626,100 @@ class GatewayService:
         self.publisher.publish_event(Event(**event.mqtt_fields()))
 
     def _camera_status(self, camera: str, online: bool, reason: str) -> None:
+        """A camera's status changed (its reader thread): remember since when it is
+        offline; raise ``camera_offline`` now only when its ``offline_alert_after_s`` is
+        0 (else :meth:`_due_offline_alerts` does, from :meth:`run`); resolve it on the
+        first frame only if it was raised. The lock is held while publishing, so an
+        ``active`` and its ``resolved`` reach the outbox in that order."""
+        cam = self.cameras.get(camera)
+        after = cam.config.offline_alert_after_s if cam is not None else 0.0
         with self._lock:
-            was_offline = camera in self._offline
+            st = self._offline.get(camera)
             if online:
-                self._offline.discard(camera)
+                if st is None:
+                    return  # first frame after start: nothing to resolve
+                del self._offline[camera]
+                if not st.raised:
+                    log.info(
+                        "camera %s back after %.1f s offline: no camera_offline alert "
+                        "(offline_alert_after_s %g s)",
+                        camera, time.monotonic() - st.since, after,
+                    )  # fmt: skip
+                    return
             else:
-                self._offline.add(camera)
-        if online and not was_offline:
-            return  # first frame after start: nothing to resolve
-        if not online and was_offline:
-            return
-        self._alert("camera_offline", camera, not online, reason, "warning", camera=camera)
+                if st is not None:
+                    return
+                st = _Offline(since=time.monotonic(), reason=reason)
+                self._offline[camera] = st
+                if after > 0:
+                    return
+                st.raised = True
+            self._alert("camera_offline", camera, not online, reason, "warning", camera=camera)
+
+    def _due_offline_alerts(self, now: float) -> None:
+        """Raise ``camera_offline`` for each camera offline for its
+        ``offline_alert_after_s`` or longer (``now``: ``time.monotonic()``)."""
+        with self._lock:
+            for name, st in self._offline.items():
+                cam = self.cameras.get(name)
+                if st.raised or cam is None:
+                    continue
+                offline_s = now - st.since
+                after = cam.config.offline_alert_after_s
+                if offline_s < after:
+                    continue
+                st.raised = True
+                log.warning(
+                    "camera %s offline for %.0f s (offline_alert_after_s %g s): raising "
+                    "camera_offline: %s",
+                    name, offline_s, after, st.reason,
+                )  # fmt: skip
+                msg = f"offline for {offline_s:.0f} s: {st.reason}"
+                self._alert("camera_offline", name, True, msg, "warning", camera=name)
+
+    def check_disk(self) -> dict[str, Any] | None:
+        """One pass of the free-space check of ``data_dir`` (:meth:`run` calls it every
+        minute): records the reading for ``/metrics`` and ``/healthz`` and raises or
+        resolves ``disk_low`` when its state changes (see the module docstring).
+
+        Returns:
+            ``{"path", "free_bytes", "size_bytes", "min_free_bytes", "low"}`` (bytes:
+            ints; ``free_bytes``: what an unprivileged user may still write), or
+            ``None`` when the filesystem cannot be read (logged once until it can).
+        """
+        path = self.config.data_dir
+        floor = int(self.config.storage.min_free_mb * _MIB)
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if why != self._disk_error:
+                log.error("free space of data_dir %r unknown: %s", str(path), why)
+            self._disk_error = why
+            self._disk = None
+            return None
+        self._disk_error = None
+        low = disk_is_low(usage.free, floor, was_low=self._disk_low)
+        if low != self._disk_low:
+            self._disk_low = low
+            if low:
+                log.warning("disk low: %s", _disk_message(path, usage.free, usage.total, floor))
+            else:
+                log.info("disk space back: %s", _disk_message(path, usage.free, usage.total, floor))
+        reading: dict[str, Any] = {
+            "path": str(path),
+            "free_bytes": int(usage.free),
+            "size_bytes": int(usage.total),
+            "min_free_bytes": floor,
+            "low": low,
+        }
+        self._disk = reading
+        if low != self._disk_alerted:  # changed, or an earlier attempt was not queued
+            fields = {k: v for k, v in reading.items() if k != "low"}
+            msg = _disk_message(path, usage.free, usage.total, floor)
+            if self._alert("disk_low", DISK_ALERT_KEY, low, msg, "warning", extra=fields):
+                self._disk_alerted = low
+        return dict(reading)
 
     def _alert(
         self,
@@ -587,23 +729,25 @@ class GatewayService:
         message: str,
         severity: str,
         *,
-        camera: str,
+        camera: str | None = None,
         task: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue one alert on the alerts topic and keep the remembered set in step:
         an ``active`` one is remembered before it is queued (a crash in between costs at
         most a ``resolved`` for an alert never sent), a ``resolved`` one forgotten after
         (a crash in between costs at most a repeated ``resolved``). The payload carries
         ``camera`` for the camera alerts (``task`` is None), as it always has; a
-        ``task_unavailable`` carries its camera and task in the key. Returns whether it
-        was queued."""
+        ``task_unavailable`` carries its camera and task in the key; a gateway-wide alert
+        (``camera`` None: ``disk_low``) carries no camera and is remembered with camera
+        ``""``. ``extra``: more payload fields. Returns whether it was queued."""
         if self.publisher is None:
             return False
         state = self.alert_state
         if active and state is not None:
             try:
                 state.raised(
-                    kind=kind, key=key, camera=camera, task=task, severity=severity,
+                    kind=kind, key=key, camera=camera or "", task=task, severity=severity,
                     message=message,
                 )  # fmt: skip
             except EdgeError as exc:
@@ -618,7 +762,8 @@ class GatewayService:
             "state": "active" if active else "resolved",
             "severity": severity,
             "message": message,
-            **({"camera": camera} if task is None else {}),
+            **({"camera": camera} if task is None and camera is not None else {}),
+            **(extra or {}),
         }
         try:
             self.publisher.publish_alert(alert)
@@ -711,7 +856,7 @@ class GatewayService:
         tick = min(interval, wd) if wd is not None else interval
         tick = min(tick, 1.0)
         next_state = next_wd = time.monotonic()
-        last_prune = -float("inf")
+        last_prune = last_disk = -float("inf")
         while not stop_event.is_set():
             now = time.monotonic()
             bad = self.problems()
@@ -725,6 +870,10 @@ class GatewayService:
             if now >= next_state:
                 self._publish_states()
                 next_state = now + interval
+            self._due_offline_alerts(now)
+            if now - last_disk >= _DISK_EVERY_S:
+                last_disk = now
+                self.check_disk()
             if now - last_prune >= _PRUNE_EVERY_S:
                 last_prune = now
                 self._prune_events()
@@ -761,11 +910,17 @@ class GatewayService:
 
     def health(self) -> dict[str, Any]:
         """The gateway part of ``/healthz``: ``status`` (``ok``/``degraded``), cameras,
-        MQTT, uptime and ``problems`` (:meth:`problems`). Degraded: a camera offline or
-        not running, a task off, a part ended unexpectedly or stalled."""
+        MQTT, disk, uptime and ``problems`` (:meth:`problems`). Degraded: a camera offline
+        or not running, a task off, a part ended unexpectedly or stalled, free disk space
+        under ``storage.min_free_mb``. An offline camera shows ``offline_for_s`` and
+        ``offline_alert`` (whether ``camera_offline`` is raised yet); ``disk`` is the
+        last :meth:`check_disk` reading (``null`` before the first or when unreadable)."""
         cams: dict[str, Any] = {}
         problems = self.problems()
         degraded = bool(problems)
+        now = time.monotonic()
+        with self._lock:
+            offline = {n: (now - st.since, st.raised) for n, st in self._offline.items()}
         for m in self.camera_metrics():
             name = m["camera"]
             cam = self.cameras[name]
@@ -798,6 +953,9 @@ class GatewayService:
                 )
             if cam.config.enabled and not m.get("online"):
                 degraded = True
+            if name in offline and not m.get("online"):
+                entry["offline_for_s"] = round(offline[name][0], 1)
+                entry["offline_alert"] = offline[name][1]
             cams[name] = entry
         mqtt: dict[str, Any] = {"configured": self.publisher is not None}
         if self.publisher is not None:
@@ -806,6 +964,9 @@ class GatewayService:
                 outbox_rows=int(self.publisher.outbox.rows),
                 last_error=self.publisher.last_error,
             )
+        disk = self._disk
+        if disk is not None and disk["low"]:
+            degraded = True
         return {
             "status": "degraded" if degraded else "ok",
             "gateway": self.config.gateway_id,
@@ -813,12 +974,13 @@ class GatewayService:
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "cameras": cams,
             "mqtt": mqtt,
+            "disk": None if disk is None else dict(disk),
             "problems": problems,
         }
 
     def metrics_text(self) -> str:
-        """Prometheus text of the cameras, tasks, publisher and the API event loop's
-        progress age (:mod:`edge.service.metrics`)."""
+        """Prometheus text of the cameras, tasks, publisher, the API event loop's
+        progress age and the data folder's free space (:mod:`edge.service.metrics`)."""
         tasks_up = {
             (name, task): up
             for name, cam in self.cameras.items()
@@ -827,7 +989,11 @@ class GatewayService:
         pub = self.publisher.metrics() if self.publisher is not None else None
         api_age = self._api.loop_age(time.monotonic()) if self._api is not None else None
         return prometheus_text(
-            self.camera_metrics(), tasks_up=tasks_up, publisher=pub, api_loop_age_s=api_age
+            self.camera_metrics(),
+            tasks_up=tasks_up,
+            publisher=pub,
+            api_loop_age_s=api_age,
+            disk=self._disk,
         )
 
     # -- stop --------------------------------------------------------------------------
@@ -907,6 +1073,28 @@ class GatewayService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def disk_is_low(free_bytes: int, floor_bytes: int, *, was_low: bool) -> bool:
+    """Whether free space is low: under ``floor_bytes``, or -- once low -- still under
+    10 % above it (so a disk hovering at the floor does not flap). A floor of 0: never.
+
+    >>> disk_is_low(400, 500, was_low=False), disk_is_low(520, 500, was_low=True)
+    (True, True)
+    >>> disk_is_low(550, 500, was_low=True), disk_is_low(0, 0, was_low=True)
+    (False, False)
+    """
+    if floor_bytes <= 0:
+        return False
+    limit = floor_bytes * _DISK_RESOLVE_MARGIN if was_low else floor_bytes
+    return free_bytes < limit
+
+
+def _disk_message(path: Path, free: int, total: int, floor: int) -> str:
+    return (
+        f"{free / _MIB:.0f} MiB free of {total / _MIB:.0f} MiB in {str(path)!r} "
+        f"(storage.min_free_mb: {floor / _MIB:g})"
+    )
 
 
 def _stall_problem(camera: str, stalled_s: float, ages: Mapping[str, float]) -> str:

@@ -24,6 +24,10 @@ Series (labels in braces; times in seconds, as Prometheus wants):
   running);
 - ``safety_edge_api_loop_age_seconds`` seconds since the in-process API's event loop
   last ran its heartbeat (hang detection; absent when the API is off);
+- ``safety_edge_data_free_bytes`` / ``safety_edge_data_size_bytes`` free space (what an
+  unprivileged user may still write) and size of the filesystem holding ``data_dir``,
+  and ``safety_edge_data_free_low`` 1 while free space is low (``disk_low``; from the
+  gateway's minutely check; absent before the first or while it cannot be read);
 - ``safety_edge_snapshots_*`` saved, failures, deleted, bytes;
 - ``safety_edge_task_up{camera,task}`` 0 when the task's model is unavailable;
 - the publisher's series prefixed ``safety_edge_`` (``safety_edge_mqtt_outbox_rows`` is
@@ -77,6 +81,7 @@ def prometheus_text(
     tasks_up: Mapping[tuple[str, str], bool],
     publisher: Mapping[str, float] | None = None,
     api_loop_age_s: float | None = None,
+    disk: Mapping[str, Any] | None = None,
 ) -> str:
     """Prometheus text exposition (ends with a newline).
 
@@ -86,6 +91,9 @@ def prometheus_text(
         tasks_up: ``(camera, task) -> available`` for every configured camera task.
         publisher: :meth:`edge.mqtt.publisher.Publisher.metrics` (``None``: MQTT off).
         api_loop_age_s: seconds since the API's event loop last beat (``None``: API off).
+        disk: the data folder's last free-space reading (``free_bytes``, ``size_bytes``,
+            ``low``; :meth:`~edge.service.gateway.GatewayService.check_disk`; ``None``:
+            none yet).
     """
     o = _Out()
     for m in cameras:
@@ -207,6 +215,26 @@ def prometheus_text(
             "Seconds since the API event loop last made progress.",
         )
         o.add("safety_edge_api_loop_age_seconds", "", float(api_loop_age_s))
+    if disk is not None:
+        for name, value, text in (
+            (
+                "safety_edge_data_free_bytes",
+                disk["free_bytes"],
+                "Free bytes (for unprivileged users) on the filesystem holding data_dir.",
+            ),
+            (
+                "safety_edge_data_size_bytes",
+                disk["size_bytes"],
+                "Size in bytes of the filesystem holding data_dir.",
+            ),
+            (
+                "safety_edge_data_free_low",
+                1 if disk["low"] else 0,
+                "1 while free space is under storage.min_free_mb (disk_low alert).",
+            ),
+        ):
+            o.head(name, "gauge", text)
+            o.add(name, "", int(value))
     o.head("safety_edge_task_up", "gauge", "1 when the camera task runs (its model loaded).")
     for (cam, task), up in sorted(tasks_up.items()):
         o.add("safety_edge_task_up", _labels(camera=cam, task=task), 1 if up else 0)

@@ -120,7 +120,9 @@ def first_config(tmp_path: Path, port: int, video: str) -> Any:
     gate["tasks"]["fence"]["model"] = "gatecam"
     pair = camera("pair", video, loop=True)
     pair["tasks"]["hardhat"] = {"model": "hats"}
-    gone = camera("gone", str(tmp_path / "no-such.avi"), backoff_max_s=2, **FAST)
+    gone = camera(
+        "gone", str(tmp_path / "no-such.avi"), backoff_max_s=2, offline_alert_after_s=0, **FAST
+    )
     return gateway_config(tmp_path, port, [camera("dock", video, loop=True), gate, gone, pair])
 
 
@@ -208,16 +210,20 @@ def test_alerts_of_removed_cameras_and_tasks_are_resolved_at_the_next_start(
 def test_an_offline_camera_still_configured_is_resolved_by_its_first_frame_after_a_restart(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
-    """``lobby``'s video is missing at start 1 (``camera_offline`` active, remembered).
-    The video is put in place; at start 2 the camera's first frame resolves the alert
-    (before, a restart forgot the camera had been offline and nobody resolved it).
-    Start 3: the camera is disabled while its alert is active -> resolved at start."""
+    """``lobby``'s video is missing at start 1 (``camera_offline`` active, remembered;
+    ``offline_alert_after_s: 0`` raises it at once). The video is put in place; at start
+    2 -- with the default 60 s delay now -- the camera's first frame resolves the alert
+    (before, a restart forgot the camera had been offline and nobody resolved it; the
+    delay does not hold back the resolution of a remembered alert). Start 3: the camera
+    is disabled while its alert is active -> resolved at start."""
     write_people_model(tmp_path / "models", "people")
     video = str(still_video(tmp_path / "still.avi"))
     later = tmp_path / "lobby.avi"
     data = tmp_path / "data"
-    lobby = camera("lobby", str(later), loop=True, backoff_max_s=1, **FAST)
+    lobby = camera("lobby", str(later), loop=True, backoff_max_s=1, offline_alert_after_s=0, **FAST)
     cfg = gateway_config(tmp_path, broker.port, [camera("dock", video, loop=True), lobby])
+    delayed = {**lobby, "offline_alert_after_s": 60}
+    cfg60 = gateway_config(tmp_path, broker.port, [camera("dock", video, loop=True), delayed])
     off = gateway_config(
         tmp_path, broker.port, [camera("dock", video, loop=True), {**lobby, "enabled": False}]
     )
@@ -233,7 +239,7 @@ def test_an_offline_camera_still_configured_is_resolved_by_its_first_frame_after
         seen = len(sub.on_topic("/alerts"))
 
         still_video(later)
-        run_once(cfg, online=("lobby",))
+        run_once(cfg60, online=("lobby",))
         assert sub.wait_for(lambda: len(offline_alerts(sub, seen)) >= 1, 10)
         second = offline_alerts(sub, seen)
         assert remembered(data) == set()

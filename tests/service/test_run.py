@@ -82,6 +82,7 @@ def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path)
                 {
                     "name": "gone",
                     "source": str(tmp_path / "no-such-video.avi"),
+                    "offline_alert_after_s": 0,  # raised at once: no 60 s wait
                     "tasks": {
                         "fence": {"zones": [{"name": "all", "polygon": [[0, 0], [1, 0], [1, 1]]}]}
                     },
