@@ -10,9 +10,10 @@ acknowledged while still open gets the acknowledgement into its ``end`` event
 is only in this table (not attested by the chain).
 
 Rows are written once (the first acknowledgement wins; later ones read it back) and
-pruned with the events. The table is created on open (``CREATE TABLE IF NOT EXISTS``,
-its own version in the ``event_acks_meta`` row), independent of the events table's
-numbered migrations.
+pruned with the events (by their own time; one stamped in the future goes with its
+incident's events, :meth:`AckStore.prune`). The table is created on open (``CREATE TABLE
+IF NOT EXISTS``, its own version in the ``event_acks_meta`` row), independent of the events
+table's numbered migrations.
 
 Durability: WAL with ``synchronous=FULL``, set explicitly (not left to the SQLite build's
 default, which may be ``NORMAL``): :meth:`AckStore.record` returns once the acknowledgement
@@ -23,8 +24,10 @@ Thread-safety: one connection guarded by a lock; any thread may call any method.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +35,13 @@ from typing import Any
 
 from edge.closing import Closing
 from edge.mqtt.schema import iso_utc
-from edge.stream.events import EventStoreError
+from edge.stream.events import FUTURE_TOLERANCE_MS, EventStoreError
 
 __all__ = ["ACKS_TABLE", "Ack", "AckStore", "read_acks"]
 
 ACKS_TABLE = "event_acks"
+log = logging.getLogger("edge.stream")
+
 _VERSION = 1
 _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {ACKS_TABLE} (
@@ -86,6 +91,23 @@ class Ack:
         """``{"by", "at", "at_ms", "note"}``: what goes into the ``end`` event's
         ``attributes.ack``, the command reply and ``events list``."""
         return {"by": self.by, "at": iso_utc(self.at_ms), "at_ms": self.at_ms, "note": self.note}
+
+
+def _has_events_table(conn: sqlite3.Connection) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        is not None
+    )
+
+
+def _iso(ms: int) -> str:
+    """:func:`iso_utc`, or ``"<ms> ms"`` out of ``datetime``'s range (a garbage clock)."""
+    try:
+        return iso_utc(ms)
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def _row_to_ack(r: tuple[Any, ...]) -> Ack:
@@ -227,16 +249,68 @@ class AckStore(Closing):
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot read acknowledgements: {exc}") from exc
 
-    def prune(self, *, before_ms: int) -> int:
-        """Delete acknowledgements recorded before ``before_ms`` (Unix ms); returns how many."""
+    def prune(self, *, before_ms: int, now_ms: int | None = None) -> int:
+        """Delete acknowledgements recorded before ``before_ms`` (Unix ms), and those
+        stamped in the future whose incident has left the events table; returns how many.
+
+        *Stamped in the future*: ``at_ms`` at or after ``before_ms`` and more than
+        :data:`~edge.stream.events.FUTURE_TOLERANCE_MS` after ``now_ms`` (default: the
+        system clock): recorded while the clock was wrong. Such an acknowledgement goes
+        once neither its incident's ``start`` event nor the event its command named is in
+        the events table any more, i.e. once :meth:`EventStore.prune
+        <edge.stream.events.EventStore.prune>` has deleted them (that prune lets such rows
+        go with the older rows stored after them; the command named a stored event, see
+        :mod:`edge.service.acks`). Otherwise it would outlive its incident's events by the
+        clock's error, and those of a current incident stay. Call this after
+        ``EventStore.prune`` (the gateway and ``safety-edge events prune`` do). Without an
+        events table in the file, acknowledgements stamped in the future are kept. When any
+        are stored, one WARNING per call says how many, the furthest time and how many were
+        deleted.
+
+        Raises:
+            EventStoreError: locked past the busy timeout, full or broken.
+        """
+        now = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
+        ahead = max(before_ms - 1, now + FUTURE_TOLERANCE_MS)
         with self._lock:
             db = self._db()
             try:
                 with db:
-                    cur = db.execute(f"DELETE FROM {ACKS_TABLE} WHERE at_ms < ?", (before_ms,))
-                return int(cur.rowcount)
+                    n = int(
+                        db.execute(
+                            f"DELETE FROM {ACKS_TABLE} WHERE at_ms < ?", (before_ms,)
+                        ).rowcount
+                    )
+                    count, furthest = db.execute(
+                        f"SELECT COUNT(*), MAX(at_ms) FROM {ACKS_TABLE} WHERE at_ms > ?", (ahead,)
+                    ).fetchone()
+                    gone = 0
+                    if count and _has_events_table(db):
+                        gone = int(
+                            db.execute(
+                                f"DELETE FROM {ACKS_TABLE} WHERE at_ms > ? "
+                                f"AND NOT EXISTS (SELECT 1 FROM events "
+                                f"WHERE events.event_id = {ACKS_TABLE}.incident_id) "
+                                f"AND NOT EXISTS (SELECT 1 FROM events "
+                                f"WHERE events.event_id = {ACKS_TABLE}.event_id)",
+                                (ahead,),
+                            ).rowcount
+                        )
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot prune acknowledgements: {exc}") from exc
+        if count:
+            log.warning(
+                "acknowledgements in %s: %d are stamped more than %g h after this prune's "
+                "clock (%s; the furthest %s): the clock was wrong when they were recorded, "
+                "or is wrong now; %d of them were deleted with their incidents' events",
+                self.path,
+                count,
+                FUTURE_TOLERANCE_MS / 3_600_000,
+                _iso(now),
+                _iso(int(furthest)),
+                gone,
+            )
+        return n + gone
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

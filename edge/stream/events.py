@@ -66,6 +66,7 @@ from edge.stream.evidence import (
 
 __all__ = [
     "EVENTS_DB_FILENAME",
+    "FUTURE_TOLERANCE_MS",
     "AttributeValue",
     "EventStore",
     "EventStoreError",
@@ -80,6 +81,12 @@ log = logging.getLogger("edge.stream")
 _T = TypeVar("_T")
 
 EVENTS_DB_FILENAME = "events.sqlite3"
+
+FUTURE_TOLERANCE_MS = 86_400_000
+"""How far (ms, one day) after the pruning clock a row's time may lie and still count as
+written with a right clock; beyond it, :meth:`EventStore.prune` no longer lets the row hold
+back the rows stored after it (and :meth:`edge.stream.acks.AckStore.prune` treats an
+acknowledgement alike)."""
 
 EventType = Literal["start", "update", "end", "crossing"]
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
@@ -708,49 +715,122 @@ class EventStore(Closing):
         )
         return n
 
-    def prune(self, *, before_ms: int) -> int:
-        """Delete the oldest events, in chain order, up to the first one that is not older
-        than ``before_ms`` (Unix ms); returns how many.
+    def prune(self, *, before_ms: int, now_ms: int | None = None) -> int:
+        """Delete the oldest events, a prefix of the chain, up to the last one older than
+        ``before_ms`` (Unix ms) that no current event precedes; returns how many.
 
-        Only a prefix of the chain is deleted, so it stays verifiable: the last deleted
-        row's ``seq`` and ``hash`` become the anchor verification starts from. An event
-        older than ``before_ms`` stored after a newer one (rare: events of several cameras
-        arrive slightly out of time order) stays until a later prune reaches it.
+        The rule, over the rows in ``seq`` (append) order: a row is *expired* when
+        ``time_ms < before_ms``; *stamped in the future* when it is not expired and
+        ``time_ms > now_ms +`` :data:`FUTURE_TOLERANCE_MS`; otherwise *current*. The deleted
+        prefix ends at the last expired row before the first current row (the last expired
+        row of all when none is current). So:
+
+        - a current row stops the prefix: an event older than ``before_ms`` stored after a
+          newer one (events of several cameras arrive slightly out of time order) stays
+          until a later prune reaches it;
+        - a row stamped in the future does not stop it: the clock was wrong when it was
+          written (RTC garbage after a power cut, a bad NTP or GPS time, a mistyped
+          ``date``). Rows are appended in ``seq`` order, so it is no newer than the expired
+          row stored after it, and goes with that row. (Otherwise one such row would hold
+          back every later row until its wrong date plus the retention, and the file would
+          grow until the disk is full.) One with no expired row after it (among the newest
+          rows) is kept: nothing says yet that it is old.
+
+        Only a prefix is deleted, so the chain stays verifiable: the last deleted row's
+        ``seq`` and ``hash`` become the anchor verification starts from. When rows stamped
+        in the future are stored, one WARNING per call says how many, the furthest time and
+        how many of them this call deleted.
+
+        A wrong *current* clock: ``now_ms`` (default: the system clock) only decides which
+        rows count as stamped in the future, and every row deleted is one stored no later
+        than an expired row, read against ``before_ms``. Compared with the time test alone
+        (delete up to the first row not older than ``before_ms``), this deletes in addition
+        only rows stamped more than the tolerance after ``now_ms`` and expired rows stored
+        after them.
+
+        - ``now_ms`` (and ``before_ms`` with it) far ahead: rows written before the jump do
+          not count as future, so they are deleted as by the time test alone: every row
+          older than ``before_ms``, possibly all of them. Nothing here guards against that
+          (a store cannot tell a clock that jumped ahead from a gateway that was idle); the
+          clock must be right before the gateway starts.
+        - ``now_ms`` far behind: rows written with the right clock look stamped in the
+          future, and go only once rows stored after them are older than ``before_ms`` by
+          that same wrong clock, i.e. once it has itself counted off the retention since.
+
+        Args:
+            before_ms: delete rows older than this (Unix ms), in chain order.
+            now_ms: the current time (Unix ms) the future test is made against; ``None``:
+                the system clock.
+
+        Raises:
+            EventStoreError: locked past the busy timeout, full, or broken.
         """
+        now = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
         with self._lock:
             db = self._db()
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    n = self._prune_prefix(db, before_ms)
+                    n, future = self._prune_prefix(db, before_ms, now + FUTURE_TOLERANCE_MS)
                     db.commit()
                 except BaseException:
                     db.rollback()
                     raise
-                return n
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot prune {self.path}: {exc}") from exc
+        if future is not None:
+            count, furthest, deleted = future
+            log.warning(
+                "events %s: %d rows are stamped more than %g h after this prune's clock "
+                "(%s; the furthest %s): the clock was wrong when they were written, or is "
+                "wrong now; %d of them were deleted with the older rows stored after them, "
+                "the rest wait for one",
+                self.path,
+                count,
+                FUTURE_TOLERANCE_MS / 3_600_000,
+                _iso(now),
+                _iso(furthest),
+                deleted,
+            )
+        return n
 
     @staticmethod
-    def _prune_prefix(db: sqlite3.Connection, before_ms: int) -> int:
-        first_kept = db.execute(
-            "SELECT MIN(seq) FROM events WHERE time_ms >= ?", (before_ms,)
+    def _prune_prefix(
+        db: sqlite3.Connection, before_ms: int, future_after_ms: int
+    ) -> tuple[int, tuple[int, int, int] | None]:
+        """Delete the prefix :meth:`prune` describes inside the caller's write transaction;
+        returns (rows deleted, ``None`` or (rows stamped after ``future_after_ms``, the
+        furthest ``time_ms``, how many of those were deleted))."""
+        first_current = db.execute(
+            "SELECT MIN(seq) FROM events WHERE time_ms >= ? AND time_ms <= ?",
+            (before_ms, future_after_ms),
         ).fetchone()[0]
-        if first_kept is None:  # every row is older
-            last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        else:
-            last = db.execute(
-                "SELECT seq, hash FROM events WHERE seq < ? ORDER BY seq DESC LIMIT 1",
-                (first_kept,),
-            ).fetchone()
+        sql = "SELECT seq, hash FROM events WHERE time_ms < ?"
+        args: tuple[int, ...] = (before_ms,)
+        if first_current is not None:
+            sql += " AND seq < ?"
+            args = (before_ms, int(first_current))
+        last = db.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
+        ahead = max(before_ms - 1, future_after_ms)  # expired rows are never "future"
+        count, furthest = db.execute(
+            "SELECT COUNT(*), MAX(time_ms) FROM events WHERE time_ms > ?", (ahead,)
+        ).fetchone()
+        future: tuple[int, int, int] | None = None
+        if count:
+            gone = 0
+            if last is not None:
+                gone = db.execute(
+                    "SELECT COUNT(*) FROM events WHERE time_ms > ? AND seq <= ?", (ahead, last[0])
+                ).fetchone()[0]
+            future = (int(count), int(furthest), int(gone))
         if last is None:
-            return 0
+            return 0, future
         n = int(db.execute("DELETE FROM events WHERE seq <= ?", (last[0],)).rowcount)
         db.execute(
             "UPDATE events_chain SET anchor_seq = ?, anchor_hash = ?, pruned = pruned + ?",
             (last[0], last[1], n),
         )
-        return n
+        return n, future
 
     # -- reading -------------------------------------------------------------------
     def list_events(
@@ -849,6 +929,16 @@ def event_to_dict(event: ZoneEvent) -> dict[str, Any]:
         .replace("+00:00", "Z")
     )
     return d
+
+
+def _iso(ms: int) -> str:
+    """``ms`` (Unix ms) as ISO 8601 UTC for log lines; ``"<ms> ms"`` when out of
+    ``datetime``'s range (a garbage clock)."""
+    try:
+        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _retired_note(db: sqlite3.Connection, key_id: str) -> str:
