@@ -58,3 +58,12 @@ class AreaOutsideImageError(EdgeError):
     """An area polygon lies (partly) outside the image it is applied to (fence 4013)."""
 
     code = 4013
+
+
+class QueueFullError(EdgeError):
+    """A bounded queue or store refused new items by its documented policy for when it is
+    full (e.g. the MQTT outbox holding only messages it never drops). Expected during a
+    long outage, and its owner counts and alerts it; callers that only pass items on
+    should log it briefly (no traceback) instead of as a crash."""
+
+    code = 5000

@@ -28,6 +28,18 @@ Contract:
   deliverable, and the caller learns synchronously. Every dropped
   and refused message is counted (:meth:`Outbox.stats`); raising the alert is the
   publisher's job.
+- Alert headroom: a batch made only of ``alert`` messages is first handled like any
+  other (the oldest updates are dropped if that makes room). Where the rule above would
+  refuse it, it may instead go over the limits by at most ``alert_headroom_rows`` rows
+  (:data:`ALERT_HEADROOM_ROWS`, 100) and ``alert_headroom_bytes`` bytes
+  (:data:`ALERT_HEADROOM_BYTES`, 256 KiB), dropping the oldest updates only as far as
+  needed to stay within those raised limits; so the alert that says events were refused
+  is stored even when the outbox is full of start/end rows. At most
+  ``max_rows + alert_headroom_rows`` rows and ``max_bytes + alert_headroom_bytes`` bytes
+  are ever stored. Rows in the headroom count against the normal limits for every later
+  batch: while they are there, a new event drops updates until the total is within
+  ``max_rows``/``max_bytes`` again, or is refused. An alert batch that does not fit even
+  with the headroom is refused like any other batch.
 - One process per file: the database is opened in exclusive locking mode, a second
   opener gets :class:`OutboxError`. The lock dies with the process (also on SIGKILL).
 - Damage: SQLite's own writes never corrupt the file, but the medium can (SD cards and
@@ -41,16 +53,19 @@ Contract:
   qos 0-2 and a ``size`` that matches its topic and payload) into a new file, moves the
   damaged file with its ``-wal``/``-shm``/``-journal`` aside to
   ``<name>.corrupt-<UTC time>`` (``-2``, ``-3``, ... appended rather than overwrite an
-  earlier one), puts the new file in its place and logs an error naming both files, how
-  many messages were kept and how many were lost (a number only when the whole table
-  was read, else "unknown"). :attr:`Outbox.recovery` says what happened. Failures that
-  are not damage (permissions, a folder in the way, a full disk, another process
-  holding the file, a newer schema) still raise :class:`OutboxError` and nothing is
-  moved. The copy is finished in ``<name>.salvage`` first and renamed into place right
-  after the damaged file is moved, so a power cut during recovery leaves the damaged file
-  (recovered again at the next start; a half-written ``.salvage`` is deleted), the new
-  file, or -- between the two renames -- no file and the finished ``.salvage``, which
-  the next start with ``recover_damaged=True`` puts in place.
+  earlier one; each can be as large as the outbox, so only the newest
+  :data:`KEEP_CORRUPT_COPIES` (3), the new one included, are kept: older ones are
+  deleted with their sidecars, oldest first, one warning each), puts the new file in
+  its place and logs an error naming both files, how many messages were kept and how
+  many were lost (a number only when the whole table was read, else "unknown").
+  :attr:`Outbox.recovery` says what happened. Failures that are not damage
+  (permissions, a folder in the way, a full disk, another process holding the file, a
+  newer schema) still raise :class:`OutboxError` and nothing is moved. The copy is
+  finished in ``<name>.salvage`` first and renamed into place right after the damaged
+  file is moved, so a power cut during recovery leaves the damaged file (recovered again
+  at the next start; a half-written ``.salvage`` is deleted), the new file, or --
+  between the two renames -- no file and the finished ``.salvage``, which the next
+  start with ``recover_damaged=True`` puts in place.
 
 All methods are thread-safe.
 """
@@ -59,6 +74,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -69,9 +85,12 @@ from pathlib import Path
 from typing import Literal
 
 from edge.closing import Closing
-from edge.errors import EdgeError
+from edge.errors import EdgeError, QueueFullError
 
 __all__ = [
+    "ALERT_HEADROOM_BYTES",
+    "ALERT_HEADROOM_ROWS",
+    "KEEP_CORRUPT_COPIES",
     "AppendResult",
     "Kind",
     "Message",
@@ -86,6 +105,14 @@ __all__ = [
 log = logging.getLogger("edge.mqtt.outbox")
 
 Kind = Literal["start", "update", "end", "crossing", "alert"]
+ALERT_HEADROOM_ROWS = 100
+"""Rows ``alert`` batches may store beyond ``max_rows`` when nothing else makes room (at
+one loss alert a minute, 100 minutes of a full outbox; a loss alert is about 0.6 KB)."""
+ALERT_HEADROOM_BYTES = 256 * 1024
+"""Bytes ``alert`` batches may store beyond ``max_bytes`` (100 rows of up to 2.6 KB)."""
+KEEP_CORRUPT_COPIES = 3
+"""Moved-aside damaged files (``<name>.corrupt-<UTC time>[-n]``) kept: the newest ones,
+the one just made always among them; older ones are deleted with their sidecars."""
 DROPPABLE: Kind = "update"
 _KINDS = frozenset({"start", "update", "end", "crossing", "alert"})
 _SCHEMA = 1
@@ -104,8 +131,10 @@ class OutboxError(EdgeError):
     code = 5000
 
 
-class OutboxFullError(OutboxError):
-    """A batch cannot be stored: the outbox is full of messages that are never dropped."""
+class OutboxFullError(OutboxError, QueueFullError):
+    """A batch cannot be stored: the outbox is full of messages that are never dropped.
+    Also a :class:`~edge.errors.QueueFullError`, so code that knows nothing of MQTT (the
+    camera pipeline's sinks) can tell this expected refusal from a failure."""
 
 
 class OutboxCorruptError(OutboxError):
@@ -202,6 +231,10 @@ class Outbox(Closing):
             holding what could still be read (see "Damage" in the module docstring;
             :attr:`recovery` says what happened) instead of raising
             :class:`OutboxCorruptError`.
+        alert_headroom_rows: rows ``alert`` batches may store beyond ``max_rows`` (>= 0;
+            see "Alert headroom" in the module docstring).
+        alert_headroom_bytes: bytes ``alert`` batches may store beyond ``max_bytes``
+            (>= 0).
 
     Raises:
         OutboxCorruptError: the file is damaged and ``recover_damaged`` is False.
@@ -218,14 +251,20 @@ class Outbox(Closing):
         max_bytes: int = 64 * 1024 * 1024,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         recover_damaged: bool = False,
+        alert_headroom_rows: int = ALERT_HEADROOM_ROWS,
+        alert_headroom_bytes: int = ALERT_HEADROOM_BYTES,
     ) -> None:
         if max_rows < 1 or max_bytes < 1:
             raise ValueError("max_rows and max_bytes must be >= 1")
+        if alert_headroom_rows < 0 or alert_headroom_bytes < 0:
+            raise ValueError("alert_headroom_rows and alert_headroom_bytes must be >= 0")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.alert_headroom_rows = alert_headroom_rows
+        self.alert_headroom_bytes = alert_headroom_bytes
         self.synchronous = synchronous
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
@@ -378,6 +417,7 @@ class Outbox(Closing):
                 f"{damaged}; cannot move it aside to {str(aside)!r}: {exc.strerror or exc}"
             ) from exc
         _fsync_dir(self.path.parent)
+        self._prune_corrupt_copies(aside)
         lost = 0 if complete else None
         if lost == 0:
             kept = f"all {len(salvaged)} undelivered message(s) in it were read and kept"
@@ -404,6 +444,40 @@ class Outbox(Closing):
             salvaged=len(salvaged),
             lost=lost,
         )
+
+    def _prune_corrupt_copies(self, newest: Path) -> None:
+        """Delete moved-aside damaged files (with their sidecars) beyond the newest
+        :data:`KEEP_CORRUPT_COPIES`, oldest first, logging each; ``newest`` (the one just
+        made) is always kept, also when a clock set back gave it an older time than
+        earlier ones. Age is the UTC time in the name, then the ``-n`` suffix. A file that
+        cannot be deleted is logged and left; it never stops the open."""
+        pattern = re.compile(re.escape(self.path.name) + r"\.corrupt-(\d{8}T\d{6}Z)(?:-(\d+))?")
+        found: list[tuple[tuple[str, int], Path]] = []
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError as exc:
+            log.error("outbox %s: cannot list old damaged copies: %s", self.path, exc)
+            return
+        for name in names:
+            m = pattern.fullmatch(name)
+            if m is not None and name != newest.name:
+                found.append(((m.group(1), int(m.group(2) or 1)), self.path.parent / name))
+        found.sort()
+        excess = len(found) - (KEEP_CORRUPT_COPIES - 1)
+        for _, old in found[: max(0, excess)]:
+            try:
+                _remove_with_sidecars(old)
+            except OSError as exc:
+                log.error("outbox %s: cannot delete old damaged copy %s: %s", self.path, old, exc)
+                continue
+            log.warning(
+                "outbox %s: deleted old damaged copy %s (keeping the newest %d)",
+                self.path,
+                old.name,
+                KEEP_CORRUPT_COPIES,
+            )
+        if excess > 0:
+            _fsync_dir(self.path.parent)
 
     def _put_salvaged(self, rows: Sequence[_Row]) -> None:
         """Insert ``rows`` with their ids in one transaction (a new, empty outbox)."""
@@ -444,7 +518,8 @@ class Outbox(Closing):
 
         Raises:
             OutboxFullError: the batch does not fit even after dropping every stored
-                ``update`` (nothing is dropped then), or is larger than the outbox.
+                ``update`` (nothing is dropped then; a batch of alerts: not even into
+                the alert headroom), or is larger than the outbox.
             OutboxError: the database failed; nothing of the batch is stored.
         """
         if not messages:
@@ -483,14 +558,22 @@ class Outbox(Closing):
                 over_bytes = nbytes + need_bytes - self.max_bytes
                 dropped_keys: list[str] = []
                 if over_rows > 0 or over_bytes > 0:
+                    if (over_rows > upd_rows or over_bytes > upd_bytes) and all(
+                        m.kind == "alert" for m in p.messages
+                    ):  # last resort for alerts: the headroom above the limits
+                        over_rows -= self.alert_headroom_rows
+                        over_bytes -= self.alert_headroom_bytes
                     if over_rows > upd_rows or over_bytes > upd_bytes:
                         rejected += need_rows
                         p.error = OutboxFullError(
                             f"outbox full: {rows} messages / {nbytes} bytes stored "
                             f"({upd_rows} droppable updates), limits {self.max_rows} / "
-                            f"{self.max_bytes}; refused {need_rows} new message(s)"
+                            f"{self.max_bytes} (alerts: {self.alert_headroom_rows} / "
+                            f"{self.alert_headroom_bytes} more); refused {need_rows} new "
+                            "message(s)"
                         )
                         continue
+                if over_rows > 0 or over_bytes > 0:
                     freed_rows, freed_bytes, dropped_keys, floor = self._drop_oldest_updates(
                         con, over_rows, over_bytes, floor
                     )

@@ -39,8 +39,16 @@ someone published retained is not carried out again at every connect; anything o
 Nothing is dropped silently: when the outbox is full the oldest ``update`` events go
 first (``start``/``end``/alerts never), a batch that still does not fit raises
 :class:`~edge.mqtt.outbox.OutboxFullError`; both are counted, logged and raised as an
-alert — to ``on_alert`` and to the alerts topic — at most once per ``alert_interval_s``
-with the counts accumulated since the previous one.
+alert (``mqtt_outbox_loss``) — to ``on_alert`` and to the alerts topic — at most once per
+``alert_interval_s`` with the counts accumulated since the previous one (``since``).
+Alerts may use the outbox's alert headroom (a bounded amount beyond ``max_rows`` /
+``max_bytes``, :mod:`edge.mqtt.outbox`), so the loss alert is stored even when the outbox
+is full of start/end rows. If it still cannot be stored (the headroom is used up, the
+database failed), its counts are carried over with their original ``since`` and the
+next attempt, ``alert_interval_s`` later, reports the full total
+(``mqtt_loss_alerts_deferred_total`` counts the attempts carried over): every loss
+reaches the alerts topic in the first loss alert stored after it, unless the process
+ends before any can be stored (then the totals are only in the log).
 
 A damaged outbox file (power cut on an SD card) does not stop the publisher from being
 built: the outbox is opened with ``recover_damaged=True``, which keeps the messages it can
@@ -475,11 +483,18 @@ class Publisher:
             qos=self.config.qos,
         )
 
-    def _store(self, messages: Sequence[Message], *, internal: bool = False) -> None:
+    def _store(
+        self, messages: Sequence[Message], *, internal: bool = False, carried: bool = False
+    ) -> None:
+        """Append to the outbox, counting drops and refusals as losses (``internal``: do
+        not raise the loss alert from here). ``carried``: a refusal is not a loss (the
+        caller keeps the content for a later message) and is not counted."""
         self._check_open()
         try:
             result = self._outbox.append(messages)
         except OutboxFullError:
+            if carried:
+                raise
             kinds = Counter(m.kind for m in messages)
             for kind, n in kinds.items():
                 self._inc(f'mqtt_outbox_rejected_total{{kind="{kind}"}}', n)
@@ -534,7 +549,13 @@ class Publisher:
             "outbox_bytes": st["bytes"],
         }
         log.warning("mqtt: %s", alert["message"])
-        self._raise_alert(alert, publish=True)
+        if not self._raise_alert(alert, publish=True, deferrable=True):
+            with self._alert_lock:  # carried over: the next alert reports the full total
+                self._loss.update(loss)
+                if self._loss_since_ms is None or (
+                    since is not None and since < self._loss_since_ms
+                ):
+                    self._loss_since_ms = since
 
     def _report_recovery(self, rec: OutboxRecovery) -> None:
         """The outbox replaced a damaged file at open: count it and raise the alert (the
@@ -558,7 +579,14 @@ class Publisher:
         }
         self._raise_alert(alert, publish=True)
 
-    def _raise_alert(self, alert: dict[str, Any], *, publish: bool) -> None:
+    def _raise_alert(
+        self, alert: dict[str, Any], *, publish: bool, deferrable: bool = False
+    ) -> bool:
+        """Hand ``alert`` to ``on_alert`` and, with ``publish``, store it in the outbox for
+        the alerts topic. Returns whether it was stored. An alert that cannot be stored
+        is counted in ``mqtt_alerts_lost_total`` (and, refused as full, as a loss in the
+        next loss alert), or with ``deferrable`` (the caller carries its content over
+        into a later alert) only in ``mqtt_loss_alerts_deferred_total``."""
         self._inc("mqtt_alerts_raised_total")
         if self._on_alert is not None:
             try:
@@ -566,12 +594,23 @@ class Publisher:
             except Exception:  # a broken hook must not break publishing; logged with context
                 self._inc("mqtt_alert_hook_errors_total")
                 log.exception("mqtt: on_alert hook failed for %s", alert.get("kind"))
-        if publish and not self._closed:
-            try:
-                self._store([self._alert_message(alert)], internal=True)
-            except EdgeError as exc:  # outbox full/failed, or closed meanwhile
+        if not publish or self._closed:
+            return False
+        try:
+            self._store([self._alert_message(alert)], internal=True, carried=deferrable)
+        except EdgeError as exc:  # outbox full/failed, or closed meanwhile
+            if deferrable:
+                self._inc("mqtt_loss_alerts_deferred_total")
+                log.warning(
+                    "mqtt: cannot store alert %s now (%s); its counts go into the next one",
+                    alert.get("kind"),
+                    exc,
+                )
+            else:
                 self._inc("mqtt_alerts_lost_total")
                 log.error("mqtt: cannot store alert %s: %s", alert.get("kind"), exc)
+            return False
+        return True
 
     def _inc(self, name: str, n: int = 1) -> None:
         with self._metrics_lock:

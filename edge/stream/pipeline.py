@@ -12,7 +12,13 @@ and the zones it watches). Every event a zone raises is, in this order:
 
 A failing store, snapshot folder or sink is logged and counted (``store_errors``,
 ``sink_errors``, ``snapshot_save_failures``) and never stops the loop or the other
-outputs.
+outputs. A sink that refuses an event with :class:`~edge.errors.QueueFullError` (the
+MQTT outbox full of events it never drops, which can last for days of broker outage) is
+counted the same, but logged as one WARNING line without traceback, rate-limited per
+camera (:class:`~edge.lograte.RateLimitedLog`): the first refusal at once, then at most
+one line per :data:`SINK_REFUSED_LOG_INTERVAL_S` (60 s) with the number of refusals since
+the previous line; the rest is reported when the loop stops. Any other exception from a
+sink is logged with its traceback each time.
 
 Time: each frame carries its own time (:class:`~edge.stream.sources.Frame`), which is the
 only clock the tracker and zones see. While a live camera is offline, the loop steps the
@@ -47,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import QueueFullError
+from edge.lograte import RateLimitedLog
 from edge.stream.events import EventStore, EventStoreError, ZoneEvent
 from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.snapshots import SnapshotStore
@@ -57,6 +65,7 @@ from edge.tasks.base import DetectorLike, ImageBGR
 from edge.types import Detections
 
 __all__ = [
+    "SINK_REFUSED_LOG_INTERVAL_S",
     "CameraPipeline",
     "EventSink",
     "StatusSink",
@@ -70,6 +79,14 @@ EventSink = Callable[[ZoneEvent], None]
 """Receives every event after it is stored (from the pipeline thread; keep it quick)."""
 StatusSink = Callable[[str, bool, str], None]
 """``(camera, online, reason)`` on each camera online/offline change (reader thread)."""
+SINK_REFUSED_LOG_INTERVAL_S = 60.0
+"""Least seconds between two log lines about events a sink refused as full (per camera;
+read when a pipeline is built)."""
+
+
+def _sink_name(sink: EventSink) -> str:
+    """A short name for a sink in log lines (a bound method's repr names its object)."""
+    return str(getattr(sink, "__qualname__", None) or repr(sink))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,6 +355,7 @@ class CameraPipeline:
         self._zone_stats: dict[str, dict[str, dict[str, int]]] = {}
         self._line_stats: dict[str, dict[str, dict[str, int]]] = {}
         self._latest: Frame | None = None
+        self._refusals = RateLimitedLog(log, interval_s=SINK_REFUSED_LOG_INTERVAL_S)
 
     # -- status --------------------------------------------------------------------
     def _on_status(self, online: bool, reason: str) -> None:
@@ -453,6 +471,17 @@ class CameraPipeline:
             for sink in self._sinks:
                 try:
                     sink(ev)
+                except QueueFullError as exc:  # e.g. the MQTT outbox full: counted and
+                    with self._lock:  # alerted by its owner, expected during an outage
+                        self._sink_errors += 1
+                    self._refusals.hit(
+                        "camera %s: %s refused event %s (%s): %s",
+                        self.camera,
+                        _sink_name(sink),
+                        ev.event_id,
+                        ev.type,
+                        exc,
+                    )
                 except Exception:
                     with self._lock:
                         self._sink_errors += 1
@@ -479,6 +508,7 @@ class CameraPipeline:
             self.source.start()
             while not self._stop.is_set() and (max_frames is None or n < max_frames):
                 self._progress_s = time.monotonic()
+                self._refusals.flush()
                 frame = self.source.read(timeout=0.25)
                 if frame is None:
                     if self.source.finished:
@@ -515,6 +545,7 @@ class CameraPipeline:
                 t=time.monotonic() if t is None else t, wall_ms=max(wall or 0, wall_now)
             )
             self._emit(events, task=task, image=None, tracked=None)
+        self._refusals.flush(force=True)
         self._update_zone_stats()
         self.source.close()
 

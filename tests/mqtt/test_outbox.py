@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.mqtt.outbox import Kind, Message, Outbox, OutboxError, OutboxFullError
+from edge.mqtt.outbox import (
+    ALERT_HEADROOM_BYTES,
+    ALERT_HEADROOM_ROWS,
+    Kind,
+    Message,
+    Outbox,
+    OutboxError,
+    OutboxFullError,
+)
 
 TOPIC = "safety-edge/gw/events"
 
@@ -62,6 +70,65 @@ def test_full_drops_oldest_updates_never_start_end_alert(tmp_path: Path) -> None
         assert st["dropped_total"] == 5 and st["rejected_total"] == 4 and st["rows"] == 5
         ob.delete([1])  # an ack frees room again
         assert ob.append([msg("u7")]).dropped == 0
+
+
+def test_alerts_go_into_a_bounded_headroom_when_only_undroppable_rows_remain(
+    tmp_path: Path,
+) -> None:
+    """Full of start/end rows: a batch of alerts still fits, up to ``alert_headroom_rows``
+    / ``alert_headroom_bytes`` beyond the limits; nothing is dropped for it, and other
+    batches (events, or alerts mixed with events) are refused as before."""
+    per = len(TOPIC) + 10
+    with Outbox(
+        path=tmp_path / "o.db", max_rows=4, alert_headroom_rows=2, alert_headroom_bytes=10 * per
+    ) as ob:
+        ob.append([msg("s1", "start"), msg("u1"), msg("e1", "end"), msg("s2", "start")])
+        # the normal policy comes first: an update can make room, so it goes
+        assert ob.append([msg("a1", "alert")]).dropped_keys == ("u1",)
+        assert ob.rows == 4
+        r = ob.append([msg("a2", "alert"), msg("a3", "alert")])  # the headroom: 6 rows
+        assert r.dropped == 0 and ob.rows == 6
+        with pytest.raises(OutboxFullError, match="alerts: 2"):  # headroom used up
+            ob.append([msg("a4", "alert")])
+        with pytest.raises(OutboxFullError):  # events never use it
+            ob.append([msg("s3", "start")])
+        with pytest.raises(OutboxFullError):
+            ob.append([msg("u2")])
+        assert keys(ob) == ["s1", "e1", "s2", "a1", "a2", "a3"]
+        assert ob.stats()["rejected_total"] == 3
+        assert ob.delete([1, 3, 4]) == 3  # acks: 3 rows left, below max_rows again
+        with pytest.raises(OutboxFullError):  # mixed batch: the normal limit (3 + 2 > 4)
+            ob.append([msg("a5", "alert"), msg("s4", "start")])
+        ob.append([msg("s4", "start")])
+        ob.append([msg("a5", "alert"), msg("a6", "alert")])  # 6 rows again
+        assert ob.rows == 6
+    with Outbox(path=tmp_path / "m.db", max_rows=4, alert_headroom_rows=2) as ob:
+        ob.append([msg("s1", "start"), msg("u1"), msg("s2", "start"), msg("s3", "start")])
+        # 3 alerts: dropping u1 is not enough for max_rows, the headroom alone neither;
+        # both together are: u1 goes, and the outbox holds max_rows + 2
+        r = ob.append([msg("a1", "alert"), msg("a2", "alert"), msg("a3", "alert")])
+        assert r.dropped_keys == ("u1",) and ob.rows == 6
+    with Outbox(  # the byte headroom, and an alert larger than it
+        path=tmp_path / "b.db", max_rows=100, max_bytes=2 * per, alert_headroom_bytes=per + 5
+    ) as ob:
+        ob.append([msg("s1", "start"), msg("s2", "start")])
+        ob.append([msg("a1", "alert", size=15)])  # per + 5 bytes: exactly the headroom
+        assert ob.bytes == 3 * per + 5
+        with pytest.raises(OutboxFullError):
+            ob.append([msg("a2", "alert", size=1)])
+    with Outbox(path=tmp_path / "d.db", max_rows=2) as ob:  # the defaults
+        assert (ob.alert_headroom_rows, ob.alert_headroom_bytes) == (
+            ALERT_HEADROOM_ROWS,
+            ALERT_HEADROOM_BYTES,
+        )
+        ob.append([msg("s1", "start"), msg("e1", "end")])
+        for i in range(ALERT_HEADROOM_ROWS):
+            ob.append([msg(f"a{i}", "alert")])
+        with pytest.raises(OutboxFullError):
+            ob.append([msg("one too many", "alert")])
+        assert ob.rows == 2 + ALERT_HEADROOM_ROWS
+    with pytest.raises(ValueError, match="headroom"):
+        Outbox(path=tmp_path / "x.db", alert_headroom_rows=-1)
 
 
 def test_byte_bound_and_oversize_message(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from edge.mqtt import Event, MqttConfig, Publisher
+from edge.mqtt import outbox as outbox_module
 from edge.mqtt.outbox import (
+    KEEP_CORRUPT_COPIES,
     Kind,
     Message,
     Outbox,
@@ -141,9 +143,13 @@ def test_random_bytes_are_moved_aside_and_a_new_outbox_works(
     assert "not a database" in errors[0] and "unknown number" in errors[0], errors[0]
 
 
-def test_a_moved_aside_file_is_never_overwritten(tmp_path: Path) -> None:
+def test_a_moved_aside_file_is_never_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Earlier files already hold the names this second (and the next ones) would get:
-    the new one gets ``-2`` and the earlier ones keep their bytes."""
+    the new one gets ``-2`` and the earlier ones keep their bytes (none is old enough to
+    be pruned here: see the next test for that)."""
+    monkeypatch.setattr(outbox_module, "KEEP_CORRUPT_COPIES", 10, raising=False)
     path = tmp_path / NAME
     now = time.time()
     earlier = {}
@@ -159,6 +165,70 @@ def test_a_moved_aside_file_is_never_overwritten(tmp_path: Path) -> None:
     assert moved.name.endswith("-2") and ASIDE.match(moved.name), moved
     assert moved.read_bytes() == b"\x00" * 10_000
     assert all(p.read_bytes() == b for p, b in earlier.items())
+
+
+def test_only_the_newest_damaged_copies_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each moved-aside file can be as large as the outbox: a recovery keeps the one it
+    just made and the newest others up to ``KEEP_CORRUPT_COPIES`` (3) in all, deleting
+    older ones with their sidecars, oldest first (by the time in the name, then the
+    ``-n`` suffix numerically), one warning each. The new one is kept even when a clock
+    set back makes it look older; files of other outboxes and other names stay."""
+    assert KEEP_CORRUPT_COPIES == 3
+    path = tmp_path / NAME
+    old = [  # oldest first
+        f"{NAME}.corrupt-20200101T000000Z",
+        f"{NAME}.corrupt-20200101T000000Z-2",
+        f"{NAME}.corrupt-20200101T000000Z-10",
+        f"{NAME}.corrupt-20210101T000000Z",
+    ]
+    kept = [f"{NAME}.corrupt-20220101T000000Z", f"{NAME}.corrupt-20990101T000000Z"]
+    others = [
+        "other.sqlite3.corrupt-20200101T000000Z",
+        f"{NAME}.corrupt-20200101T000000Z.txt",
+        f"{NAME}.salvage-notes",
+    ]
+    for i, name in enumerate(old + kept + others):
+        (tmp_path / name).write_bytes(f"file {i}".encode())
+    Path(f"{tmp_path / old[0]}-wal").write_bytes(b"wal")
+    Path(f"{tmp_path / old[3]}-shm").write_bytes(b"shm")
+    Path(f"{tmp_path / kept[0]}-wal").write_bytes(b"kept wal")
+    untouched = {n: (tmp_path / n).read_bytes() for n in kept + others + [f"{kept[0]}-wal"]}
+    path.write_bytes(b"\x00" * 10_000)
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.outbox")
+    with Outbox(path=path, recover_damaged=True) as ob:
+        assert ob.recovery is not None
+        first = ob.recovery.moved_to
+    live = {NAME, f"{NAME}-wal", f"{NAME}-shm"}  # the new outbox
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name not in live)
+    assert names == sorted([*untouched, first.name]), names
+    assert all((tmp_path / n).read_bytes() == b for n, b in untouched.items())
+    assert first.read_bytes() == b"\x00" * 10_000
+    deleted = [
+        r.getMessage() for r in caplog.records if "deleted old damaged copy" in r.getMessage()
+    ]
+    assert len(deleted) == 4
+    assert all(f"copy {n} " in line for n, line in zip(old, deleted, strict=True)), deleted
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "deleted" in r.getMessage())
+
+    # a second recovery: the newest others are now 2099 and the first one (this year)
+    caplog.clear()
+    path.unlink()
+    for extra in ("-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    path.write_bytes(b"\x01" * 10_000)
+    with Outbox(path=path, recover_damaged=True) as ob:
+        assert ob.recovery is not None
+        second = ob.recovery.moved_to
+    asides = sorted(p.name for p in tmp_path.iterdir() if ASIDE.match(p.name))
+    assert asides == sorted([first.name, second.name, kept[1]])
+    assert not Path(f"{tmp_path / kept[0]}-wal").exists()
+    assert first.read_bytes() == b"\x00" * 10_000 and second.read_bytes() == b"\x01" * 10_000
+    deleted = [
+        r.getMessage() for r in caplog.records if "deleted old damaged copy" in r.getMessage()
+    ]
+    assert len(deleted) == 1 and kept[0] in deleted[0]
 
 
 def test_a_damaged_page_keeps_the_rows_on_both_sides(
