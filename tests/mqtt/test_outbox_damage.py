@@ -149,11 +149,11 @@ def test_a_moved_aside_file_is_never_overwritten(
     """Earlier files already hold the names this second (and the next ones) would get:
     the new one gets ``-2`` and the earlier ones keep their bytes (none is old enough to
     be pruned here: see the next test for that)."""
-    monkeypatch.setattr(outbox_module, "KEEP_CORRUPT_COPIES", 10, raising=False)
+    monkeypatch.setattr(outbox_module, "KEEP_CORRUPT_COPIES", 100, raising=False)
     path = tmp_path / NAME
     now = time.time()
     earlier = {}
-    for dt in range(4):
+    for dt in range(60):  # a minute of names: a slow, loaded CI machine stays inside it
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now + dt))
         p = tmp_path / f"{NAME}.corrupt-{stamp}"
         p.write_bytes(f"earlier {dt}".encode())
