@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from tests.api.server_fixture import ADMIN_TOKEN, free_port, write_models
+from tests.polling import wait
 
 REPO = Path(__file__).resolve().parents[2]
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -144,12 +145,8 @@ class Gateway:
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
+    if not wait(pred, timeout, interval=0.05):
+        raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @contextlib.contextmanager

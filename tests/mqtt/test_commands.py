@@ -25,18 +25,10 @@ from edge.mqtt.config import CommandsConfig
 from edge.mqtt.schema import command_payload
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 
 GW = "gw-cmd"
 ACK = command_payload(cmd="ack", event_id="01HZX3J4E8Q6W2T4V9K0M5N7PB", by="Ana", request_id="r1")
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def raw(obj: Any) -> bytes:

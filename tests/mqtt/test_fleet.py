@@ -14,6 +14,7 @@ from edge.mqtt import Event, MqttConfig, Publisher
 from tests.mqtt.broker import MosquittoBroker, free_port, mosquitto_passwd
 from tests.mqtt.certs import Pki
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 
@@ -21,15 +22,6 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 def render(name: str, **values: Any) -> str:
     """``${VAR}`` substitution like envsubst; a placeholder without a value is an error."""
     return Template((DEPLOY / name).read_text()).substitute({k: str(v) for k, v in values.items()})
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def test_site_bridge_queues_while_central_is_down(tmp_path: Path, pki: Pki) -> None:
@@ -99,7 +91,7 @@ def test_site_bridge_queues_while_central_is_down(tmp_path: Path, pki: Pki) -> N
         bridge_up = lambda: any(  # noqa: E731
             m.topic == f"{prefix}/_bridges/{site}/state" and m.payload == b"1" for m in sub.messages
         )
-        assert wait(bridge_up, 15), site_broker.log_text()[-2000:]
+        assert wait(bridge_up, 15, interval=0.05), site_broker.log_text()[-2000:]
 
         config = MqttConfig(
             host="127.0.0.1", port=site_port, username="gw-7", password="gw-secret",
@@ -108,14 +100,15 @@ def test_site_bridge_queues_while_central_is_down(tmp_path: Path, pki: Pki) -> N
         with Publisher(config=config, outbox_path=tmp_path / "gw.db", gateway_id="gw-7") as pub:
             pub.publish_event(_event(-1))
             assert pub.flush(10)
-            assert wait(lambda: len(sub.event_ids()) == 1, 10)  # the path works end to end
+            # the path works end to end
+            assert wait(lambda: len(sub.event_ids()) == 1, 10, interval=0.05)
 
             central.stop()
             ids = pub.publish_events([_event(i) for i in range(500)])
             assert pub.flush(20)  # the site broker took them all (PUBACK), central is down
         time.sleep(0.5)
         central.start()  # session of "ingest-1" and of the bridge restored from disk
-        assert wait(lambda: set(ids) <= set(sub.event_ids()), 30), (
+        assert wait(lambda: set(ids) <= set(sub.event_ids()), 30, interval=0.05), (
             f"{len(set(ids) & set(sub.event_ids()))}/500 arrived\n{site_broker.log_text()[-2000:]}"
         )
         sub.stop()

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from edge.mqtt import Event, MqttConfig, OutboxFullError, Publisher
+from edge.mqtt import MqttConfig, OutboxFullError, Publisher
 from edge.mqtt.outbox import ALERT_HEADROOM_ROWS
 from tests.mqtt.broker import MosquittoBroker, free_port
+from tests.mqtt.events import event
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 
 LOSS = "mqtt_outbox_loss"
 
@@ -28,28 +30,6 @@ def cfg(port: int, **kw: Any) -> MqttConfig:
     base: dict[str, Any] = dict(host="127.0.0.1", port=port, backoff_min_s=0.05, backoff_max_s=0.3)
     base.update(kw)
     return MqttConfig.model_validate(base)
-
-
-def event(i: int, kind: str) -> Event:
-    return Event(
-        type=kind,  # type: ignore[arg-type]
-        camera="cam-1",
-        task="fence",
-        zone="dock",
-        label="person",
-        score=0.9,
-        box=(0, 0, 5, 5),
-        track_id=i,
-    )
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def loss_alerts(sub: Subscriber) -> list[dict[str, Any]]:

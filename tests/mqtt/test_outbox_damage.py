@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from edge.mqtt import Event, MqttConfig, Publisher
+from edge.mqtt import MqttConfig, Publisher
 from edge.mqtt import outbox as outbox_module
 from edge.mqtt.outbox import (
     KEEP_CORRUPT_COPIES,
@@ -38,6 +38,7 @@ from edge.mqtt.outbox import (
     StoredMessage,
 )
 from tests.mqtt.broker import MosquittoBroker, free_port
+from tests.mqtt.events import event
 from tests.mqtt.subscriber import Subscriber
 
 NAME = "outbox.sqlite3"
@@ -454,29 +455,6 @@ def cfg(port: int) -> MqttConfig:
     return MqttConfig.model_validate(
         {"host": "127.0.0.1", "port": port, "backoff_min_s": 0.05, "backoff_max_s": 0.3}
     )
-
-
-def event(i: int, kind: str = "start") -> Event:
-    return Event(
-        type=kind,  # type: ignore[arg-type]
-        camera="cam-1",
-        task="hardhat",
-        zone="dock",
-        label="no_hardhat",
-        score=0.8,
-        box=(10, 20, 30, 40),
-        track_id=i,
-        model="hardhat@1",
-    )
-
-
-def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def test_a_publisher_on_a_damaged_outbox_starts_and_delivers(

@@ -4,7 +4,6 @@ results, ordering, lifecycle and broker refusals."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,14 @@ import pytest
 from edge.errors import ConfigError
 from edge.mqtt import (
     CameraTask,
-    Event,
     MqttConfig,
     Publisher,
     PublisherClosedError,
 )
 from tests.mqtt.broker import MosquittoBroker, free_port
+from tests.mqtt.events import event
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 
 CAMS = [CameraTask("cam-1", "hardhat", ("dock", "gate"))]
 
@@ -33,29 +33,6 @@ def cfg(broker: MosquittoBroker | None = None, **kw: Any) -> MqttConfig:
     )
     base.update(kw)
     return MqttConfig.model_validate(base)
-
-
-def event(i: int, kind: str = "update") -> Event:
-    return Event(
-        type=kind,  # type: ignore[arg-type]
-        camera="cam-1",
-        task="hardhat",
-        zone="dock",
-        label="no_hardhat",
-        score=0.8,
-        box=(10, 20, 30, 40),
-        track_id=i,
-        model="hardhat@1",
-    )
-
-
-def wait(pred: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from edge.mqtt import Event, MqttConfig, OutboxFullError, Publisher
+from edge.mqtt import MqttConfig, OutboxFullError, Publisher
 from tests.mqtt.broker import BrokerTls, MosquittoBroker, free_port, mosquitto_passwd
 from tests.mqtt.certs import Pki
+from tests.mqtt.events import event
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,28 +29,6 @@ def cfg(port: int, **kw: Any) -> MqttConfig:
     base: dict[str, Any] = dict(host="127.0.0.1", port=port, backoff_min_s=0.05, backoff_max_s=0.5)
     base.update(kw)
     return MqttConfig.model_validate(base)
-
-
-def event(i: int, kind: str = "update") -> Event:
-    return Event(
-        type=kind,  # type: ignore[arg-type]
-        camera="cam-1",
-        task="hardhat",
-        zone="dock",
-        label="no_hardhat",
-        score=0.7,
-        box=(0, 0, 5, 5),
-        track_id=i,
-    )
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def report_duplicates(name: str, ids: Counter[str]) -> int:

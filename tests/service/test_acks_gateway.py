@@ -51,15 +51,6 @@ def _needs(default_model_manifest: Path) -> None:
         pytest.skip("mosquitto not installed (make deps)")
 
 
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
-
-
 def client(broker: MosquittoBroker, user: str, topics: list[str]) -> Subscriber:
     return Subscriber(
         host=broker.host,

@@ -24,11 +24,11 @@ from edge.service.alert_state import ALERTS_FILENAME, ActiveAlerts, open_active_
 from edge.service.gateway import GatewayService
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 from tests.service.test_stall_and_alerts import (
     FAST,
     camera,
     still_video,
-    wait,
     write_people_model,
 )
 
@@ -69,11 +69,11 @@ def run_once(cfg: Any, *, offline: tuple[str, ...] = (), online: tuple[str, ...]
         for name in ("dock", *online):
             p = service.cameras[name].pipeline
             assert p is not None, name
-            assert wait(lambda p=p: p.metrics()["frames_processed"] >= 1, 20), name
+            assert wait(lambda p=p: p.metrics()["frames_processed"] >= 1, 20, interval=0.05), name
         for name in offline:
             p = service.cameras[name].pipeline
             assert p is not None, name
-            assert wait(lambda p=p: p.metrics()["online"] is False, 20), name
+            assert wait(lambda p=p: p.metrics()["online"] is False, 20, interval=0.05), name
     finally:
         report = service.stop()
     assert report["flushed"], report

@@ -36,12 +36,12 @@ from edge.service.gateway import GatewayService
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
 from tests.mqtt.broker import free_port
+from tests.polling import wait
 from tests.service.gateway_proc import NotifySocket
 from tests.service.test_stall_and_alerts import (
     FAST,
     camera,
     still_video,
-    wait,
     write_people_model,
 )
 
@@ -155,7 +155,7 @@ def test_an_idle_api_is_not_a_stall(gateway: Running) -> None:
         assert service.problems() == []
         time.sleep(0.1)
     assert gateway.runner.is_alive() and gateway.rc == []
-    assert wait(lambda: gateway.notify.lines().count("WATCHDOG=1") >= 4, 10)
+    assert wait(lambda: gateway.notify.lines().count("WATCHDOG=1") >= 4, 10, interval=0.05)
 
     health = httpx.get(f"{gateway.base}/healthz", timeout=10).json()
     assert health["problems"] == [], health
@@ -217,6 +217,7 @@ def test_a_blocked_api_loop_makes_run_exit_1(gateway: Running) -> None:
                 for line in gateway.notify.lines()
             ),
             5,
+            interval=0.05,
         ), gateway.notify.lines()
         with pytest.raises(httpx.TimeoutException):  # the stuck loop answers nobody
             httpx.get(f"{gateway.base}/healthz", timeout=1.0)
@@ -228,7 +229,7 @@ def test_a_blocked_api_loop_makes_run_exit_1(gateway: Running) -> None:
     finally:
         release.set()
 
-    assert wait(lambda: service.problems() == [], 15), service.problems()
+    assert wait(lambda: service.problems() == [], 15, interval=0.05), service.problems()
     assert httpx.get(f"{gateway.base}/healthz", timeout=10).json()["problems"] == []
     report = service.stop()
     assert report["api_stopped"] is True, report

@@ -24,12 +24,12 @@ from edge.errors import ConfigError
 from edge.service.gateway import GatewayService
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 from tests.service.test_alerts_removed import remembered
 from tests.service.test_stall_and_alerts import (
     FAST,
     camera,
     still_video,
-    wait,
     write_people_model,
 )
 
@@ -124,19 +124,19 @@ def test_a_camera_is_alerted_only_when_offline_longer_than_its_delay(
         try:
             service.start()
             runner.start()
-            assert wait(lambda: online("flaky") is True, 20)
+            assert wait(lambda: online("flaky") is True, 20, interval=0.05)
             # delay 0: raised at once, as before
             assert sub.wait_for(lambda: len(offline_alerts(sub, "now")) == 1, 10)
 
             # 1. a blip shorter than the delay: shown at once, never alerted
             video.unlink()
-            assert wait(lambda: online("flaky") is False, 10)
+            assert wait(lambda: online("flaky") is False, 10, interval=0.05)
             t_off = time.monotonic()
             health = service.health()["cameras"]["flaky"]
             assert health["offline_alert"] is False and health["offline_for_s"] >= 0
             assert camera_up(service.metrics_text(), "flaky") == 0
             put_video(video)
-            assert wait(lambda: online("flaky") is True, 10)
+            assert wait(lambda: online("flaky") is True, 10, interval=0.05)
             blip = time.monotonic() - t_off
             assert blip < DELAY - 1, f"blip of {blip:.1f} s: too slow to test the delay"
             assert "offline_for_s" not in service.health()["cameras"]["flaky"]
@@ -146,7 +146,7 @@ def test_a_camera_is_alerted_only_when_offline_longer_than_its_delay(
 
             # 2. offline for longer than the delay: one active, then one resolved
             video.unlink()
-            assert wait(lambda: online("flaky") is False, 10)
+            assert wait(lambda: online("flaky") is False, 10, interval=0.05)
             t_off_wall = time.time()
             assert sub.wait_for(lambda: len(offline_alerts(sub, "flaky")) >= 1, DELAY + 10)
             assert service.health()["cameras"]["flaky"]["offline_alert"] is True
@@ -154,7 +154,7 @@ def test_a_camera_is_alerted_only_when_offline_longer_than_its_delay(
             time.sleep(2.0)  # more passes of run(): nothing more
             assert len(offline_alerts(sub, "flaky")) == 1
             put_video(video)
-            assert wait(lambda: online("flaky") is True, 10)
+            assert wait(lambda: online("flaky") is True, 10, interval=0.05)
             assert sub.wait_for(lambda: len(offline_alerts(sub, "flaky")) >= 2, 10)
             assert ("camera_offline", "flaky", "flaky", None) not in remembered(data)
 

@@ -28,8 +28,8 @@ from edge.service.gateway import DISK_ALERT_KEY, GatewayService, disk_is_low
 from edge.service.reference import reference_markdown
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 from tests.service.test_alerts_removed import remembered
-from tests.service.test_stall_and_alerts import wait
 
 GW = "gw-disk"
 TOPIC = f"dk/{GW}/alerts"
@@ -146,7 +146,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
             for _ in range(4):
                 reading = gw.check_disk()
                 assert reading is not None and reading["low"] is True
-            assert wait(lambda: settled(gw), 10)
+            assert wait(lambda: settled(gw), 10, interval=0.05)
             health = httpx.get(f"{gw.api_url}/healthz", timeout=10).json()
             metrics = httpx.get(f"{gw.api_url}/metrics", timeout=10).text
             assert remembered(data) == {("disk_low", DISK_ALERT_KEY, "", None)}
@@ -157,7 +157,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
             for _ in range(4):
                 reading = gw.check_disk()
                 assert reading is not None and reading["low"] is False
-            assert wait(lambda: settled(gw), 10)
+            assert wait(lambda: settled(gw), 10, interval=0.05)
             ok = gw.health()
             ok_metrics = gw.metrics_text()
             assert remembered(data) == set()
@@ -165,7 +165,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
 
         with Running(gateway_config(data, min_free_mb=1, port=broker.port, api=False)) as gw:
             gw.check_disk()
-            assert wait(lambda: settled(gw), 10)
+            assert wait(lambda: settled(gw), 10, interval=0.05)
         third = disk_alerts(sub)[len(first) + len(second) :]
 
     assert len(first) == 1, first

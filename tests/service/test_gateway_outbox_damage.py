@@ -23,7 +23,8 @@ from edge.config import config_from_mapping
 from edge.service.gateway import OUTBOX_FILENAME, GatewayService
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
-from tests.service.test_stall_and_alerts import camera, still_video, wait, write_people_model
+from tests.polling import wait
+from tests.service.test_stall_and_alerts import camera, still_video, write_people_model
 
 GW = "gw-outbox-dmg"
 
@@ -71,7 +72,7 @@ def test_a_garbled_outbox_is_moved_aside_and_the_gateway_runs(
         try:
             dock = service.cameras["dock"].pipeline
             assert dock is not None
-            assert wait(lambda: dock.metrics()["frames_processed"] >= 1, 20)
+            assert wait(lambda: dock.metrics()["frames_processed"] >= 1, 20, interval=0.05)
             metrics = service.metrics_text()
             assert sub.wait_for(lambda: len(sub.on_topic("/alerts")) >= 3, 10)
         finally:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import signal
 import sqlite3
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from edge.stream.events import EventStore, ZoneEvent, events_db_path
 from edge.stream.evidence import verify_evidence
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 from tests.service.gateway_proc import VTEST, Gateway, NotifySocket, gateway_config
 
 pytestmark = pytest.mark.slow
@@ -41,15 +41,6 @@ def stored_events(data_dir: Path) -> list[ZoneEvent]:
 
 def published(sub: Subscriber) -> dict[str, dict[str, Any]]:
     return {m.json()["event_id"]: m.json() for m in sub.on_topic("/events")}
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def check_incidents(events: list[dict[str, Any]]) -> int:
@@ -117,6 +108,7 @@ def test_run_publishes_fence_events_and_stops_cleanly_on_sigterm(tmp_path: Path)
                         and "update" in {e["type"] for e in published(sub).values()}
                     ),
                     30,
+                    interval=0.05,
                 ), gw.output()[-3000:]
                 rc = gw.stop(signal.SIGTERM)
             except BaseException:
@@ -229,7 +221,7 @@ def test_sigterm_with_broker_down_keeps_events_for_the_next_start(tmp_path: Path
                 assert sub.wait_for(lambda: len(published(sub)) >= 1, 60), gw.output()[-3000:]
                 broker.stop()
                 base = f"http://127.0.0.1:{api_port}"
-                assert wait(lambda: outbox_rows(base) > 0, 40), gw.output()[-3000:]
+                assert wait(lambda: outbox_rows(base) > 0, 40, interval=0.05), gw.output()[-3000:]
                 rc = gw.stop(signal.SIGTERM)
             except BaseException:
                 gw.kill()

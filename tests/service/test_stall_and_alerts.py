@@ -36,6 +36,7 @@ from edge.service.gateway import GatewayService
 from edge.service.notify import Notifier
 from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
 from tests.service.gateway_proc import NotifySocket
 
@@ -67,15 +68,6 @@ def camera(name: str, source: str, **extra: Any) -> dict[str, Any]:
         "tasks": {"fence": {"zones": [{"name": "corner", "polygon": CORNER}]}},
         **extra,
     }
-
-
-def wait(pred: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -141,7 +133,7 @@ def test_a_stuck_camera_makes_run_exit_1_offline_cameras_do_not(tmp_path: Path) 
         dock = service.cameras["dock"].pipeline
         assert dock is not None
         runner.start()
-        assert wait(lambda: dock.metrics()["frames_processed"] >= 2, 20)
+        assert wait(lambda: dock.metrics()["frames_processed"] >= 2, 20, interval=0.05)
         t1 = time.monotonic()
         while time.monotonic() < t1 + 3.0:
             assert service.problems() == []
@@ -180,6 +172,7 @@ def test_a_stuck_camera_makes_run_exit_1_offline_cameras_do_not(tmp_path: Path) 
                 for line in notify.lines()
             ),
             5,
+            interval=0.05,
         ), notify.lines()
         base = service.api_url
         health = httpx.get(f"{base}/healthz", timeout=10).json()
@@ -224,7 +217,7 @@ def start_and_stop(cfg: Any) -> None:
     try:
         dock = service.cameras["dock"].pipeline
         assert dock is not None
-        assert wait(lambda: dock.metrics()["frames_processed"] >= 1, 20)
+        assert wait(lambda: dock.metrics()["frames_processed"] >= 1, 20, interval=0.05)
     finally:
         report = service.stop()
     assert report["flushed"], report

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from edge.stream.pipeline import CameraPipeline, TaskRunner, TaskSpec
@@ -23,6 +23,7 @@ from edge.stream.sources import SourceSpec
 from edge.stream.zones import ZoneSpec
 from edge.tasks.base import ImageBGR
 from edge.types import Detections
+from tests.polling import wait
 from tests.stream.media import free_port, write_video
 
 
@@ -80,15 +81,6 @@ class SilentServer:
         for c in self.clients:
             c.close()
         self.clients.clear()
-
-
-def wait(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def pipeline(source: SourceSpec, detector: GatedDetector) -> CameraPipeline:
