@@ -63,6 +63,7 @@ __all__ = [
     "SourceKind",
     "SourceSpec",
     "StatusCallback",
+    "redact_uri",
     "source_kind",
 ]
 
@@ -96,6 +97,41 @@ def source_kind(uri: str | int) -> SourceKind:
     if _DEVICE_RE.match(s) or s.isdigit():
         return "device"
     return "file"
+
+
+_URL_HEAD = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]+:/+")
+_SECRET_PARAM = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred|user|login", re.IGNORECASE)
+
+
+def redact_uri(uri: str | int) -> str:
+    """``uri`` fit for logs and the ``camera_offline`` alert (MQTT): no credentials.
+
+    A URL (``scheme:/...``, any number of slashes) loses everything between the scheme
+    and the *last* ``@`` of the rest, user name included: ``rtsp://***@host:554/path``.
+    The last ``@`` rather than the URL grammar's authority, because a hand-written
+    password may hold unencoded ``@``, ``/``, ``:``, ``?`` or ``#`` (which make
+    ``urllib.parse`` and a first-``/`` rule leave part of it in clear); the price is
+    that an ``@`` in a path or query hides the host too, never that a password shows.
+    Query parameters whose name looks like a credential (``pass``, ``pwd``, ``token``,
+    ``key``, ``auth``, ``sig``, ``user``, ...: ``?user=admin&pwd=x`` of HTTP cameras)
+    keep their name and lose their value up to the next ``&``, ``;``, ``?`` or ``#``.
+    Device indexes, ``/dev/videoN`` and file paths come back as they are.
+    """
+    text = str(uri)
+    m = _URL_HEAD.match(text)
+    if m is None:
+        return text
+    head, rest = text[: m.end()], text[m.end() :]
+    at = rest.rfind("@")
+    if at >= 0:
+        head, rest = head + "***@", rest[at + 1 :]
+    # Split the rest at every ? & ; # (not only after the first ?): when the last @ sat in
+    # the query, what is left of it is still query text.
+    parts = []
+    for part in re.split(r"([?&;#])", rest):
+        name, eq, _value = part.partition("=")
+        parts.append(f"{name}=***" if eq and _SECRET_PARAM.search(name) else part)
+    return head + "".join(parts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -478,8 +514,7 @@ class CameraSource:
             cap.release()
 
     def _where(self) -> str:
-        uri = str(self.spec.uri)
-        return re.sub(r"//[^/@]*@", "//***@", uri)  # no passwords in logs
+        return redact_uri(self.spec.uri)  # no passwords in logs and alerts
 
     def _read_loop(self, cap: Any) -> _Outcome:
         spec = self.spec
