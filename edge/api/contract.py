@@ -12,17 +12,19 @@ Decisions this module encodes (the README restates them):
   ``4029`` quota exhausted / no active resource package.
 - Hard-hat / workwear: an ``image`` key that is missing, not a string or empty is
   ``4001``; base64 that does not decode, bytes that are not a png/jpg/jpeg/bmp image,
-  and images over ``max_image_pixels`` (checked from the file header *before*
-  decoding, so a small file claiming 10000x10000 pixels never allocates 300 MB) are
-  ``4003``; a decoded image over 5 MiB, or a body over the limit that a 5 MiB image
-  can need (base64 + JSON slack), is ``4002``; a body that is empty or only
-  whitespace is ``4005``; a body that is not UTF-8 JSON, or JSON that is not an
-  object, is ``4006``.
+  images over ``max_image_pixels`` (checked from the file header *before* decoding, so
+  a small file claiming 10000x10000 pixels never allocates 300 MB) and JPEGs with more
+  than 64 scans or 1024 marker segments (a "scan bomb": decode time grows with the
+  scans, see :data:`MAX_JPEG_SCANS`) are ``4003``; a decoded image over 5 MiB, or a
+  body over the limit that a 5 MiB image can need (base64 + JSON slack), is ``4002``;
+  a body that is empty or only whitespace is ``4005``; a body that is not UTF-8 JSON,
+  or JSON that is not an object, is ``4006``.
 - Fence: keys must be exactly ``image`` and ``area`` (``4005`` names the missing and
   the unexpected ones); an image entry that is ``null``/empty/whitespace is ``4008``;
-  an entry that is not a string, is not base64, is not a png/jpg/jpeg image, or is over
-  ``max_image_pixels`` is ``4009``. Per-image faults (4008, 4009, 4013, 5001) fail that
-  image only; a request whose every image failed answers the first image's code.
+  an entry that is not a string, is not base64, is not a png/jpg/jpeg image, is over
+  ``max_image_pixels`` or over the JPEG scan/segment limits is ``4009``. Per-image
+  faults (4008, 4009, 4013, 5001) fail that image only; a request whose every image
+  failed answers the first image's code.
 - JSON ``NaN``/``Infinity`` literals are not JSON: ``4006`` (hat) / ``4003`` (fence).
 - A ``data:image/...;base64,`` prefix is stripped; whitespace inside base64, missing
   padding and the URL-safe alphabet are accepted.
@@ -53,6 +55,8 @@ __all__ = [
     "API_PATHS",
     "CODES",
     "EXTENSION_CODES",
+    "MAX_JPEG_SCANS",
+    "MAX_JPEG_SEGMENTS",
     "PATH_PREFIX",
     "REST_STATUS",
     "Api",
@@ -446,10 +450,80 @@ def sniff_image(data: bytes) -> ImageInfo | None:
 
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
+MAX_JPEG_SCANS = 64
+"""Most scans (SOS markers) a JPEG may have; more is refused before decoding.
+
+libjpeg decodes every scan of a progressive JPEG, even one that repeats an earlier
+scan (it only warns "Inconsistent progression sequence"), and each scan costs a pass
+over the image's coefficients (~2.5 ms per scan at 4 MP on one core). A 66 KB request
+repeating a 16-byte scan thousands of times would hold a worker for minutes, and a
+decode cannot be interrupted. Encoders write 1 (baseline) to 3 (non-interleaved)
+scans, libjpeg's progressive script 10 (6 for grey), others a dozen or two; 64 keeps
+the worst decode within a few times a normal progressive one.
+"""
+
+MAX_JPEG_SEGMENTS = 1024
+"""Most marker segments (APPn, COM, tables, SOF, SOS, ...; restart markers not counted)
+a JPEG may have up to its EOI. Bounds the Python work of the header and scan walks
+(a file of 4-byte COM segments would otherwise cost a loop step per 4 bytes); real
+files have a few dozen (EXIF, ICC and XMP chunks, tables, scans)."""
+
+# A marker as libjpeg finds one: 0xFF, any 0xFF fill bytes, then a byte that is not 0
+# (0xFF 0x00 is a stuffed data byte). Restart markers (D0-D7) carry no length and are
+# skipped, so a restart-heavy entropy stream costs no Python steps.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_structure_problem(data: bytes) -> str | None:
+    """Why the JPEG ``data`` is refused before decoding (too many scans or segments), or
+    None.
+
+    Walks the file the way libjpeg reads it: from the SOI, find the next marker, skip a
+    segment by its length field (so ``FF DA`` bytes inside an APPn/COM payload, such as
+    an EXIF thumbnail's own scans, are never counted), and between segments search for
+    the next marker (in entropy-coded data ``FF DA`` cannot occur by chance: a data
+    byte 0xFF is always stuffed as ``FF 00``). Stops at the first EOI (libjpeg stops
+    there too, so data appended after it -- MPF images, motion-photo video -- is not
+    read) or a second SOI (libjpeg fails on it). A truncated file stops the walk; the
+    decode reports it. Python work: one step per marker, at most
+    :data:`MAX_JPEG_SEGMENTS` + 1; the searches between them are C-level.
+    """
+    i, n = 2, len(data)
+    scans = segments = 0
+    while i < n:
+        m = _JPEG_MARKER.search(data, i)
+        if m is None:
+            return None
+        code = data[m.end() - 1]
+        if code in (0xD8, 0xD9):  # second SOI (error in libjpeg) / EOI: decoding ends
+            return None
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            return f"more than {MAX_JPEG_SEGMENTS} JPEG marker segments"
+        i = m.end()
+        if code == 0x01:  # TEM: no length
+            continue
+        if i + 2 > n:
+            return None
+        if code == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return (
+                    f"a JPEG with more than {MAX_JPEG_SCANS} scans (progressive passes); "
+                    "decoding it would cost a pass over the image per scan"
+                )
+        (length,) = struct.unpack(">H", data[i : i + 2])
+        if length < 2:  # libjpeg fails on it
+            return None
+        i += length
+    return None
+
 
 def _sniff_jpeg(data: bytes) -> ImageInfo | None:
     i, n = 2, len(data)
-    while i + 4 <= n:
+    for _ in range(MAX_JPEG_SEGMENTS):  # fill bytes and standalone markers count too
+        if i + 4 > n:
+            break
         if data[i] != 0xFF:
             return None
         marker = data[i + 1]
@@ -480,11 +554,20 @@ def check_image_header(
     max_pixels: int,
     where: str = "image",
 ) -> ImageInfo:
-    """Header check before decoding: known format, allowed here, non-zero, under max_pixels."""
+    """Header check before decoding: known format, allowed here, non-zero, under max_pixels;
+    a JPEG also at most :data:`MAX_JPEG_SCANS` scans and :data:`MAX_JPEG_SEGMENTS` marker
+    segments (a scan bomb is refused here, since a running decode cannot be stopped)."""
     if not data:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} decodes to zero bytes")
     info = sniff_image(data)
     allowed = "/".join("jpg/jpeg" if f == "jpeg" else f for f in formats)
+    if info is None and data[:2] == b"\xff\xd8" and "jpeg" in formats:
+        raise ApiFault(
+            Fault.IMAGE_DECODE,
+            f"{where} starts like a JPEG but its header cannot be read (no frame header "
+            f"before the first scan or within {MAX_JPEG_SEGMENTS} marker segments, or a "
+            "broken segment)",
+        )
     if info is None:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} is not a {allowed} image")
     if info.format not in formats:
@@ -499,6 +582,10 @@ def check_image_header(
             f"{where} is {info.width}x{info.height} pixels, over the limit of {max_pixels} "
             "pixels (checked from the header, not decoded)",
         )
+    if info.format == "jpeg":
+        problem = _jpeg_structure_problem(data)
+        if problem is not None:
+            raise ApiFault(Fault.IMAGE_DECODE, f"{where} is {problem}; refused before decoding")
     return info
 
 
