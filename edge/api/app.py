@@ -89,6 +89,7 @@ from edge.api.auth import (
     parse_credentials,
 )
 from edge.api.console import mount_console
+from edge.api.console.auth import LoginThrottle, admin_token_problem
 from edge.api.contract import Api, ApiFault, Fault
 from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
 from edge.config import GatewayConfig
@@ -282,6 +283,18 @@ class Gateway:
         }
         self.auth_failures: dict[str, int] = {}
         self._admin_token = api.resolved_admin_token()
+        self.admin_throttle = LoginThrottle()
+        """Wrong admin tokens per client: ``/console/api`` and the console's login form."""
+        self.admin_token_warning: str | None = None
+        """Why the admin token is weak (in ``/console/api/status``), else ``None``."""
+        self._admin_token_refused = ""
+        problem = admin_token_problem(self._admin_token)
+        if problem is not None and problem[0] == "placeholder":
+            log.error("console off: %s", problem[1])
+            self._admin_token, self._admin_token_refused = None, problem[1]
+        elif problem is not None:
+            log.warning("console: %s", problem[1])
+            self.admin_token_warning = problem[1]
         self._last_prune = 0.0
         self._closed = False
 
@@ -841,15 +854,31 @@ class Gateway:
 
     # -- console -------------------------------------------------------------------------
 
+    @property
+    def admin_token(self) -> str | None:
+        """The admin token in force (``None``: console off, also for the placeholder)."""
+        return self._admin_token
+
     def check_admin(self, request: Request) -> Response | None:
-        """None when the request carries the admin token; else the 401/403 answer."""
+        """None when the request carries the admin token; else the 401/403/429 answer.
+
+        A wrong token counts against the client in :attr:`admin_throttle` (one budget with
+        the console's login form); a client over it gets 429 with ``Retry-After`` before
+        its token is looked at. A missing token is no guess and is not counted.
+        """
         if self._admin_token is None:
+            why = self._admin_token_refused or "set api.admin_token or SAFETY_EDGE_ADMIN_TOKEN"
+            return JSONResponse(C.failure_body(4010, f"console disabled: {why}"), status_code=403)
+        client = request.client.host if request.client else "?"
+        wait = self.admin_throttle.blocked(client)
+        if wait > 0:
+            retry = int(wait) + 1
             return JSONResponse(
                 C.failure_body(
-                    4010,
-                    "console disabled: set api.admin_token or SAFETY_EDGE_ADMIN_TOKEN",
+                    4010, f"too many wrong admin tokens from this address; retry in {retry} s"
                 ),
-                status_code=403,
+                status_code=429,
+                headers={"Retry-After": str(retry)},
             )
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -857,6 +886,9 @@ class Gateway:
         if not token or not hmac.compare_digest(
             token.encode("utf-8"), self._admin_token.encode("utf-8")
         ):
+            if token:
+                self.admin_throttle.failed(client)
+                log.warning("console api: wrong admin token from %s", client)
             return JSONResponse(
                 C.failure_body(4010, "missing or wrong admin token (Authorization: Bearer ...)"),
                 status_code=401,
@@ -1435,6 +1467,7 @@ def _console_routes(app: FastAPI, gateway: Gateway) -> None:
                 "replay_cache_entries": len(gateway.replay),
                 "metered": cfg.api.metered,
                 "auth": cfg.api.auth,
+                "admin_token_warning": gateway.admin_token_warning,
                 "fallback": gateway.fallback.metrics() if gateway.fallback is not None else None,
                 "store_faults": [
                     {

@@ -12,6 +12,11 @@
    are set. A missing model, file or variable is a *warning* for ``config check`` (the
    file may be checked away from the gateway) and, for variables, an error at start-up.
 
+The admin token is judged in every pass that has a config (:func:`_admin_token_problems`):
+the documented placeholder or a token under 16 characters is a *warning*, never an
+error, so a gateway installed with one still starts after an upgrade (the placeholder
+keeps the console off; see :mod:`edge.api.console.auth`).
+
 Each :class:`Problem` prints as ``FILE:LINE: PATH: MESSAGE`` (what editors and CI
 annotate). :func:`load_checked` is what ``safety-edge run`` uses: any error raises
 :class:`ConfigReportError` carrying the whole report.
@@ -380,6 +385,26 @@ def _environment_problems(
     return out
 
 
+def _admin_token_problems(
+    config: GatewayConfig, root: yaml.Node | None, data: Any, *, environment: bool
+) -> list[Problem]:
+    """A warning for a placeholder or short admin token: the file's, or with
+    ``environment`` the one in force (``$SAFETY_EDGE_ADMIN_TOKEN`` wins over the file)."""
+    from edge.api.console.auth import admin_token_problem
+    from edge.config import ADMIN_TOKEN_ENV
+
+    token = config.api.resolved_admin_token() if environment else config.api.admin_token
+    problem = admin_token_problem(token)
+    if problem is None:
+        return []
+    message = problem[1]
+    if environment and _env_set(ADMIN_TOKEN_ENV) and token != config.api.admin_token:
+        message = f"{ADMIN_TOKEN_ENV}: {message}"
+    loc: Loc = ("api", "admin_token")
+    _, line = _walk(root, data, loc, key_line=False)
+    return [Problem(format_path(loc), line, message, "warning")]
+
+
 def _answers(kind: TaskKind) -> tuple[str, ...]:
     """The answer classnames a hard-hat/workwear zone may name besides the model's."""
     if kind == "hardhat":
@@ -442,6 +467,8 @@ def check_text(
     except ValidationError as exc:
         config = None
         problems += _pydantic_problems(exc, root, data)
+    if config is not None:
+        problems += _admin_token_problems(config, root, data, environment=environment)
     if config is not None and environment:
         problems += _environment_problems(config, root, data, env_errors=env_errors)
     problems.sort(key=lambda p: (p.line is None, p.line or 0))

@@ -156,9 +156,9 @@ class ConsoleState:
         self.gateway = gateway
         self.app = app
         self.store: Store = gateway.store
-        self.admin_token = gateway.config.api.resolved_admin_token()
+        self.admin_token = gateway.admin_token  # None also for the refused placeholder
         self.sessions = SessionStore()
-        self.throttle = LoginThrottle()
+        self.throttle: LoginThrottle = gateway.admin_throttle  # one budget with /console/api
         self.feed = EventFeed(path=events_db_path(gateway.config.data_dir))
         self.thumbs = ThumbnailCache()
         self.rollup: HourlyRollup | None = None
@@ -295,7 +295,11 @@ def _forbidden(why: str) -> Response:
 
 async def _read_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+    if length is not None and (
+        not (length.isascii() and length.isdigit())
+        or len(length) > 12
+        or int(length) > MAX_FORM_BYTES
+    ):
         raise _Denied(_secure(JSONResponse({"error": "request too large"}, status_code=413)))
     chunks: list[bytes] = []
     size = 0
@@ -361,6 +365,10 @@ async def _post_json(state: ConsoleState, request: Request) -> tuple[Session, An
         return session, json.loads(body)
     except ValueError:
         raise _Denied(_secure(JSONResponse({"error": "malformed JSON"}, status_code=400))) from None
+    except RecursionError:
+        raise _Denied(
+            _secure(JSONResponse({"error": "malformed JSON: nested too deeply"}, status_code=400))
+        ) from None
 
 
 def _redirect(path: str) -> Response:
@@ -543,6 +551,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                 next=nxt,
                 login=token,
             )
+            resp.headers["Retry-After"] = str(int(wait) + 1)
             _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
             return resp
         given = _one(form, "login_csrf")
@@ -921,11 +930,12 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         since = until = None
         try:
             if sel["since"]:
-                since = parse_time(sel["since"])
+                since = _filter_time(sel["since"])
             if sel["until"]:
-                until = parse_time(sel["until"])
+                until = _filter_time(sel["until"])
         except ValueError as exc:
             error = str(exc)
+            since = until = None
         flt = EventFilter(
             camera=sel["camera"] or None,
             task=sel["task"] or None,
@@ -966,7 +976,14 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         flt, _sel, _err = event_filter(request.query_params)
         flt = EventFilter(camera=flt.camera, task=flt.task, since_ms=flt.since_ms)
         start = request.headers.get("last-event-id") or request.query_params.get("after", "")
-        after = int(start) if start.isdigit() else await _run(state.feed.last_id)
+        after = _event_id(start) if start else await _run(state.feed.last_id)
+        if after is None:
+            return _secure(
+                JSONResponse(
+                    {"error": "Last-Event-ID / after must be an event id (0 to 2**63-1, digits)"},
+                    status_code=400,
+                )
+            )
 
         async def gen() -> AsyncIterator[bytes]:
             last = after
@@ -1084,9 +1101,9 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                     height = int(body.get("height", 0))
                     where = {"camera": p["camera"], "task": p["task"], kind: p["name"]}
                     res = save(points=body.get("points"), width=width, height=height, **where)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):  # NaN / Infinity: JSON extension
                     return JSONResponse(
-                        {"error": "width and height must be integers", "code": 4012},
+                        {"error": "width and height must be finite integers", "code": 4012},
                         status_code=400,
                     )
                 except ZoneEditError as exc:
@@ -1108,6 +1125,34 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             router.add_api_route(
                 path, guard(handler), methods=[method], name=f"console_{handler.__name__}"
             )
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _event_id(text: str) -> int | None:
+    """An SSE event id (events table row id) from ``Last-Event-ID`` / ``after``, or
+    ``None``: only ASCII digits (``str.isdigit`` also takes ``²``), at most SQLite's
+    largest integer, checked on the length before ``int()`` parses anything."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= _INT64_MAX else None
+
+
+def _filter_time(text: str) -> int:
+    """An event filter's time (:func:`edge.stream.events.parse_time`) as Unix ms that
+    SQLite can compare, else :class:`ValueError` with the reason (never another error:
+    ``²`` passes ``isdigit``, 5000 digits exceed ``int()``, ``1e400w`` is infinite)."""
+    if not text.isascii() or len(text) > 64:
+        raise ValueError(f"time {text[:40]!r} is not a duration (1h, 30m, 2d), a date or Unix time")
+    try:
+        ms = parse_time(text)
+    except OverflowError:
+        ms = _INT64_MAX + 1
+    if not -_INT64_MAX <= ms <= _INT64_MAX:
+        raise ValueError(f"time {text[:40]!r} is out of range")
+    return ms
 
 
 def _counts(c: Mapping[str, Any] | None) -> dict[str, int] | None:
