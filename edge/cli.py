@@ -42,11 +42,16 @@ TASK_MODELS = {
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
-    """Decode an image file to BGR uint8, raising ImageDecodeError (4009) with the cause."""
+    """Decode an image file to BGR uint8, raising ImageDecodeError (4009) with the cause.
+
+    EXIF orientation is ignored, as the HTTP API does: boxes and ``--area`` are in the
+    frame the file header states, so the CLI and the API answer alike for one file.
+    """
     if not path.is_file():
         raise ImageDecodeError(f"cannot read image {str(path)!r}: no such file")
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise ImageDecodeError(f"cannot decode image {str(path)!r}: not a png/jpg/jpeg/bmp image")
     return np.asarray(image, dtype=np.uint8)

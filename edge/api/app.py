@@ -169,9 +169,20 @@ class _Answer(Exception):
         self.status = status
 
 
+_MODEL_DOWN = "model not available"
+"""What the unauthenticated ``/healthz`` says for an API without a model."""
+
+
 def _decode_pixels(data: bytes, where: str) -> npt.NDArray[np.uint8]:
+    """Image file bytes -> (H, W, 3) uint8 BGR in the frame the file header states.
+
+    EXIF orientation is ignored: the header's width x height (which ``area`` and the
+    pixel limit were checked against) is the frame of the pixels, the boxes and the fence
+    polygon, as with any decoder that does not rotate. Decoding with rotation would put
+    the detections of an orientation-6 photo in a frame the client never saw.
+    """
     arr = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(arr, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise ApiFault(Fault.IMAGE_DECODE, f"{where} could not be decoded (corrupt image data)")
     return np.asarray(image, dtype=np.uint8)
@@ -1323,11 +1334,13 @@ def build_app(
 
     @app.get("/healthz", tags=["monitoring"])
     async def healthz() -> dict[str, Any]:
-        """Liveness: ``status`` ok, models per API, pool use."""
+        """Liveness: ``status`` ok, models per API (``up`` / ``model not available``), pool
+        use. Unauthenticated, so it says no more than that: why a model is missing (paths,
+        file names) is in the log and the admin's ``/console/api/status``."""
         return {
             "status": "ok",
             "models": {
-                api: ("up" if r.task is not None else r.reason) for api, r in runners.items()
+                api: ("up" if r.task is not None else _MODEL_DOWN) for api, r in runners.items()
             },
             "inflight": gateway.inflight,
             "capacity": gateway.capacity,

@@ -128,9 +128,17 @@ def test_missing_and_failing_models(tmp_path: Path) -> None:
         assert doc["code"] == 5001 and "inference failed" in doc["details"]
         # Client faults keep their codes even when the model is missing.
         assert s.contract(s.post("hardhat", app, {"image": "@@"}))["code"] == 4003
-        health = s.health()
-        assert health["models"]["fence"] == "up"
-        assert "no-such-model" in health["models"]["hardhat"]
+        health = s.health()  # unauthenticated: no model names, no paths
+        assert health["models"] == {
+            "hardhat": "model not available",
+            "workwear": "model not available",
+            "fence": "up",
+        }
+        status = s.console("status")  # the admin sees why
+        assert "no-such-model" in status["models"]["hardhat"]
+        assert str(s.models_dir) in status["models"]["hardhat"]
+        assert "switched off" in status["models"]["workwear"]
+        assert "no-such-model" in s.log()
         metrics = s.http.get(s.base_url + "/metrics").text
         assert 'safety_edge_model_up{api="hardhat"} 0' in metrics
         with s.store() as st:  # the fence call that failed in inference drew its call
