@@ -85,7 +85,7 @@ def test_exif_orientation_is_ignored(tmp_path: Path) -> None:
     plain = progressive(64, 48)
     tagged = with_orientation(plain, 6)
     rotated = cv2.imdecode(np.frombuffer(tagged, np.uint8), cv2.IMREAD_COLOR)
-    assert rotated.shape == (64, 48, 3)  # what a default decode makes of it
+    assert rotated is not None and rotated.shape == (64, 48, 3)  # what a default decode makes
     area = "1,1,62,1,62,46,1,46"
     with start_server(tmp_path) as s:
         app = s.create_app("exif-app", calls=10)
