@@ -145,6 +145,32 @@ class ApiConfig(BaseModel):
         default=40_000_000, ge=1, description="width*height from the header, before decoding"
     )
     max_fence_images: int = Field(default=32, ge=1)
+    max_inflight_body_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="request-body bytes all API requests in flight may hold together; a "
+        "request that would go over is answered 5000 busy before its body is read (null: "
+        "twice the largest body limit; at least that limit); one AppKey may hold half",
+    )
+    max_body_reads_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests of one AppKey whose bodies may be read or held at once; "
+        "one more is answered 5000 busy (null: workers + queue_size)",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="seconds from connection open (or the end of the previous answer) to "
+        "complete request headers; else the connection is closed",
+    )
+    max_connections: int = Field(
+        default=256, ge=1, le=65_536, description="open HTTP connections; more are closed"
+    )
+    max_connections_per_client: int = Field(
+        default=64, ge=1, le=65_536, description="open HTTP connections per client IP address"
+    )
     replay_cache_max: int = Field(default=1_000_000, ge=1)
     db_busy_timeout_ms: int = Field(default=2000, ge=0)
     providers: list[str] = Field(default_factory=lambda: ["cpu"])
@@ -166,6 +192,36 @@ class ApiConfig(BaseModel):
         env = os.environ.get(ADMIN_TOKEN_ENV)
         token = env if env else self.admin_token
         return token or None
+
+    def largest_body_bytes(self) -> int:
+        """The largest request body any API accepts (bytes): the fence limit or the
+        hard-hat/workwear body that carries a ``max_image_bytes`` image."""
+        from edge.api.contract import hat_body_limit
+
+        return max(self.max_fence_body_bytes, hat_body_limit(self.max_image_bytes))
+
+    def body_budget_bytes(self) -> int:
+        """``max_inflight_body_bytes``, or twice :meth:`largest_body_bytes` when unset."""
+        if self.max_inflight_body_bytes is not None:
+            return self.max_inflight_body_bytes
+        return 2 * self.largest_body_bytes()
+
+    def body_reads_per_key(self) -> int:
+        """``max_body_reads_per_key``, or ``workers + queue_size`` when unset."""
+        if self.max_body_reads_per_key is not None:
+            return self.max_body_reads_per_key
+        return self.workers + self.queue_size
+
+    @model_validator(mode="after")
+    def _check_body_budget(self) -> ApiConfig:
+        largest = self.largest_body_bytes()
+        if self.max_inflight_body_bytes is not None and self.max_inflight_body_bytes < largest:
+            raise ValueError(
+                f"max_inflight_body_bytes ({self.max_inflight_body_bytes}) must be at least "
+                f"the largest request body allowed ({largest} bytes: max_fence_body_bytes or "
+                "the body of a max_image_bytes image), or such a request is never read"
+            )
+        return self
 
 
 class WearingConfig(BaseModel):

@@ -20,12 +20,18 @@ Order of checks for an API request (the first failing check answers; codes per A
 3. auth headers (missing/malformed), Timestamp window, AppKey known, app enabled, AppKey
    owns the service code -> ``4010`` (before the body is read);
 4. body size: ``Content-Length`` over the limit, or more bytes streamed than the limit
-   (reading stops there; nothing over the limit is buffered) -> ``4002``;
+   (reading stops there; nothing over the limit is buffered) -> ``4002``; then the body
+   budget (:mod:`edge.api.body_budget`): the AppKey already has
+   ``api.max_body_reads_per_key`` bodies in flight, or the declared length (else each
+   chunk as it comes) does not fit in its share or in ``api.max_inflight_body_bytes``
+   -> ``5000`` "gateway busy" at once, without reading (more of) the body; the bytes
+   stay reserved until the answer;
 5. Sign over the raw body (computed while streaming), then the replay cache -> ``4010``;
-6. empty body, JSON, object, keys, types, base64, image header (format and pixel count
+6. the worker pool: full -> ``5000`` "gateway busy" at once (the slot is taken before
+   parsing, so validation's copies of large bodies are bounded by the pool too);
+7. empty body, JSON, object, keys, types, base64, image header (format and pixel count
    before decoding), area, area inside each image -> the contract's 4xxx codes;
-7. quota already known exhausted (1 s negative cache) -> ``4029``;
-8. the worker pool: full -> ``5000`` "gateway busy" at once;
+8. quota already known exhausted (1 s negative cache) -> ``4029``;
 9. in a worker: decode pixels (fails -> 4003/4009), draw one call of quota (none left ->
    ``4029``), run the model (fails -> 5000 / 5001); the per-request deadline bounds
    the wait (exceeded -> ``5000`` "deadline exceeded", the job is abandoned).
@@ -88,6 +94,7 @@ from edge.api.auth import (
     check_timestamp,
     parse_credentials,
 )
+from edge.api.body_budget import BodyBudget, BodyLease, BudgetFull
 from edge.api.console import mount_console
 from edge.api.console.auth import LoginThrottle, admin_token_problem
 from edge.api.contract import Api, ApiFault, Fault
@@ -142,6 +149,8 @@ class _Ctx:
     app_key: str | None = None
     request_bytes: int = 0
     auth_check: str | None = None
+    lease: BodyLease | None = None
+    """The request's share of the body budget, released when it is answered."""
 
 
 @dataclass
@@ -282,6 +291,12 @@ class Gateway:
             max_workers=api.workers, thread_name_prefix="edge-infer"
         )
         self.capacity = api.workers + api.queue_size
+        budget = api.body_budget_bytes()
+        self.bodies = BodyBudget(
+            total_bytes=budget,
+            per_key_bytes=min(budget, max(budget // 2, api.largest_body_bytes())),
+            per_key_reads=api.body_reads_per_key(),
+        )
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._quota_empty: dict[tuple[str, str], tuple[float, str]] = {}
@@ -368,7 +383,10 @@ class Gateway:
         """Prometheus text: the store's series plus the gateway's own gauges/counters."""
         lines = [self.store.prometheus_text().rstrip("\n")]
         add = lines.append
-        add("# HELP safety_edge_inflight_requests Requests queued or running in the worker pool.")
+        add(
+            "# HELP safety_edge_inflight_requests Requests being validated, queued or running "
+            "in the worker pool."
+        )
         add("# TYPE safety_edge_inflight_requests gauge")
         add(f"safety_edge_inflight_requests {self._inflight}")
         add("# HELP safety_edge_pool_capacity Workers plus queue slots.")
@@ -390,6 +408,12 @@ class Gateway:
         add("# TYPE safety_edge_auth_failures_total counter")
         for check, n in sorted(self.auth_failures.items()):
             add(f'safety_edge_auth_failures_total{{check="{check}"}} {n}')
+        add("# HELP safety_edge_body_bytes_held Request-body bytes reserved by requests in flight.")
+        add("# TYPE safety_edge_body_bytes_held gauge")
+        add(f"safety_edge_body_bytes_held {self.bodies.held}")
+        add("# HELP safety_edge_body_budget_bytes The body budget (api.max_inflight_body_bytes).")
+        add("# TYPE safety_edge_body_budget_bytes gauge")
+        add(f"safety_edge_body_budget_bytes {self.bodies.total_bytes}")
         add("# HELP safety_edge_replay_cache_entries Accepted signs remembered.")
         add("# TYPE safety_edge_replay_cache_entries gauge")
         add(f"safety_edge_replay_cache_entries {len(self.replay)}")
@@ -493,6 +517,9 @@ class Gateway:
             self.counters["unhandled"] += 1
             log.exception("unhandled error answering %s %s", request.method, _short_path(request))
             return self._fault_response(ctx, Fault.SERVICE, "internal service error (logged)")
+        finally:
+            if ctx.lease is not None:
+                ctx.lease.release()
 
     async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in a thread (SQLite may wait for a lock; the loop must not)."""
@@ -569,7 +596,7 @@ class Gateway:
         elif grant is not None:
             ctx.app_key = grant.app_key
 
-        # 4. body, streamed under the size limit and the deadline
+        # 4. body, streamed under the size limit, the body budget and the deadline
         limit = self.limits.body_limit(api)
         body = await self._read_body(request, limit, hasher, ctx, deadline)
 
@@ -585,27 +612,36 @@ class Gateway:
                     raise ApiFault(Fault.BUSY, f"gateway busy: {exc.details}") from None
                 raise ApiFault(Fault.AUTH, exc.details) from None
 
-        # 6. validation (large bodies off the event loop)
-        if len(body) <= _INLINE_VALIDATE_BYTES:
-            job = self._validate(api, body, ctx.app_key)
-        else:
-            job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
-        del body
-        job.deadline = deadline
-        if api != "fence":
-            job.summary = wants_summary(cfg.compliance_summary, request.headers.get(SUMMARY_HEADER))
+        # 6. a worker-pool slot before parsing; the job's done-callback frees it
+        self._take_slot()
+        try:
+            # 7. validation (large bodies off the event loop)
+            if len(body) <= _INLINE_VALIDATE_BYTES:
+                job = self._validate(api, body, ctx.app_key)
+            else:
+                job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
+            del body
+            job.deadline = deadline
+            if api != "fence":
+                job.summary = wants_summary(
+                    cfg.compliance_summary, request.headers.get(SUMMARY_HEADER)
+                )
 
-        # 7. model present, quota not known empty
-        runner = self.runners[api]
-        if runner.task is None:
-            raise ApiFault(Fault.INFERENCE, runner.reason)
-        if cfg.metered and ctx.app_key is not None:
-            hit = self._quota_empty.get((ctx.app_key, api))
-            if hit is not None and hit[0] > time.monotonic():
-                raise ApiFault(Fault.QUOTA, hit[1])
+            # 8. model present, quota not known empty
+            runner = self.runners[api]
+            if runner.task is None:
+                raise ApiFault(Fault.INFERENCE, runner.reason)
+            if cfg.metered and ctx.app_key is not None:
+                hit = self._quota_empty.get((ctx.app_key, api))
+                if hit is not None and hit[0] > time.monotonic():
+                    raise ApiFault(Fault.QUOTA, hit[1])
+            fut = self._start(job)
+        except BaseException:
+            self._free_slot()
+            raise
 
-        # 8./9. worker pool with deadline
-        return await self._submit(job, deadline)
+        # 9. the worker, within the deadline
+        return await self._wait(job, fut, deadline)
 
     async def _read_body(
         self,
@@ -622,6 +658,14 @@ class Gateway:
                 Fault.BODY_TOO_LARGE,
                 f"request body of {int(declared)} bytes is over the limit of {limit} bytes",
             )
+        # The body budget: reserved before reading (the declared length, else chunk by
+        # chunk), released by handle() once the request is answered.
+        try:
+            ctx.lease = lease = self.bodies.lease(ctx.app_key)
+            if declared is not None and declared.isdigit():
+                lease.ensure(int(declared))
+        except BudgetFull as full:
+            raise ApiFault(Fault.BUSY, f"gateway busy: {full.details}; retry later") from None
         chunks: list[bytes] = []
         size = 0
 
@@ -637,6 +681,12 @@ class Gateway:
                         Fault.BODY_TOO_LARGE,
                         f"request body is over the limit of {limit} bytes (stopped reading)",
                     )
+                try:
+                    lease.ensure(size)
+                except BudgetFull as full:
+                    raise ApiFault(
+                        Fault.BUSY, f"gateway busy: {full.details}; retry later"
+                    ) from None
                 if hasher is not None:
                     hasher.update(chunk)
                 chunks.append(chunk)
@@ -685,7 +735,8 @@ class Gateway:
             raise ApiFault(first.fault, f"every image failed: {C._short(causes, 1000)}")
         return job
 
-    async def _submit(self, job: _Job, deadline: float) -> dict[str, Any]:
+    def _take_slot(self) -> None:
+        """Count one request against the pool's capacity (``BUSY`` when full)."""
         with self._inflight_lock:
             if self._inflight >= self.capacity:
                 raise ApiFault(
@@ -694,13 +745,24 @@ class Gateway:
                     f"(capacity {self.capacity}); retry later",
                 )
             self._inflight += 1
+
+    def _free_slot(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+
+    def _start(self, job: _Job) -> concurrent.futures.Future[dict[str, Any]]:
+        """Hand ``job`` to the pool; from then on its done-callback frees the slot taken
+        by :meth:`_take_slot` (until then the caller frees it on failure)."""
         try:
             fut = self.pool.submit(self._run_job, job)
         except RuntimeError:  # pool shut down
-            with self._inflight_lock:
-                self._inflight -= 1
             raise ApiFault(Fault.BUSY, "gateway is shutting down") from None
         fut.add_done_callback(self._job_done)
+        return fut
+
+    async def _wait(
+        self, job: _Job, fut: concurrent.futures.Future[dict[str, Any]], deadline: float
+    ) -> dict[str, Any]:
         remaining = deadline - time.perf_counter()
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(remaining, 0.001))
@@ -713,8 +775,7 @@ class Gateway:
             ) from None
 
     def _job_done(self, _fut: concurrent.futures.Future[Any]) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
+        self._free_slot()
 
     # -- worker side -------------------------------------------------------------------
 

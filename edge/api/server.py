@@ -59,16 +59,20 @@ def resolve_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def serve(config: GatewayConfig) -> None:
-    """Run the gateway on ``config.api.host:port`` until interrupted."""
+    """Run the gateway on ``config.api.host:port`` until interrupted, with uvicorn's h11
+    protocol guarded by ``api.header_timeout_s`` and the connection caps
+    (:mod:`edge.api.http_protocol`)."""
     import uvicorn
 
     from edge.api.app import build_app
+    from edge.api.http_protocol import guarded_protocol
 
     app = build_app(config)
     uvicorn.run(
         app,
         host=config.api.host,
         port=config.api.port,
+        http=guarded_protocol(config.api),  # h11 + header timeout + connection caps
         access_log=False,
         log_level="info",
         timeout_graceful_shutdown=max(int(config.api.deadline_s) + 5, 10),

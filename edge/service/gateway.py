@@ -193,13 +193,16 @@ class _ApiThread:
     app's lifespan; an app without one is only checked for being alive).
     """
 
-    def __init__(self, app: Any, *, host: str, port: int, graceful_s: int) -> None:
+    def __init__(
+        self, app: Any, *, host: str, port: int, graceful_s: int, http: Any = "h11"
+    ) -> None:
         import uvicorn
 
         self.config = uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=http,
             log_config=None,
             access_log=False,
             server_header=False,
@@ -616,7 +619,15 @@ class GatewayService:
         )
         _install_routes(self.app, self)
         graceful = max(1, int(min(cfg.api.deadline_s, cfg.service.stop_timeout_s / 2)))
-        self._api = _ApiThread(self.app, host=cfg.api.host, port=cfg.api.port, graceful_s=graceful)
+        from edge.api.http_protocol import guarded_protocol
+
+        self._api = _ApiThread(
+            self.app,
+            host=cfg.api.host,
+            port=cfg.api.port,
+            graceful_s=graceful,
+            http=guarded_protocol(cfg.api),  # header timeout + connection caps
+        )
         self._api.start(timeout=30.0)
 
     # -- outputs -----------------------------------------------------------------------
