@@ -23,9 +23,10 @@ FULL_AREA = "0,0,63,0,63,63,0,63"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with start_server(
-        tmp_path_factory.mktemp("gw"), api={"workers": 2, "queue_size": 400}
-    ) as server:
+    # 200 connections from one address: above the default per-client cap (64), which
+    # would close the extra ones unanswered (tests/api/test_server_overload.py)
+    api = {"workers": 2, "queue_size": 400, "max_connections_per_client": 256}
+    with start_server(tmp_path_factory.mktemp("gw"), api=api) as server:
         yield server
 
 
