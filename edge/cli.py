@@ -48,7 +48,8 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     frame the file header states, so the CLI and the API answer alike for one file.
     """
     if not path.is_file():
-        raise ImageDecodeError(f"cannot read image {str(path)!r}: no such file")
+        why = "a folder, not a file" if path.is_dir() else "no such file"
+        raise ImageDecodeError(f"cannot read image {str(path)!r}: {why}")
     data = np.fromfile(str(path), dtype=np.uint8)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(data, flags) if data.size else None
@@ -89,6 +90,34 @@ def _annotate_path(base: Path, index: int, count: int) -> Path:
     return base if count == 1 else base.with_name(f"{base.stem}_{index}{base.suffix}")
 
 
+def _check_annotate(args: argparse.Namespace) -> None:
+    """Refuse ``--annotate`` before any work when OpenCV has no writer for its suffix or
+    a copy would overwrite one of the input images."""
+    if args.annotate is None:
+        return
+    base = Path(args.annotate)
+    if not cv2.haveImageWriter(str(base)):
+        raise EdgeError(
+            f"--annotate {str(base)!r}: no image writer for {base.suffix or 'no suffix'!r} "
+            "(use .jpg or .png)"
+        )
+    inputs = {Path(p).resolve() for p in args.images}
+    for i in range(len(args.images)):
+        out = _annotate_path(base, i, len(args.images))
+        if out.resolve() in inputs:
+            raise EdgeError(f"--annotate would overwrite the input image {str(out)!r}")
+
+
+def _write_annotated(out_path: Path, image: npt.NDArray[np.uint8]) -> None:
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        ok = cv2.imwrite(str(out_path), image)
+    except (OSError, cv2.error) as exc:
+        raise EdgeError(f"cannot write {str(out_path)!r}: {exc}") from None
+    if not ok:
+        raise EdgeError(f"cannot write {str(out_path)!r}")
+
+
 def _manifest(models: Mapping[str, ModelManifest], name: str, models_dir: Path) -> ModelManifest:
     if name not in models:
         raise EdgeError(
@@ -112,6 +141,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         polygon = parse_area(args.area)
     elif args.area is not None:
         raise EdgeError(f"--area is for --task fence, not --task {args.task}", code=4012)
+    _check_annotate(args)
     models = discover_models(args.models_dir)
     manifest = _manifest(models, args.model or TASK_MODELS[args.task], args.models_dir)
     if args.task in ("hardhat", "workwear"):
@@ -146,9 +176,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                     for c, s in zip(dets.class_ids, dets.scores, strict=True)
                 ]
                 out_path = _annotate_path(Path(args.annotate), i, len(args.images))
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(out_path), annotate(image, dets.xyxy, labels, polygon)):
-                    raise EdgeError(f"cannot write {str(out_path)!r}")
+                _write_annotated(out_path, annotate(image, dets.xyxy, labels, polygon))
     return 0
 
 
@@ -209,9 +237,7 @@ def _detect_wearing(
                 ).reshape(-1, 4)
                 labels = [f"{it['classname']} {it['score']:.2f}" for it in analysis.items]
                 out_path = _annotate_path(Path(args.annotate), i, len(args.images))
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(out_path), annotate(image, boxes, labels, None)):
-                    raise EdgeError(f"cannot write {str(out_path)!r}")
+                _write_annotated(out_path, annotate(image, boxes, labels, None))
     return 0
 
 
@@ -246,6 +272,28 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
     return 0 if all(r["sha256"] == "ok" for r in rows) else 1
+
+
+def _score(text: str) -> float:
+    """``--score``: a threshold in [0, 1] (NaN refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return v
+
+
+def _threads(text: str) -> int:
+    """``--threads``: 1..256, the range ``runtime.intra_op_threads`` allows in the config."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError(f"{text} is not in 1..256")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="hardhat/workwear: the model's boxes alone, no person detector or worn rule",
     )
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    p.add_argument("--score", type=float, default=None, help="score threshold")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--score", type=_score, default=None, help="score threshold, 0..1")
+    p.add_argument("--threads", type=_threads, default=None, help="onnxruntime intra-op threads")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one compact JSON line per image")
     fmt.add_argument("--pretty", action="store_true", help="indented JSON (default)")

@@ -322,3 +322,78 @@ def test_detect_area_is_for_the_fence_only(default_model_manifest: Path) -> None
         "detect", "--task", "person", "--area", RIGHT_HALF, "--models-dir", str(MODELS), str(FRAME)
     )
     assert r.returncode == 2 and r.stderr.startswith("error 4012: ") and "--task fence" in r.stderr
+
+
+# -- bad command-line input: one line on stderr, exit 2, no input file touched -----------------
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--score", "2"], "argument --score: 2 is not in [0, 1]"),
+        (["--score", "-0.1"], "argument --score: -0.1 is not in [0, 1]"),
+        (["--score", "nan"], "argument --score: nan is not in [0, 1]"),
+        (["--score", "high"], "argument --score: 'high' is not a number"),
+        (["--threads", "0"], "argument --threads: 0 is not in 1..256"),
+        (["--threads", "-4"], "argument --threads: -4 is not in 1..256"),
+    ],
+)
+def test_detect_out_of_range_numbers_are_usage_errors(args: list[str], fragment: str) -> None:
+    """Before: ``--score 2`` ended in a ValueError traceback (exit 1) from the task, and
+    ``--threads -4`` ran with whatever onnxruntime made of it."""
+    r = cli("detect", *args, "--models-dir", str(MODELS), str(FRAME))
+    assert r.returncode == 2 and r.stdout == ""
+    assert fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_detect_image_that_is_a_folder(tmp_path: Path) -> None:
+    r = cli("detect", "--models-dir", str(MODELS), str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip() == f"error 4009: cannot read image {str(tmp_path)!r}: a folder, not a file"
+    )
+
+
+def test_detect_models_dir_that_is_a_file(tmp_path: Path) -> None:
+    r = cli("detect", "--models-dir", str(FRAME), str(FRAME))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error 5001: models folder {FRAME} is not a folder"
+
+
+@pytest.mark.parametrize("name", ["out.txt", "noext"])
+def test_detect_annotate_without_an_image_writer(tmp_path: Path, name: str) -> None:
+    """Refused before the model runs (before: a cv2.error traceback after the JSON)."""
+    r = cli("detect", "--annotate", str(tmp_path / name), "--models-dir", str(MODELS), str(FRAME))
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error 5000: --annotate {str(tmp_path / name)!r}: no image writer")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_detect_annotate_never_overwrites_an_input_image(tmp_path: Path) -> None:
+    """``--annotate`` naming an input (or, with several images, an ``_<i>`` copy landing on
+    one) is refused before any work: the photo is kept as it was."""
+    photo = tmp_path / "site.jpg"
+    photo.write_bytes(FRAME.read_bytes())
+    r = cli("detect", "--annotate", str(photo), "--models-dir", str(MODELS), str(photo))
+    assert r.returncode == 2 and r.stdout == ""
+    assert (
+        r.stderr.strip() == f"error 5000: --annotate would overwrite the input image {str(photo)!r}"
+    )
+    second = tmp_path / "a_1.jpg"
+    second.write_bytes(FRAME.read_bytes())
+    r = cli(
+        "detect", "--annotate", str(tmp_path / "a.jpg"), "--models-dir", str(MODELS),
+        str(photo), str(second),
+    )  # fmt: skip
+    assert r.returncode == 2 and "would overwrite the input image" in r.stderr
+    assert photo.read_bytes() == second.read_bytes() == FRAME.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_1.jpg", "site.jpg"]
+
+
+def test_detect_annotate_under_a_file(default_model_manifest: Path, tmp_path: Path) -> None:
+    """A folder part of ``--annotate`` that is a file: one error line, not a traceback."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker / "ann.jpg"
+    r = cli("detect", "--json", "--annotate", str(out), "--models-dir", str(MODELS), str(FRAME))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error 5000: cannot write {str(out)!r}: ")
+    assert blocker.read_text() == "x"

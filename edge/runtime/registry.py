@@ -267,7 +267,7 @@ def load_manifest(path: str | Path) -> ModelManifest:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"model manifest {p}: cannot read: {exc}") from exc
     try:
         data: Any = yaml.safe_load(text)
@@ -291,12 +291,13 @@ def discover_models(models_dir: str | Path) -> dict[str, ModelManifest]:
     loading); check :func:`sha256_ok` to list usable models.
 
     Raises:
-        ModelError: the folder does not exist, a manifest is invalid, or two manifests
-            share a name.
+        ModelError: the folder does not exist (or is a file), a manifest is invalid, or
+            two manifests share a name.
     """
     d = Path(models_dir)
     if not d.is_dir():
-        raise ModelError(f"models folder {d} does not exist")
+        why = "is not a folder" if d.exists() else "does not exist"
+        raise ModelError(f"models folder {d} {why}")
     found: dict[str, ModelManifest] = {}
     for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
         m = load_manifest(path)

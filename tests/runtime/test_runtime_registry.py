@@ -103,6 +103,21 @@ def test_bad_yaml_not_mapping_and_missing_file(tmp_path: Path) -> None:
         load_manifest(tmp_path / "absent.yaml")
 
 
+def test_manifest_that_is_not_text(tmp_path: Path) -> None:
+    """An image or a Latin-1 file saved as ``*.yaml`` in the models folder: a ModelError
+    naming the file (before: UnicodeDecodeError, a traceback from every command that
+    lists the models)."""
+    png = tmp_path / "hardhat.yaml"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ModelError, match=r"hardhat\.yaml: cannot read: 'utf-8' codec"):
+        load_manifest(png)
+    with pytest.raises(ModelError, match=r"hardhat\.yaml: cannot read"):
+        discover_models(tmp_path)
+    png.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ModelError, match="cannot read"):
+        load_manifest(png)
+
+
 def test_family_specific_fields_accepted_for_their_family(tmp_path: Path) -> None:
     yolox = load_manifest(
         _write(tmp_path / "x.yaml", manifest_dict(family="yolox", strides=[8, 16], decoded=True))
@@ -150,6 +165,9 @@ def test_discover_models_keys_by_name(tmp_path: Path) -> None:
 def test_discover_models_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         discover_models(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelError, match=r"models folder .*file is not a folder"):
+        discover_models(tmp_path / "file")
     _write(tmp_path / "a.yaml", manifest_dict(name="same"))
     _write(tmp_path / "b.yaml", manifest_dict(name="same"))
     with pytest.raises(ModelError, match="declared by both"):
