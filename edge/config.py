@@ -92,6 +92,7 @@ __all__ = [
     "ZoneConfig",
     "ZoneRequireConfig",
     "load_config",
+    "override_error",
 ]
 
 ADMIN_TOKEN_ENV = "SAFETY_EDGE_ADMIN_TOKEN"
@@ -1234,6 +1235,25 @@ def _format(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_OVERRIDE_FLAGS = {
+    "data_dir": "--data-dir",
+    "models_dir": "--models-dir",
+    "api.host": "--host",
+    "api.port": "--port",
+}
+
+
+def override_error(err: ValidationError) -> ConfigError:
+    """The error for a config re-validated after ``serve`` / ``run`` / ``demo-app``
+    command-line overrides: the first problem, named by its option and value
+    (``--port 99999``) when an override caused it, else by its dotted key."""
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+    flag = _OVERRIDE_FLAGS.get(loc)
+    where = f"{flag} {e['input']}" if flag is not None else loc
+    return ConfigError(f"command-line override {where}: {e['msg']}")
+
+
 def config_from_mapping(data: Any, *, source: str = "config") -> GatewayConfig:
     """Validate an already-parsed mapping; ConfigError names every bad key."""
     if data is None:
@@ -1258,8 +1278,9 @@ def load_config(path: str | Path | None) -> GatewayConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config {str(p)!r}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"config {str(p)!r}: cannot read: {why}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

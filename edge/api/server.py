@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
-from edge.config import GatewayConfig, load_config
-from edge.errors import ConfigError, EdgeError
+from edge.config import GatewayConfig, load_config, override_error
+from edge.errors import EdgeError
 
 __all__ = ["add_subcommands", "demo_app", "resolve_config", "serve"]
 
@@ -55,29 +55,42 @@ def resolve_config(args: argparse.Namespace) -> GatewayConfig:
     try:  # re-validate so overrides obey the same rules as the file
         return GatewayConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"command-line override: {exc.errors()[0]['msg']}") from None
+        raise override_error(exc) from None
 
 
 def serve(config: GatewayConfig) -> None:
     """Run the gateway on ``config.api.host:port`` until interrupted, with uvicorn's h11
     protocol guarded by ``api.header_timeout_s`` and the connection caps
-    (:mod:`edge.api.http_protocol`)."""
+    (:mod:`edge.api.http_protocol`).
+
+    Raises:
+        EdgeError: uvicorn could not start (it exits 3 when it cannot bind); the message
+            names the address, uvicorn's log line above gives the cause.
+    """
     import uvicorn
 
     from edge.api.app import build_app
     from edge.api.http_protocol import guarded_protocol
 
     app = build_app(config)
-    uvicorn.run(
-        app,
-        host=config.api.host,
-        port=config.api.port,
-        http=guarded_protocol(config.api),  # h11 + header timeout + connection caps
-        access_log=False,
-        log_level="info",
-        timeout_graceful_shutdown=max(int(config.api.deadline_s) + 5, 10),
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=config.api.host,
+            port=config.api.port,
+            http=guarded_protocol(config.api),  # h11 + header timeout + connection caps
+            access_log=False,
+            log_level="info",
+            timeout_graceful_shutdown=max(int(config.api.deadline_s) + 5, 10),
+            server_header=False,
+        )
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot bind (address in use, bad host)
+        if exc.code in (0, None):
+            raise
+        raise EdgeError(
+            f"the API could not start on {config.api.host}:{config.api.port} (port in use, "
+            "not allowed, or host not resolvable? see the log above)"
+        ) from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

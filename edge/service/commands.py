@@ -34,8 +34,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.config import GatewayConfig
-from edge.errors import ConfigError, EdgeError
+from edge.config import GatewayConfig, override_error
+from edge.errors import EdgeError
 
 __all__ = ["add_subcommands"]
 
@@ -115,7 +115,7 @@ def _with_overrides(config: GatewayConfig, args: argparse.Namespace) -> GatewayC
     try:
         return GatewayConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"command-line override: {exc.errors()[0]['msg']}") from None
+        raise override_error(exc) from None
 
 
 def _start_local_broker(config: GatewayConfig) -> tuple[GatewayConfig, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,24 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
+def test_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo saved as gateway.yaml, or a Latin-1 file: ConfigError naming the file, and
+    serve / demo-app / apps print one line and exit 2 (before: a UnicodeDecodeError
+    traceback, exit 1); the file is left as it was."""
+    p = tmp_path / "gateway.yaml"
+    raw = "gateway_id: b\u00fcro-1\n".encode("latin-1")
+    p.write_bytes(raw)
+    with pytest.raises(ConfigError, match=r"gateway\.yaml'?: cannot read: 'utf-8' codec"):
+        load_config(p)
+    for argv in (("serve", "--config", str(p)), ("demo-app", "--config", str(p))):
+        args = _args(*argv)
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error 5000: config {str(p)!r}: cannot read: ")
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert p.read_bytes() == raw
+
+
 def test_admin_token_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     c = config_from_mapping({"api": {"admin_token": "from-file"}})
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
@@ -103,8 +122,28 @@ def test_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert server_cmd.resolve_config(_args("serve")).data_dir == tmp_path / "env"
     # With a config file, the file's data_dir wins over the environment.
     assert server_cmd.resolve_config(_args("serve", "--config", str(p))).data_dir == Path("d1")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^command-line override --port 99999: .*65535"):
         server_cmd.resolve_config(_args("serve", "--port", "99999"))
+    with pytest.raises(ConfigError, match=r"^command-line override --port -1: "):
+        server_cmd.resolve_config(_args("serve", "--port", "-1"))
+
+
+def test_serve_that_cannot_bind_exits_2_naming_the_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real uvicorn on a port another socket holds: one error line naming host:port and
+    exit 2, as ``run`` does (before: uvicorn's exit status 3 and its log line alone)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = _args(
+            "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+            "--models-dir", str(tmp_path / "no-models"),
+        )  # fmt: skip
+        assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert f"error 5000: the API could not start on 127.0.0.1:{port} " in err
 
 
 def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

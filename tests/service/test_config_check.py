@@ -167,6 +167,17 @@ def test_run_with_a_bad_config_prints_the_report_and_exits_2(
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_run_override_out_of_range_names_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"data_dir: {tmp_path / 'data'}\n")
+    assert main(["run", "--config", str(path), "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error 5000: command-line override --port 70000: ")
+    assert err.count("\n") == 1 and not (tmp_path / "data").exists()
+
+
 def test_environment_overrides_and_source_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
