@@ -470,6 +470,21 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high}")
+        return v
+
+    return parse
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edge.runtime.detector import Detector
     from edge.runtime.registry import discover_models, file_sha256
@@ -629,7 +644,14 @@ def add_subcommands(subparsers: Any) -> None:
         help="evaluate only these data set classes (default: all the model predicts; for "
         "--task workwear the wear / no-wear classes the task reads, e.g. wear,no_wear)",
     )
-    p.add_argument("--samples", type=int, default=6, help="annotated sample images")
-    p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument(
+        "--samples", type=_int_range(0, 10**9), default=6, help="annotated sample images"
+    )
+    p.add_argument("--limit", type=_int_range(1, 10**9), default=None, help="first N images only")
+    p.add_argument(
+        "--threads",
+        type=_int_range(1, 256),
+        default=None,
+        help="onnxruntime intra-op threads",
+    )
     p.set_defaults(func=_cmd_eval)

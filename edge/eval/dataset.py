@@ -226,7 +226,13 @@ class DataConfig:
                 if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
             )
         elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetError(
+                    f"data set {self.yaml_path}: image list {p}: cannot read: {exc}"
+                ) from exc
+            for line in text.splitlines():
                 line = line.strip()
                 if line:
                     q = Path(line)
@@ -247,7 +253,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     p = Path(path).resolve()
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"data set YAML {p}: cannot read: {exc}") from exc
     try:
         data: Any = yaml.safe_load(text)

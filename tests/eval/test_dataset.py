@@ -142,6 +142,21 @@ def test_missing_things_are_clear_errors(tmp_path: Path) -> None:
         load_data_config(y2).samples("val")
 
 
+def test_files_that_are_not_utf8_are_dataset_errors(tmp_path: Path) -> None:
+    """A data.yaml or a .txt image list that is not UTF-8 (before: UnicodeDecodeError,
+    a traceback from ``safety-edge eval``): a DatasetError naming the file."""
+    make_set(tmp_path, "x")
+    png = tmp_path / "png.yaml"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DatasetError, match=r"data set YAML .*png\.yaml: cannot read: 'utf-8'"):
+        load_data_config(png)
+    (tmp_path / "val.txt").write_bytes("images/val/caf\u00e9.jpg\n".encode("latin-1"))
+    y = write(tmp_path / "list.yaml", "val: val.txt\nnames: [a, b]\n")
+    cfg = load_data_config(y)
+    with pytest.raises(DatasetError, match=r"image list .*val\.txt: cannot read: 'utf-8'"):
+        cfg.samples("val")
+
+
 def test_label_path_rule() -> None:
     assert label_path_for(Path("/d/images/val/a/x.png")) == Path("/d/labels/val/a/x.txt")
     # the last "images" folder is the one replaced

@@ -240,6 +240,28 @@ def test_unknown_model_and_bad_data_are_edge_errors(tmp_path: Path) -> None:
         run_eval("--task", "hardhat", *base, "--score", "1.5")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--limit", "0", "argument --limit: 0 is not in 1..1000000000"),
+        ("--limit", "-1", "argument --limit: -1 is not in 1..1000000000"),
+        ("--samples", "-3", "argument --samples: -3 is not in 0..1000000000"),
+        ("--threads", "0", "argument --threads: 0 is not in 1..256"),
+        ("--threads", "many", "argument --threads: 'many' is not an integer"),
+    ],
+)
+def test_counts_out_of_range_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    """Before: ``--limit -1`` said 'no images to evaluate', ``--samples -3`` wrote none
+    without a word, ``--threads -4`` ran with whatever onnxruntime made of it."""
+    base = ["--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as info:
+        run_eval("--task", "hardhat", *base, option, value)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_score_defaults_to_the_models_operating_threshold(tmp_path: Path) -> None:
     """Without ``--score``, P/R and the matrix use the manifest's ``score_threshold`` (the
     threshold the API and cameras run at): at 0.5 the yellow detections (0.3) drop out."""
