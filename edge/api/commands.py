@@ -173,6 +173,17 @@ def _alerts_list(store: Store, args: argparse.Namespace) -> None:
     _print([a.to_dict() for a in store.list_alerts(active=active, limit=args.limit)])
 
 
+def _limit(text: str) -> int:
+    """``alerts list --limit``: 1..100000, as ``events list`` (SQLite reads -1 as no limit)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= v <= 100_000:
+        raise argparse.ArgumentTypeError("must be in 1..100000")
+    return v
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``apps``, ``quota`` and ``alerts`` on the main parser's sub-parsers."""
     common = argparse.ArgumentParser(add_help=False)
@@ -242,4 +253,4 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     state = p.add_mutually_exclusive_group()
     state.add_argument("--active", action="store_true", help="open alerts only")
     state.add_argument("--resolved", action="store_true", help="resolved alerts only")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_limit, default=100, help="at most this many (1..100000)")

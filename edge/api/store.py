@@ -1052,8 +1052,8 @@ class Store(Closing):
         """Add a package of ``tier`` calls of ``api``, valid from ``start`` (default now)
         for one year. ``calls`` overrides the tier's call count (tests, promotions).
 
-        Raises :class:`AppError` for an unknown app/tier/API or an API the app is not
-        granted.
+        Raises :class:`AppError` for an unknown app/tier/API, an API the app is not
+        granted, or a start whose year of validity does not fit a ``datetime``.
         """
         a = _check_api(api)
         if tier not in TIER_CALLS:
@@ -1061,8 +1061,14 @@ class Store(Closing):
         n = TIER_CALLS[tier] if calls is None else int(calls)
         if n <= 0:
             raise AppError(f"a package needs a positive call count, got {n}")
-        begin = _utc(start).replace(microsecond=0)
-        expires = add_one_year(begin)
+        try:
+            begin = _utc(start).replace(microsecond=0)
+            expires = add_one_year(begin)
+        except (ValueError, OverflowError):
+            raise AppError(
+                f"package start {start} is out of range: its one year of validity must lie "
+                "within the years 1 to 9999 (UTC)"
+            ) from None
         with self._tx("add package", durable=True) as c:
             row = self._require_row(c, app)
             granted = c.execute(

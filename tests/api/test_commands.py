@@ -113,6 +113,19 @@ def test_alerts_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert [a["key"] for a in active] == ["k1"]
     _, resolved, _ = run(capsys, tmp_path, "alerts", "list", "--resolved")
     assert [a["key"] for a in resolved] == ["k2"]
+    _, one, _ = run(capsys, tmp_path, "alerts", "list", "--limit", "1")
+    assert len(one) == 1
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "100001", "ten"])
+def test_alerts_list_limit_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    """``--limit -1`` listed every alert (SQLite's LIMIT -1 is no limit) and ``--limit 0``
+    none, both with exit 0; now a usage error as for ``events list``."""
+    with pytest.raises(SystemExit) as info:
+        make_parser().parse_args(["alerts", "list", "--limit", limit])
+    assert info.value.code == 2 and "argument --limit: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -127,6 +140,25 @@ def test_alerts_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         (["quota", "add", "taken", "--api", "hardhat", "--tier", "8m"], "not granted"),
         (["quota", "add", "taken", "--api", "fence", "--tier", "8m", "--start", "soon"], "ISO"),
         (["quota", "show", "ghost-app"], "no application"),
+        # a year of validity past datetime's range was a ValueError traceback (exit 1)
+        (
+            ["quota", "add", "taken", "--api", "fence", "--tier", "8m", "--start", "9999-12-31"],
+            "package start 9999-12-31 00:00:00 is out of range",
+        ),
+        (
+            [
+                "quota",
+                "add",
+                "taken",
+                "--api",
+                "fence",
+                "--tier",
+                "8m",
+                "--start",
+                "0001-01-01T00:00+05:00",
+            ],
+            "is out of range",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2(
