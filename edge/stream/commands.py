@@ -7,6 +7,9 @@ by ``--data-dir DIR``, else ``data_dir`` of ``--config FILE``, else
 the gateway runs (SQLite WAL). Output is JSON on stdout. A failure prints one line
 ``error <code>: <cause>`` on stderr and exits with status 2.
 
+``events list`` refuses an ``--until`` that is not after ``--since``; ``events prune``
+refuses an ``--older-than`` in the future (it would delete every event).
+
 ``events list`` adds ``ack`` to each event of an acknowledged incident (who and when,
 from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknowledged).
 
@@ -51,6 +54,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -94,6 +98,10 @@ def _open(args: argparse.Namespace) -> EventStore:
 def _list(args: argparse.Namespace) -> None:
     since = _time_arg(args.since, "--since")
     until = _time_arg(args.until, "--until")
+    if since is not None and until is not None and until <= since:
+        raise ConfigError(
+            f"--until {args.until} is not after --since {args.since}: no event can match"
+        )
     with _open(args) as store:
         events = store.list_events(
             since=since,
@@ -127,6 +135,11 @@ def _incident(e: ZoneEvent) -> str:
 def _prune(args: argparse.Namespace) -> None:
     before = _time_arg(args.older_than, "--older-than")
     assert before is not None
+    if before > time.time_ns() // 1_000_000:
+        raise ConfigError(
+            f"--older-than {args.older_than} is in the future: it would delete every event. "
+            "Nothing was deleted"
+        )
     with _open(args) as store:
         n = store.prune(before_ms=before)
         with AckStore(path=store.path) as acks:

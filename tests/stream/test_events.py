@@ -263,6 +263,47 @@ def test_events_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
         run_cli(["events", "list", "--limit", "0"], capsys)
 
 
+def test_prune_into_the_future_is_refused_and_deletes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--older-than 2099-01-01`` (a typo for a past date) deleted every event with exit
+    0; now refused. ``0d`` (now) still prunes."""
+    now = parse_time("0s")
+    with EventStore(path=events_db_path(tmp_path)) as s:
+        s.add_many([ev(t_ms=now - 3_600_000), ev(t_ms=now - 1000)])
+    for when in ("2099-01-01", str(now // 1000 + 3600)):
+        code, out, err = run_cli(
+            ["events", "prune", "--older-than", when, "--data-dir", str(tmp_path)], capsys
+        )
+        assert code == 2 and out == ""
+        assert err == (
+            f"error 5000: --older-than {when} is in the future: it would delete every "
+            "event. Nothing was deleted\n"
+        )
+    with EventStore(path=events_db_path(tmp_path)) as s:
+        assert len(s.list_events(limit=10)) == 2
+    code, out, _ = run_cli(
+        ["events", "prune", "--older-than", "0d", "--data-dir", str(tmp_path)], capsys
+    )
+    assert code == 0 and json.loads(out) == {"deleted": 2}
+
+
+def test_list_with_until_not_after_since_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--since 1h --until 2h`` (both count back from now) matched nothing and printed
+    ``[]`` with exit 0, which reads as 'no events'; now an error naming both."""
+    code, out, err = run_cli(
+        ["events", "list", "--since", "1h", "--until", "2h", "--data-dir", str(tmp_path)], capsys
+    )
+    assert code == 2 and out == ""
+    assert err == "error 5000: --until 2h is not after --since 1h: no event can match\n"
+    code, out, _ = run_cli(
+        ["events", "list", "--since", "2h", "--until", "1h", "--data-dir", str(tmp_path)], capsys
+    )
+    assert code == 0 and json.loads(out) == []
+
+
 def test_events_command_as_a_subprocess(tmp_path: Path) -> None:
     """The command on its own (as the lead's CLI runs it), reading a database another
     connection is writing."""
