@@ -54,7 +54,9 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
-        raise ImageDecodeError(f"cannot decode image {str(path)!r}: not a png/jpg/jpeg/bmp image")
+        raise ImageDecodeError(
+            f"cannot decode image {str(path)!r}: empty, truncated or not a png/jpg/jpeg/bmp image"
+        )
     return np.asarray(image, dtype=np.uint8)
 
 

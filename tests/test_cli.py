@@ -344,6 +344,21 @@ def test_detect_out_of_range_numbers_are_usage_errors(args: list[str], fragment:
     assert fragment in r.stderr and "Traceback" not in r.stderr
 
 
+def test_detect_truncated_and_empty_images(tmp_path: Path) -> None:
+    """A JPEG cut short (a copy that stopped half-way) is not called 'not a jpg'."""
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(FRAME.read_bytes()[: FRAME.stat().st_size // 2])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for path in (cut, empty):
+        r = cli("detect", "--models-dir", str(MODELS), str(path))
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr.strip() == (
+            f"error 4009: cannot decode image {str(path)!r}: empty, truncated or not a "
+            "png/jpg/jpeg/bmp image"
+        )
+
+
 def test_detect_image_that_is_a_folder(tmp_path: Path) -> None:
     r = cli("detect", "--models-dir", str(MODELS), str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
