@@ -7,6 +7,13 @@ data directory chosen by ``--data-dir DIR``, else ``data_dir`` of ``--config FIL
 WAL locking). Output is JSON on stdout (UTF-8, names as written). A failure prints one
 line ``error <code>: <cause>`` on stderr and exits with status 2.
 
+The commands that write (``apps create``, ``disable``, ``enable``, ``rotate-secret``,
+``grant``, ``quota add``) open the database as the gateway does, creating it when it is
+missing (``apps create`` is the first-run step). The read-only ones (``apps list``, ``apps show``,
+``quota show``, ``alerts list``) refuse a data directory without it (``error 5002: no
+gateway database at '...'``, naming the option to check) and create nothing: an empty
+answer from a mistyped ``--data-dir`` would read as "no applications".
+
 Each leaf parser sets ``func``: ``(argparse.Namespace) -> int`` (the exit status).
 """
 
@@ -20,10 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.api.store import APIS, TIERS, AppError, AppRecord, Store, db_path
+from edge.api.store import APIS, TIERS, AppError, AppRecord, Store, StoreError, db_path
 from edge.errors import EdgeError
 
-__all__ = ["DATA_DIR_ENV", "add_subcommands", "resolve_data_dir"]
+__all__ = ["DATA_DIR_ENV", "add_subcommands", "missing_database", "resolve_data_dir"]
 
 DATA_DIR_ENV = "SAFETY_EDGE_DATA_DIR"
 
@@ -40,13 +47,40 @@ def resolve_data_dir(args: argparse.Namespace) -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "var")
 
 
+def missing_database(args: argparse.Namespace, path: Path, what: str) -> str | None:
+    """``None`` when ``path`` is a file; else the cause for a command that must not create
+    the ``what`` database (e.g. ``"events"``): ``no events database at 'PATH' (HINT)``, the
+    hint naming where the path came from (``--db``, ``--data-dir``, ``--config``'s
+    ``data_dir``, ``$SAFETY_EDGE_DATA_DIR``, or the default ``./var``)."""
+    if path.is_file():
+        return None
+    if getattr(args, "db", None):
+        hint = "check --db"
+    elif getattr(args, "data_dir", None):
+        hint = "check --data-dir"
+    elif getattr(args, "config", None):
+        hint = f"check data_dir in {args.config}"
+    elif os.environ.get(DATA_DIR_ENV):
+        hint = f"check ${DATA_DIR_ENV}"
+    else:
+        hint = "the default data directory ./var; give --data-dir DIR or --config FILE"
+    return f"no {what} database at {str(path)!r} ({hint})"
+
+
 def _print(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
     sys.stdout.flush()
 
 
 def _open(args: argparse.Namespace) -> Store:
-    return Store(path=db_path(resolve_data_dir(args)))
+    """The store; for a read-only command (``args.creates`` false) only an existing file,
+    so that a mistyped data directory is an error, not an empty answer and a stray file."""
+    path = db_path(resolve_data_dir(args))
+    if not args.creates:
+        cause = missing_database(args, path, "gateway")
+        if cause is not None:
+            raise StoreError(f"{cause}; `safety-edge apps create` or the gateway creates it")
+    return Store(path=path)
 
 
 def _parse_grants(text: str) -> list[str]:
@@ -200,9 +234,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         name: str,
         help_: str,
         handler: Any,
+        *,
+        creates: bool = True,
     ) -> argparse.ArgumentParser:
+        """``creates``: whether the command may create a missing database file."""
         p = sub.add_parser(name, help=help_, description=help_, parents=[common])
-        p.set_defaults(func=_run, handler=handler)
+        p.set_defaults(func=_run, handler=handler, creates=creates)
         return p
 
     apps = subparsers.add_parser("apps", help="applications: keys, secrets, granted APIs")
@@ -218,8 +255,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="APIS",
         help=f"comma-separated APIs to grant: {','.join(APIS)}",
     )
-    leaf(asub, "list", "list applications (without secrets)", _apps_list)
-    p = leaf(asub, "show", "show one application and its remaining quota", _apps_show)
+    leaf(asub, "list", "list applications (without secrets)", _apps_list, creates=False)
+    p = leaf(
+        asub, "show", "show one application and its remaining quota", _apps_show, creates=False
+    )
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument("--show-secret", action="store_true", help="include the AppSecret")
     p = leaf(asub, "disable", "disable an application (its calls get 4010)", _apps_disable)
@@ -243,13 +282,19 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--api", required=True, choices=APIS)
     p.add_argument("--tier", required=True, choices=TIERS, help="calls per year")
     p.add_argument("--start", metavar="ISO", help="start date/time (UTC unless given; default now)")
-    p = leaf(qsub, "show", "packages and remaining calls of an application", _quota_show)
+    p = leaf(
+        qsub,
+        "show",
+        "packages and remaining calls of an application",
+        _quota_show,
+        creates=False,
+    )
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument("--api", choices=APIS)
 
     alerts = subparsers.add_parser("alerts", help="alerts raised by the gateway")
     lsub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
-    p = leaf(lsub, "list", "list alerts, newest first", _alerts_list)
+    p = leaf(lsub, "list", "list alerts, newest first", _alerts_list, creates=False)
     state = p.add_mutually_exclusive_group()
     state.add_argument("--active", action="store_true", help="open alerts only")
     state.add_argument("--resolved", action="store_true", help="resolved alerts only")

@@ -8,7 +8,10 @@ the gateway runs (SQLite WAL). Output is JSON on stdout. A failure prints one li
 ``error <code>: <cause>`` on stderr and exits with status 2.
 
 ``events list`` refuses an ``--until`` that is not after ``--since``; ``events prune``
-refuses an ``--older-than`` in the future (it would delete every event).
+refuses an ``--older-than`` in the future (it would delete every event). Every ``events``
+command refuses a missing database file (``error 5002: no events database at '...'``,
+naming the option to check) and creates nothing: a mistyped ``--data-dir`` is an error,
+not an empty answer and a stray file. Only the gateway (``safety-edge run``) creates it.
 
 ``events list`` adds ``ack`` to each event of an acknowledged incident (who and when,
 from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknowledged).
@@ -89,10 +92,22 @@ def _time_arg(text: str | None, flag: str) -> int | None:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
+def _require_db(args: argparse.Namespace, path: Path) -> None:
+    """Refuse a missing events database before anything could create it (file or folder)."""
+    from edge.api.commands import missing_database
+
+    cause = missing_database(args, path, "events")
+    if cause is not None:
+        raise EventStoreError(cause)
+
+
 def _open(args: argparse.Namespace) -> EventStore:
+    """The existing events database (see :func:`_require_db`)."""
     from edge.api.commands import resolve_data_dir
 
-    return EventStore(path=events_db_path(resolve_data_dir(args)))
+    path = events_db_path(resolve_data_dir(args))
+    _require_db(args, path)
+    return EventStore(path=path)
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -184,8 +199,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     data_dir = resolve_data_dir(args)
     path = events_db_path(data_dir)
-    if not path.is_file():
-        raise EventStoreError(f"no events database at {path}")
+    _require_db(args, path)
     root = _snapshot_root(args, data_dir)
     keys = _verify_keys(args)
     try:
@@ -304,8 +318,7 @@ def _rotate_key(args: argparse.Namespace) -> None:
         from edge.api.commands import resolve_data_dir
 
         path = events_db_path(resolve_data_dir(args))
-    if not path.is_file():
-        raise EventStoreError(f"no events database at {path}")
+    _require_db(args, path)
     old = load_chain_key(args.key_file, env=False)
     new = load_chain_key(args.new_key_file, env=False)
     assert old is not None and new is not None  # a file was given for each

@@ -258,7 +258,11 @@ def test_events_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     code, _, err = run_cli(["events", "list", "--data-dir", str(blocker)], capsys)
-    assert code == 2 and err.startswith("error 5002: cannot open events database")
+    assert code == 2 and err.startswith("error 5002: no events database at")
+    (tmp_path / "junk").mkdir()
+    events_db_path(tmp_path / "junk").write_bytes(b"not a database" * 100)
+    code, _, err = run_cli(["events", "list", "--data-dir", str(tmp_path / "junk")], capsys)
+    assert code == 2 and err.startswith("error 5002: cannot prepare events database")
     with pytest.raises(SystemExit):
         run_cli(["events", "list", "--limit", "0"], capsys)
 
@@ -293,6 +297,7 @@ def test_list_with_until_not_after_since_is_refused(
 ) -> None:
     """``--since 1h --until 2h`` (both count back from now) matched nothing and printed
     ``[]`` with exit 0, which reads as 'no events'; now an error naming both."""
+    EventStore(path=events_db_path(tmp_path)).close()
     code, out, err = run_cli(
         ["events", "list", "--since", "1h", "--until", "2h", "--data-dir", str(tmp_path)], capsys
     )
