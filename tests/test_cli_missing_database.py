@@ -28,6 +28,12 @@ GATEWAY_READERS = [
     ["apps", "show", "some-app"],
     ["quota", "show", "some-app"],
     ["alerts", "list"],
+    # they name an existing application, so a missing database can only be a wrong folder
+    ["apps", "disable", "some-app"],
+    ["apps", "enable", "some-app"],
+    ["apps", "rotate-secret", "some-app"],
+    ["apps", "grant", "some-app", "--api", "fence"],
+    ["quota", "add", "some-app", "--api", "fence", "--tier", "100k"],
 ]
 EVENTS_READERS = [
     ["events", "list"],

@@ -7,12 +7,13 @@ data directory chosen by ``--data-dir DIR``, else ``data_dir`` of ``--config FIL
 WAL locking). Output is JSON on stdout (UTF-8, names as written). A failure prints one
 line ``error <code>: <cause>`` on stderr and exits with status 2.
 
-The commands that write (``apps create``, ``disable``, ``enable``, ``rotate-secret``,
-``grant``, ``quota add``) open the database as the gateway does, creating it when it is
-missing (``apps create`` is the first-run step). The read-only ones (``apps list``, ``apps show``,
-``quota show``, ``alerts list``) refuse a data directory without it (``error 5002: no
-gateway database at '...'``, naming the option to check) and create nothing: an empty
-answer from a mistyped ``--data-dir`` would read as "no applications".
+``apps create`` opens the database as the gateway does, creating it when it is missing
+(the first-run step). Every other command reads or names an existing application
+(``apps list|show|disable|enable|rotate-secret|grant``, ``quota add|show``, ``alerts
+list``), so it refuses a data directory without the database (``error 5002: no gateway
+database at '...'``, naming the option to check) and creates nothing: an empty answer from
+a mistyped ``--data-dir`` would read as "no applications", and a write would leave a stray
+empty database behind its "no application named ..." error.
 
 Each leaf parser sets ``func``: ``(argparse.Namespace) -> int`` (the exit status).
 """
@@ -73,8 +74,9 @@ def _print(obj: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Store:
-    """The store; for a read-only command (``args.creates`` false) only an existing file,
-    so that a mistyped data directory is an error, not an empty answer and a stray file."""
+    """The store; for a command that reads or names an existing application
+    (``args.creates`` false: all but ``apps create``) only an existing file, so that a
+    mistyped data directory is an error, not an empty answer and a stray file."""
     path = db_path(resolve_data_dir(args))
     if not args.creates:
         cause = missing_database(args, path, "gateway")
@@ -261,15 +263,21 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument("--show-secret", action="store_true", help="include the AppSecret")
-    p = leaf(asub, "disable", "disable an application (its calls get 4010)", _apps_disable)
-    p.add_argument("app", metavar="APP", help="name or AppKey")
-    p = leaf(asub, "enable", "re-enable a disabled application", _apps_enable)
-    p.add_argument("app", metavar="APP", help="name or AppKey")
     p = leaf(
-        asub, "rotate-secret", "issue a new AppSecret (the old one stops working)", _apps_rotate
+        asub, "disable", "disable an application (its calls get 4010)", _apps_disable, creates=False
     )
     p.add_argument("app", metavar="APP", help="name or AppKey")
-    p = leaf(asub, "grant", "grant more APIs to an application", _apps_grant)
+    p = leaf(asub, "enable", "re-enable a disabled application", _apps_enable, creates=False)
+    p.add_argument("app", metavar="APP", help="name or AppKey")
+    p = leaf(
+        asub,
+        "rotate-secret",
+        "issue a new AppSecret (the old one stops working)",
+        _apps_rotate,
+        creates=False,
+    )
+    p.add_argument("app", metavar="APP", help="name or AppKey")
+    p = leaf(asub, "grant", "grant more APIs to an application", _apps_grant, creates=False)
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument(
         "--api", required=True, metavar="APIS", help=f"comma-separated: {','.join(APIS)}"
@@ -277,7 +285,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
     quota = subparsers.add_parser("quota", help="resource packages (calls per API per year)")
     qsub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
-    p = leaf(qsub, "add", "add a resource package (valid one year from its start)", _quota_add)
+    p = leaf(
+        qsub,
+        "add",
+        "add a resource package (valid one year from its start)",
+        _quota_add,
+        creates=False,
+    )
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument("--api", required=True, choices=APIS)
     p.add_argument("--tier", required=True, choices=TIERS, help="calls per year")
