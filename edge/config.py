@@ -983,6 +983,17 @@ class StorageConfig(BaseModel):
     ``snapshot_max_mb``; a background pass runs every ``sweep_interval_s``. Events older
     than ``events_retention_days`` are deleted hourly.
 
+    ``events_max_mb``: a size bound on the events database, in the same hourly pass:
+    while its live data (SQLite pages in use, acknowledgements included) is over the
+    bound, the oldest events go, down to 90 % of it, with a WARNING naming how many and
+    the oldest kept. The freed pages are reused by later events, so the file stops growing
+    at about the bound plus an hour's events (plus its ``-wal``, a few MiB); it does not
+    shrink. The default (1024 MiB) holds 1.5-2 million events (500-700 bytes each, indexes
+    included), over 100 days of a busy site (4 cameras, ~13 000 events a day), so the
+    90-day retention decides there and the bound only stops a flood (a camera with a
+    steady false positive) from filling a small card. ``null`` or ``0``: no size bound;
+    otherwise at least 1.
+
     ``min_free_mb``: the gateway checks the free space of the filesystem holding
     ``data_dir`` (events, outbox, alert state, snapshots by default) every minute,
     shows it on ``/metrics`` (``safety_edge_data_free_bytes``) and ``/healthz``, and
@@ -1014,6 +1025,13 @@ class StorageConfig(BaseModel):
     events_retention_days: float | None = Field(
         default=90.0, gt=0.0, description="rows of the events table; null: kept forever"
     )
+    events_max_mb: float | None = Field(
+        default=1024.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="the oldest events are deleted (hourly, down to 90 %) while the events "
+        "database holds more (MiB, >= 1); null or 0: no size bound",
+    )
     min_free_mb: float = Field(
         default=500.0,
         ge=0.0,
@@ -1025,6 +1043,22 @@ class StorageConfig(BaseModel):
         description="secret key for keyed (HMAC-SHA256) event chain links; env "
         "SAFETY_EDGE_EVENTS_KEY overrides; null: plain SHA-256 links",
     )
+
+    @field_validator("events_max_mb")
+    @classmethod
+    def _events_max_mb(cls, v: float | None) -> float | None:
+        if v is not None and 0.0 < v < 1.0:
+            raise ValueError(
+                "must be at least 1 (MiB; the empty database alone takes about 0.1), "
+                "or 0 or null for no size bound"
+            )
+        return v
+
+    def events_max_bytes(self) -> int | None:
+        """``events_max_mb`` in bytes; ``None``: no size bound (``null`` or ``0``)."""
+        if not self.events_max_mb:
+            return None
+        return int(self.events_max_mb * 1024 * 1024)
 
     def events_key(self) -> ChainKey | None:
         """The events chain key: ``SAFETY_EDGE_EVENTS_KEY`` first, then

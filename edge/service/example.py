@@ -145,6 +145,7 @@ storage:
   snapshot_max_mb: 2048         # oldest snapshots go first beyond this
   jpeg_quality: 85
   events_retention_days: 90     # rows of the events table
+  events_max_mb: 1024           # and the oldest go while the table holds more; 0: no bound
   min_free_mb: 500              # disk_low alert under this much free space on the
                                 # data_dir filesystem (checked every minute); 0: off
   # events_key_file: /etc/safety-edge/events.key  # keyed chain (HMAC); outside data_dir

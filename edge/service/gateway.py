@@ -81,6 +81,14 @@ due, checks free disk space every minute, prunes old events hourly, and returns 
 a pipeline or the API died or stalled (so ``Restart=always`` restarts the service), 0
 when asked to stop.
 
+Event pruning (hourly, and at the first tick; :func:`edge.stream.retention.prune_events`):
+events older than ``storage.events_retention_days``, then, while the events database
+holds more live data than ``storage.events_max_mb``, the oldest events down to 90 % of
+it (a WARNING each time; the freed pages are reused, so the file stops growing); with
+them their acknowledgements. Counted in ``safety_edge_events_pruned_total{reason}``
+(``age`` / ``size``); the database's size at the last pass is
+``safety_edge_events_db_bytes`` / ``safety_edge_events_db_live_bytes``.
+
 Stalls: a thread that is alive but stuck (a source read blocked inside the backend, a
 deadlock, a ``session.run`` that never returns) would keep a liveness check happy
 forever. Each pipeline therefore keeps a progress heartbeat, for its loop and for its
@@ -132,9 +140,11 @@ from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
 from edge.service.tasks import build_task_spec, build_zone_rules
+from edge.stream import retention
 from edge.stream.acks import AckStore
-from edge.stream.events import EventStore, ZoneEvent, events_db_path
+from edge.stream.events import DbSize, EventStore, ZoneEvent, events_db_path
 from edge.stream.pipeline import CameraPipeline, TaskRunner
+from edge.stream.retention import PruneReport
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec, source_kind
 from edge.stream.zones import ZoneMonitor
@@ -296,6 +306,9 @@ class GatewayService:
         self._disk_low = False  # under the floor (with the resolve margin)
         self._disk_alerted = False  # disk_low active (queued, or remembered from before)
         self._disk_error: str | None = None  # the last check's OSError, logged once
+        self._prune_lock = threading.Lock()  # _pruned, _events_size
+        self._pruned = {"age": 0, "size": 0}  # events deleted by prune_events(), by reason
+        self._events_size: DbSize | None = None  # the events database at the last prune
         self._started_at = time.monotonic()
         self._started = False
         self._stopped = False
@@ -887,23 +900,34 @@ class GatewayService:
                 self.check_disk()
             if now - last_prune >= _PRUNE_EVERY_S:
                 last_prune = now
-                self._prune_events()
+                self.prune_events()
             stop_event.wait(tick)
         return 0
 
-    def _prune_events(self) -> None:
-        days = self.config.storage.events_retention_days
-        if days is None or self.store is None:
-            return
-        before = time.time_ns() // 1_000_000 - int(days * 86_400_000)
+    def prune_events(self) -> PruneReport | None:
+        """One pruning pass (the run loop's hourly one): by ``storage.events_retention_days``,
+        then by ``storage.events_max_mb`` (:func:`edge.stream.retention.prune_events`);
+        counted in the metrics. ``None`` before :meth:`start` or when it failed (logged
+        as an ERROR; the next pass tries again)."""
+        st = self.config.storage
+        if self.store is None:
+            return None
+        days = st.events_retention_days
+        before = None if days is None else time.time_ns() // 1_000_000 - int(days * 86_400_000)
         try:
-            n = self.store.prune(before_ms=before)
-            if n:
-                log.info("pruned %d events older than %g days", n, days)
-            if self.acks is not None:
-                self.acks.prune(before_ms=before)
+            report = retention.prune_events(
+                self.store, self.acks, before_ms=before, max_bytes=st.events_max_bytes()
+            )
         except EdgeError as exc:
             log.error("event pruning failed: %s", exc)
+            return None
+        if report.by_age:
+            log.info("pruned %d events older than %g days", report.by_age, days)
+        with self._prune_lock:
+            self._pruned["age"] += report.by_age
+            self._pruned["size"] += report.by_size
+            self._events_size = report.size
+        return report
 
     # -- health and metrics --------------------------------------------------------------
     def camera_metrics(self) -> list[dict[str, Any]]:
@@ -999,12 +1023,20 @@ class GatewayService:
         }
         pub = self.publisher.metrics() if self.publisher is not None else None
         api_age = self._api.loop_age(time.monotonic()) if self._api is not None else None
+        with self._prune_lock:
+            size = self._events_size
+            events_db: dict[str, int] | None = None
+            if self.store is not None:
+                events_db = {f"pruned_{k}": v for k, v in self._pruned.items()}
+                if size is not None:
+                    events_db.update(file_bytes=size.file_bytes, live_bytes=size.live_bytes)
         return prometheus_text(
             self.camera_metrics(),
             tasks_up=tasks_up,
             publisher=pub,
             api_loop_age_s=api_age,
             disk=self._disk,
+            events_db=events_db,
         )
 
     # -- stop --------------------------------------------------------------------------

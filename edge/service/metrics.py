@@ -29,6 +29,12 @@ Series (labels in braces; times in seconds, as Prometheus wants):
   and ``safety_edge_data_free_low`` 1 while free space is low (``disk_low``; from the
   gateway's minutely check; absent before the first or while it cannot be read);
 - ``safety_edge_snapshots_*`` saved, failures, deleted, bytes;
+- ``safety_edge_events_pruned_total{reason}`` events deleted from the events database
+  by the gateway's hourly prune: ``age`` (``storage.events_retention_days``) or ``size``
+  (``storage.events_max_mb``; a rising count means the bound, not the retention, decides
+  how far back events go); ``safety_edge_events_db_bytes`` /
+  ``safety_edge_events_db_live_bytes`` the database file's size and the part in use
+  (free pages are reused) at the last prune (absent before the first);
 - ``safety_edge_task_up{camera,task}`` 0 when the task's model is unavailable;
 - the publisher's series prefixed ``safety_edge_`` (``safety_edge_mqtt_outbox_rows`` is
   the outbox depth, ``safety_edge_mqtt_connected``, ...).
@@ -82,6 +88,7 @@ def prometheus_text(
     publisher: Mapping[str, float] | None = None,
     api_loop_age_s: float | None = None,
     disk: Mapping[str, Any] | None = None,
+    events_db: Mapping[str, int] | None = None,
 ) -> str:
     """Prometheus text exposition (ends with a newline).
 
@@ -94,6 +101,10 @@ def prometheus_text(
         disk: the data folder's last free-space reading (``free_bytes``, ``size_bytes``,
             ``low``; :meth:`~edge.service.gateway.GatewayService.check_disk`; ``None``:
             none yet).
+        events_db: the gateway's event pruning: ``pruned_age``, ``pruned_size`` (events
+            deleted since the start) and, after the first pass, ``file_bytes``,
+            ``live_bytes`` (:class:`edge.stream.events.DbSize`); ``None``: no events
+            database.
     """
     o = _Out()
     for m in cameras:
@@ -235,6 +246,18 @@ def prometheus_text(
         ):
             o.head(name, "gauge", text)
             o.add(name, "", int(value))
+    if events_db is not None:
+        name = "safety_edge_events_pruned_total"
+        o.head(name, "counter", "Events deleted by the hourly prune, by reason (age, size).")
+        for reason in ("age", "size"):
+            o.add(name, _labels(reason=reason), int(events_db[f"pruned_{reason}"]))
+        for key, name, text in (
+            ("file_bytes", "safety_edge_events_db_bytes", "Events database file size"),
+            ("live_bytes", "safety_edge_events_db_live_bytes", "Events database pages in use"),
+        ):
+            if key in events_db:
+                o.head(name, "gauge", f"{text} (bytes, at the last prune).")
+                o.add(name, "", int(events_db[key]))
     o.head("safety_edge_task_up", "gauge", "1 when the camera task runs (its model loaded).")
     for (cam, task), up in sorted(tasks_up.items()):
         o.add("safety_edge_task_up", _labels(camera=cam, task=task), 1 if up else 0)

@@ -11,9 +11,10 @@ is only in this table (not attested by the chain).
 
 Rows are written once (the first acknowledgement wins; later ones read it back) and
 pruned with the events (by their own time; one stamped in the future goes with its
-incident's events, :meth:`AckStore.prune`). The table is created on open (``CREATE TABLE
-IF NOT EXISTS``, its own version in the ``event_acks_meta`` row), independent of the events
-table's numbered migrations.
+incident's events, :meth:`AckStore.prune`; after a prune by the size bound, every one
+whose incident's events have gone, :meth:`AckStore.prune_detached`). The table is created
+on open (``CREATE TABLE IF NOT EXISTS``, its own version in the ``event_acks_meta`` row),
+independent of the events table's numbered migrations.
 
 Durability: WAL with ``synchronous=FULL``, set explicitly (not left to the SQLite build's
 default, which may be ``NORMAL``): :meth:`AckStore.record` returns once the acknowledgement
@@ -311,6 +312,35 @@ class AckStore(Closing):
                 gone,
             )
         return n + gone
+
+    def prune_detached(self) -> int:
+        """Delete the acknowledgements whose incident has left the events table: neither
+        its ``start`` event nor the event its command named is stored any more; returns
+        how many. The rule :meth:`prune` applies to those stamped in the future, here for
+        every one, whatever its time: call it after
+        :meth:`EventStore.prune_to_size <edge.stream.events.EventStore.prune_to_size>`
+        (the size bound deletes events before their retention, so the time rule would keep
+        their acknowledgements too long). Without an events table it deletes nothing.
+
+        Raises:
+            EventStoreError: locked past the busy timeout, full or broken.
+        """
+        with self._lock:
+            db = self._db()
+            try:
+                with db:
+                    if not _has_events_table(db):
+                        return 0
+                    return int(
+                        db.execute(
+                            f"DELETE FROM {ACKS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM events "
+                            f"WHERE events.event_id = {ACKS_TABLE}.incident_id) "
+                            f"AND NOT EXISTS (SELECT 1 FROM events "
+                            f"WHERE events.event_id = {ACKS_TABLE}.event_id)"
+                        ).rowcount
+                    )
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot prune acknowledgements: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -7,6 +7,15 @@ by ``--data-dir DIR``, else ``data_dir`` of ``--config FILE``, else
 the gateway runs (SQLite WAL). Output is JSON on stdout. A failure prints one line
 ``error <code>: <cause>`` on stderr and exits with status 2.
 
+``events prune --older-than T`` deletes the events older than ``T`` (as the gateway's
+``storage.events_retention_days``); ``--max-mb N`` then deletes the oldest events while
+the database holds more than ``N`` MiB of live data, down to 90 % of it (as
+``storage.events_max_mb``; :mod:`edge.stream.retention`); at least one is needed. Both
+delete a prefix of the chain with the acknowledgements that go with it, and print
+``{"deleted": N}`` (with ``--max-mb`` also ``by_age``, ``by_size``, ``db_bytes`` and
+``live_bytes``, the file's size and the part in use; the file does not shrink, its
+free pages are reused).
+
 ``events list`` refuses an ``--until`` that is not after ``--since``; ``events prune``
 refuses an ``--older-than`` in the future (it would delete every event). Every ``events``
 command refuses a missing database file (``error 5002: no events database at '...'``,
@@ -41,6 +50,7 @@ Examples::
     safety-edge events list --since 1h --camera gate
     safety-edge events list --since 2024-06-01T08:00 --until 2024-06-01T12:00 --type start
     safety-edge events prune --older-than 30d
+    safety-edge events prune --max-mb 512
     safety-edge events verify --data-dir /var/lib/safety-edge
     safety-edge events verify --data-dir /var/lib/safety-edge --key-file /etc/safety-edge/events.key
     safety-edge events rotate-key --db /var/lib/safety-edge/events.sqlite3 \
@@ -74,8 +84,11 @@ from edge.stream.events import (
     parse_time,
 )
 from edge.stream.evidence import RotationCheck, rotate_chain_key, verify_evidence
+from edge.stream.retention import prune_events
 
 __all__ = ["add_subcommands"]
+
+_MIB = 1024 * 1024
 
 
 def _data_dir_args(p: argparse.ArgumentParser) -> None:
@@ -148,18 +161,36 @@ def _incident(e: ZoneEvent) -> str:
 
 
 def _prune(args: argparse.Namespace) -> None:
+    if args.older_than is None and args.max_mb is None:
+        raise ConfigError("give --older-than, --max-mb or both. Nothing was deleted")
     before = _time_arg(args.older_than, "--older-than")
-    assert before is not None
-    if before > time.time_ns() // 1_000_000:
+    if before is not None and before > time.time_ns() // 1_000_000:
         raise ConfigError(
             f"--older-than {args.older_than} is in the future: it would delete every event. "
             "Nothing was deleted"
         )
-    with _open(args) as store:
-        n = store.prune(before_ms=before)
-        with AckStore(path=store.path) as acks:
-            acks.prune(before_ms=before)
-    sys.stdout.write(json.dumps({"deleted": n}) + "\n")
+    max_bytes = None if args.max_mb is None else int(args.max_mb * _MIB)
+    with _open(args) as store, AckStore(path=store.path) as acks:
+        report = prune_events(store, acks, before_ms=before, max_bytes=max_bytes)
+    out: dict[str, int] = {"deleted": report.deleted}
+    if max_bytes is not None:
+        out.update(
+            by_age=report.by_age,
+            by_size=report.by_size,
+            db_bytes=report.size.file_bytes,
+            live_bytes=report.size.live_bytes,
+        )
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def _max_mb(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1.0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError("must be at least 1 (MiB)")
+    return v
 
 
 def _snapshot_root(args: argparse.Namespace, data_dir: Path) -> Path | None:
@@ -408,8 +439,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     _data_dir_args(p)
     p.set_defaults(func=_run, handler=_list)
 
-    p = sub.add_parser("prune", help="delete events older than a time")
-    p.add_argument("--older-than", required=True, help="e.g. 30d, or an ISO date-time")
+    p = sub.add_parser(
+        "prune", help="delete events older than a time, or the oldest over a size bound"
+    )
+    p.add_argument("--older-than", help="e.g. 30d, or an ISO date-time")
+    p.add_argument(
+        "--max-mb",
+        type=_max_mb,
+        metavar="MIB",
+        help="then delete the oldest events while the database holds more than this "
+        "(MiB of live data), down to 90 %% of it",
+    )
     _data_dir_args(p)
     p.set_defaults(func=_run, handler=_prune)
 

@@ -2,7 +2,9 @@
 
 One SQLite file in the data directory (:func:`events_db_path`), WAL mode, so the command
 line (``safety-edge events list``) and the API can read while the pipeline writes. Rows
-are never updated; :meth:`EventStore.prune` deletes old ones. The MQTT outbox is a
+are never updated; :meth:`EventStore.prune` deletes old ones (the retention), and
+:meth:`EventStore.prune_to_size` the oldest while the data is over a size bound (the
+freed pages are reused, so the file stops growing; see there). The MQTT outbox is a
 separate table owned by :mod:`edge.mqtt.outbox`: this one is a log, not a queue.
 
 The rows form a SHA-256 hash chain (``seq``, ``prev_hash``, ``hash`` columns; the
@@ -67,10 +69,14 @@ from edge.stream.evidence import (
 __all__ = [
     "EVENTS_DB_FILENAME",
     "FUTURE_TOLERANCE_MS",
+    "SIZE_PRUNE_BATCH",
+    "SIZE_PRUNE_TO",
     "AttributeValue",
+    "DbSize",
     "EventStore",
     "EventStoreError",
     "EventType",
+    "SizePrune",
     "ZoneEvent",
     "event_to_dict",
     "events_db_path",
@@ -87,6 +93,16 @@ FUTURE_TOLERANCE_MS = 86_400_000
 written with a right clock; beyond it, :meth:`EventStore.prune` no longer lets the row hold
 back the rows stored after it (and :meth:`edge.stream.acks.AckStore.prune` treats an
 acknowledgement alike)."""
+
+SIZE_PRUNE_TO = 0.9
+""":meth:`EventStore.prune_to_size` deletes down to this fraction of the bound (hysteresis:
+a prune frees a tenth of the bound at once, not one hour's events every hour)."""
+
+SIZE_PRUNE_BATCH = 5000
+"""The most rows :meth:`EventStore.prune_to_size` deletes in one transaction (~3.5 MiB of
+events; appends wait for one batch at most)."""
+
+_MIB = 1024 * 1024
 
 EventType = Literal["start", "update", "end", "crossing"]
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
@@ -305,6 +321,48 @@ class _KeyedHead:
     stored_mac: str | None
     authentic: bool
     switch_on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DbSize:
+    """The events database's pages (SQLite ``PRAGMA page_size``, ``page_count``,
+    ``freelist_count``, as committed, WAL included).
+
+    ``file_bytes`` (``page_count * page_size``) is the size of the main file (the ``-wal``
+    file comes on top, a few MiB); ``live_bytes`` (``(page_count - freelist_count) *
+    page_size``) is what the tables and indexes use; the difference is free pages that
+    later writes reuse before the file grows."""
+
+    page_size: int
+    page_count: int
+    freelist_count: int
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of the main database file."""
+        return self.page_count * self.page_size
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of the pages in use (not on the freelist)."""
+        return (self.page_count - self.freelist_count) * self.page_size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SizePrune:
+    """What :meth:`EventStore.prune_to_size` did.
+
+    Attributes:
+        deleted: events deleted (the oldest, a prefix of the chain).
+        before, after: the database's pages before and after.
+        oldest_kept_ms: ``time_ms`` of the first row left in chain order (``None``: no
+            row left).
+    """
+
+    deleted: int
+    before: DbSize
+    after: DbSize
+    oldest_kept_ms: int | None
 
 
 class EventStoreError(EdgeError):
@@ -825,12 +883,113 @@ class EventStore(Closing):
             future = (int(count), int(furthest), int(gone))
         if last is None:
             return 0, future
-        n = int(db.execute("DELETE FROM events WHERE seq <= ?", (last[0],)).rowcount)
-        db.execute(
-            "UPDATE events_chain SET anchor_seq = ?, anchor_hash = ?, pruned = pruned + ?",
-            (last[0], last[1], n),
-        )
-        return n, future
+        return _delete_through(db, int(last[0]), str(last[1])), future
+
+    # -- size bound ----------------------------------------------------------------
+    def db_size(self) -> DbSize:
+        """The database's pages now (:class:`DbSize`: file and live bytes).
+
+        Raises:
+            EventStoreError: the database cannot be read.
+        """
+        with self._lock:
+            db = self._db()
+            try:
+                return _db_size(db)
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read the size of {self.path}: {exc}") from exc
+
+    def prune_to_size(self, *, max_bytes: int, batch_rows: int = SIZE_PRUNE_BATCH) -> SizePrune:
+        """Delete the oldest events, a prefix of the chain, while the database holds more
+        than ``max_bytes`` of live pages, down to :data:`SIZE_PRUNE_TO` of it; returns what
+        was done.
+
+        *Live* bytes are ``(page_count - freelist_count) * page_size``
+        (:attr:`DbSize.live_bytes`): the pages the tables and indexes use. SQLite does not
+        shrink the file on ``DELETE`` (this store sets no ``auto_vacuum``, and a ``VACUUM``
+        needs the file's size again in free space and blocks every writer); the freed pages
+        go to the freelist and later inserts take them before the file grows. So the file
+        stays at its high-water mark (the bound plus what is written between two prunes,
+        or the size it had already reached before a bound was set) and stops growing, while
+        live bytes fall to the target.
+
+        Rows are deleted in chain (``seq``) order whatever their time, exactly as
+        :meth:`prune` deletes its prefix: the last deleted row becomes the anchor and
+        ``safety-edge events verify`` still passes. The work is split into transactions of
+        at most ``batch_rows`` rows (the size is measured again before each), so appends
+        wait for one batch, not the whole prune, and the WAL stays small. Stops early when
+        no event is left (the rest of the file is schema, acknowledgements and free pages).
+
+        When anything was deleted, one WARNING says how many, the live size before and
+        after, and the time of the oldest event kept: the size bound, not the retention,
+        decided how far back the table now reaches.
+
+        Args:
+            max_bytes: the bound on live bytes (> 0).
+            batch_rows: the most rows deleted per transaction (>= 1).
+
+        Raises:
+            ValueError: ``max_bytes`` or ``batch_rows`` out of range.
+            EventStoreError: locked past the busy timeout, full, or broken.
+        """
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be >= 1")
+        target = int(max_bytes * SIZE_PRUNE_TO)
+        before = self.db_size()
+        deleted = 0
+        if before.live_bytes > max_bytes:
+            while True:
+                n = self._write("prune", lambda db: self._prune_size_batch(db, target, batch_rows))
+                if n == 0:
+                    break
+                deleted += n
+        with self._lock:
+            db = self._db()
+            try:
+                after = _db_size(db)
+                row = db.execute("SELECT time_ms FROM events ORDER BY seq LIMIT 1").fetchone()
+            except sqlite3.Error as exc:
+                raise EventStoreError(f"cannot read the size of {self.path}: {exc}") from exc
+        oldest = None if row is None else int(row[0])
+        if deleted:
+            log.warning(
+                "events %s: %.1f MiB of live data was over the size bound of %.1f MiB "
+                "(storage.events_max_mb): deleted the oldest %d events, down to %.1f MiB; "
+                "the oldest event kept is from %s. The size bound, not "
+                "events_retention_days, now decides how far back events go: find what "
+                "raises so many events, or raise the bound if the disk has room",
+                self.path,
+                before.live_bytes / _MIB,
+                max_bytes / _MIB,
+                deleted,
+                after.live_bytes / _MIB,
+                "(none left)" if oldest is None else _iso(oldest),
+            )
+        return SizePrune(deleted=deleted, before=before, after=after, oldest_kept_ms=oldest)
+
+    @staticmethod
+    def _prune_size_batch(db: sqlite3.Connection, target: int, batch_rows: int) -> int:
+        """One batch of :meth:`prune_to_size` inside the caller's write transaction: 0 when
+        live bytes are at most ``target`` or no event is left, else delete the oldest rows
+        (about as many as the average row size says bring it to ``target``, at most
+        ``batch_rows``, at least one) and return how many."""
+        live = _db_size(db).live_bytes
+        if live <= target:
+            return 0
+        anchor, head = db.execute("SELECT anchor_seq, head_seq FROM events_chain").fetchone()
+        rows = max(int(head) - int(anchor), 1)  # seq is contiguous after the anchor
+        per_row = max(live // rows, 1)
+        n = min(max(-(-(live - target) // per_row), 1), batch_rows)
+        last = db.execute(
+            "SELECT seq, hash FROM events ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)
+        ).fetchone()
+        if last is None:  # fewer rows than n: all of them
+            last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is None:
+            return 0
+        return _delete_through(db, int(last[0]), str(last[1]))
 
     # -- reading -------------------------------------------------------------------
     def list_events(
@@ -929,6 +1088,28 @@ def event_to_dict(event: ZoneEvent) -> dict[str, Any]:
         .replace("+00:00", "Z")
     )
     return d
+
+
+def _db_size(db: sqlite3.Connection) -> DbSize:
+    def pragma(name: str) -> int:
+        return int(db.execute(f"PRAGMA {name}").fetchone()[0])
+
+    return DbSize(
+        page_size=pragma("page_size"),
+        page_count=pragma("page_count"),
+        freelist_count=pragma("freelist_count"),
+    )
+
+
+def _delete_through(db: sqlite3.Connection, seq: int, hash_: str) -> int:
+    """Delete the rows up to ``seq`` (a prefix of the chain) inside the caller's write
+    transaction and make row ``seq`` (hash ``hash_``) the anchor; returns how many."""
+    n = int(db.execute("DELETE FROM events WHERE seq <= ?", (seq,)).rowcount)
+    db.execute(
+        "UPDATE events_chain SET anchor_seq = ?, anchor_hash = ?, pruned = pruned + ?",
+        (seq, hash_, n),
+    )
+    return n
 
 
 def _iso(ms: int) -> str:
