@@ -31,7 +31,7 @@ from typing import Any
 from edge.api.store import APIS, TIERS, AppError, AppRecord, Store, StoreError, db_path
 from edge.errors import EdgeError
 
-__all__ = ["DATA_DIR_ENV", "add_subcommands", "missing_database", "resolve_data_dir"]
+__all__ = ["DATA_DIR_ENV", "add_subcommands", "limit_arg", "missing_database", "resolve_data_dir"]
 
 DATA_DIR_ENV = "SAFETY_EDGE_DATA_DIR"
 
@@ -209,8 +209,9 @@ def _alerts_list(store: Store, args: argparse.Namespace) -> None:
     _print([a.to_dict() for a in store.list_alerts(active=active, limit=args.limit)])
 
 
-def _limit(text: str) -> int:
-    """``alerts list --limit``: 1..100000, as ``events list`` (SQLite reads -1 as no limit)."""
+def limit_arg(text: str) -> int:
+    """argparse type of ``alerts list --limit`` and ``events list --limit``: 1..100000
+    (SQLite reads -1 as no limit, and 0 would answer nothing)."""
     try:
         v = int(text)
     except ValueError:
@@ -312,4 +313,4 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     state = p.add_mutually_exclusive_group()
     state.add_argument("--active", action="store_true", help="open alerts only")
     state.add_argument("--resolved", action="store_true", help="resolved alerts only")
-    p.add_argument("--limit", type=_limit, default=100, help="at most this many (1..100000)")
+    p.add_argument("--limit", type=limit_arg, default=100, help="at most this many (1..100000)")

@@ -411,19 +411,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _limit(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= v <= 100_000:
-        raise argparse.ArgumentTypeError("must be in 1..100000")
-    return v
-
-
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``events list``, ``events prune``, ``events verify`` and
     ``events rotate-key``; each leaf sets ``func`` -> exit status."""
+    from edge.api.commands import limit_arg
+
     events = subparsers.add_parser("events", help="zone events recorded by the pipeline")
     sub = events.add_subparsers(dest="events_command", required=True)
 
@@ -434,7 +426,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--task")
     p.add_argument("--zone")
     p.add_argument("--type", choices=("start", "update", "end", "crossing"))
-    p.add_argument("--limit", type=_limit, default=100, help="at most this many (default 100)")
+    p.add_argument("--limit", type=limit_arg, default=100, help="at most this many (default 100)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     _data_dir_args(p)
     p.set_defaults(func=_run, handler=_list)
