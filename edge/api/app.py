@@ -931,6 +931,11 @@ class Gateway:
         """The admin token in force (``None``: console off, also for the placeholder)."""
         return self._admin_token
 
+    @property
+    def admin_token_refused(self) -> str:
+        """Why a configured admin token was refused (the documented placeholder), else ``""``."""
+        return self._admin_token_refused
+
     def check_admin(self, request: Request) -> Response | None:
         """None when the request carries the admin token; else the 401/403/429 answer.
 

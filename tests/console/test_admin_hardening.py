@@ -207,7 +207,9 @@ def test_the_placeholder_token_is_refused_and_a_short_one_warned_about(tmp_path:
     with start_server(tmp_path / "p", api={"admin_token": "change-me"}) as s:
         r = _bearer(s.http, s, "change-me")
         assert r.status_code == 403 and "placeholder" in r.json()["details"]
-        assert s.http.get(f"{s.base_url}/console/login").status_code == 403  # console off
+        page = s.http.get(f"{s.base_url}/console/login")  # console off, and it says why
+        assert page.status_code == 403 and "placeholder" in page.text, page.text
+        assert "no admin token is set" not in page.text
         assert "placeholder" in s.log()
         assert s.health()  # the gateway itself runs
     with start_server(tmp_path / "w", api={"admin_token": "short-admin"}) as s:

@@ -264,7 +264,15 @@ def _session(state: ConsoleState, request: Request) -> Session:
     """The request's session, or :class:`_Denied` (login redirect for pages, 401 else)."""
     if state.admin_token is None:
         raise _Denied(
-            state.render("login.html", None, status=403, disabled=True, error="", next="")
+            state.render(
+                "login.html",
+                None,
+                status=403,
+                disabled=True,
+                refused=state.gateway.admin_token_refused,
+                error="",
+                next="",
+            )
         )
     s = state.sessions.get(request.cookies.get(SESSION_COOKIE))
     if s is not None:
@@ -525,7 +533,15 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
     async def login_page(request: Request) -> Response:
         nxt = _safe_next(request.query_params.get("next", ""))
         if state.admin_token is None:
-            return state.render("login.html", None, status=403, disabled=True, error="", next=nxt)
+            return state.render(
+                "login.html",
+                None,
+                status=403,
+                disabled=True,
+                refused=state.gateway.admin_token_refused,
+                error="",
+                next=nxt,
+            )
         token = _new_login_token()
         resp = state.render("login.html", None, disabled=False, error="", next=nxt, login=token)
         _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
@@ -534,7 +550,15 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
     @route("/login", ["POST"])
     async def login(request: Request) -> Response:
         if state.admin_token is None:
-            return state.render("login.html", None, status=403, disabled=True, error="", next="")
+            return state.render(
+                "login.html",
+                None,
+                status=403,
+                disabled=True,
+                refused=state.gateway.admin_token_refused,
+                error="",
+                next="",
+            )
         _check_origin(request)
         client = _client(request)
         wait = state.throttle.blocked(client)
