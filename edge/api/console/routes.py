@@ -214,6 +214,19 @@ class ConsoleState:
             self._editor_backend = backend
         return self._editor
 
+    def console_off(self, next_: str = "") -> Response:
+        """The login page saying the console is off (403): no admin token, or the
+        placeholder refused (the page names why)."""
+        return self.render(
+            "login.html",
+            None,
+            status=403,
+            disabled=True,
+            refused=self.gateway.admin_token_refused,
+            error="",
+            next=next_,
+        )
+
     def render(
         self,
         template: str,
@@ -263,17 +276,7 @@ def _wants_json(request: Request) -> bool:
 def _session(state: ConsoleState, request: Request) -> Session:
     """The request's session, or :class:`_Denied` (login redirect for pages, 401 else)."""
     if state.admin_token is None:
-        raise _Denied(
-            state.render(
-                "login.html",
-                None,
-                status=403,
-                disabled=True,
-                refused=state.gateway.admin_token_refused,
-                error="",
-                next="",
-            )
-        )
+        raise _Denied(state.console_off())
     s = state.sessions.get(request.cookies.get(SESSION_COOKIE))
     if s is not None:
         return s
@@ -533,15 +536,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
     async def login_page(request: Request) -> Response:
         nxt = _safe_next(request.query_params.get("next", ""))
         if state.admin_token is None:
-            return state.render(
-                "login.html",
-                None,
-                status=403,
-                disabled=True,
-                refused=state.gateway.admin_token_refused,
-                error="",
-                next=nxt,
-            )
+            return state.console_off(nxt)
         token = _new_login_token()
         resp = state.render("login.html", None, disabled=False, error="", next=nxt, login=token)
         _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
@@ -550,15 +545,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
     @route("/login", ["POST"])
     async def login(request: Request) -> Response:
         if state.admin_token is None:
-            return state.render(
-                "login.html",
-                None,
-                status=403,
-                disabled=True,
-                refused=state.gateway.admin_token_refused,
-                error="",
-                next="",
-            )
+            return state.console_off()
         _check_origin(request)
         client = _client(request)
         wait = state.throttle.blocked(client)
