@@ -62,6 +62,12 @@ _DDL = (
     f"INSERT OR IGNORE INTO {ACKS_TABLE}_meta (id, version) VALUES (1, {_VERSION})",
 )
 _COLS = "incident_id, event_id, by_name, at_ms, note, request_id, camera, task, zone"
+# An acknowledgement whose incident has left the events table: neither its ``start``
+# event nor the event its command named is stored (``prune`` and ``prune_detached``).
+_DETACHED = (
+    f"NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = {ACKS_TABLE}.incident_id) "
+    f"AND NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = {ACKS_TABLE}.event_id)"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,11 +295,7 @@ class AckStore(Closing):
                     if count and _has_events_table(db):
                         gone = int(
                             db.execute(
-                                f"DELETE FROM {ACKS_TABLE} WHERE at_ms > ? "
-                                f"AND NOT EXISTS (SELECT 1 FROM events "
-                                f"WHERE events.event_id = {ACKS_TABLE}.incident_id) "
-                                f"AND NOT EXISTS (SELECT 1 FROM events "
-                                f"WHERE events.event_id = {ACKS_TABLE}.event_id)",
+                                f"DELETE FROM {ACKS_TABLE} WHERE at_ms > ? AND {_DETACHED}",
                                 (ahead,),
                             ).rowcount
                         )
@@ -331,14 +333,7 @@ class AckStore(Closing):
                 with db:
                     if not _has_events_table(db):
                         return 0
-                    return int(
-                        db.execute(
-                            f"DELETE FROM {ACKS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM events "
-                            f"WHERE events.event_id = {ACKS_TABLE}.incident_id) "
-                            f"AND NOT EXISTS (SELECT 1 FROM events "
-                            f"WHERE events.event_id = {ACKS_TABLE}.event_id)"
-                        ).rowcount
-                    )
+                    return int(db.execute(f"DELETE FROM {ACKS_TABLE} WHERE {_DETACHED}").rowcount)
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot prune acknowledgements: {exc}") from exc
 
