@@ -23,7 +23,8 @@ calls come from the event loop.
 from __future__ import annotations
 
 import threading
-from types import TracebackType
+
+from edge.closing import Closing
 
 __all__ = ["BodyBudget", "BodyLease", "BudgetFull"]
 
@@ -119,7 +120,7 @@ class BodyBudget:
                 del self._by_key[key]
 
 
-class BodyLease:
+class BodyLease(Closing):
     """One request's share of a :class:`BodyBudget`; :meth:`release` is idempotent.
 
     Use as a context manager or call :meth:`release` in a ``finally``.
@@ -153,13 +154,4 @@ class BodyLease:
             self._released = True
             self._budget._release(self._key, self.reserved)
 
-    def __enter__(self) -> BodyLease:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    close = release  # the ``with`` protocol of :class:`~edge.closing.Closing`
