@@ -131,19 +131,22 @@ def make_dirs(path: str | os.PathLike[str]) -> None:
     """
     target = Path(path)
     try:
-        os.mkdir(target)
-    except FileExistsError:
-        if target.is_dir():
-            return
-        raise
+        created = _mkdir(target)
     except FileNotFoundError:
         if target.parent == target:
             raise
         make_dirs(target.parent)
-        try:
-            os.mkdir(target)
-        except FileExistsError:
-            if target.is_dir():
-                return
-            raise
-    fsync_dir(target.parent)
+        created = _mkdir(target)
+    if created:
+        fsync_dir(target.parent)
+
+
+def _mkdir(target: Path) -> bool:
+    """``os.mkdir``; ``False`` when ``target`` is a folder already (another error raises)."""
+    try:
+        os.mkdir(target)
+    except FileExistsError:
+        if target.is_dir():
+            return False
+        raise
+    return True
