@@ -17,7 +17,8 @@ descriptors. :class:`GuardedH11Protocol` adds:
   after the answer (an early 4xxx/5000) is discarded and falls under this timer again.
 - **connection caps** (``api.max_connections`` in total, ``api.max_connections_per_client``
   per client IP address): a connection over either cap is closed as soon as it is
-  accepted (no answer: no request has been read). Refusals are logged at most once a
+  accepted (no answer: no request has been read). Refusals are logged through
+  :class:`~edge.lograte.RateLimitedLog`: the first at once, then at most one line a
   minute with their count.
 
 Headers themselves are bounded by h11's incomplete-event limit (16 KiB), so a pending
@@ -29,14 +30,13 @@ implementation: ``http="auto"`` would pick httptools where it is installed, and 
 guards would not apply.
 
 Thread-safety: one protocol instance per connection, used only on the server's event
-loop. The refusal counter is per built class (per server).
+loop. The refusal log is per built class (per server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, ClassVar
 
 from uvicorn.config import Config
@@ -44,12 +44,17 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from edge.config import ApiConfig
+from edge.lograte import RateLimitedLog
 
 __all__ = ["GuardedH11Protocol", "guarded_protocol"]
 
 log = logging.getLogger("edge.api.http")
 
 _REFUSAL_LOG_EVERY_S = 60.0
+
+
+def _refusal_log() -> RateLimitedLog:
+    return RateLimitedLog(log, interval_s=_REFUSAL_LOG_EVERY_S)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -64,8 +69,7 @@ class GuardedH11Protocol(H11Protocol):
     """Open connections in total; one more is closed when accepted."""
     max_connections_per_client: ClassVar[int] = 64
     """Open connections from one client IP address; one more is closed when accepted."""
-    _refused: ClassVar[int] = 0
-    _refused_logged_at: ClassVar[float] = float("-inf")
+    _refusals: ClassVar[RateLimitedLog] = _refusal_log()
 
     def __init__(
         self,
@@ -99,17 +103,7 @@ class GuardedH11Protocol(H11Protocol):
         return None
 
     def _refuse(self, why: str) -> None:
-        cls = type(self)
-        cls._refused += 1
-        now = time.monotonic()
-        if now - cls._refused_logged_at >= _REFUSAL_LOG_EVERY_S:
-            log.warning(
-                "refused %d connection(s) since the last report (cap reached: %s)",
-                cls._refused,
-                why,
-            )
-            cls._refused = 0
-            cls._refused_logged_at = now
+        self._refusals.hit("refused a connection (cap reached: %s)", why)
         self.transport.close()
 
     # -- header timeout -----------------------------------------------------------------
@@ -161,7 +155,6 @@ def guarded_protocol(api: ApiConfig) -> type[GuardedH11Protocol]:
         "header_timeout_s": float(api.header_timeout_s),
         "max_connections": int(api.max_connections),
         "max_connections_per_client": int(api.max_connections_per_client),
-        "_refused": 0,
-        "_refused_logged_at": float("-inf"),
+        "_refusals": _refusal_log(),
     }
     return type("GatewayH11Protocol", (GuardedH11Protocol,), attrs)
