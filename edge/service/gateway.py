@@ -724,12 +724,13 @@ class GatewayService:
             return None
         self._disk_error = None
         low = disk_is_low(usage.free, floor, was_low=self._disk_low)
+        msg = _disk_message(path, usage.free, usage.total, floor)
         if low != self._disk_low:
             self._disk_low = low
             if low:
-                log.warning("disk low: %s", _disk_message(path, usage.free, usage.total, floor))
+                log.warning("disk low: %s", msg)
             else:
-                log.info("disk space back: %s", _disk_message(path, usage.free, usage.total, floor))
+                log.info("disk space back: %s", msg)
         reading: dict[str, Any] = {
             "path": str(path),
             "free_bytes": int(usage.free),
@@ -740,7 +741,6 @@ class GatewayService:
         self._disk = reading
         if low != self._disk_alerted:  # changed, or an earlier attempt was not queued
             fields = {k: v for k, v in reading.items() if k != "low"}
-            msg = _disk_message(path, usage.free, usage.total, floor)
             if self._alert("disk_low", DISK_ALERT_KEY, low, msg, "warning", extra=fields):
                 self._disk_alerted = low
         return dict(reading)
