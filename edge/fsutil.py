@@ -23,12 +23,16 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "make_dirs", "write_atomic"]
+__all__ = ["SQLITE_SIDECARS", "fsync_dir", "make_dirs", "move_with_sidecars", "write_atomic"]
 
 log = logging.getLogger("edge.fsutil")
 
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a database ``NAME`` (``NAME-wal``, ...): a damaged database is
+moved aside with them, or SQLite would pair the old log with the new file."""
 # fsync of a folder not supported by the file system: skipped (see the module docstring).
 _DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
 
@@ -150,3 +154,18 @@ def _mkdir(target: Path) -> bool:
             return False
         raise
     return True
+
+
+def move_with_sidecars(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename the SQLite database ``src`` to ``dst``, and each of its
+    :data:`SQLITE_SIDECARS` files that exists to ``dst`` plus the same suffix (no fsync:
+    callers sync the folder once they are done).
+
+    Raises:
+        OSError: a rename failed (the ones before it stay done).
+    """
+    os.rename(src, dst)
+    for suffix in SQLITE_SIDECARS:
+        extra = f"{os.fspath(src)}{suffix}"
+        if os.path.exists(extra):
+            os.rename(extra, f"{os.fspath(dst)}{suffix}")

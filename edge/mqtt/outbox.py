@@ -86,6 +86,7 @@ from typing import Literal
 
 from edge.closing import Closing
 from edge.errors import EdgeError, QueueFullError
+from edge.fsutil import SQLITE_SIDECARS, fsync_dir, move_with_sidecars
 
 __all__ = [
     "ALERT_HEADROOM_BYTES",
@@ -119,7 +120,6 @@ _SCHEMA = 1
 _CHUNK = 500
 _INSERT = "INSERT INTO outbox (id, key, kind, topic, qos, payload, size) VALUES (?,?,?,?,?,?,?)"
 _SELECT_ALL = "SELECT id, key, kind, topic, qos, payload, size FROM outbox ORDER BY id"
-_SIDECARS = ("-wal", "-shm", "-journal")
 _MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes
 _Row = tuple[int, str, str, str, int, bytes, int]
@@ -361,7 +361,7 @@ class Outbox(Closing):
         if os.path.lexists(self.path) or not os.path.exists(salvage):
             return  # (also when the folder cannot be searched: the open reports that)
         try:
-            _move_with_sidecars(salvage, self.path)
+            move_with_sidecars(salvage, self.path)
         except OSError as exc:
             raise OutboxError(
                 f"outbox {self.path}: cannot put the copy saved by an interrupted recovery "
@@ -409,9 +409,9 @@ class Outbox(Closing):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
         try:
-            _move_with_sidecars(self.path, aside)
+            move_with_sidecars(self.path, aside)
             if salvaged:
-                _move_with_sidecars(salvage, self.path)
+                move_with_sidecars(salvage, self.path)
         except OSError as exc:
             raise OutboxError(
                 f"{damaged}; cannot move it aside to {str(aside)!r}: {exc.strerror or exc}"
@@ -872,36 +872,21 @@ def _free_name(base: Path) -> Path:
     are all free, so an earlier moved-aside file is never overwritten."""
     n = 1
     cand = base
-    while any(Path(f"{cand}{s}").exists() for s in ("", *_SIDECARS)):
+    while any(Path(f"{cand}{s}").exists() for s in ("", *SQLITE_SIDECARS)):
         n += 1
         cand = base.with_name(f"{base.name}-{n}")
     return cand
 
 
-def _move_with_sidecars(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, and each of its ``-wal``/``-shm``/``-journal`` files
-    that exists to ``dst`` plus the same suffix."""
-    src.rename(dst)
-    for suffix in _SIDECARS:
-        extra = Path(f"{src}{suffix}")
-        if extra.exists():
-            extra.rename(Path(f"{dst}{suffix}"))
-
-
 def _remove_with_sidecars(path: Path) -> None:
-    for suffix in ("", *_SIDECARS):
+    for suffix in ("", *SQLITE_SIDECARS):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (best effort: some file systems refuse)."""
+    """Make the renames in ``folder`` durable (best effort: never raises; a refusing file
+    system is skipped by :func:`edge.fsutil.fsync_dir`, other failures are logged)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        fsync_dir(folder)
     except OSError:
         log.debug("outbox: fsync of folder %s failed", folder, exc_info=True)
-    finally:
-        os.close(fd)

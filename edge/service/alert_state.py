@@ -42,6 +42,7 @@ from pathlib import Path
 
 from edge.closing import Closing
 from edge.errors import EdgeError
+from edge.fsutil import move_with_sidecars
 from edge.mqtt.schema import iso_utc, now_ms
 
 __all__ = [
@@ -68,7 +69,6 @@ _DDL = """CREATE TABLE IF NOT EXISTS active_alerts (
     PRIMARY KEY (kind, key)
 )"""
 _COLS = "kind, key, camera, task, severity, message, since_ms"
-_SIDECARS = ("-wal", "-shm", "-journal")
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes (sqlite3 names them from 3.11)
 
 
@@ -300,11 +300,7 @@ def open_active_alerts(path: str | Path) -> ActiveAlerts | None:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     try:
-        path.rename(aside)
-        for suffix in _SIDECARS:
-            extra = path.with_name(path.name + suffix)
-            if extra.exists():
-                extra.rename(aside.with_name(aside.name + suffix))
+        move_with_sidecars(path, aside)
     except OSError as exc:
         log.error(
             "%s; cannot move it aside (%s); alerts are not remembered across restarts this run",
