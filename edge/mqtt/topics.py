@@ -11,30 +11,60 @@
     {prefix}/{gateway}/cmd/reply              QoS 1, not retained: answers to commands
 
 Names that become topic levels (gateway, camera, task) are validated here: non-empty,
-at most 128 characters, none of ``/ + # $`` or NUL or whitespace, so a subscriber's
-``+`` always matches exactly one of them. Gateway ids are stricter (letters, digits,
-``_`` and ``-``) because they also serve as MQTT client id, ACL ``%u``/``%c`` and Home
-Assistant node id.
+at most 128 characters, none of ``/ + # $`` or whitespace, so a subscriber's ``+`` always
+matches exactly one of them, and no code point a broker may refuse as a malformed packet
+(mosquitto drops the connection, and a retained state topic would be sent again at every
+connect): control characters (Unicode category Cc, NUL included), format characters (Cf,
+e.g. U+200B zero width space), surrogates (Cs), private use (Co) and noncharacters
+(U+FDD0..U+FDEF, U+xFFFE and U+xFFFF). Letters of any script are fine. Gateway ids are
+stricter (letters, digits, ``_`` and ``-``) because they also serve as MQTT client id,
+ACL ``%u``/``%c`` and Home Assistant node id.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 __all__ = ["Topics", "validate_gateway_id", "validate_prefix", "validate_segment"]
 
 _GATEWAY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_FORBIDDEN = frozenset("/+#$\x00")
+_FORBIDDEN = frozenset("/+#$")
+_BAD_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "a format character",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+}
+
+
+def _why_bad(c: str) -> str | None:
+    """Why ``c`` may not appear in a topic level, or ``None`` when it may."""
+    if c in _FORBIDDEN:
+        return "an MQTT topic separator or wildcard"
+    cp = ord(c)
+    if 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
+        return "a Unicode noncharacter"
+    why = _BAD_CATEGORIES.get(unicodedata.category(c))
+    if why is None and c.isspace():
+        return "whitespace"
+    return why
 
 
 def validate_segment(name: str, what: str = "name") -> str:
-    """Return ``name`` if it is usable as one topic level, else raise ``ValueError``."""
+    """Return ``name`` if it is usable as one topic level, else raise ``ValueError``
+    naming the first character that is not allowed (see the module docstring)."""
     if not name or len(name) > 128:
         raise ValueError(f"{what} must be 1..128 characters, got {name!r}")
-    bad = _FORBIDDEN.intersection(name)
-    if bad or any(c.isspace() for c in name):
-        raise ValueError(f"{what} {name!r} contains characters not allowed in a topic level")
+    for i, c in enumerate(name):
+        why = _why_bad(c)
+        if why is not None:
+            label = unicodedata.name(c, "")
+            raise ValueError(
+                f"{what} {name!r} contains U+{ord(c):04X}{f' {label}' if label else ''} at "
+                f"position {i}, {why}, which is not allowed in an MQTT topic level"
+            )
     return name
 
 
