@@ -43,7 +43,10 @@ class AckHandler:
         events: the events table (read only here).
         acks: where acknowledgements are recorded.
         monitors: finds the running zone monitor of an incident.
-        clock_ms: wall clock in Unix ms (tests pass their own).
+        clock_ms: wall clock in Unix ms (tests pass their own); stamps ``Ack.at_ms``, which
+            is wrong when the clock is (before NTP syncs): the acknowledgement is still kept
+            as long as its incident's events (:meth:`AckStore.prune
+            <edge.stream.acks.AckStore.prune>` does not go by ``at_ms``).
     """
 
     def __init__(

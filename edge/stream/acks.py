@@ -10,9 +10,10 @@ acknowledged while still open gets the acknowledgement into its ``end`` event
 is only in this table (not attested by the chain).
 
 Rows are written once (the first acknowledgement wins; later ones read it back) and
-pruned with the events (by their own time; one stamped in the future goes with its
-incident's events, :meth:`AckStore.prune`; after a prune by the size bound, every one
-whose incident's events have gone, :meth:`AckStore.prune_detached`). The table is created
+pruned with their incident's events, not by their own time (``at_ms`` is the wall clock
+when recorded, possibly wrong): once neither the incident's ``start`` event nor the event
+the command named is stored, after a prune by age (:meth:`AckStore.prune`) or by the size
+bound (:meth:`AckStore.prune_detached`). The table is created
 on open (``CREATE TABLE IF NOT EXISTS``, its own version in the ``event_acks_meta`` row),
 independent of the events table's numbered migrations.
 
@@ -78,7 +79,8 @@ class Ack:
         incident_id: the incident's ``start`` event id.
         event_id: the event id the command named (any event of the incident).
         by: who acknowledged (the command's ``by``).
-        at_ms: when the gateway recorded it, Unix milliseconds.
+        at_ms: when the gateway recorded it, Unix milliseconds by its wall clock (wrong
+            if the clock was; retention does not go by it, :meth:`AckStore.prune`).
         note: free text from the command, or ``None``.
         request_id: the command's ``request_id``, or ``None``.
         camera, task, zone: where the incident is.
@@ -257,47 +259,56 @@ class AckStore(Closing):
                 raise EventStoreError(f"cannot read acknowledgements: {exc}") from exc
 
     def prune(self, *, before_ms: int, now_ms: int | None = None) -> int:
-        """Delete acknowledgements recorded before ``before_ms`` (Unix ms), and those
-        stamped in the future whose incident has left the events table; returns how many.
+        """Delete the acknowledgements whose incident has left the events table (neither its
+        ``start`` event nor the event its command named is stored any more, whatever the
+        acknowledgement's own time); returns how many. Call it after :meth:`EventStore.prune
+        <edge.stream.events.EventStore.prune>` (the gateway and ``safety-edge events prune``
+        do): an acknowledgement lives exactly as long as its incident's events.
 
-        *Stamped in the future*: ``at_ms`` at or after ``before_ms`` and more than
-        :data:`~edge.stream.events.FUTURE_TOLERANCE_MS` after ``now_ms`` (default: the
-        system clock): recorded while the clock was wrong. Such an acknowledgement goes
-        once neither its incident's ``start`` event nor the event its command named is in
-        the events table any more, i.e. once :meth:`EventStore.prune
-        <edge.stream.events.EventStore.prune>` has deleted them (that prune lets such rows
-        go with the older rows stored after them; the command named a stored event, see
-        :mod:`edge.service.acks`). Otherwise it would outlive its incident's events by the
-        clock's error, and those of a current incident stay. Call this after
-        ``EventStore.prune`` (the gateway and ``safety-edge events prune`` do). Without an
-        events table in the file, acknowledgements stamped in the future are kept. When any
-        are stored, one WARNING per call says how many, the furthest time and how many were
-        deleted.
+        ``at_ms`` is the wall clock when the gateway recorded it, which may have been wrong
+        (an RTC at the image's build date before NTP synced, a bad GPS time): an
+        acknowledgement stamped *before* ``before_ms`` whose incident is still stored is kept
+        (deleting it by its own time lost the record of who acknowledged a current incident,
+        and a repeated ``ack`` was taken as the first); one stamped more than
+        :data:`~edge.stream.events.FUTURE_TOLERANCE_MS` after ``now_ms`` (default: the system
+        clock) goes with its incident's events, not at its wrong date plus the retention.
+        When either kind is stored, one WARNING per kind and call says how many, the
+        furthest time and, for those stamped ahead, how many were deleted.
+
+        Without an events table in the file (nothing to tell whether an incident is gone),
+        those recorded before ``before_ms`` (Unix ms) are deleted and the others kept.
 
         Raises:
             EventStoreError: locked past the busy timeout, full or broken.
         """
         now = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
         ahead = max(before_ms - 1, now + FUTURE_TOLERANCE_MS)
+        behind = oldest = 0
         with self._lock:
             db = self._db()
             try:
                 with db:
-                    n = int(
-                        db.execute(
-                            f"DELETE FROM {ACKS_TABLE} WHERE at_ms < ?", (before_ms,)
-                        ).rowcount
-                    )
                     count, furthest = db.execute(
                         f"SELECT COUNT(*), MAX(at_ms) FROM {ACKS_TABLE} WHERE at_ms > ?", (ahead,)
                     ).fetchone()
-                    gone = 0
-                    if count and _has_events_table(db):
-                        gone = int(
+                    if _has_events_table(db):
+                        n = int(db.execute(f"DELETE FROM {ACKS_TABLE} WHERE {_DETACHED}").rowcount)
+                        behind, oldest = db.execute(
+                            f"SELECT COUNT(*), MIN(at_ms) FROM {ACKS_TABLE} WHERE at_ms < ?",
+                            (before_ms,),
+                        ).fetchone()
+                    else:
+                        n = int(
                             db.execute(
-                                f"DELETE FROM {ACKS_TABLE} WHERE at_ms > ? AND {_DETACHED}",
-                                (ahead,),
+                                f"DELETE FROM {ACKS_TABLE} WHERE at_ms < ?", (before_ms,)
                             ).rowcount
+                        )
+                    left_ahead = 0
+                    if count:
+                        left_ahead = int(
+                            db.execute(
+                                f"SELECT COUNT(*) FROM {ACKS_TABLE} WHERE at_ms > ?", (ahead,)
+                            ).fetchone()[0]
                         )
             except sqlite3.Error as exc:
                 raise EventStoreError(f"cannot prune acknowledgements: {exc}") from exc
@@ -311,18 +322,29 @@ class AckStore(Closing):
                 FUTURE_TOLERANCE_MS / 3_600_000,
                 _iso(now),
                 _iso(int(furthest)),
-                gone,
+                int(count) - left_ahead,
             )
-        return n + gone
+        if behind:
+            log.warning(
+                "acknowledgements in %s: %d are stamped before this prune's cutoff (%s; the "
+                "oldest %s) while their incidents' events are still stored: the clock was "
+                "behind when they were recorded, or is ahead now; kept, they go with those "
+                "events",
+                self.path,
+                behind,
+                _iso(before_ms),
+                _iso(int(oldest)),
+            )
+        return n
 
     def prune_detached(self) -> int:
         """Delete the acknowledgements whose incident has left the events table: neither
         its ``start`` event nor the event its command named is stored any more; returns
-        how many. The rule :meth:`prune` applies to those stamped in the future, here for
-        every one, whatever its time: call it after
+        how many. :meth:`prune`'s rule without its warnings and its time rule for a file
+        without events table: call it after
         :meth:`EventStore.prune_to_size <edge.stream.events.EventStore.prune_to_size>`
-        (the size bound deletes events before their retention, so the time rule would keep
-        their acknowledgements too long). Without an events table it deletes nothing.
+        (the size bound deletes events before their retention). Without an events table it
+        deletes nothing.
 
         Raises:
             EventStoreError: locked past the busy timeout, full or broken.

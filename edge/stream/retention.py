@@ -4,8 +4,9 @@ The gateway runs it hourly (``storage.events_retention_days``, ``storage.events_
 and ``safety-edge events prune`` once (``--older-than``, ``--max-mb``):
 
 1. events older than the cutoff go (:meth:`EventStore.prune
-   <edge.stream.events.EventStore.prune>`), then acknowledgements recorded before it
-   (:meth:`AckStore.prune <edge.stream.acks.AckStore.prune>`);
+   <edge.stream.events.EventStore.prune>`), then the acknowledgements whose incidents
+   have left the table, whatever their own time (:meth:`AckStore.prune
+   <edge.stream.acks.AckStore.prune>`);
 2. while the database still holds more live data than the bound, the oldest events go,
    down to 90 % of it (:meth:`EventStore.prune_to_size
    <edge.stream.events.EventStore.prune_to_size>`, one WARNING when it deletes), then the

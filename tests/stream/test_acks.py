@@ -151,8 +151,11 @@ def test_ack_table_keeps_the_first_ack_and_leaves_the_chain_intact(tmp_path: Pat
         assert conn.execute("SELECT COUNT(*) FROM event_acks").fetchone()[0] == 1
     finally:
         conn.close()
-    with AckStore(path=db) as acks:  # reopening keeps the rows; prune by time
-        assert acks.prune(before_ms=MONDAY_0800_UTC + 500) == 0
+    # reopening keeps the rows; they go with their incident's events, not by their time
+    with EventStore(path=db) as events, AckStore(path=db) as acks:
+        assert acks.prune(before_ms=MONDAY_0800_UTC + 1001) == 0
+        assert acks.get("E1") == ack("E1")
+        assert events.prune(before_ms=MONDAY_0800_UTC + 1001) == 3
         assert acks.prune(before_ms=MONDAY_0800_UTC + 1001) == 1
         assert acks.get("E1") is None
 

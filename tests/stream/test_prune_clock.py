@@ -318,3 +318,36 @@ def test_acknowledgements_stamped_ahead_stay_without_an_events_table(tmp_path: P
         acks.record(ack(incident, NOW + 365 * DAY))
         assert acks.prune(before_ms=NOW - RETENTION, now_ms=NOW) == 0
         assert acks.get(incident.event_id) is not None
+
+
+def test_acknowledgements_stamped_behind_stay_with_their_incidents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit's case: the control room acknowledged incidents right after a reboot with
+    the clock at the image's build date (200 days behind); the clock steps to NOW and the
+    90-day prune runs. The incidents' events stay, and so do their acknowledgements (a
+    re-ack answers ``already``); each goes with its incident's events, whatever its time."""
+    caplog.set_level(logging.WARNING, logger="edge.stream")
+    site = ChainSite(tmp_path)
+    recent = ev(NOW - DAY)
+    older = ev(NOW - 5 * DAY)
+    write(site, [older, recent])
+    behind = NOW - 200 * DAY
+    with EventStore(path=site.db) as store, AckStore(path=site.db) as acks:
+        acks.record(ack(older, behind))
+        acks.record(ack(recent, behind + 60_000))
+        before = NOW - RETENTION
+        assert store.prune(before_ms=before, now_ms=NOW) == 0
+        assert acks.prune(before_ms=before, now_ms=NOW) == 0
+        assert acks.get(recent.event_id) == ack(recent, behind + 60_000)
+        assert acks.get(older.event_id) == ack(older, behind)
+        assert not acks.record(ack(recent, NOW))[1]  # already acknowledged
+        (warning,) = (m for m in prune_warnings(caplog) if m.startswith("acknowledgements in"))
+        assert "2 are stamped before" in warning and "kept" in warning
+        # the incidents' events expire: their acknowledgements go with them
+        later = NOW + 100 * DAY
+        write(site, [ev(later)])
+        assert store.prune(before_ms=later - RETENTION, now_ms=later) == 2
+        assert acks.prune(before_ms=later - RETENTION, now_ms=later) == 2
+        assert acks.get_many([older.event_id, recent.event_id]) == {}
+    verify(site, capsys)
