@@ -1140,6 +1140,13 @@ class ServiceConfig(BaseModel):
             "exit 1 (restart); null: off"
         ),
     )
+    clock_require_sync: bool = Field(
+        default=False,
+        description=(
+            "wall clock implausible (clock_unsynced, scheduled zones armed) until "
+            "systemd-timesyncd has synchronized; only for images that run timesyncd"
+        ),
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (journald, shippers)"
     )

@@ -66,6 +66,18 @@ free space is back to 10 % above the floor (the margin keeps a disk hovering at 
 floor from raising and resolving every minute). A remembered ``disk_low`` is resolved
 by the first check that finds enough space, or at start when the floor is 0 (off).
 
+Wall clock (:mod:`edge.service.clock`): at start, every minute, and every tick while it
+is wrong, :meth:`GatewayService.check_clock` compares the wall clock with a floor (the
+code's build date, the newest event time in the events database). A clock before the
+floor (a gateway without RTC battery booted in 1970 or at its image's date) is
+implausible: ``clock_unsynced`` (key ``wall_clock``, severity warning) is raised,
+``/healthz`` says ``degraded`` with the reason (``clock``), one WARNING is logged, and
+every scheduled zone stays armed at all hours (fail-safe: an event at night is better
+than none in a shift the clock does not know it is in) until the clock passes the floor;
+then the alert is resolved, the schedules apply again and an INFO line says so.
+``service.clock_require_sync`` also treats the clock as implausible until
+systemd-timesyncd has synchronized.
+
 Start order: stores, publisher, detectors, pipelines built, API started (port bound),
 pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
 by ``service.stop_timeout_s``): ``STOPPING=1``; the pipelines (stop reading, finish the
@@ -120,7 +132,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +148,7 @@ from edge.service.alert_state import (
     active_alerts_path,
     open_active_alerts,
 )
+from edge.service.clock import TIMESYNC_DIR, ClockReading, check_clock, timesync_synchronized
 from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
@@ -153,6 +166,7 @@ if TYPE_CHECKING:
     from edge.api.app import LoopHeartbeat, ResultSink
 
 __all__ = [
+    "CLOCK_ALERT_KEY",
     "DISK_ALERT_KEY",
     "OUTBOX_FILENAME",
     "GatewayService",
@@ -168,6 +182,8 @@ _PRUNE_EVERY_S = 3600.0
 _DISK_EVERY_S = 60.0
 _DISK_RESOLVE_MARGIN = 1.1  # disk_low resolves at 10 % above the floor
 DISK_ALERT_KEY = "data_dir"
+CLOCK_ALERT_KEY = "wall_clock"
+_CLOCK_EVERY_S = 60.0  # while plausible; every tick while not
 
 
 class ServiceStartError(EdgeError):
@@ -284,9 +300,19 @@ class GatewayService:
         config: the validated configuration (``mqtt`` already resolved, e.g. by
             :meth:`GatewayConfig.resolved_mqtt`; ``None`` = no MQTT).
         notifier: systemd notifications (default: from the environment).
+        wall_clock: the wall clock the clock check reads, Unix seconds (tests pass their
+            own; the pipelines stamp frames with :func:`time.time` regardless).
+        timesync_dir: systemd-timesyncd's runtime folder (see :mod:`edge.service.clock`).
     """
 
-    def __init__(self, *, config: GatewayConfig, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        notifier: Notifier | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        timesync_dir: Path = TIMESYNC_DIR,
+    ) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
         self.mqtt: MqttConfig | None = config.resolved_mqtt()
@@ -306,6 +332,11 @@ class GatewayService:
         self._disk_low = False  # under the floor (with the resolve margin)
         self._disk_alerted = False  # disk_low active (queued, or remembered from before)
         self._disk_error: str | None = None  # the last check's OSError, logged once
+        self._wall_clock = wall_clock
+        self._timesync_dir = timesync_dir
+        self._clock: ClockReading | None = None  # the last check_clock() reading
+        self._clock_alerted = False  # clock_unsynced active (queued, or remembered)
+        self._newest_event_ms: int | None = None  # the floor's events part, per minute
         self._prune_lock = threading.Lock()  # _pruned, _events_size
         self._pruned = {"age": 0, "size": 0}  # events deleted by prune_events(), by reason
         self._events_size: DbSize | None = None  # the events database at the last prune
@@ -382,6 +413,7 @@ class GatewayService:
             self.publisher.set_inventory(models=sorted(self.detectors), cameras=inventory)
             self._remembered_alerts()
             self._availability_alerts()
+        self.check_clock()  # before the pipelines start: their zones see the verdict
         if cfg.service.api:
             self._start_api()
         for cam in self.cameras.values():
@@ -570,6 +602,9 @@ class GatewayService:
         if state is None:
             return
         for a in state.active():
+            if a.kind == "clock_unsynced":
+                self._clock_alerted = True  # the first check_clock() resolves it if right
+                continue
             if a.kind == "disk_low":
                 if self.config.storage.min_free_mb > 0:
                     self._disk_low = self._disk_alerted = True
@@ -745,6 +780,66 @@ class GatewayService:
                 self._disk_alerted = low
         return dict(reading)
 
+    def _scheduled_monitors(self) -> list[ZoneMonitor]:
+        """The zone monitors of the running pipelines whose zone has a schedule."""
+        return [
+            mon
+            for cam in self.cameras.values()
+            if cam.pipeline is not None
+            for runner in cam.pipeline.tasks
+            for mon in runner.monitors
+            if mon.spec.schedule is not None
+        ]
+
+    def check_clock(self, *, refresh_floor: bool = True) -> ClockReading:
+        """One wall-clock plausibility check (see the module docstring and
+        :mod:`edge.service.clock`): on a change, tell every scheduled zone monitor
+        whether to apply its schedule, log one line (WARNING when the clock turns
+        implausible, INFO when it is right again) and raise or resolve
+        ``clock_unsynced``. ``refresh_floor``: read the newest event time from the events
+        database again (else the last one read)."""
+        if (refresh_floor or self._clock is None) and self.store is not None:
+            try:
+                newest = self.store.list_events(limit=1)
+            except EdgeError as exc:
+                log.error("clock check: newest event time unknown: %s", exc)
+            else:
+                self._newest_event_ms = newest[0].time_ms if newest else None
+        reading = check_clock(
+            now_ms=int(self._wall_clock() * 1000),
+            newest_event_ms=self._newest_event_ms,
+            synchronized=timesync_synchronized(self._timesync_dir),
+            require_sync=self.config.service.clock_require_sync,
+        )
+        was = self._clock
+        self._clock = reading
+        changed = was is None or was.plausible != reading.plausible
+        if changed:
+            monitors = self._scheduled_monitors()
+            for mon in monitors:
+                mon.trust_wall_clock(reading.plausible)
+            if not reading.plausible:
+                log.warning(
+                    "wall clock implausible: %s; %d scheduled zone(s) stay armed at all hours "
+                    "(fail-safe) until the clock is right: %s",
+                    reading.message(), len(monitors),
+                    ", ".join(f"{m.camera}/{m.task}/{m.spec.name}" for m in monitors) or "none",
+                )  # fmt: skip
+            elif was is not None:
+                log.info(
+                    "wall clock plausible again: %s; %d scheduled zone(s) follow their "
+                    "schedule again", reading.message(), len(monitors),
+                )  # fmt: skip
+        if reading.plausible == self._clock_alerted:  # changed, or not queued before
+            extra = {"clock": reading.as_dict()}
+            msg = reading.message()
+            if not reading.plausible:
+                msg += "; scheduled zones stay armed at all hours until the clock is right"
+            if self._alert("clock_unsynced", CLOCK_ALERT_KEY, not reading.plausible, msg,
+                           "warning", extra=extra):  # fmt: skip
+                self._clock_alerted = not reading.plausible
+        return reading
+
     def _alert(
         self,
         kind: str,
@@ -881,6 +976,7 @@ class GatewayService:
         tick = min(tick, 1.0)
         next_state = next_wd = time.monotonic()
         last_prune = last_disk = -float("inf")
+        last_clock = time.monotonic()  # start() checked
         while not stop_event.is_set():
             now = time.monotonic()
             bad = self.problems()
@@ -895,6 +991,11 @@ class GatewayService:
                 self._publish_states()
                 next_state = now + interval
             self._due_offline_alerts(now)
+            minute = now - last_clock >= _CLOCK_EVERY_S
+            if minute or (self._clock is not None and not self._clock.plausible):
+                self.check_clock(refresh_floor=minute)
+                if minute:
+                    last_clock = now
             if now - last_disk >= _DISK_EVERY_S:
                 last_disk = now
                 self.check_disk()
@@ -945,11 +1046,13 @@ class GatewayService:
 
     def health(self) -> dict[str, Any]:
         """The gateway part of ``/healthz``: ``status`` (``ok``/``degraded``), cameras,
-        MQTT, disk, uptime and ``problems`` (:meth:`problems`). Degraded: a camera offline
-        or not running, a task off, a part ended unexpectedly or stalled, free disk space
-        under ``storage.min_free_mb``. An offline camera shows ``offline_for_s`` and
-        ``offline_alert`` (whether ``camera_offline`` is raised yet); ``disk`` is the
-        last :meth:`check_disk` reading (``null`` before the first or when unreadable)."""
+        MQTT, disk, clock, uptime and ``problems`` (:meth:`problems`). Degraded: a camera
+        offline or not running, a task off, a part ended unexpectedly or stalled, free disk
+        space under ``storage.min_free_mb``, an implausible wall clock (``clock``: the last
+        :meth:`check_clock` reading, with its ``message``). An offline camera shows
+        ``offline_for_s`` and ``offline_alert`` (whether ``camera_offline`` is raised
+        yet); ``disk`` is the last :meth:`check_disk` reading (``null`` before the first
+        or when unreadable)."""
         cams: dict[str, Any] = {}
         problems = self.problems()
         degraded = bool(problems)
@@ -1002,6 +1105,9 @@ class GatewayService:
         disk = self._disk
         if disk is not None and disk["low"]:
             degraded = True
+        clock = self._clock
+        if clock is not None and not clock.plausible:
+            degraded = True
         return {
             "status": "degraded" if degraded else "ok",
             "gateway": self.config.gateway_id,
@@ -1010,6 +1116,7 @@ class GatewayService:
             "cameras": cams,
             "mqtt": mqtt,
             "disk": None if disk is None else dict(disk),
+            "clock": None if clock is None else clock.as_dict(),
             "problems": problems,
         }
 

@@ -21,7 +21,10 @@ Behaviour, per track (times are the frame times passed in, never read from a clo
 - **update**: while an incident is open and the track is inside, at most one ``update``
   every ``update_every_s`` (``None``: no updates).
 - **schedule**: outside the zone's active schedule nothing is tracked and no event is
-  raised; when the schedule closes, open incidents end (reason ``"schedule"``).
+  raised; when the schedule closes, open incidents end (reason ``"schedule"``). While the
+  wall clock is not trusted (:meth:`ZoneMonitor.trust_wall_clock`, set by the gateway's
+  clock check) a scheduled zone is armed at all hours: fail-safe, an event at night is
+  better than none during a shift the clock does not know it is in.
 - **acknowledgement**: :meth:`ZoneMonitor.acknowledge` (a control room's ``ack``, from
   another thread) marks an open incident: it raises no more ``update`` events, and its
   ``end`` carries ``attributes["ack"]``. The check and the end are ordered by a lock, so
@@ -33,7 +36,8 @@ All zone tests of a frame are one vectorized call over all anchors
 (:func:`edge.tasks.fence.inside_mask`).
 
 Not thread-safe: one monitor per camera, task and zone, stepped from one thread
-(:meth:`ZoneMonitor.acknowledge` and :meth:`ZoneMonitor.set_polygon` excepted).
+(:meth:`ZoneMonitor.acknowledge`, :meth:`ZoneMonitor.set_polygon` and
+:meth:`ZoneMonitor.trust_wall_clock` excepted).
 """
 
 from __future__ import annotations
@@ -349,6 +353,7 @@ class ZoneMonitor:
         ) = None
         self._inside_now = 0
         self._armed: bool | None = None
+        self._clock_trusted = True  # False: the schedule is ignored (armed), see step()
         # Open incidents by start event id -> their acknowledgement (None: not acked).
         # Written by the stepping thread (start, end) and acknowledge(), under _ack_lock.
         self._ack_lock = threading.Lock()
@@ -394,6 +399,18 @@ class ZoneMonitor:
     def armed(self) -> bool | None:
         """Whether the schedule was on at the last step (``None`` before the first)."""
         return self._armed
+
+    @property
+    def wall_clock_trusted(self) -> bool:
+        """Whether the schedule is applied (see :meth:`trust_wall_clock`)."""
+        return self._clock_trusted
+
+    def trust_wall_clock(self, trusted: bool) -> None:
+        """Apply the zone's schedule (``True``, the default) or ignore it and stay armed
+        (``False``: the wall clock is implausible, e.g. a gateway without RTC battery that
+        booted in 1970, so ``wall_ms`` says nothing about the shift). Takes effect at the
+        next :meth:`step`; safe to call from another thread (one attribute write)."""
+        self._clock_trusted = bool(trusted)
 
     def polygon_for(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
         """The zone polygon in pixels of a ``width`` x ``height`` frame (cached per frame
@@ -466,7 +483,8 @@ class ZoneMonitor:
             The events this frame raised, ends first, then starts and updates.
         """
         mono = t if mono_s is None else mono_s
-        armed = self.spec.schedule is None or self.spec.schedule.active_at(wall_ms)
+        sched = self.spec.schedule
+        armed = sched is None or not self._clock_trusted or sched.active_at(wall_ms)
         self._armed = armed
         if not armed:
             self._inside_now = 0

@@ -1,0 +1,170 @@
+"""An implausible wall clock (a gateway without RTC battery booted in 1970) keeps
+scheduled zones armed, raises ``clock_unsynced`` and degrades ``/healthz``; the alert is
+resolved and the schedules apply again once the clock is right.
+
+The whole gateway in-process with real parts: a tiny planted ONNX model run by
+onnxruntime, a looped video read by OpenCV, a real mosquitto with a real subscriber,
+real SQLite files. The wrong clock is the gateway's own injectable ``wall_clock`` (the
+one its clock check reads); the frames keep the machine's real time, and the zone's
+schedule is chosen to be *off* at that real time -- so events during the wrong-clock
+phase can only come from the fail-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config import config_from_mapping
+from edge.service.clock import BUILD_FLOOR_MS, check_clock, timesync_synchronized
+from edge.service.gateway import CLOCK_ALERT_KEY, GatewayService
+from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
+from tests.service.test_stall_and_alerts import still_video, write_people_model
+
+GW = "gw-clock"
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "newest", "sync", "require", "plausible", "source"),
+    [
+        (0, None, None, False, False, "build date"),  # no RTC: 1970
+        (BUILD_FLOOR_MS - 1, None, True, False, False, "build date"),
+        (BUILD_FLOOR_MS, None, None, False, True, "build date"),
+        (BUILD_FLOOR_MS + 5, BUILD_FLOOR_MS + 9, None, False, False, "newest event"),
+        (BUILD_FLOOR_MS + 9, BUILD_FLOOR_MS + 9, None, False, True, "newest event"),
+        (BUILD_FLOOR_MS + 5, BUILD_FLOOR_MS - 9, None, False, True, "build date"),
+        (BUILD_FLOOR_MS + 5, None, False, False, True, "build date"),  # info only
+        (BUILD_FLOOR_MS + 5, None, False, True, False, "build date"),  # required
+        (BUILD_FLOOR_MS + 5, None, None, True, False, "build date"),
+        (BUILD_FLOOR_MS + 5, None, True, True, True, "build date"),
+    ],
+)
+def test_check_clock(
+    now_ms: int, newest: int | None, sync: bool | None, require: bool, plausible: bool, source: str
+) -> None:
+    r = check_clock(now_ms=now_ms, newest_event_ms=newest, synchronized=sync, require_sync=require)
+    assert r.plausible is plausible
+    assert r.floor_source.startswith(source)
+    assert ("before the" in r.message()) is (now_ms < r.floor_ms)
+
+
+def test_timesync_synchronized(tmp_path: Path) -> None:
+    assert timesync_synchronized(tmp_path / "none") is None  # no timesyncd: unknown
+    assert timesync_synchronized(tmp_path) is False
+    (tmp_path / "synchronized").touch()
+    assert timesync_synchronized(tmp_path) is True
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto not installed (make deps)")
+    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
+        yield b
+
+
+def off_now_hours() -> str:
+    """A one-hour range (UTC) that is 12 hours away from now: the schedule is off."""
+    h = (datetime.now(timezone.utc).hour + 12) % 24
+    return f"{h:02d}:00-{h + 1:02d}:00"
+
+
+def clock_alerts(sub: Subscriber) -> list[dict[str, Any]]:
+    return [
+        m.json()["alert"]
+        for m in sub.on_topic("/alerts")
+        if m.json()["alert"]["kind"] == "clock_unsynced"
+    ]
+
+
+def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
+    tmp_path: Path, broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_people_model(tmp_path / "models", "people")
+    video = still_video(tmp_path / "still.avi")
+    zone = {
+        "name": "press",
+        "min_dwell_s": 0,
+        "cooldown_s": 0.5,
+        "schedule": {"days": "daily", "hours": [off_now_hours()], "tz": "UTC"},
+    }
+    cfg = config_from_mapping(
+        {
+            "gateway_id": GW,
+            "data_dir": str(tmp_path / "data"),
+            "models_dir": str(tmp_path / "models"),
+            "tasks": {"fence": "people", "hardhat": None, "workwear": None},
+            "service": {"api": False, "stop_timeout_s": 10, "flush_timeout_s": 5},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "prefix": "ck"},
+            "cameras": [
+                {
+                    "name": "press",
+                    "source": str(video),
+                    "loop": True,
+                    "target_fps": 10,
+                    "tasks": {"fence": {"zones": [zone]}},
+                }
+            ],
+        }
+    )
+    wall = [0.0]  # 1970-01-01: a gateway without RTC battery after boot
+    service = GatewayService(
+        config=cfg, wall_clock=lambda: wall[0], timesync_dir=tmp_path / "no-timesyncd"
+    )
+    stop = threading.Event()
+    rc: list[int] = []
+    runner = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
+    with Subscriber(
+        host=broker.host, port=broker.port, topics=[f"ck/{GW}/#"], client_id="c1"
+    ) as sub:
+        try:
+            with caplog.at_level("WARNING", logger="edge.service"):
+                service.start()
+            runner.start()
+            warned = [r for r in caplog.records if "wall clock implausible" in r.getMessage()]
+            assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+            assert "1970-01-01T00:00:00Z, before the build date" in warned[0].getMessage()
+            assert "press/fence/press" in warned[0].getMessage()
+            h = service.health()
+            assert h["status"] == "degraded"
+            assert h["clock"]["plausible"] is False
+            assert h["clock"]["synchronized"] is None
+            assert "before the build date" in h["clock"]["message"]
+            assert service.store is not None
+            store = service.store
+            # The schedule is off at the frames' real time, yet the zone is armed.
+            assert wait(lambda: any(e.type == "start" for e in store.list_events()), 20)
+            assert wait(lambda: len(clock_alerts(sub)) >= 1, 10)
+            first = clock_alerts(sub)[0]
+            assert first["state"] == "active" and first["key"] == CLOCK_ALERT_KEY
+            assert "scheduled zones stay armed" in first["message"]
+            assert first["clock"]["plausible"] is False
+            # NTP sets the clock: resolved within a tick or two, the schedule applies again.
+            wall[0] = time.time()
+            assert wait(lambda: len(clock_alerts(sub)) >= 2, 10)
+            resolved = clock_alerts(sub)[1]
+            assert resolved["state"] == "resolved" and resolved["key"] == CLOCK_ALERT_KEY
+            assert wait(
+                lambda: any(
+                    e.type == "end" and e.attributes.get("reason") == "schedule"
+                    for e in store.list_events()
+                ),
+                10,
+            )
+            h = service.health()
+            assert h["clock"]["plausible"] is True and h["status"] == "ok", h
+            time.sleep(1.5)
+            assert len(clock_alerts(sub)) == 2  # once each
+        finally:
+            stop.set()
+            runner.join(10)
+            service.stop()
+    assert rc == [0]
