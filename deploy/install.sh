@@ -74,9 +74,15 @@ if getent group video >/dev/null 2>&1; then run usermod -a -G video "$USER_NAME"
 # 2. virtual environment (system site packages: JetPack's CUDA/TensorRT Python bits stay visible)
 run install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || run python3 -m venv --system-site-packages "$PREFIX/venv"
-PIP=("$PREFIX/venv/bin/python" -m pip install --quiet --upgrade)
+PIP=("$PREFIX/venv/bin/python" -m pip install --quiet)
 [ -z "$WHEELHOUSE" ] || PIP+=(--no-index --find-links "$WHEELHOUSE")
-if [ -n "$WHEEL" ]; then run "${PIP[@]}" "$WHEEL"; else run "${PIP[@]}" "$SRC"; fi
+if [ -n "$WHEEL" ]; then TARGET="$WHEEL"; else TARGET="$SRC"; fi
+# safety-edge itself is always replaced (--force-reinstall --no-deps): pip takes a wheel or
+# source tree of the version already installed as "already satisfied" and replaces nothing,
+# which would make a rebuilt 0.x.y, or a rollback to an older wheel of the same version, a
+# silent no-op. Its dependencies are then installed (or upgraded) as usual.
+run "${PIP[@]}" --force-reinstall --no-deps "$TARGET"
+run "${PIP[@]}" --upgrade "$TARGET"
 if [ -n "$ORT_GPU" ]; then
   # Both distributions install the `onnxruntime` module: remove the CPU one first.
   run "$PREFIX/venv/bin/python" -m pip uninstall --yes onnxruntime
@@ -84,6 +90,20 @@ if [ -n "$ORT_GPU" ]; then
   run "$PREFIX/venv/bin/python" -m pip install --quiet $ORT_GPU
 fi
 run install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
+# the version now installed must be the one given (wheel file name, or the source's pyproject)
+if [ -n "$WHEEL" ]; then
+  WANT="$(basename "$WHEEL" | cut -d- -f2)"
+else
+  WANT="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$SRC/pyproject.toml" | head -n 1)"
+fi
+if [ "$DRY" = 1 ]; then
+  printf '+ %s\n' "$PREFIX/venv/bin/safety-edge --version   # must print: safety-edge $WANT"
+  VERSION="safety-edge $WANT"
+else
+  VERSION="$("$PREFIX/venv/bin/safety-edge" --version)" || die "the installed safety-edge does not run"
+  [ -z "$WANT" ] || [ "$VERSION" = "safety-edge $WANT" ] \
+    || die "installed $VERSION, expected $WANT from $TARGET: pip did not replace it"
+fi
 
 # 3. models (read-only for the service)
 run install -d -m 0755 "$PREFIX/models"
@@ -134,6 +154,6 @@ else
   run systemctl enable safety-edge.service   # chroot / image build: symlinks only
   START=0
 fi
-echo "safety-edge installed. Config: $ETC/gateway.yaml; secrets: $ETC/secrets.env"
+echo "$VERSION installed. Config: $ETC/gateway.yaml; secrets: $ETC/secrets.env"
 [ "$START" = 1 ] && echo "running: systemctl status safety-edge; journalctl -u safety-edge -f" \
   || echo "start with: systemctl start safety-edge (after safety-edge config check)"
