@@ -7,7 +7,8 @@
   is a key somewhere in the reference, with that default when the README quotes a number
   or a backticked value;
 - the "Sections" table: each section path, and the keys listed for it;
-- every fenced YAML block that looks like a gateway config passes ``config check``.
+- every fenced YAML block that looks like a gateway config passes ``config check``;
+- the "Secrets from the environment" list names every variable that overrides a value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import edge.config
+import edge.stream.chain_key
 from edge.service.config_check import check_text
 from edge.service.reference import reference_markdown
 
@@ -216,3 +219,22 @@ def test_yaml_blocks_that_are_gateway_configs_pass_config_check() -> None:
 @pytest.mark.parametrize("name", ["max_age_days", "max_total_bytes"])
 def test_old_snapshot_names_are_gone(name: str) -> None:
     assert f"`{name}`" not in README
+
+
+def test_secrets_list_names_every_override_variable() -> None:
+    """Before: SAFETY_EDGE_CMD_TOKEN (mqtt.commands.token) was missing from the list."""
+    names = {
+        v
+        for mod in (edge.config, edge.stream.chain_key)
+        for k, v in vars(mod).items()
+        if k.endswith("_ENV") and isinstance(v, str)
+    }
+    assert len(names) >= 7
+    start = README.index("Secrets from the environment:")
+    sentence = README[start : README.index("camera `source`.", start)]
+    listed = {n for n in names if n in sentence} | {
+        n
+        for n in names
+        if n.endswith("_SECRET") and f"{n.removesuffix('_SECRET')}_KEY/SECRET" in sentence
+    }
+    assert sorted(names - listed) == []

@@ -18,6 +18,9 @@ EXAMPLE_YAML = """\
 #   SAFETY_EDGE_MQTT_USERNAME, SAFETY_EDGE_MQTT_PASSWORD   (override mqtt.username/password)
 #   SAFETY_EDGE_ADMIN_TOKEN                                (overrides api.admin_token)
 #   SAFETY_EDGE_CMD_TOKEN                                  (overrides mqtt.commands.token)
+#   SAFETY_EDGE_FALLBACK_APP_KEY                           (overrides fallback.app_key)
+#   SAFETY_EDGE_FALLBACK_APP_SECRET                        (overrides fallback.app_secret)
+#   SAFETY_EDGE_EVENTS_KEY                                 (overrides storage.events_key_file)
 #   ${ANY_NAME} inside a camera source is replaced from the environment at start.
 
 gateway_id: site-a-gw-01        # letters, digits, _ and -; MQTT client id and topic level
@@ -157,6 +160,22 @@ api:                            # the local HTTP API (cloud contract)
   compliance_summary: false     # true: hard-hat/workwear answers carry "summary"
   # admin_token: ...            # better: SAFETY_EDGE_ADMIN_TOKEN; console off without
 
+# Cloud fallback, off when absent: boxes the local model is unsure of (and, with
+# on_model_error, failed inferences) ask an endpoint that speaks the same contract, the
+# provider's cloud or a bigger safety-edge box. Uncomment to use it.
+# fallback:
+#   enabled: true
+#   base_url: https://cloud.example.com   # or http://big-box:8080
+#   app_key: KEY                # better: SAFETY_EDGE_FALLBACK_APP_KEY
+#   app_secret: SECRET          # better: SAFETY_EDGE_FALLBACK_APP_SECRET
+#   service_codes: {hardhat: C1, workwear: C2, fence: C3}   # only these APIs use it
+#   uncertain_band: [0.3, 0.6]  # a box scored in [low, high) asks the cloud
+#   send: image                 # image | crop (one JPEG crop around the uncertain boxes)
+#   on_model_error: true        # also ask when local inference fails
+#   deadline_s: 2.0             # whole fallback, retries included
+#   daily_budget: 1000          # requests per day, retries included; null: unlimited
+#   max_concurrent: 2           # cloud calls in flight; more are answered locally
+
 service:                        # safety-edge run
   api: true                     # serve the HTTP API in this process
   stop_timeout_s: 20            # SIGTERM to exit, at most
@@ -165,4 +184,13 @@ service:                        # safety-edge run
   state_interval_s: 1           # retained per-zone counts refresh
   log_format: json              # text | json (JSON lines for journald / log shippers)
   log_level: info
+
+# onnxruntime execution providers of the models safety-edge run loads (cameras and the
+# in-process API); absent: api.providers (cpu). E.g. on a Jetson with TensorRT:
+# runtime:
+#   providers: [tensorrt, cuda, cpu]   # preference order; ones not installed are skipped
+#   provider_options:           # per provider named in providers
+#     tensorrt: {trt_fp16_enable: true, trt_engine_cache_enable: true,
+#                trt_engine_cache_path: /var/lib/safety-edge/trt-cache}
+#   intra_op_threads: null      # null: api.intra_op_threads
 """
