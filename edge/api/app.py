@@ -101,6 +101,7 @@ from edge.api.contract import Api, ApiFault, Fault
 from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
 from edge.config import GatewayConfig
 from edge.errors import EdgeError
+from edge.stream.events import local_if_naive
 from edge.tasks.base import DetectorLike
 from edge.tasks.compliance import Analysis
 
@@ -1422,13 +1423,15 @@ def build_app(
 
 
 def _parse_time(text: str | None, default: datetime) -> datetime:
+    """An ISO 8601 ``since``/``until`` as an aware UTC datetime; naive = the gateway's local
+    time (:func:`edge.stream.events.local_if_naive`, the rule of every typed time)."""
     if not text:
         return default
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"not an ISO 8601 time: {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return local_if_naive(dt).astimezone(timezone.utc)
 
 
 def _console_routes(app: FastAPI, gateway: Gateway) -> None:
@@ -1490,7 +1493,8 @@ def _console_routes(app: FastAPI, gateway: Gateway) -> None:
         """Per-minute stats (requests, errors by code, p50/p95/p99 ms, bytes) per app/API.
 
         ``app``: name or AppKey; ``api``: hardhat|workwear|fence; ``since``/``until``:
-        ISO 8601 (default: the last ``minutes`` minutes)."""
+        ISO 8601, without an offset the gateway's local time (default: the last
+        ``minutes`` minutes)."""
 
         def stats() -> Any:
             key = None

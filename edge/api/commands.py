@@ -30,6 +30,7 @@ from typing import Any
 
 from edge.api.store import APIS, TIERS, AppError, AppRecord, Store, StoreError, db_path
 from edge.errors import EdgeError
+from edge.stream.events import local_if_naive
 
 __all__ = ["DATA_DIR_ENV", "add_subcommands", "limit_arg", "missing_database", "resolve_data_dir"]
 
@@ -167,12 +168,21 @@ def _apps_grant(store: Store, args: argparse.Namespace) -> None:
 
 
 def _parse_start(text: str | None) -> datetime | None:
+    """``--start``: ISO 8601; without an offset the gateway's local time (the rule of every
+    typed time, :func:`edge.stream.events.local_if_naive`)."""
     if text is None:
         return None
     try:
-        return datetime.fromisoformat(text)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise AppError(f"--start {text!r} is not an ISO date/time (e.g. 2026-01-31)") from None
+    try:
+        return local_if_naive(dt)
+    except (ValueError, OverflowError):  # local 0001-01-01 or 9999-12-31 leave the range
+        raise AppError(
+            f"--start {text!r} is out of range in the gateway's time zone: a package's year of "
+            "validity must lie within the years 1 to 9999"
+        ) from None
 
 
 def _quota_add(store: Store, args: argparse.Namespace) -> None:
@@ -296,7 +306,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("app", metavar="APP", help="name or AppKey")
     p.add_argument("--api", required=True, choices=APIS)
     p.add_argument("--tier", required=True, choices=TIERS, help="calls per year")
-    p.add_argument("--start", metavar="ISO", help="start date/time (UTC unless given; default now)")
+    p.add_argument(
+        "--start",
+        metavar="ISO",
+        help="start date/time, e.g. 2026-12-01 or 2026-12-01T08:00+01:00 (without an offset: "
+        "the gateway's local time); default now",
+    )
     p = leaf(
         qsub,
         "show",

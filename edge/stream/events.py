@@ -80,6 +80,7 @@ __all__ = [
     "ZoneEvent",
     "event_to_dict",
     "events_db_path",
+    "local_if_naive",
     "parse_time",
 ]
 
@@ -380,6 +381,17 @@ _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECAS
 _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
+def local_if_naive(dt: datetime) -> datetime:
+    """``dt`` as an aware time: a naive ``dt`` is read as the gateway's local time.
+
+    The one rule for every time typed without a zone offset (``events list --since``, the
+    console's event filter, ``/console/api/stats?since=``, ``quota add --start``, the
+    console's package Start field): naive = the gateway's local time (its ``TZ`` or
+    ``/etc/localtime``, what ``date`` prints). Aware times are returned unchanged.
+    """
+    return dt.astimezone() if dt.tzinfo is None else dt
+
+
 def parse_time(text: str, *, now_ms: int | None = None) -> int:
     """A point in time as Unix milliseconds.
 
@@ -404,9 +416,7 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
         raise ValueError(
             f"time {text!r} is not a duration (1h, 30m, 2d), an ISO date-time or Unix time"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time
-    return int(dt.astimezone(timezone.utc).timestamp() * 1000)
+    return int(local_if_naive(dt).astimezone(timezone.utc).timestamp() * 1000)
 
 
 def _row_to_event(row: Sequence[Any]) -> ZoneEvent:
