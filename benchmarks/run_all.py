@@ -5,6 +5,7 @@ the CPU) and writes ``results/<name>.json`` and ``.md``; afterwards every
 ``results/*.md`` table is concatenated into ``results/README.md``.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only nms,pip] [--timeout 900]
+    .venv/bin/python benchmarks/run_all.py --collect   # only rebuild the READMEs, no runs
 
 ``--quick`` is passed on to the scripts that accept it. Exit status: 0 when every script
 exited 0 (a script exits non-zero when it misses its bar or its results disagree).
@@ -47,10 +48,9 @@ def tables() -> str:
     return "\n\n".join(parts)
 
 
-def collect_readme() -> Path:
-    """Concatenate every results/*.md (except README.md) into results/README.md, and
-    replace the part of the project README between the benchmark markers with them."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def results_readme() -> str:
+    """The text of ``results/README.md``: every results/*.md (except README.md) in name
+    order under one heading."""
     parts = ["# Benchmark results", ""]
     parts.append(
         "Written by `benchmarks/run_all.py` from the per-benchmark tables below; each "
@@ -62,16 +62,32 @@ def collect_readme() -> Path:
             continue
         parts.append(md.read_text(encoding="utf-8").rstrip())
         parts.append("")
+    return "\n".join(parts)
+
+
+def with_tables(text: str) -> str:
+    """``text`` (the project README) with the part between the benchmark markers replaced
+    by :func:`tables`; unchanged when the markers are missing."""
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not (sep and sep2):
+        return text
+    return f"{head}{BEGIN}\n\n{tables()}\n\n{END}{tail}"
+
+
+def collect_readme() -> Path:
+    """Concatenate every results/*.md (except README.md) into results/README.md, and
+    replace the part of the project README between the benchmark markers with them.
+    Notes kept beside a table belong in its results/<name>.md: the README block is
+    rewritten from those files alone."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "README.md"
-    out.write_text("\n".join(parts), encoding="utf-8")
+    out.write_text(results_readme(), encoding="utf-8")
     if PROJECT_README.is_file():
         text = PROJECT_README.read_text(encoding="utf-8")
-        head, sep, rest = text.partition(BEGIN)
-        _, sep2, tail = rest.partition(END)
-        if sep and sep2:
-            PROJECT_README.write_text(
-                f"{head}{BEGIN}\n\n{tables()}\n\n{END}{tail}", encoding="utf-8"
-            )
+        new = with_tables(text)
+        if new != text:
+            PROJECT_README.write_text(new, encoding="utf-8")
     return out
 
 
@@ -80,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="pass --quick to scripts that take it")
     ap.add_argument("--only", default="", help="comma-separated names, e.g. nms,pip")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    ap.add_argument(
+        "--collect", action="store_true", help="only rebuild the READMEs from results/*.md"
+    )
     args = ap.parse_args(argv)
+    if args.collect:
+        print(f"{collect_readme().relative_to(HERE.parent)} and README.md rebuilt, nothing run")
+        return 0
 
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     todo = scripts(only)
