@@ -20,9 +20,13 @@ Cost: two ``fsync`` calls per snapshot (file and folder), one more per new folde
 Retention (:meth:`SnapshotStore.sweep`, run by a background thread every
 ``sweep_interval_s`` after :meth:`SnapshotStore.start`):
 
-1. JPEGs whose modification time is older than ``max_age_days`` are deleted;
-2. then, while the JPEGs left total more than ``max_total_bytes``, the oldest are
-   deleted (so the newest snapshots are always the ones kept);
+1. by age, ``max_age_days``: with ``events_db`` (the gateway's events database), the
+   snapshot of an event still stored there goes once the events table says the event is
+   older than that, in chain order (see :meth:`SnapshotStore.sweep`); a snapshot whose
+   event is not stored (pruned, or never stored) goes when its modification time is older.
+   Without ``events_db``, every JPEG goes by its modification time;
+2. then, while the JPEGs left total more than ``max_total_bytes``, the oldest by
+   modification time are deleted (so the newest snapshots are always the ones kept);
 3. empty folders and stale temporary files (older than an hour) are removed.
 
 Only ``*.jpg`` files (and this module's ``*.jpg.tmp``) under ``root`` are touched.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +50,7 @@ import numpy.typing as npt
 
 from edge.closing import Closing
 from edge.fsutil import make_dirs, write_atomic
-from edge.stream.events import ZoneEvent
+from edge.stream.events import FUTURE_TOLERANCE_MS, ZoneEvent
 from edge.stream.tracker import TRACK_IDS
 from edge.types import Detections
 
@@ -139,13 +144,90 @@ def draw_snapshot(
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """What one retention pass did: files/bytes deleted (by age, by size) and kept."""
+    """What one retention pass did: files/bytes deleted (by age, by size) and kept.
+
+    ``held``: files kept although their modification time is older than ``max_age_days``,
+    because their events are stored and not expired in the events table (written while the
+    clock was behind, or the clock is ahead now); always 0 without ``events_db``.
+    """
 
     deleted_by_age: int
     deleted_by_size: int
     deleted_bytes: int
     kept_files: int
     kept_bytes: int
+    held: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _EventAges:
+    """What the events table says about the snapshots' events (:func:`_event_ages`).
+
+    Attributes:
+        stored: event id -> (``seq``, ``time_ms``) for those of the asked ids stored.
+        last_expired_seq: the end of the chain prefix expired by ``cutoff_ms``, or ``None``.
+        cutoff_ms: the age cutoff, Unix ms, on the events table's clock.
+    """
+
+    stored: dict[str, tuple[int, int]]
+    last_expired_seq: int | None
+    cutoff_ms: int
+
+
+def _event_ages(db_path: Path, ids: list[str], *, now_ms: int, max_age_ms: int) -> _EventAges:
+    """Read the snapshots' events from the events database ``db_path`` (read-only, one
+    read transaction; never created). The clock is the newest ``time_ms`` not stamped in
+    the future, if earlier than ``now_ms``; the expired prefix is the rule of
+    :meth:`EventStore.prune <edge.stream.events.EventStore.prune>` with ``clock -
+    max_age_ms`` as the cutoff: up to the last row older than it before the first current
+    row.
+
+    Raises:
+        sqlite3.Error: the database cannot be read (damaged, locked, not migrated).
+    """
+    if not db_path.exists():
+        return _EventAges(stored={}, last_expired_seq=None, cutoff_ms=now_ms - max_age_ms)
+    uri = db_path.resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+    try:
+        conn.execute("BEGIN")
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        if has_table is None:
+            return _EventAges(stored={}, last_expired_seq=None, cutoff_ms=now_ms - max_age_ms)
+        ahead = now_ms + FUTURE_TOLERANCE_MS
+        (newest,) = conn.execute(
+            "SELECT MAX(time_ms) FROM events WHERE time_ms <= ?", (ahead,)
+        ).fetchone()
+        clock = now_ms if newest is None else min(now_ms, int(newest))
+        cutoff = clock - max_age_ms
+        (first_current,) = conn.execute(
+            "SELECT MIN(seq) FROM events WHERE time_ms >= ? AND time_ms <= ?", (cutoff, ahead)
+        ).fetchone()
+        if first_current is None:
+            row = conn.execute("SELECT MAX(seq) FROM events WHERE time_ms < ?", (cutoff,))
+        else:
+            row = conn.execute(
+                "SELECT MAX(seq) FROM events WHERE time_ms < ? AND seq < ?",
+                (cutoff, int(first_current)),
+            )
+        (last,) = row.fetchone()
+        stored: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(ids), 500):  # SQLite's host-parameter limit
+            chunk = ids[i : i + 500]
+            sql = (
+                "SELECT event_id, seq, time_ms FROM events "
+                f"WHERE event_id IN ({', '.join('?' * len(chunk))})"
+            )
+            for eid, seq, t in conn.execute(sql, chunk):
+                stored[str(eid)] = (int(seq), int(t))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return _EventAges(
+        stored=stored, last_expired_seq=None if last is None else int(last), cutoff_ms=cutoff
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +255,9 @@ class SnapshotStore(Closing):
         jpeg_quality: 1..100.
         sweep_interval_s: period of the background sweeper (see :meth:`start`).
         clock: wall clock in Unix seconds (tests pass a fixed one).
+        events_db: the events database (:func:`edge.stream.events.events_db_path`), read
+            only by :meth:`sweep` to age the snapshots of stored events by the events
+            table instead of by file time; ``None``: every snapshot by its file time.
 
     Thread-safety: :meth:`save` may be called from several threads; the sweeper runs in
     its own thread. :meth:`close` stops the sweeper (idempotent).
@@ -187,6 +272,7 @@ class SnapshotStore(Closing):
         jpeg_quality: int = 85,
         sweep_interval_s: float = 600.0,
         clock: Callable[[], float] = time.time,
+        events_db: str | Path | None = None,
     ) -> None:
         if max_age_days is not None and max_age_days <= 0:
             raise ValueError("max_age_days must be > 0 or None")
@@ -202,6 +288,7 @@ class SnapshotStore(Closing):
         self.jpeg_quality = jpeg_quality
         self.sweep_interval_s = sweep_interval_s
         self._clock = clock
+        self.events_db = None if events_db is None else Path(events_db)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sweep_lock = threading.Lock()
@@ -210,6 +297,8 @@ class SnapshotStore(Closing):
         self.save_failures = 0
         self.swept_files = 0
         self.last_sweep: SweepResult | None = None
+        self._events_error: str | None = None  # the last sweep's events-table read failure
+        self._last_held = 0  # SweepResult.held of the last sweep (logged when it changes)
 
     # -- saving ----------------------------------------------------------------------
     def relative_path(self, event: ZoneEvent) -> str:
@@ -289,7 +378,28 @@ class SnapshotStore(Closing):
 
     # -- retention -------------------------------------------------------------------
     def sweep(self, *, now: float | None = None) -> SweepResult:
-        """One retention pass (see the module docstring); safe to call any time."""
+        """One retention pass (see the module docstring); safe to call any time.
+
+        Age with ``events_db``: a file's modification time is stamped by the wall clock
+        when it was written, and so is its event's ``time_ms``; either may be wrong (an RTC
+        at the image's build date until NTP syncs), so neither alone says how old a
+        snapshot is. The events table's order does: rows are appended in ``seq`` order. The
+        snapshot of a stored event (the file is ``<event_id>.jpg``) goes when that event
+        is older than the cutoff and no current event was stored before it (the prefix
+        rule of :meth:`EventStore.prune <edge.stream.events.EventStore.prune>`, with
+        ``max_age_days``): one stamped behind after a current event stays until the events
+        before it expire, whatever its file time. The cutoff is read against the events
+        table's newest stamp (not stamped in the future) when that is earlier than ``now``:
+        a clock that jumped ahead before any event was written with it deletes no
+        snapshot of a stored event (an idle gateway keeps its last ``max_age_days`` of
+        snapshots until a new event is stored, or until their events are pruned). A
+        snapshot whose event is not stored goes by its modification time, as before.
+        When the database cannot be read, no snapshot goes by age (one WARNING until it
+        reads again); the size bound still applies.
+
+        Args:
+            now: the wall clock, Unix seconds (``None``: the store's ``clock``).
+        """
         now = self._clock() if now is None else now
         with self._sweep_lock:
             files: list[tuple[float, int, Path]] = []
@@ -307,11 +417,20 @@ class SnapshotStore(Closing):
                         continue
                     files.append((st.st_mtime, st.st_size, p))
             files.sort(key=lambda f: (f[0], str(f[2])))
-            by_age = by_size = freed = 0
+            by_age = by_size = freed = held = 0
             keep: list[tuple[float, int, Path]] = []
             cutoff = None if self.max_age_days is None else now - self.max_age_days * 86_400
+            ages: _EventAges | None = None
+            if cutoff is not None and self.events_db is not None and files:
+                ages = self._read_event_ages(files, now)
             for f in files:
-                if cutoff is not None and f[0] < cutoff and _unlink(f[2]):
+                old = cutoff is not None and f[0] < cutoff
+                if cutoff is not None and self.events_db is not None:
+                    expired = self._expired(ages, f[2].stem, old)
+                    held += old and not expired and ages is not None
+                else:
+                    expired = old
+                if expired and _unlink(f[2]):
                     by_age += 1
                     freed += f[1]
                 else:
@@ -331,7 +450,9 @@ class SnapshotStore(Closing):
                 deleted_bytes=freed,
                 kept_files=len(keep),
                 kept_bytes=total,
+                held=held,
             )
+            last_held, self._last_held = self._last_held, held
         with self._stats_lock:
             self.swept_files += by_age + by_size
             self.last_sweep = result
@@ -344,7 +465,55 @@ class SnapshotStore(Closing):
                 len(keep),
                 total,
             )
+        if held and held != last_held:
+            log.warning(
+                "snapshot retention: %d snapshots older than %g days by their file time are "
+                "kept: their events in %s are not expired (the clock was behind when they "
+                "were written, or is ahead now); they go with their events' age",
+                held,
+                self.max_age_days,
+                self.events_db,
+            )
         return result
+
+    def _read_event_ages(
+        self, files: list[tuple[float, int, Path]], now: float
+    ) -> _EventAges | None:
+        """:func:`_event_ages` for ``files``; ``None`` (logged once) when it cannot be read."""
+        assert self.events_db is not None and self.max_age_days is not None
+        try:
+            ages = _event_ages(
+                self.events_db,
+                sorted({f[2].stem for f in files}),
+                now_ms=round(now * 1000),
+                max_age_ms=round(self.max_age_days * 86_400_000),
+            )
+        except (sqlite3.Error, OSError) as exc:
+            if self._events_error is None:
+                log.warning(
+                    "snapshot retention: cannot read the events table %s (%s): no snapshot "
+                    "is deleted by age until it reads again (the size bound still applies)",
+                    self.events_db,
+                    exc,
+                )
+            self._events_error = str(exc)
+            return None
+        if self._events_error is not None:
+            log.info("snapshot retention: the events table %s reads again", self.events_db)
+            self._events_error = None
+        return ages
+
+    @staticmethod
+    def _expired(ages: _EventAges | None, event_id: str, old_file: bool) -> bool:
+        """Whether the snapshot of ``event_id`` goes by age (see :meth:`sweep`)."""
+        if ages is None:  # the events table could not be read
+            return False
+        hit = ages.stored.get(event_id)
+        if hit is None:  # no stored event: its file time decides
+            return old_file
+        seq, t = hit
+        last = ages.last_expired_seq
+        return last is not None and seq <= last and t < ages.cutoff_ms
 
     def _remove_empty_dirs(self) -> None:
         if not self.root.is_dir():
