@@ -78,13 +78,16 @@ then the alert is resolved, the schedules apply again and an INFO line says so.
 ``service.clock_require_sync`` also treats the clock as implausible until
 systemd-timesyncd has synchronized.
 
-Start order: stores, publisher, detectors, pipelines built, API started (port bound),
-pipelines started, then ``READY=1``. Stop order (:meth:`GatewayService.stop`, bounded
-by ``service.stop_timeout_s``): ``STOPPING=1``; the pipelines (stop reading, finish the
-frame in flight, end open incidents -- those ``end`` events go through the same outputs)
-and the API (running requests finish) in parallel; then the outbox is flushed as far as
-the broker acknowledges within ``service.flush_timeout_s`` (what is left stays on disk
-and goes out after the next start); then the publisher, detectors and stores close.
+Start order: stores, publisher opened (its outbox; not connected), detectors, pipelines
+built, the publisher's inventory set and the publisher connected (so the first retained
+``online`` status already lists the models, cameras and tasks -- never ``cameras: []``
+while models load), API started (port bound), pipelines started, then ``READY=1``. Stop
+order (:meth:`GatewayService.stop`, bounded by ``service.stop_timeout_s``):
+``STOPPING=1``; the pipelines (stop reading, finish the frame in flight, end open
+incidents -- those ``end`` events go through the same outputs) and the API (running
+requests finish) in parallel; then the outbox is flushed as far as the broker
+acknowledges within ``service.flush_timeout_s`` (what is left stays on disk and goes out
+after the next start); then the publisher, detectors and stores close.
 
 :meth:`GatewayService.run` is the supervising loop: it pings the systemd watchdog
 while every pipeline and the API thread are alive and no pipeline (nor the API's event
@@ -382,8 +385,13 @@ class GatewayService:
             )
             self.snapshots.start()
         if self.mqtt is not None:
-            from edge.mqtt.publisher import Publisher
+            from edge.mqtt.publisher import Publisher, build_ssl_context
 
+            build_ssl_context(self.mqtt)  # bad TLS files: fail now, not after the models
+            # Opened (the outbox) now, connected only once the inventory is set: the
+            # retained online status must not announce no cameras while models load
+            # (minutes on a Jetson building TensorRT engines); until then the broker keeps
+            # the last will / shutdown status of the previous run.
             self.publisher = Publisher(
                 config=self.mqtt,
                 outbox_path=cfg.data_dir / OUTBOX_FILENAME,
@@ -391,7 +399,6 @@ class GatewayService:
                 on_alert=self._publisher_alert,
                 commands=self._command_dispatcher(self.mqtt),
             )
-            self.publisher.start()
             self.alert_state = open_active_alerts(active_alerts_path(cfg.data_dir))
         self._load_detectors()
         for cam in self.cameras.values():
@@ -411,6 +418,7 @@ class GatewayService:
                 for r in cam.pipeline.tasks
             ]
             self.publisher.set_inventory(models=sorted(self.detectors), cameras=inventory)
+            self.publisher.start()  # connects: the first online status has the inventory
             self._remembered_alerts()
             self._availability_alerts()
         self.check_clock()  # before the pipelines start: their zones see the verdict
