@@ -14,6 +14,11 @@
 #   5. the hardened unit deploy/systemd/safety-edge.service, enabled; started unless
 #      --no-start or inside a chroot (image build: run this script in the image's chroot,
 #      e.g. with qemu-user-static; `systemctl enable` works there without a running systemd).
+#      `safety-edge config check` runs first: when it fails, the script stops before
+#      enabling or (re)starting the service (the unit would only fail its start limit),
+#      unless --no-start or --force.
+# safety-edge itself is always reinstalled, also at the same version (a rollback with an
+# older wheel), and `safety-edge --version` must then print the version given.
 #
 # Options:
 #   --wheel FILE        install this safety-edge wheel (default: the source tree of this script)
@@ -23,7 +28,9 @@
 #   --onnxruntime-gpu SPEC  replace onnxruntime by this (Jetson: see deploy/JETSON.md), e.g.
 #                       "onnxruntime-gpu --index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
 #   --no-start          enable but do not start the service
-#   --dry-run           print the commands instead of running them
+#   --force             enable and (re)start even when the config check fails
+#   --dry-run           print the commands instead of running them (the read-only config
+#                       check runs when safety-edge and gateway.yaml are installed already)
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +44,7 @@ MODELS="$SRC/models"
 CONFIG=""
 ORT_GPU=""
 START=1
+FORCE=0
 DRY=0
 
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -52,13 +60,20 @@ while [ $# -gt 0 ]; do
     --config) CONFIG="$2"; shift 2 ;;
     --onnxruntime-gpu) ORT_GPU="$2"; shift 2 ;;
     --no-start) START=0; shift ;;
+    --force) FORCE=1; shift ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 
 [ "$DRY" = 1 ] || [ "$(id -u)" = 0 ] || die "run as root (sudo)"
+if [ "$DRY" = 1 ]; then
+  # test hook (tests/test_install_upgrade.py): where a dry run finds the installed program
+  # and config for its config check; ignored without --dry-run
+  PREFIX="${INSTALL_SH_TEST_PREFIX:-$PREFIX}"
+  ETC="${INSTALL_SH_TEST_ETC:-$ETC}"
+fi
 command -v python3 >/dev/null || die "python3 not found (apt-get install python3 python3-venv)"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "python3 >= 3.10 needed"
 [ -d "$MODELS" ] || die "models folder $MODELS not found (make models, or --models DIR)"
@@ -144,8 +159,28 @@ fi
 run install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$DATA"
 
 # 5. the unit
+CHECK=("$PREFIX/venv/bin/safety-edge" config check "$ETC/gateway.yaml")
+CHECK_OK=1
+if [ "$DRY" = 1 ]; then
+  printf '+ %s\n' "${CHECK[*]}"
+  if [ -x "${CHECK[0]}" ] && [ -f "$ETC/gateway.yaml" ]; then
+    echo "(dry run: checked with the safety-edge installed now; the new one may differ)"
+    "${CHECK[@]}" || CHECK_OK=0
+  fi
+else
+  "${CHECK[@]}" || CHECK_OK=0
+fi
+if [ "$CHECK_OK" = 0 ]; then
+  if [ "$START" = 1 ] && [ "$FORCE" = 0 ]; then
+    die "the config check of $ETC/gateway.yaml failed (above): the unit was not updated and \
+the service NOT restarted (a running gateway goes on until it restarts, and then the check \
+fails it). Fix the config, check it with \`${CHECK[*]}\`, then run this script again; \
+--force restarts anyway"
+  fi
+  echo "install.sh: WARNING: the config check of $ETC/gateway.yaml failed (above); the service \
+will not start until it passes" >&2
+fi
 run install -m 0644 "$SRC/deploy/systemd/safety-edge.service" /etc/systemd/system/safety-edge.service
-run "$PREFIX/venv/bin/safety-edge" config check "$ETC/gateway.yaml" || true
 if [ -d /run/systemd/system ] && ! systemd-detect-virt --chroot >/dev/null 2>&1; then
   run systemctl daemon-reload
   run systemctl enable safety-edge.service

@@ -150,3 +150,81 @@ def test_same_version_wheel_replaces_the_installed_one_and_rolls_back(tmp_path: 
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("install.sh is for Linux gateways")
+
+
+# -- the config check gates the restart ----------------------------------------------------
+def _installed(tmp_path: Path, config: str) -> dict[str, str]:
+    """A dry run's view of an installed gateway (install.sh's test hook): ``PREFIX`` whose
+    ``venv/bin/safety-edge`` is this checkout's real CLI, and ``ETC/gateway.yaml``."""
+    prefix = tmp_path / "opt"
+    bin_dir = prefix / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    cli = bin_dir / "safety-edge"
+    cli.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m edge.cli "$@"\n')
+    cli.chmod(0o755)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "gateway.yaml").write_text(config)
+    env = dict(os.environ, INSTALL_SH_TEST_PREFIX=str(prefix), INSTALL_SH_TEST_ETC=str(etc))
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _dry(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["bash", str(INSTALL_SH), "--dry-run", "--models", str(models), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def _systemctl(out: str) -> list[str]:
+    return [
+        ln
+        for ln in out.splitlines()
+        if ln.startswith("+ systemctl") or "safety-edge.service /etc/systemd" in ln
+    ]
+
+
+BAD_CONFIG = "data_dir: /var/lib/safety-edge\nno_such_key: 1\n"
+
+
+def test_failed_config_check_stops_before_the_unit_and_restart(tmp_path: Path) -> None:
+    env = _installed(tmp_path, BAD_CONFIG)
+    r = _dry(tmp_path, env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no_such_key: unknown key" in r.stdout + r.stderr  # the check's own report
+    assert "the config check of" in r.stderr and "NOT restarted" in r.stderr
+    assert "--force restarts anyway" in r.stderr
+    assert _systemctl(r.stdout) == [], r.stdout  # no unit installed, nothing enabled
+    assert "installed. Config:" not in r.stdout
+
+
+@pytest.mark.parametrize("flag", ["--force", "--no-start"])
+def test_failed_config_check_goes_on_with_force_or_no_start(tmp_path: Path, flag: str) -> None:
+    env = _installed(tmp_path, BAD_CONFIG)
+    r = _dry(tmp_path, env, flag)
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: the config check" in r.stderr
+    assert any("systemctl enable safety-edge.service" in ln for ln in _systemctl(r.stdout))
+
+
+def test_passing_config_check_goes_on(tmp_path: Path) -> None:
+    example = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "config", "example"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    env = _installed(tmp_path, example)
+    r = _dry(tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    assert ": OK (" in r.stdout
+    assert "config check" not in r.stderr
+    assert any("systemctl enable safety-edge.service" in ln for ln in _systemctl(r.stdout))
