@@ -857,6 +857,14 @@ class CameraConfig(BaseModel):
     alert is an outbox row that is never dropped) and pages nobody. A camera goes offline
     when it cannot be opened or delivers no frame for ``read_timeout_s``; the delay counts
     from then. ``0``: raised at once, as before.
+
+    ``unstable_*``: a camera that keeps dropping and coming back (a stream that freezes
+    shortly after each reconnect) may never stay offline long enough for
+    ``camera_offline``; ``camera_unstable`` is raised once, within the last
+    ``unstable_window_s``, it came back ``unstable_reconnects`` times or was offline for
+    ``unstable_offline_ratio`` of the window (with at least one reconnect in it: a camera
+    that just stays offline is ``camera_offline``'s), and resolved once both are at most
+    half of that (reconnects: fewer than half) over a whole window.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -885,6 +893,25 @@ class CameraConfig(BaseModel):
         le=86_400.0,
         description="camera_offline alert only once offline this long without a break "
         "(/healthz and /metrics show offline at once); 0: at once",
+    )
+    unstable_window_s: float = Field(
+        default=600.0,
+        ge=5.0,
+        le=86_400.0,
+        description="sliding window of the camera_unstable check (reconnects, offline time)",
+    )
+    unstable_reconnects: int | None = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="camera_unstable once it came back this often within the window; null: off",
+    )
+    unstable_offline_ratio: float | None = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="camera_unstable once offline this share of the window (with a reconnect "
+        "in it); null: off",
     )
     tasks: dict[TaskKind, CameraTaskConfig] = Field(description="fence, hardhat, workwear")
 

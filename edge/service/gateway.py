@@ -56,6 +56,19 @@ camera dropping every 5 minutes used to queue 576 a day, taking the room that st
 end events need during a broker outage. ``/healthz`` shows ``offline_for_s`` and
 ``offline_alert`` per offline camera. ``0``: raised at once, as before.
 
+Unstable cameras: a camera that freezes shortly after each reconnect is shown online most
+of the time and is never offline for ``offline_alert_after_s`` without a break. Every
+tick, :meth:`GatewayService.run` counts each camera's reconnects (back online after
+offline) and offline time within its ``unstable_window_s`` (default 600 s):
+``unstable_reconnects`` (default 10) reconnects, or ``unstable_offline_ratio`` (default
+0.5) of the window offline with at least one reconnect, raise ``camera_unstable`` (key:
+the camera, severity warning, with ``reconnects``, ``offline_ratio``, ``window_s``; a
+WARNING in the log; ``/healthz``: ``unstable: true``, degraded). It is resolved once a
+whole window is calm: fewer than half the reconnects and at most half the ratio (an INFO
+line). Offline time counts from when the status says offline, i.e. ``read_timeout_s``
+after the last frame of a frozen stream. A remembered ``camera_unstable`` is resolved
+after a calm window from the start.
+
 Free disk space: every minute (and at the first tick) :meth:`GatewayService.check_disk`
 reads the free space of the filesystem holding ``data_dir`` (one ``statvfs``; the space
 an unprivileged user may use, i.e. without the root reserve) into
@@ -135,6 +148,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -212,6 +226,39 @@ class _Offline:
     since: float  # time.monotonic() when it went offline
     reason: str  # why, as the source said
     raised: bool = False  # camera_offline is active (published, or remembered from before)
+
+
+@dataclass
+class _Stability:
+    """A camera's recent offline spans and reconnects, for ``camera_unstable`` (guarded
+    by ``GatewayService._lock``; times are ``time.monotonic()``)."""
+
+    started: float  # since when this camera is watched
+    offline_since: float | None = None
+    spans: deque[tuple[float, float]] = field(default_factory=deque)  # closed offline spans
+    backs: deque[float] = field(default_factory=deque)  # when it came back online
+    raised: bool = False  # camera_unstable is active (published, or remembered)
+
+    def went(self, online: bool, now: float) -> None:
+        if not online:
+            if self.offline_since is None:
+                self.offline_since = now
+        elif self.offline_since is not None:
+            self.spans.append((self.offline_since, now))
+            self.backs.append(now)
+            self.offline_since = None
+
+    def window(self, now: float, window_s: float) -> tuple[int, float]:
+        """(reconnects, offline seconds) within ``[now - window_s, now]``."""
+        start = now - window_s
+        while self.spans and self.spans[0][1] < start:
+            self.spans.popleft()
+        while self.backs and self.backs[0] < start:
+            self.backs.popleft()
+        off = sum(e - max(b, start) for b, e in self.spans)
+        if self.offline_since is not None:
+            off += now - max(self.offline_since, start)
+        return len(self.backs), off
 
 
 class _ApiThread:
@@ -331,6 +378,7 @@ class GatewayService:
         self.app: Any = None
         self._lock = threading.Lock()  # _offline, and camera_offline publications in order
         self._offline: dict[str, _Offline] = {}
+        self._stability: dict[str, _Stability] = {}  # camera_unstable, under _lock
         self._disk: dict[str, Any] | None = None  # the last check_disk() reading
         self._disk_low = False  # under the floor (with the resolve margin)
         self._disk_alerted = False  # disk_low active (queued, or remembered from before)
@@ -627,9 +675,14 @@ class GatewayService:
                 why = "camera removed from the config"
             elif a.task is not None and a.task not in cam.config.tasks:
                 why = "task removed from the config"
-            elif a.kind == "camera_offline" and cam.pipeline is None:
+            elif a.kind in ("camera_offline", "camera_unstable") and cam.pipeline is None:
                 why = f"camera not running: {cam.off}"
             else:
+                if a.kind == "camera_unstable":  # resolved after a calm window
+                    with self._lock:
+                        self._stability[a.camera] = _Stability(
+                            started=time.monotonic(), raised=True
+                        )
                 if a.kind == "camera_offline":
                     with self._lock:
                         self._offline[a.camera] = _Offline(
@@ -701,6 +754,8 @@ class GatewayService:
         cam = self.cameras.get(camera)
         after = cam.config.offline_alert_after_s if cam is not None else 0.0
         with self._lock:
+            now = time.monotonic()
+            self._stability.setdefault(camera, _Stability(started=now)).went(online, now)
             st = self._offline.get(camera)
             if online:
                 if st is None:
@@ -743,6 +798,49 @@ class GatewayService:
                 )  # fmt: skip
                 msg = f"offline for {offline_s:.0f} s: {st.reason}"
                 self._alert("camera_offline", name, True, msg, "warning", camera=name)
+
+    def _due_unstable_alerts(self, now: float) -> None:
+        """Raise or resolve ``camera_unstable`` per running camera from its reconnects and
+        offline time within its ``unstable_window_s`` (see :class:`CameraConfig`);
+        ``now``: ``time.monotonic()``."""
+        with self._lock:
+            for name, cam in self.cameras.items():
+                c = cam.config
+                if cam.pipeline is None:
+                    continue
+                st = self._stability.setdefault(name, _Stability(started=now))
+                n_max, ratio_max = c.unstable_reconnects, c.unstable_offline_ratio
+                window = c.unstable_window_s
+                backs, off_s = st.window(now, window)
+                ratio = off_s / window
+                if not st.raised:
+                    many = n_max is not None and backs >= n_max
+                    long = ratio_max is not None and ratio >= ratio_max and backs > 0
+                    if not (many or long):
+                        continue
+                else:
+                    calm = (n_max is None or backs < max(1, n_max // 2)) and (
+                        ratio_max is None or ratio <= ratio_max / 2
+                    )
+                    if not calm or now - st.started < window:
+                        continue
+                msg = (
+                    f"{backs} reconnect(s) and {off_s:.0f} s offline ({100 * ratio:.0f} %) in "
+                    f"the last {window:g} s (unstable_reconnects {n_max}, "
+                    f"unstable_offline_ratio {ratio_max})"
+                )
+                extra = {
+                    "reconnects": backs,
+                    "offline_ratio": round(ratio, 3),
+                    "window_s": window,
+                }
+                if not st.raised:
+                    log.warning("camera %s unstable: %s; raising camera_unstable", name, msg)
+                else:
+                    log.info("camera %s stable again: %s; camera_unstable resolved", name, msg)
+                if self._alert("camera_unstable", name, not st.raised, msg, "warning",
+                               camera=name, extra=extra):  # fmt: skip
+                    st.raised = not st.raised
 
     def check_disk(self) -> dict[str, Any] | None:
         """One pass of the free-space check of ``data_dir`` (:meth:`run` calls it every
@@ -999,6 +1097,7 @@ class GatewayService:
                 self._publish_states()
                 next_state = now + interval
             self._due_offline_alerts(now)
+            self._due_unstable_alerts(now)
             minute = now - last_clock >= _CLOCK_EVERY_S
             if minute or (self._clock is not None and not self._clock.plausible):
                 self.check_clock(refresh_floor=minute)
@@ -1067,6 +1166,7 @@ class GatewayService:
         now = time.monotonic()
         with self._lock:
             offline = {n: (now - st.since, st.raised) for n, st in self._offline.items()}
+            unstable = {n for n, st in self._stability.items() if st.raised}
         for m in self.camera_metrics():
             name = m["camera"]
             cam = self.cameras[name]
@@ -1098,6 +1198,9 @@ class GatewayService:
                     progress_age_s={k: round(v, 1) for k, v in m["progress_age_s"].items()},
                 )
             if cam.config.enabled and not m.get("online"):
+                degraded = True
+            if name in unstable:
+                entry["unstable"] = True  # camera_unstable raised
                 degraded = True
             if name in offline and not m.get("online"):
                 entry["offline_for_s"] = round(offline[name][0], 1)

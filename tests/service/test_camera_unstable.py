@@ -1,0 +1,188 @@
+"""A camera that freezes shortly after each reconnect raises ``camera_unstable``.
+
+Such a camera is shown online most of the time (it is declared offline only after
+``read_timeout_s`` without a frame and comes back at the next connect), so the
+``camera_offline`` alert, which needs ``offline_alert_after_s`` offline without a break,
+never fires. The whole gateway in-process with real parts: a real MJPEG server on a free
+loopback port that, per connection, sends 1 s of frames and then holds the connection
+silent (the audit's flapping source), OpenCV reading it, a tiny planted ONNX model, a
+real mosquitto with a real subscriber, real SQLite files. Then the server streams
+steadily and the alert is resolved after a calm window.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import config_from_mapping
+from edge.errors import ConfigError
+from edge.service.gateway import GatewayService
+from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.subscriber import Subscriber
+from tests.polling import wait
+from tests.service.test_stall_and_alerts import camera, write_people_model
+
+GW = "gw-flap"
+WINDOW = 8.0
+
+
+class FlappingMjpeg:
+    """Per connection: ``burst_s`` of 10 fps JPEG frames, then silence while ``flapping``
+    (the connection is held open); frames for ever once ``flapping`` is cleared."""
+
+    def __init__(self, burst_s: float = 1.0) -> None:
+        self.burst_s = burst_s
+        self.flapping = threading.Event()
+        self.flapping.set()
+        self.connections = 0
+        self._closed = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v.mjpg"
+        ok, buf = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+        assert ok
+        self._jpg = buf.tobytes()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(
+                    b"HTTP/1.0 200 OK\r\n"
+                    b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+                )
+                t0 = time.monotonic()
+                while not self._closed.is_set():
+                    if self.flapping.is_set() and time.monotonic() - t0 > self.burst_s:
+                        time.sleep(0.1)  # frozen: the connection stays open, silent
+                        continue
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                    conn.sendall(head % len(self._jpg) + self._jpg + b"\r\n")
+                    time.sleep(0.1)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto not installed (make deps)")
+    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
+        yield b
+
+
+def test_config_unstable_keys() -> None:
+    c = config_from_mapping({"cameras": [camera("a", "x.avi")]}).cameras[0]
+    assert (c.unstable_window_s, c.unstable_reconnects, c.unstable_offline_ratio) == (
+        600.0,
+        10,
+        0.5,
+    )
+    off = camera("a", "x.avi", unstable_reconnects=None, unstable_offline_ratio=None)
+    assert config_from_mapping({"cameras": [off]}).cameras[0].unstable_reconnects is None
+    for bad in (
+        {"unstable_window_s": 2},
+        {"unstable_offline_ratio": 0},
+        {"unstable_reconnects": 0},
+    ):
+        with pytest.raises(ConfigError):
+            config_from_mapping({"cameras": [camera("a", "x.avi", **bad)]})
+
+
+def alerts(sub: Subscriber, kind: str) -> list[dict[str, Any]]:
+    return [m.json()["alert"] for m in sub.on_topic("/alerts") if m.json()["alert"]["kind"] == kind]
+
+
+def test_a_flapping_camera_raises_camera_unstable_and_resolves_when_stable(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    write_people_model(tmp_path / "models", "people")
+    server = FlappingMjpeg()
+    cfg = config_from_mapping(
+        {
+            "gateway_id": GW,
+            "data_dir": str(tmp_path / "data"),
+            "models_dir": str(tmp_path / "models"),
+            "tasks": {"fence": "people", "hardhat": None, "workwear": None},
+            "service": {"api": False, "stop_timeout_s": 10, "flush_timeout_s": 5},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "prefix": "fp"},
+            "cameras": [
+                camera(
+                    "flap",
+                    server.url,
+                    read_timeout_s=1,
+                    open_timeout_s=2,
+                    backoff_max_s=0.5,
+                    offline_alert_after_s=8,
+                    target_fps=None,
+                    unstable_window_s=WINDOW,
+                    unstable_reconnects=3,
+                )
+            ],
+        }
+    )
+    service = GatewayService(config=cfg)
+    stop = threading.Event()
+    rc: list[int] = []
+    runner = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
+    with Subscriber(
+        host=broker.host, port=broker.port, topics=[f"fp/{GW}/#"], client_id="s"
+    ) as sub:
+        try:
+            service.start()
+            runner.start()
+            t0 = time.monotonic()
+            assert wait(lambda: len(alerts(sub, "camera_unstable")) >= 1, 25), server.connections
+            raised_after = time.monotonic() - t0
+            a = alerts(sub, "camera_unstable")[0]
+            assert a["state"] == "active" and a["key"] == "flap" and a["camera"] == "flap"
+            assert a["reconnects"] >= 3 and a["window_s"] == WINDOW
+            assert "reconnect(s)" in a["message"]
+            h = service.health()["cameras"]["flap"]
+            assert h["unstable"] is True
+            assert service.health()["status"] == "degraded"
+            assert alerts(sub, "camera_offline") == []  # never offline 8 s without a break
+            # Stable from now on: resolved once a whole window is calm.
+            server.flapping.clear()
+            t1 = time.monotonic()
+            assert wait(lambda: len(alerts(sub, "camera_unstable")) >= 2, 3 * WINDOW + 10)
+            resolved_after = time.monotonic() - t1
+            r = alerts(sub, "camera_unstable")[1]
+            assert r["state"] == "resolved" and r["key"] == "flap"
+            assert "unstable" not in service.health()["cameras"]["flap"]
+            assert resolved_after >= WINDOW / 2, resolved_after
+            print(
+                f"raised after {raised_after:.1f} s, resolved {resolved_after:.1f} s after "
+                f"the stream became stable; server connections {server.connections}"
+            )
+        finally:
+            stop.set()
+            runner.join(10)
+            service.stop()
+            server.close()
+    assert rc == [0]
+    assert len(alerts(sub, "camera_unstable")) == 2
