@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from edge.mqtt.topics import validate_prefix
 
-__all__ = ["CommandsConfig", "MqttConfig", "OutboxConfig", "TlsConfig"]
+__all__ = ["MQTT_MAX_PACKET", "CommandsConfig", "MqttConfig", "OutboxConfig", "TlsConfig"]
+
+MQTT_MAX_PACKET = 268_435_460
+"""The largest MQTT packet there is: 5 header bytes and a remaining length of 268,435,455."""
 
 
 class TlsConfig(BaseModel):
@@ -107,6 +110,18 @@ class MqttConfig(BaseModel):
     (default 20, mosquitto's default Receive Maximum); an MQTT 5 broker announcing a
     smaller Receive Maximum lowers it from the next connection on.
 
+    ``max_message_bytes`` bounds the size of one PUBLISH packet (fixed header, topic,
+    packet id, properties and payload) the gateway sends; an MQTT 5 broker announcing a
+    smaller Maximum Packet Size lowers it for that connection. An outbox message over the
+    limit is never sent (a broker would drop the connection, and the message would block
+    everything behind it): it is removed, logged and reported as lost in the
+    ``mqtt_outbox_loss`` alert. Set it at or below the broker's limit (mosquitto
+    ``max_packet_size`` / ``message_size_limit``) where the broker does not announce one
+    (MQTT 3.1.1, mosquitto's ``message_size_limit``): a broker limit below this setting
+    means a dropped connection per oversized message (the publisher sets such a message
+    aside after a few drops) or, for MQTT 3.1.1 and ``message_size_limit``, a message
+    the broker acknowledges and silently discards.
+
     Backoff after a failed or lost connection is exponential with jitter between
     ``backoff_min_s`` and ``backoff_max_s``; refusals that retrying cannot fix (bad
     credentials, not authorised, banned, TLS verification failed) wait ``backoff_auth_s``.
@@ -128,6 +143,13 @@ class MqttConfig(BaseModel):
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     qos: Literal[1, 2] = 1
     max_inflight: int = Field(default=20, ge=1, le=65535)
+    max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=MQTT_MAX_PACKET,
+        description="largest PUBLISH packet sent; larger outbox messages are set aside as "
+        "lost (alerted); at most the broker's max_packet_size/message_size_limit",
+    )
     outbox: OutboxConfig = OutboxConfig()
     backoff_min_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)

@@ -17,6 +17,23 @@ Threads (started by :meth:`Publisher.start`, joined by :meth:`Publisher.close`):
   the oldest row, so whatever was unacknowledged when a connection or the process died
   goes out again; paho's queue dies with its client and is never the only copy.
 
+Messages the broker will not take do not block the rows behind them. An outbox row whose
+PUBLISH packet (fixed header, topic, packet id, MQTT 5 properties, payload:
+:func:`publish_packet_size`) is larger than ``max_message_bytes``, or than the Maximum
+Packet Size an MQTT 5 broker announces in CONNACK, is never sent. A row the connection
+dies on -- the first row sent on a connection, still unacknowledged when the connection
+ends within 2 s of sending it, 5 connections in a row (a broker that disconnects on
+what it refuses without announcing a limit: mosquitto's ``max_packet_size`` with MQTT
+3.1.1, its ``message_size_limit`` with MQTT 5) -- is set aside too; each further row set
+aside that way before any row is acknowledged needs twice as many such connections, so
+a connection that dies for other reasons cannot empty the outbox quickly. A set-aside
+row is deleted from the outbox, logged as an error with its row id, kind, key (event or
+alert id), topic and size, counted in ``mqtt_messages_set_aside_total{reason=
+"too_large"|"disconnected_on_send"}`` and reported as lost in the ``mqtt_outbox_loss``
+alert (``too_large``/``disconnected_on_send`` counts). Status, state, discovery, result
+and reply messages over the limit are not sent either (logged once per topic, counted in
+``mqtt_messages_not_sent_total{reason="too_large"}``).
+
 Paho is used with ``CallbackAPIVersion.VERSION2``; each connection gets a new client, so
 the outbox is the only place unacknowledged messages live. Callbacks run in paho's
 thread and only touch a small lock that is never held while calling into paho.
@@ -88,7 +105,14 @@ from edge.mqtt.commands import CommandDispatcher
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
 from edge.mqtt.ids import new_event_id
-from edge.mqtt.outbox import Message, Outbox, OutboxError, OutboxFullError, OutboxRecovery
+from edge.mqtt.outbox import (
+    Message,
+    Outbox,
+    OutboxError,
+    OutboxFullError,
+    OutboxRecovery,
+    StoredMessage,
+)
 from edge.mqtt.reconnect import (
     Backoff,
     Failure,
@@ -110,7 +134,13 @@ from edge.mqtt.schema import (
 )
 from edge.mqtt.topics import Topics, validate_gateway_id
 
-__all__ = ["AlertHook", "Publisher", "PublisherClosedError", "build_ssl_context"]
+__all__ = [
+    "AlertHook",
+    "Publisher",
+    "PublisherClosedError",
+    "build_ssl_context",
+    "publish_packet_size",
+]
 
 log = logging.getLogger("edge.mqtt")
 
@@ -125,10 +155,39 @@ _DRAIN_S = 2.0  # close() waits this long for in-flight acknowledgements
 _PUMP_TICK_S = 0.25  # longest pump sleep (bounds ack-delete latency when idle)
 _TICK_S = 1.0  # loss-alert flush and checkpoint check period
 _HANDOFF_MIN = 256  # rows handed to paho ahead of acks (paho queues beyond max_inflight)
+_POISON_WINDOW_S = 2.0  # a connection that dies this soon after sending its first row ...
+_POISON_TRIES = 5  # ... this many times in a row with that row unacknowledged: set it aside
+# Disconnect reasons that say nothing about the message just sent.
+_BENIGN_DOWN = frozenset(
+    {
+        "closing",
+        "normal_disconnection",
+        "server_shutting_down",
+        "session_taken_over",
+        "administrative_action",
+        "server_busy",
+        "use_another_server",
+        "server_moved",
+        "connection_rate_exceeded",
+        "keep_alive_timeout",
+    }
+)
 
 
 def _handoff(inflight: int) -> int:
     return max(_HANDOFF_MIN, 8 * inflight)
+
+
+def publish_packet_size(topic: str, payload_len: int, *, qos: int, v5: bool) -> int:
+    """Bytes of the PUBLISH packet paho sends for ``topic`` (str, UTF-8 on the wire) and a
+    ``payload_len``-byte payload: fixed header (1 byte + 1..4 bytes remaining length),
+    topic (2 + its UTF-8 bytes), packet id (2, QoS 1/2), MQTT 5 properties (1: none),
+    payload. This is what a broker compares with its maximum packet size."""
+    remaining = 2 + len(topic.encode()) + payload_len + (2 if qos > 0 else 0) + (1 if v5 else 0)
+    length_bytes = 1
+    while remaining >= 128**length_bytes and length_bytes < 4:
+        length_bytes += 1
+    return 1 + length_bytes + remaining
 
 
 class PublisherClosedError(EdgeError):
@@ -226,6 +285,10 @@ class Publisher:
         self._link_seq = 0  # link thread only
         self._window = _handoff(config.max_inflight)  # rows the pump keeps handed to paho
         self._paho_inflight = config.max_inflight  # MQTT in-flight limit for new clients
+        self._max_packet = config.max_message_bytes  # largest PUBLISH on this connection
+        self._broker_max_packet: int | None = None  # the broker's last announced limit
+        self._last_down: tuple[int, str] = (0, "")  # (gen, reason) of the last lost link
+        self._too_large_topics: set[str] = set()  # direct topics already logged
         self._acks: list[tuple[int, int, int]] = []  # (gen, mid, reason code value)
         self._pump_waiting = False
         self._wake_acks = 1
@@ -386,7 +449,7 @@ class Publisher:
         with self._state_lock:
             self._states[topic] = payload
             client = self._client
-            if client is not None:
+            if client is not None and self._fits(topic, payload, qos=1):
                 client.publish(topic, payload, qos=1, retain=True)
                 self._inc("mqtt_state_published_total")
 
@@ -401,10 +464,14 @@ class Publisher:
             return False
         client = self._client
         if client is not None:
-            payload = result_payload(
-                gateway=self.gateway_id, result=result, t_ms=now_ms(), camera=camera, task=task
+            payload = dumps(
+                result_payload(
+                    gateway=self.gateway_id, result=result, t_ms=now_ms(), camera=camera, task=task
+                )
             )
-            info = client.publish(self.topics.results, dumps(payload), qos=0)
+            if not self._fits(self.topics.results, payload, qos=0):
+                return False
+            info = client.publish(self.topics.results, payload, qos=0)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._inc("mqtt_results_published_total")
                 return True
@@ -423,7 +490,7 @@ class Publisher:
             self._cameras = tuple(cameras)
         client = self._client
         if client is not None:
-            self._announce(client)
+            self._announce(client, self._max_packet)
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (every message acknowledged); False on timeout."""
@@ -793,12 +860,23 @@ class Publisher:
             )  # fmt: skip
             self._paho_inflight = recv_max
         window = _handoff(self._paho_inflight)
-        self._announce(client)
+        limit = self.config.max_message_bytes
+        broker_max = getattr(properties, "MaximumPacketSize", None)
+        if isinstance(broker_max, int) and 0 < broker_max < limit:
+            if broker_max != self._broker_max_packet:
+                log.warning(
+                    "mqtt: broker Maximum Packet Size %d < max_message_bytes %d; larger "
+                    "outbox messages are set aside as lost", broker_max, limit,
+                )  # fmt: skip
+            limit = broker_max
+        self._broker_max_packet = broker_max if isinstance(broker_max, int) else None
+        self._announce(client, limit)
         self._subscribe_commands(client, session_present=bool(flags.session_present))
         with self._cond:
             self._client = client
             self._gen = link.gen
             self._window = window
+            self._max_packet = limit
             self._cond.notify_all()
         self._inc("mqtt_connects_total")
         self._last_error = None
@@ -822,8 +900,9 @@ class Publisher:
             )
         link.connack.set()
 
-    def _announce(self, client: mqtt.Client) -> None:
-        """Retained online status, Home Assistant discovery and the last states."""
+    def _announce(self, client: mqtt.Client, limit: int) -> None:
+        """Retained online status, Home Assistant discovery and the last states (each
+        only if its packet is at most ``limit`` bytes)."""
         status = status_payload(
             gateway=self.gateway_id,
             version=self._version,
@@ -831,18 +910,38 @@ class Publisher:
             cameras=self._cameras,
             t_ms=now_ms(),
         )
-        client.publish(self.topics.status, dumps(status), qos=1, retain=True)
+        retained = [(self.topics.status, dumps(status))]
         if self.config.ha_discovery:
-            for msg in discovery_messages(
-                topics=self.topics,
-                ha_prefix=self.config.ha_prefix,
-                cameras=self._cameras,
-                version=self._version,
-            ):
-                client.publish(msg.topic, dumps(msg.payload), qos=1, retain=True)
+            retained += [
+                (msg.topic, dumps(msg.payload))
+                for msg in discovery_messages(
+                    topics=self.topics,
+                    ha_prefix=self.config.ha_prefix,
+                    cameras=self._cameras,
+                    version=self._version,
+                )
+            ]
         with self._state_lock:
-            for topic, payload in self._states.items():
+            retained += list(self._states.items())
+        for topic, payload in retained:
+            if self._fits(topic, payload, qos=1, limit=limit):
                 client.publish(topic, payload, qos=1, retain=True)
+
+    def _fits(self, topic: str, payload: bytes, *, qos: int, limit: int | None = None) -> bool:
+        """Whether a direct (not outbox) message fits the connection's packet limit
+        (``limit``, default the current one); one that does not is counted, and logged
+        once per topic."""
+        lim = self._max_packet if limit is None else limit
+        size = publish_packet_size(topic, len(payload), qos=qos, v5=self.config.protocol == "5")
+        if size <= lim:
+            return True
+        self._inc('mqtt_messages_not_sent_total{reason="too_large"}')
+        if topic not in self._too_large_topics:
+            self._too_large_topics.add(topic)
+            log.error("mqtt: not sending %s: its PUBLISH packet is %d bytes, the limit is %d "
+                      "(max_message_bytes or the broker's Maximum Packet Size)",
+                      topic, size, lim)  # fmt: skip
+        return False
 
     def _subscribe_commands(self, client: mqtt.Client, *, session_present: bool) -> None:
         """Subscribe to the command tree on every connection (a broker without our session
@@ -916,8 +1015,9 @@ class Publisher:
         if not reply.get("ok"):
             self._inc("mqtt_command_errors_total")
         client = self._client
-        if client is not None:
-            info = client.publish(self.topics.cmd_reply, dumps(reply), qos=1, retain=False)
+        payload = dumps(reply)
+        if client is not None and self._fits(self.topics.cmd_reply, payload, qos=1):
+            info = client.publish(self.topics.cmd_reply, payload, qos=1, retain=False)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._inc("mqtt_command_replies_sent_total")
                 return
@@ -932,16 +1032,18 @@ class Publisher:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._cond:
-            if self._client is client:
-                self._client = None
-            self._cond.notify_all()
         if link.failure is None and not link.closing:
             if flags.is_disconnect_packet_from_server:
                 name = reason_code.getName()
                 link.failure = Failure(reason_slug(name), f"broker closed the connection: {name}")
             else:
                 link.failure = Failure("connection_lost", "connection lost")
+        reason = "closing" if link.closing or link.failure is None else link.failure.reason
+        with self._cond:
+            if self._client is client:
+                self._client = None
+            self._last_down = (link.gen, reason)
+            self._cond.notify_all()
         link.down.set()
         link.connack.set()
         self._wake_link.set()
@@ -994,6 +1096,19 @@ class _Pump:
         self.next_tick = now + _TICK_S
         self.checkpointed = (0, 0)  # (commits, acked) at the last checkpoint
         self.acked = 0
+        self.v5 = pub.config.protocol == "5"
+        # Poison guard: the first row sent on this connection and when; the row the last
+        # connections died on and how many in a row; how many it takes to set one aside.
+        self.probe: tuple[int, float] | None = None
+        self.suspect, self.suspect_n = 0, 0
+        self.poison_need = _POISON_TRIES
+
+    def _room(self, window: int) -> int:
+        """Rows that may be handed to paho now: ``window`` less those in flight, and only
+        the suspect row alone while a connection died on it (so an acknowledgement lost
+        with the connection of a row sent just before a poison row does not make the
+        poison guard blame the wrong row)."""
+        return (1 if self.suspect_n > 0 else window) - len(self.inflight)
 
     def _want_to_run(self, client: mqtt.Client | None, gen: int, window: int) -> bool:
         pub = self.pub
@@ -1003,8 +1118,8 @@ class _Pump:
             return bool(self.inflight) or self.gen != -1
         if gen != self.gen:
             return True
-        room = window - len(self.inflight)
-        need = max(1, window // 2) if self.inflight else 1
+        room = self._room(window)
+        need = max(1, window // 2) if self.inflight and not self.suspect_n else 1
         return not pub._draining and room >= need and pub._outbox.last_id > self.cursor
 
     def step(self) -> bool:
@@ -1023,15 +1138,18 @@ class _Pump:
                     break
             acks, pub._acks = pub._acks, []
             client, gen, window = pub._client, pub._gen, pub._window
+            limit, last_down = pub._max_packet, pub._last_down
             draining, final = pub._draining, pub._link_done.is_set()
 
         self._apply_acks(acks)
         if client is None or gen != self.gen:  # connection gone or new: start from the oldest
+            if self.gen != -1:
+                self._connection_ended(last_down)
             self.inflight.clear()
             self.cursor = 0
             self.gen = gen if client is not None else -1
         if client is not None and not draining:
-            self._send(client, window)
+            self._send(client, window, limit)
         with pub._cond:
             pub._inflight_n = len(self.inflight)
             pub._cond.notify_all()
@@ -1050,7 +1168,10 @@ class _Pump:
             if rid is None:  # status/state/discovery/result message
                 continue
             done.append(rid)
-            if code >= 0x80:
+            self.suspect, self.suspect_n = 0, 0  # answered: the connection survived it
+            if code < 0x80:
+                self.poison_need = _POISON_TRIES  # the broker takes messages again
+            else:
                 reason = reason_slug(ReasonCode(PacketTypes.PUBACK, identifier=code).getName())
                 pub._inc(f'mqtt_publish_rejected_total{{reason="{reason}"}}')
                 log.error("mqtt: broker refused outbox row %d (0x%02X %s)", rid, code, reason)
@@ -1060,9 +1181,9 @@ class _Pump:
             pub._inc("mqtt_messages_acked_total", len(done))
             self.acked += len(done)
 
-    def _send(self, client: mqtt.Client, window: int) -> None:
+    def _send(self, client: mqtt.Client, window: int, limit: int) -> None:
         pub = self.pub
-        room = window - len(self.inflight)
+        room = self._room(window)
         if room <= 0:
             return
         last = pub._outbox.last_id
@@ -1070,10 +1191,18 @@ class _Pump:
             return
         rows = pub._outbox.read_after(self.cursor, room)
         sent = resent = 0
+        too_large: list[tuple[StoredMessage, int]] = []
         for row in rows:
+            size = publish_packet_size(row.topic, len(row.payload), qos=row.qos, v5=self.v5)
+            if size > limit:  # a broker would drop the connection: never send it
+                too_large.append((row, size))
+                self.cursor = row.id
+                continue
             info = client.publish(row.topic, row.payload, qos=row.qos)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break  # connection going down; on_disconnect follows
+            if self.probe is None:
+                self.probe = (row.id, time.monotonic())
             self.inflight[info.mid] = row.id
             self.cursor = row.id
             sent += 1
@@ -1087,6 +1216,65 @@ class _Pump:
             pub._inc("mqtt_messages_sent_total", sent)
         if resent:
             pub._inc("mqtt_messages_resent_total", resent)
+        if too_large:
+            self._set_aside(
+                too_large,
+                "too_large",
+                f"is larger than the limit of {limit} bytes (max_message_bytes or the "
+                "broker's Maximum Packet Size)",
+            )
+
+    def _connection_ended(self, last_down: tuple[int, str]) -> None:
+        """Poison guard, run once per connection when the pump sees it gone: did it die
+        right after its first row was sent, with that row unacknowledged?"""
+        probe, self.probe = self.probe, None
+        if probe is None:  # nothing sent: no evidence either way
+            return
+        rid, t_sent = probe
+        gen, reason = last_down
+        quick = time.monotonic() - t_sent <= _POISON_WINDOW_S
+        if (
+            not quick
+            or (gen == self.gen and reason in _BENIGN_DOWN)
+            or rid not in self.inflight.values()
+        ):
+            self.suspect, self.suspect_n = 0, 0
+            return
+        if rid == self.suspect:
+            self.suspect_n += 1
+        else:
+            self.suspect, self.suspect_n = rid, 1
+        log.info("mqtt: connection died right after sending outbox row %d (%d of %d in a row)",
+                 rid, self.suspect_n, self.poison_need)  # fmt: skip
+        if self.suspect_n < self.poison_need:
+            return
+        self.suspect, self.suspect_n = 0, 0
+        found = self.pub._outbox.read_after(rid - 1, 1)
+        if found and found[0].id == rid:
+            row = found[0]
+            size = publish_packet_size(row.topic, len(row.payload), qos=row.qos, v5=self.v5)
+            self._set_aside(
+                [(row, size)],
+                "disconnected_on_send",
+                f"was followed by the connection dying within {_POISON_WINDOW_S:g} s, "
+                f"unacknowledged, {self.poison_need} connections in a row (a broker limit "
+                "on size or content that it does not announce? see the broker's log)",
+            )
+        self.poison_need *= 2  # the next one needs more evidence, until an ack arrives
+
+    def _set_aside(self, rows: list[tuple[StoredMessage, int]], reason: str, why: str) -> None:
+        """Delete rows that cannot be delivered from the outbox and report them as lost."""
+        pub = self.pub
+        n = pub._outbox.delete([row.id for row, _ in rows])
+        for row, size in rows:
+            log.error(
+                "mqtt: outbox row %d (%s %s, topic %s, %d-byte PUBLISH packet) %s; removed "
+                "from the outbox and reported as lost", row.id, row.kind, row.key, row.topic,
+                size, why,
+            )  # fmt: skip
+        if n:
+            pub._inc(f'mqtt_messages_set_aside_total{{reason="{reason}"}}', n)
+            pub._note_loss(reason, n)
 
     def _periodic(self) -> None:
         """Once a second: flush a pending loss alert; every ``checkpoint_interval_s``:
