@@ -139,6 +139,20 @@ def test_row_the_broker_keeps_disconnecting_on_is_set_aside(
     )
 
 
+def test_mqtt311_message_size_limit_drop_is_counted_not_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MQTT 3.1.1 and ``message_size_limit``: mosquitto acknowledges the oversized
+    message and drops it. With ``max_message_bytes`` at the broker's limit the publisher
+    never sends it and counts it as lost instead of as delivered."""
+    got, ids, bad, alerts, _, m = run_ten(
+        tmp_path, "message_size_limit 2000", caplog, protocol="3.1.1", max_message_bytes=2000
+    )
+    assert got & set(ids) == set(ids) - {bad}
+    assert lost(alerts, "too_large") == 1
+    assert m["mqtt_messages_acked_total"] == 9 + len(alerts)
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_packet_size_is_exact_at_the_broker_limit(tmp_path: Path, protocol: str) -> None:
     """An event whose PUBLISH packet is exactly ``max_packet_size`` bytes goes through;
