@@ -310,7 +310,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--start",
         metavar="ISO",
         help="start date/time, e.g. 2026-12-01 or 2026-12-01T08:00+01:00 (without an offset: "
-        "the gateway's local time); default now",
+        "the gateway's local time); default now, refused while the clock looks unset (before "
+        "this release or the database's newest record): then give --start",
     )
     p = leaf(
         qsub,

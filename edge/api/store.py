@@ -98,6 +98,8 @@ from edge.errors import EdgeError
 
 __all__ = [
     "APIS",
+    "CLOCK_FLOOR",
+    "CLOCK_SLACK",
     "DB_FILENAME",
     "LATENCY_BOUNDS_MS",
     "MAX_PENDING_MINUTES",
@@ -140,6 +142,17 @@ DB_FILENAME = "safety-edge.sqlite3"
 """File name of the database inside the gateway's data directory."""
 
 NAME_MIN, NAME_MAX = 4, 15
+
+CLOCK_FLOOR = datetime(2026, 11, 1, tzinfo=timezone.utc)
+"""No real clock reads earlier than this (the month this code was written): a gateway clock
+before it is unset (no RTC battery: 1970, or the image's build date) and not yet corrected
+by NTP. :meth:`Store.add_package` refuses to date a package by such a clock."""
+
+CLOCK_SLACK = timedelta(hours=1)
+"""How far the clock may read behind the newest time recorded in the database before
+:meth:`Store.add_package` takes it for an unset clock (NTP corrections of a drifting clock
+step it back by seconds; a package dated up to this much early loses at most this much of
+its year)."""
 
 # Latency histogram: bucket i counts latencies in (BOUNDS[i-1], BOUNDS[i]] ms; bucket 0 is
 # [0, 0.1] ms and bucket len(BOUNDS) is (100 s, inf). 20 buckets per decade.
@@ -1048,12 +1061,24 @@ class Store(Closing):
         tier: str,
         start: datetime | None = None,
         calls: int | None = None,
+        now: datetime | None = None,
     ) -> PackageRecord:
         """Add a package of ``tier`` calls of ``api``, valid from ``start`` (default now)
         for one year. ``calls`` overrides the tier's call count (tests, promotions).
+        ``now``: the current time (default the system clock; tests inject theirs).
+
+        Without ``start`` the package is dated by the clock, so the clock must be
+        plausible: it must not read before :data:`CLOCK_FLOOR` nor more than
+        :data:`CLOCK_SLACK` before the newest time recorded in the database (an
+        application, grant or package change, a monitoring minute, an alert). A gateway
+        that booted without a real-time clock reads 1970 or its image's build date until NTP
+        sets it; a package sold then would start (and expire) in the wrong year and, once
+        the clock is set, refuse every call with 4029. Such a request is refused with an
+        :class:`AppError` asking for an explicit ``start`` (or a set clock) instead.
 
         Raises :class:`AppError` for an unknown app/tier/API, an API the app is not
-        granted, or a start whose year of validity does not fit a ``datetime``.
+        granted, a start whose year of validity does not fit a ``datetime``, or no
+        ``start`` while the clock is implausible (see above).
         """
         a = _check_api(api)
         if tier not in TIER_CALLS:
@@ -1061,8 +1086,9 @@ class Store(Closing):
         n = TIER_CALLS[tier] if calls is None else int(calls)
         if n <= 0:
             raise AppError(f"a package needs a positive call count, got {n}")
+        t_now = _utc(now)
         try:
-            begin = _utc(start).replace(microsecond=0)
+            begin = _utc(t_now if start is None else start).replace(microsecond=0)
             expires = add_one_year(begin)
         except (ValueError, OverflowError):
             raise AppError(
@@ -1076,13 +1102,14 @@ class Store(Closing):
             ).fetchone()
             if granted is None:
                 raise AppError(f"application {row[1]!r} is not granted the {a} API; grant it first")
+            if start is None:
+                self._check_clock(c, t_now)
             cur = c.execute(
                 "INSERT INTO packages (app_id, api, tier, calls, used, start_at, expires_at,"
                 " created_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
-                (row[0], a, tier, n, _ts(begin), _ts(expires), _ts(_utc(None))),
+                (row[0], a, tier, n, _ts(begin), _ts(expires), _ts(t_now)),
             )
             pid = int(cur.lastrowid or 0)
-        now = _utc(None)
         return PackageRecord(
             id=pid,
             app_key=row[3],
@@ -1093,7 +1120,41 @@ class Store(Closing):
             used=0,
             start=begin,
             expires_at=expires,
-            active=begin <= now < expires,
+            active=begin <= t_now < expires,
+        )
+
+    _NEWEST_TIMES = (
+        ("an application change", "SELECT MAX(MAX(created_at), MAX(updated_at)) FROM apps"),
+        ("an API grant", "SELECT MAX(created_at) FROM grants"),
+        ("a resource package sale", "SELECT MAX(created_at) FROM packages"),
+        ("a monitoring minute", "SELECT MAX(minute) FROM minute_stats"),
+        ("an alert", "SELECT MAX(last_seen_at) FROM alerts"),
+    )
+
+    def _check_clock(self, c: sqlite3.Connection, now: datetime) -> None:
+        """Raise :class:`AppError` when ``now`` cannot be the real time (see add_package)."""
+        floor, what = CLOCK_FLOOR, f"before this software's release ({CLOCK_FLOOR.date()})"
+        slack_h = CLOCK_SLACK.total_seconds() / 3600
+        for name, sql in self._NEWEST_TIMES:
+            ts = c.execute(sql).fetchone()[0]
+            if ts is not None and _dt(int(ts)) - CLOCK_SLACK > floor:
+                floor = _dt(int(ts)) - CLOCK_SLACK
+                what = (
+                    f"more than {slack_h:g} h before {name} recorded at {_dt(int(ts)).isoformat()}"
+                )
+        if now >= floor:
+            return
+        log.warning(
+            "package not added: the clock reads %s, %s; it is probably not set yet",
+            now.isoformat(timespec="seconds"),
+            what,
+        )
+        raise AppError(
+            f"the gateway clock reads {now.isoformat(timespec='seconds')}, which is {what}: "
+            "the clock is probably not set yet (no RTC, NTP not reached). A package "
+            "starting now would start and expire at the wrong date (and refuse calls with 4029 "
+            "once the clock is set). Set the clock, or give the start explicitly "
+            "(safety-edge quota add ... --start YYYY-MM-DDTHH:MM, or the console's Start field)"
         )
 
     def quota(

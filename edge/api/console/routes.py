@@ -87,7 +87,7 @@ from edge.api.console.zone_edit import (
 from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
 from edge.api.store import TIERS, AppError, AppRecord, Store, StoreError
 from edge.kernels.geometry import MAX_AREA_POINTS, MIN_AREA_POINTS
-from edge.stream.events import EventStoreError, events_db_path, parse_time
+from edge.stream.events import EventStoreError, events_db_path, local_if_naive, parse_time
 
 if TYPE_CHECKING:
     from edge.api.app import Gateway
@@ -345,6 +345,25 @@ async def _form(request: Request) -> dict[str, list[str]]:
 def _one(form: Mapping[str, list[str]], key: str) -> str:
     vals = form.get(key)
     return vals[0] if vals else ""
+
+
+def _package_start(text: str) -> datetime | None:
+    """The add-package form's Start: empty = now (``None``); ISO 8601, without an offset
+    the gateway's local time (:func:`edge.stream.events.local_if_naive`)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AppError(
+            f"Start {text[:40]!r} is not a date or date-time (e.g. 2026-12-01 or "
+            "2026-12-01T08:00, the gateway's local time); leave it empty for now"
+        ) from None
+    try:
+        return local_if_naive(dt)
+    except (ValueError, OverflowError):
+        raise AppError(f"Start {text[:40]!r} is out of range") from None
 
 
 def _csrf(session: Session, given: str | None) -> None:
@@ -727,10 +746,14 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         api, tier = _one(f, "api"), _one(f, "tier")
         if api not in rec.service_codes:
             raise AppError(f"the application is not granted the {api or '?'} API")
-        p = store.add_package(app=rec.app_key, api=api, tier=tier)
+        # Empty Start = now; the store refuses "now" while the clock looks unset.
+        p = store.add_package(
+            app=rec.app_key, api=api, tier=tier, start=_package_start(_one(f, "start"))
+        )
         return (
             f"Added a {_TIER_LABELS.get(p.tier, p.tier)} package for the "
-            f"{_API_TITLES[p.api]} API ({p.calls:,} calls until {_iso(p.expires_at)})."
+            f"{_API_TITLES[p.api]} API ({p.calls:,} calls from {_iso(p.start)} "
+            f"until {_iso(p.expires_at)})."
         )
 
     for action_name, fn in (
