@@ -185,3 +185,33 @@ def test_packet_size_is_exact_at_the_broker_limit(tmp_path: Path, protocol: str)
     assert sized[0] in sub.event_ids() and sized[1] not in sub.event_ids()
     assert m['mqtt_messages_set_aside_total{reason="too_large"}'] == 1
     assert m["mqtt_connects_total"] == 1
+
+
+def test_second_poison_row_without_an_ack_between_needs_twice_the_evidence(
+    tmp_path: Path,
+) -> None:
+    """Two oversized events back to back, MQTT 3.1.1, nothing configured: the first is
+    set aside after 5 quick disconnects, the second (no acknowledgement in between) only
+    after 10, so a connection that dies for reasons of its own loses rows ever more
+    slowly; both are reported, the rest arrives."""
+    with MosquittoBroker(tmp_path, extra_conf="max_packet_size 2000") as broker:
+        sub = Subscriber(
+            host=broker.host, port=broker.port, topics=["safety-edge/gw/#"], client_id="s"
+        ).start()
+        config = cfg(broker.port, protocol="3.1.1", backoff_max_s=0.1)
+        with Publisher(
+            config=config, outbox_path=tmp_path / "o.db", gateway_id="gw", alert_interval_s=0.2
+        ) as pub:
+            assert wait(lambda: pub.connected, 10)
+            pub.publish_event(event(0, "start"))
+            assert pub.flush(5)  # acknowledged: the guard starts from 5
+            ids = [
+                pub.publish_event(big(i) if i in (2, 3) else event(i, "start")) for i in range(6)
+            ]
+            assert pub.flush(30), pub.metrics()
+            assert sub.wait_for(lambda: lost(loss_alerts(sub), "disconnected_on_send") == 2, 10)
+            m = pub.metrics()
+        sub.stop()
+    assert set(sub.event_ids()) & set(ids) == set(ids) - {ids[2], ids[3]}
+    assert m['mqtt_messages_set_aside_total{reason="disconnected_on_send"}'] == 2
+    assert m["mqtt_connects_total"] >= 1 + 5 + 10, m
