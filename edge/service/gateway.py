@@ -379,6 +379,8 @@ class GatewayService:
         self._lock = threading.Lock()  # _offline, and camera_offline publications in order
         self._offline: dict[str, _Offline] = {}
         self._stability: dict[str, _Stability] = {}  # camera_unstable, under _lock
+        # camera -> (first frame size, size camera_resolution_changed was raised for)
+        self._sizes: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = {}
         self._disk: dict[str, Any] | None = None  # the last check_disk() reading
         self._disk_low = False  # under the floor (with the resolve margin)
         self._disk_alerted = False  # disk_low active (queued, or remembered from before)
@@ -677,6 +679,8 @@ class GatewayService:
                 why = "task removed from the config"
             elif a.kind in ("camera_offline", "camera_unstable") and cam.pipeline is None:
                 why = f"camera not running: {cam.off}"
+            elif a.kind == "camera_resolution_changed":
+                why = "gateway restarted: the first frame after this start is the new reference"
             else:
                 if a.kind == "camera_unstable":  # resolved after a calm window
                     with self._lock:
@@ -841,6 +845,47 @@ class GatewayService:
                 if self._alert("camera_unstable", name, not st.raised, msg, "warning",
                                camera=name, extra=extra):  # fmt: skip
                     st.raised = not st.raised
+
+    def _check_frame_sizes(self) -> None:
+        """``camera_resolution_changed`` while a camera delivers another frame size than
+        its first one since start (e.g. 320x240 after a reconnect instead of 640x480),
+        resolved when it is back to the first size. Pixel zones are scaled by their
+        monitors (:meth:`ZoneMonitor.polygon_for`); normalised zones need nothing."""
+        for name, cam in self.cameras.items():
+            pipe = cam.pipeline
+            frame = None if pipe is None else pipe.latest_frame()
+            if frame is None:
+                continue
+            size = frame.size
+            first, alerted = self._sizes.setdefault(name, (size, None))
+            if size == first and alerted is not None:
+                msg = f"frame size back to {first[0]}x{first[1]}"
+                log.info("camera %s: %s", name, msg)
+                extra = {"old_size": list(alerted), "new_size": list(size)}
+                if self._alert("camera_resolution_changed", name, False, msg, "warning",
+                               camera=name, extra=extra):  # fmt: skip
+                    self._sizes[name] = (first, None)
+            elif size != first and size != alerted:
+                pixel = [
+                    f"{r.spec.name}/{m.spec.name}"
+                    for r in (pipe.tasks if pipe is not None else [])
+                    for m in r.monitors
+                    if m.spec.polygon is not None and not m.spec.normalized
+                ]
+                msg = (
+                    f"frame size changed from {first[0]}x{first[1]} to {size[0]}x{size[1]}; "
+                    + (
+                        f"pixel zones scaled to the new size: {', '.join(pixel)}"
+                        if pixel
+                        else "no pixel zones (normalised zones are unaffected)"
+                    )
+                    + "; counting lines given in pixels are not scaled"
+                )
+                log.warning("camera %s: %s", name, msg)
+                extra = {"old_size": list(first), "new_size": list(size)}
+                if self._alert("camera_resolution_changed", name, True, msg, "warning",
+                               camera=name, extra=extra):  # fmt: skip
+                    self._sizes[name] = (first, size)
 
     def check_disk(self) -> dict[str, Any] | None:
         """One pass of the free-space check of ``data_dir`` (:meth:`run` calls it every
@@ -1098,6 +1143,7 @@ class GatewayService:
                 next_state = now + interval
             self._due_offline_alerts(now)
             self._due_unstable_alerts(now)
+            self._check_frame_sizes()
             minute = now - last_clock >= _CLOCK_EVERY_S
             if minute or (self._clock is not None and not self._clock.plausible):
                 self.check_clock(refresh_floor=minute)

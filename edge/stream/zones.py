@@ -42,6 +42,7 @@ Not thread-safe: one monitor per camera, task and zone, stepped from one thread
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -80,6 +81,8 @@ Condition = Callable[[Detections], BoolArray]
 Explain = Callable[[Detections, int], Mapping[str, AttributeValue]]
 """Event attributes for detection ``i`` of a frame's tracked detections (e.g. the hard-hat
 task's ``compliance``, ``compliance_reason``, ``classname`` and ``rule``)."""
+
+log = logging.getLogger("edge.stream.zones")
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_S = 86_400
@@ -351,6 +354,7 @@ class ZoneMonitor:
         self._poly_cache: (
             tuple[tuple[int, int], ZoneSpec, npt.NDArray[np.float64] | None] | None
         ) = None
+        self._px_ref: tuple[ZoneSpec, tuple[int, int]] | None = None  # pixel polygon's frame
         self._inside_now = 0
         self._armed: bool | None = None
         self._clock_trusted = True  # False: the schedule is ignored (armed), see step()
@@ -414,13 +418,56 @@ class ZoneMonitor:
 
     def polygon_for(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
         """The zone polygon in pixels of a ``width`` x ``height`` frame (cached per frame
-        size and spec, so :meth:`set_polygon` takes effect at the next call)."""
+        size and spec, so :meth:`set_polygon` takes effect at the next call).
+
+        A polygon given in pixels belongs to the frame size of the first frame that
+        needed it (after :meth:`set_polygon`: the next one). When the camera later
+        delivers another size (it came back from a reconnect at 320x240 instead of
+        640x480), the polygon is scaled by the width and height ratios to the new size,
+        with one WARNING per change -- else the zone would lie partly or wholly outside
+        the frame and its people would silently end as ``lost``. A polygon reaching
+        outside the first frame is logged as a WARNING (drawn for another resolution?).
+        Normalised polygons are unaffected."""
         spec = self.spec
+        size = (width, height)
         cache = self._poly_cache
-        if cache is None or cache[0] != (width, height) or cache[1] is not spec:
-            cache = ((width, height), spec, spec.polygon_px(width, height))
+        if cache is None or cache[0] != size or cache[1] is not spec:
+            poly = spec.polygon_px(width, height)
+            if poly is not None and not spec.normalized:
+                poly = self._fit_pixels(poly, spec, size)
+            cache = (size, spec, poly)
             self._poly_cache = cache
         return cache[2]
+
+    def _fit_pixels(
+        self, poly: npt.NDArray[np.float64], spec: ZoneSpec, size: tuple[int, int]
+    ) -> npt.NDArray[np.float64]:
+        where = f"camera {self.camera} task {self.task} zone {spec.name!r}"
+        ref = self._px_ref
+        if ref is None or ref[0] is not spec:
+            self._px_ref = (spec, size)
+            hi = poly.max(axis=0)
+            if (poly < 0).any() or hi[0] > size[0] * 1.01 or hi[1] > size[1] * 1.01:
+                log.warning(
+                    "%s: pixel polygon reaches (%.0f, %.0f), outside the %dx%d frame (drawn "
+                    "for another resolution?); objects outside the frame never count",
+                    where, hi[0], hi[1], size[0], size[1],
+                )  # fmt: skip
+            return poly
+        (rw, rh) = ref[1]
+        if size == (rw, rh):
+            return poly
+        sx, sy = size[0] / rw, size[1] / rh
+        aspect = "" if math.isclose(sx, sy, rel_tol=0.01) else (
+            "; the aspect ratio changed: if the camera now crops rather than scales, "
+            "redraw the zone"
+        )  # fmt: skip
+        log.warning(
+            "%s: frame size changed from %dx%d to %dx%d; pixel polygon scaled by "
+            "(%.3f, %.3f) to the new size%s",
+            where, rw, rh, size[0], size[1], sx, sy, aspect,
+        )  # fmt: skip
+        return poly * np.array([sx, sy], dtype=np.float64)
 
     def set_polygon(
         self, polygon: Sequence[tuple[float, float]] | None, *, normalized: bool
