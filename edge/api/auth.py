@@ -161,37 +161,59 @@ class SignHasher:
 
 
 class ReplayCache:
-    """Remembers accepted (AppKey, Timestamp, Sign) until their Timestamp leaves the window.
+    """Remembers accepted (AppKey, Timestamp, Sign) while their Timestamp could pass the window.
 
-    An entry for Timestamp ``t`` expires at ``t + skew`` (after that the timestamp check
-    rejects a replay anyway), so memory is bounded by the accepted request rate times
-    the window. ``max_entries`` caps it further: when full, the request is refused with
-    ``replay_cache_full`` rather than forgetting entries that still protect (fail
-    closed). Thread-safe.
+    An entry for Timestamp ``t`` accepted at wall-clock time ``w`` is held until both
+
+    - the wall clock has passed ``t + skew`` (before that the Timestamp check could accept a
+      replay; after a backward clock step, e.g. NTP correcting a fast clock by 2 h, this
+      is 2 h later: the entries of the last window before the step stay that long, since a
+      replay sent when the wall clock comes back to ``t`` would pass the Timestamp check),
+      and
+    - ``t + skew - w`` has passed on the monotonic clock (a forward step followed by a
+      correction back, e.g. a bad NTP answer, would otherwise forget an entry whose
+      Timestamp is back inside the window a moment later).
+
+    So memory is bounded by the accepted request rate times the window, plus at most one
+    window's worth of entries per backward step. ``max_entries`` caps it further: when
+    full, the request is refused with ``replay_cache_full`` rather than forgetting entries
+    that still protect (fail closed). Thread-safe.
     """
 
     def __init__(self, *, window_s: float, max_entries: int = 1_000_000) -> None:
         self._window_ms = int(window_s * 1000)
         self._max = max_entries
         self._seen: set[tuple[str, str, str]] = set()
-        self._heap: list[tuple[int, tuple[str, str, str]]] = []
+        # (wall-clock deadline ms, monotonic deadline ms, key), ordered by wall deadline
+        self._heap: list[tuple[int, int, tuple[str, str, str]]] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def _expire(self, now_ms: int) -> None:
+    def _expire(self, now_ms: int, mono_ms: int) -> None:
         heap = self._heap
         while heap and heap[0][0] < now_ms:
-            _, key = heapq.heappop(heap)
+            if heap[0][1] >= mono_ms:
+                # Not yet held for its window in real time (the wall clock stepped forward):
+                # keep it, and the entries behind it, a little longer (at most 2 windows).
+                break
+            _, _, key = heapq.heappop(heap)
             self._seen.discard(key)
 
-    def check_and_add(self, creds: Credentials, *, now_ms: int | None = None) -> None:
-        """Raise ``replayed`` if seen inside the window; otherwise remember it."""
+    def check_and_add(
+        self, creds: Credentials, *, now_ms: int | None = None, mono_ms: int | None = None
+    ) -> None:
+        """Raise ``replayed`` if seen inside the window; otherwise remember it.
+
+        ``now_ms``: the wall clock (Unix ms), ``mono_ms``: a monotonic clock (ms); both
+        default to the system's (tests inject theirs).
+        """
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        mono = time.monotonic_ns() // 1_000_000 if mono_ms is None else mono_ms
         key = (creds.app_key, creds.timestamp, creds.sign.lower())
         with self._lock:
-            self._expire(now)
+            self._expire(now, mono)
             if key in self._seen:
                 raise AuthError(
                     "replayed",
@@ -204,4 +226,6 @@ class ReplayCache:
                     "too many requests inside the replay window; retry shortly",
                 )
             self._seen.add(key)
-            heapq.heappush(self._heap, (creds.timestamp_ms + self._window_ms, key))
+            deadline = creds.timestamp_ms + self._window_ms
+            held_ms = min(max(deadline - now, 0), 2 * self._window_ms)
+            heapq.heappush(self._heap, (deadline, mono + held_ms, key))

@@ -21,6 +21,7 @@ from edge.cloud.client import sign as client_sign
 KEY, SECRET = "k" * 24, "s" * 32
 PATH = "/v1/aiop/api/abcdefgh12345678/SafeHat/base/hat_detect"
 NOW_MS = 1_780_000_000_000
+MONO_MS = 5_000_000  # an injected monotonic clock (ms)
 
 
 def provider_sign(key: str, secret: str, ts: str, path: str, body: str) -> str:
@@ -120,20 +121,65 @@ def test_timestamp_window(offset_s: int, ok: bool) -> None:
 def test_replay_cache_rejects_repeat_inside_window_and_forgets_after() -> None:
     cache = ReplayCache(window_s=300)
     c = Credentials(KEY, str(NOW_MS), "a" * 32)
-    cache.check_and_add(c, now_ms=NOW_MS)
+    cache.check_and_add(c, now_ms=NOW_MS, mono_ms=MONO_MS)
     with pytest.raises(AuthError) as ei:
-        cache.check_and_add(c, now_ms=NOW_MS + 1000)
+        cache.check_and_add(c, now_ms=NOW_MS + 1000, mono_ms=MONO_MS + 1000)
     assert ei.value.check == "replayed"
     # Upper-case variant of the same sign is the same request.
     with pytest.raises(AuthError):
-        cache.check_and_add(Credentials(KEY, str(NOW_MS), "A" * 32), now_ms=NOW_MS + 2000)
+        cache.check_and_add(
+            Credentials(KEY, str(NOW_MS), "A" * 32), now_ms=NOW_MS + 2000, mono_ms=MONO_MS + 2000
+        )
     # Another sign or timestamp is a new request.
-    cache.check_and_add(Credentials(KEY, str(NOW_MS), "b" * 32), now_ms=NOW_MS)
-    cache.check_and_add(Credentials(KEY, str(NOW_MS + 1), "a" * 32), now_ms=NOW_MS)
+    cache.check_and_add(Credentials(KEY, str(NOW_MS), "b" * 32), now_ms=NOW_MS, mono_ms=MONO_MS)
+    cache.check_and_add(Credentials(KEY, str(NOW_MS + 1), "a" * 32), now_ms=NOW_MS, mono_ms=MONO_MS)
     assert len(cache) == 3
     # After the timestamp left the window, entries expire (memory bounded).
-    cache.check_and_add(Credentials(KEY, str(NOW_MS + 400_000), "c" * 32), now_ms=NOW_MS + 400_000)
+    later = NOW_MS + 400_000
+    cache.check_and_add(
+        Credentials(KEY, str(later), "c" * 32), now_ms=later, mono_ms=MONO_MS + 400_000
+    )
     assert len(cache) == 1
+
+
+def _accept(cache: ReplayCache, ts: int, sign: str, wall: int, mono: int) -> None:
+    c = Credentials(KEY, str(ts), sign)
+    check_timestamp(c, skew_s=300, now_ms=wall)  # the server checks the window first
+    cache.check_and_add(c, now_ms=wall, mono_ms=mono)
+
+
+def test_replay_refused_after_the_clock_steps_forward_and_back() -> None:
+    """A bad NTP answer steps the clock 1 h ahead, the next one corrects it 2 s later:
+    a request accepted just before is inside the window again and must still be refused
+    (by the wall clock alone its entry was forgotten at the forward step)."""
+    cache = ReplayCache(window_s=300)
+    _accept(cache, NOW_MS, "a" * 32, NOW_MS, MONO_MS)
+    ahead = NOW_MS + 3_600_000
+    _accept(cache, ahead, "b" * 32, ahead, MONO_MS + 1000)  # traffic in sync with the step
+    back = NOW_MS + 2000
+    with pytest.raises(AuthError) as ei:
+        _accept(cache, NOW_MS, "a" * 32, back, MONO_MS + 2000)
+    assert ei.value.check == "replayed"
+    # Memory stays bounded: "a" is forgotten once both clocks are past its window; "b"
+    # (Timestamp 1 h ahead) is held until the wall clock gets there.
+    _accept(cache, back + 700_000, "c" * 32, back + 700_000, MONO_MS + 702_000)
+    assert len(cache) == 2
+
+
+def test_replay_refused_after_the_clock_steps_back() -> None:
+    """NTP steps a 2 h fast clock back: the requests of the last window before the step
+    are held until the wall clock passes their Timestamp again (a replay sent then passes
+    the Timestamp check), while later traffic expires as usual (memory: one extra window)."""
+    cache = ReplayCache(window_s=300)
+    _accept(cache, NOW_MS, "a" * 32, NOW_MS, MONO_MS)
+    wall, mono = NOW_MS - 7_200_000, MONO_MS
+    for i in range(1, 7_201):  # 2 h of one request a second after the step
+        wall, mono = wall + 1000, mono + 1000
+        _accept(cache, wall, f"{i:032x}", wall, mono)
+    assert len(cache) <= 300 + 2  # one window of traffic + the pre-step entry
+    with pytest.raises(AuthError) as ei:
+        _accept(cache, NOW_MS, "a" * 32, wall + 1000, mono + 1000)
+    assert ei.value.check == "replayed"
 
 
 def test_replay_cache_full_fails_closed() -> None:
