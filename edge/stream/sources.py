@@ -27,22 +27,39 @@ a frame again (*online*). ``on_status(online, reason)`` is called on each change
 the reader thread. A file that ends without ``loop`` *finishes*: :meth:`CameraSource.read`
 then returns ``None`` at once.
 
+Opens: OpenCV's FFmpeg backend opens one source at a time per process, so one camera
+that does not answer would hold every other camera's (re)connect for its
+``open_timeout_s``. Two rules keep that rare. (1) Before queueing for the open, a
+network source checks outside the queue, within its own ``open_timeout_s``, that the
+camera answers at all: a TCP connect plus the first bytes of the reply to RTSP
+``OPTIONS`` / HTTP ``GET``, or a TLS handshake for ``rtsps`` / ``https`` (skipped for HTTP
+when ``http_proxy`` is set). A hung, powered-off or rebooting camera fails there and
+retries on its backoff without holding anyone; one that comes back passes on its next
+try. (2) The queue (:data:`_open_queue`) serves sources whose last open gave frames (or
+that have not tried yet) before sources whose last open under the lock gave none, then
+first come, first served: a camera that dropped a moment ago waits at most for the open
+in progress, not for every camera that answers but never streams.
+
 Progress: the reader notes ``time.monotonic()`` (:attr:`CameraSource.last_progress_s`)
 at each step of its loop (around every backend call: open, grab, decode) and at least
 every 0.5 s while it waits on purpose (reconnect backoff, pacing a file, a slow consumer of
-a non-realtime file, its turn to open: FFmpeg opens run one at a time, see
-:data:`_open_lock`). A camera that is offline and reconnecting therefore keeps making
-progress; only a reader blocked inside the backend goes quiet -- for at most
+a non-realtime file, the probe of a network camera, its turn to open: FFmpeg opens
+run one at a time, see :data:`_open_queue`). A camera that is offline and reconnecting
+therefore keeps making progress; only a reader blocked inside the backend goes quiet -- for at most
 ``open_timeout_s`` / ``read_timeout_s`` on network sources when FFmpeg honours them,
 forever when it hangs. :meth:`CameraSource.stalled_for` measures that silence.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import re
+import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -74,13 +92,55 @@ StatusCallback = Callable[[bool, str], None]
 """``on_status(online, reason)``: called from the reader thread on each state change."""
 
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-_open_lock = threading.Lock()
-"""Held around every FFmpeg open. OpenCV's FFmpeg backend opens one source at a time per
-process anyway (a camera that does not answer holds every other camera's open, files
-included, for up to its ``open_timeout_s``); queueing on this lock instead lets a reader
-show progress while it waits its turn. It also guards ``OPENCV_FFMPEG_CAPTURE_OPTIONS``."""
 _DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
 _BEAT_S = 0.5  # deliberate waits show progress at least this often
+_RANK_RECENT = 0  # the source's last open delivered frames, or it has not tried yet
+_RANK_FAILING = 1  # its last open(s) did not
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+
+
+class _OpenQueue:
+    """The process-wide open lock, handed out by rank, then in arrival order.
+
+    OpenCV's FFmpeg backend opens one source at a time per process anyway (a camera that
+    does not answer holds every other camera's open, files included, for up to its
+    ``open_timeout_s``); queueing here instead lets a reader show progress while it waits
+    its turn, and lets a camera that was online a moment ago (rank ``_RANK_RECENT``) go
+    before cameras that have been failing (``_RANK_FAILING``). It also guards
+    ``OPENCV_FFMPEG_CAPTURE_OPTIONS``. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._queue: list[tuple[int, int]] = []  # (rank, arrival) of every waiter
+        self._arrivals = 0
+
+    def acquire(self, *, rank: int, waiting: Callable[[], bool] | None = None) -> bool:
+        """Wait for the lock; True once held. ``waiting()`` is called at least every
+        ``_BEAT_S`` while queued; when it returns False the waiter leaves (False)."""
+        with self._cond:
+            ticket = (rank, self._arrivals)
+            self._arrivals += 1
+            self._queue.append(ticket)
+            try:
+                while self._held or min(self._queue) != ticket:
+                    self._cond.wait(_BEAT_S)
+                    if waiting is not None and not waiting():
+                        return False
+                self._held = True
+                return True
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the next best waiter looks again
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
+_open_queue = _OpenQueue()
 
 
 def source_kind(uri: str | int) -> SourceKind:
@@ -218,11 +278,143 @@ class Frame:
 _Outcome = tuple[Literal["stop", "loop", "offline"], str]
 
 
-def _open_capture(spec: SourceSpec, *, waiting: Callable[[], bool] | None = None) -> Any:
+def _probe_target(spec: SourceSpec) -> tuple[str, str, int, bytes | None] | None:
+    """``(scheme, host, port, request)`` to probe before a network open (``request`` None:
+    a TLS handshake is the probe); None when no probe applies: not a network URL, a URL
+    this parser cannot read (FFmpeg then decides alone), or HTTP through a proxy."""
+    if spec.kind not in ("rtsp", "http"):
+        return None
+    if spec.kind == "http" and any(os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY")):
+        return None  # FFmpeg goes through the proxy; the camera itself may be unreachable
+    try:
+        parts = urlsplit(str(spec.uri).strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not host or scheme not in _DEFAULT_PORTS:
+        return None
+    port = port or _DEFAULT_PORTS[scheme]
+    if scheme in ("rtsps", "https"):
+        return scheme, host, port, None
+    hostport = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if scheme == "rtsp":  # what FFmpeg sends first; the URL without user and password
+        req = f"OPTIONS rtsp://{hostport}{target} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+    else:
+        req = f"GET {target} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    return scheme, host, port, req.encode("latin-1", "replace")
+
+
+def _probe(spec: SourceSpec, *, waiting: Callable[[], bool] | None = None) -> str | None:
+    """Does the camera answer at all? Checked *outside* the open lock, so that a host that
+    accepts TCP and then stays silent (hung, half-booted) waits out its own
+    ``open_timeout_s`` without holding every other camera's open.
+
+    The check is a TCP connect plus the first bytes of the reply to the request FFmpeg
+    would send first (RTSP ``OPTIONS``, HTTP ``GET``), or a TLS handshake for ``rtsps`` /
+    ``https``, all within ``open_timeout_s``. Any answer passes (an error status or 401
+    too: FFmpeg judges it). Returns None when the camera answered or no probe applies,
+    else why not (for the debug log). ``waiting()`` is called every ``_BEAT_S``; when it
+    returns False the probe stops with ``"stopped"``.
+    """
+    target = _probe_target(spec)
+    if target is None:
+        return None
+    _scheme, host, port, request = target
+    deadline = time.monotonic() + spec.open_timeout_s
+    try:
+        addrs = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        return f"cannot resolve the host ({exc})"
+    why: str | None = "no address"
+    for family, socktype, proto, _name, addr in addrs:
+        with socket.socket(family, socktype, proto) as sock:
+            sock.setblocking(False)
+            why = _probe_one(sock, addr, host, request, deadline, waiting)
+            if why is None or why == "stopped" or time.monotonic() >= deadline:
+                return why
+    return why
+
+
+def _wait_io(
+    sock: socket.socket,
+    *,
+    write: bool,
+    deadline: float,
+    waiting: Callable[[], bool] | None,
+) -> str | None:
+    """Wait until ``sock`` is readable/writable: None, or ``"stopped"`` / ``"timeout"``.
+    ``poll``, not ``select``: a gateway may hold more than 1024 descriptors."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT if write else select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        if poller.poll(math.ceil(min(left, _BEAT_S) * 1000)):
+            return None  # ready, or an error/hang-up that the next call reports
+        if waiting is not None and not waiting():
+            return "stopped"
+
+
+def _probe_one(
+    sock: socket.socket,
+    addr: Any,
+    host: str,
+    request: bytes | None,
+    deadline: float,
+    waiting: Callable[[], bool] | None,
+) -> str | None:
+    """One address of :func:`_probe` on a non-blocking ``sock``."""
+    err = sock.connect_ex(addr)
+    if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+        return f"connect failed: {os.strerror(err)}"
+    if (why := _wait_io(sock, write=True, deadline=deadline, waiting=waiting)) is not None:
+        return why if why == "stopped" else "no TCP connection within open_timeout_s"
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return f"connect failed: {os.strerror(err)}"
+    if request is None:  # TLS: the server's half of the handshake is its first bytes
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # liveness only; FFmpeg does its own checks
+        tls = ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    return None
+                except ssl.SSLWantReadError:
+                    why = _wait_io(tls, write=False, deadline=deadline, waiting=waiting)
+                except ssl.SSLWantWriteError:
+                    why = _wait_io(tls, write=True, deadline=deadline, waiting=waiting)
+                except (ssl.SSLError, OSError) as exc:
+                    return f"TLS handshake failed: {exc}"
+                if why is not None:
+                    return why if why == "stopped" else "no TLS handshake within open_timeout_s"
+        finally:
+            tls.close()
+    try:
+        sock.send(request)  # a few hundred bytes into a fresh socket's buffer
+        if (why := _wait_io(sock, write=False, deadline=deadline, waiting=waiting)) is not None:
+            return why if why == "stopped" else "connected, but no answer within open_timeout_s"
+        if not sock.recv(64):
+            return "connected, but the host closed the connection without answering"
+    except OSError as exc:
+        return f"connection failed: {exc}"
+    return None
+
+
+def _open_capture(
+    spec: SourceSpec, *, rank: int = _RANK_RECENT, waiting: Callable[[], bool] | None = None
+) -> Any:
     """A ``cv2.VideoCapture`` for ``spec`` (may be not opened; ``None`` for a missing file).
 
-    FFmpeg opens take :data:`_open_lock`; while another open holds it, ``waiting()`` is
+    FFmpeg opens take :data:`_open_queue` with ``rank``; while queued, ``waiting()`` is
     called every ``_BEAT_S`` and the open is given up (``None``) when it returns False.
+    Network sources are probed first (:func:`_probe`); one that does not answer is not
+    opened (``None``).
     """
     kind = spec.kind
     if kind == "device":
@@ -245,9 +437,12 @@ def _open_capture(spec: SourceSpec, *, waiting: Callable[[], bool] | None = None
     uri = str(spec.uri)
     if kind == "file" and not Path(uri).is_file():
         return None
-    while not _open_lock.acquire(timeout=_BEAT_S):
-        if waiting is not None and not waiting():
-            return None
+    why = _probe(spec, waiting=waiting)
+    if why is not None:
+        log.debug("%s does not answer: %s", redact_uri(uri), why)
+        return None
+    if not _open_queue.acquire(rank=rank, waiting=waiting):
+        return None
     try:
         if kind != "rtsp":
             return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
@@ -264,7 +459,7 @@ def _open_capture(spec: SourceSpec, *, waiting: Callable[[], bool] | None = None
             else:
                 os.environ[_FFMPEG_OPTIONS_ENV] = old
     finally:
-        _open_lock.release()
+        _open_queue.release()
 
 
 class CameraSource:
@@ -316,6 +511,9 @@ class CameraSource:
         self._failures = 0
         self._last_error = ""
         self._progress_s = time.monotonic()  # written by the reader thread only
+        # the last FFmpeg open of this source (under the open lock) gave no frame: it queues
+        # behind cameras that were online (reader thread only)
+        self._last_open_failed = False
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -500,18 +698,21 @@ class CameraSource:
     def _read_session(self) -> _Outcome:
         """Open and read until the source fails, the file ends, or the reader stops."""
         spec = self.spec
-        cap = _open_capture(spec, waiting=self._still_waiting)
+        rank = _RANK_FAILING if self._last_open_failed else _RANK_RECENT
+        cap = _open_capture(spec, rank=rank, waiting=self._still_waiting)
         self._beat()
-        if cap is None or not cap.isOpened():
-            if cap is not None:
-                cap.release()
+        if cap is None:  # not tried: missing file, no answer to the probe, or closed
             return "offline", f"cannot open {self._where()}"
+        delivered = self._delivered
         try:
+            if not cap.isOpened():
+                return "offline", f"cannot open {self._where()}"
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self._fps = fps if math.isfinite(fps) and 0 < fps < 1000 else None
             return self._read_loop(cap)
         finally:
             cap.release()
+            self._last_open_failed = self._delivered == delivered
 
     def _where(self) -> str:
         return redact_uri(self.spec.uri)  # no passwords in logs and alerts
