@@ -432,6 +432,7 @@ class GatewayService:
                 else int(st.snapshot_max_mb * _MIB),
                 jpeg_quality=st.jpeg_quality,
                 sweep_interval_s=st.sweep_interval_s,
+                events_db=events_db_path(cfg.data_dir),
             )
             self.snapshots.start()
         if self.mqtt is not None:
