@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,12 @@ def demo_app(config: GatewayConfig, *, name: str = DEMO_NAME) -> dict[str, Any]:
         added = []
         for api in APIS:
             if store.remaining(app_key=app.app_key, api=api) <= 0:
-                store.add_package(app=app.app_key, api=api, tier="100k")
+                # explicit start: the demo must come up on a gateway whose clock is not
+                # set yet (a package dated by that clock is refused without one); it is
+                # topped up again at the next demo start once the clock has moved on
+                store.add_package(
+                    app=app.app_key, api=api, tier="100k", start=datetime.now(timezone.utc)
+                )
                 added.append(api)
         remaining = {api: store.remaining(app_key=app.app_key, api=api) for api in APIS}
         if not app.enabled:
