@@ -94,12 +94,18 @@ class Status:
 
 
 def _dead_specs(port: int, open_timeout_s: float) -> list[SourceSpec]:
-    kw = {"open_timeout_s": open_timeout_s, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
-    return [
-        SourceSpec(uri=f"rtsp://127.0.0.1:{port}/cam0", **kw),  # type: ignore[arg-type]
-        SourceSpec(uri=f"rtsp://user:pw@127.0.0.1:{port}/cam1", **kw),  # type: ignore[arg-type]
-        SourceSpec(uri=f"http://127.0.0.1:{port}/cam2.mjpg", **kw),  # type: ignore[arg-type]
+    uris = [
+        f"rtsp://127.0.0.1:{port}/cam0",
+        f"rtsp://user:pw@127.0.0.1:{port}/cam1",
+        f"http://127.0.0.1:{port}/cam2.mjpg",
     ]
+    return [_fast_retry(u, open_timeout_s, 0.2) for u in uris]
+
+
+def _fast_retry(uri: str, open_timeout_s: float, backoff_max_s: float) -> SourceSpec:
+    return SourceSpec(
+        uri=uri, open_timeout_s=open_timeout_s, backoff_min_s=0.05, backoff_max_s=backoff_max_s
+    )
 
 
 def _healthy_drop_and_back(
@@ -165,11 +171,10 @@ def test_half_alive_cameras_let_a_recently_online_camera_open_first() -> None:
     it waits at most for the open in progress, not for the whole queue of failing ones."""
     head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
     zombie = SilentServer(port=free_port(), answer=head)
-    kw = {"open_timeout_s": 2.0, "backoff_min_s": 0.05, "backoff_max_s": 0.1}
     dead = [
         CameraSource(
-            spec=SourceSpec(uri=f"http://127.0.0.1:{zombie.port}/z{i}", **kw), name=f"z{i}"
-        )  # type: ignore[arg-type]
+            spec=_fast_retry(f"http://127.0.0.1:{zombie.port}/z{i}", 2.0, 0.1), name=f"z{i}"
+        )
         for i in range(3)
     ]
     try:
