@@ -70,6 +70,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from edge.api.contract import CODES, EXTENSION_CODES
 from edge.closing import Closing
 from edge.cloud.breaker import CircuitBreaker, Ticket
 from edge.cloud.budget import BudgetError, DailyBudget, budget_path
@@ -325,6 +326,23 @@ class _Result:
     status: FallbackStatus
     detail: str
     answer: HatResult | FenceResult | None = None
+
+
+_KNOWN_CODES = frozenset(
+    {code for table in CODES.values() for code in table.values()} | set(EXTENSION_CODES)
+)
+"""Every code the contract defines: the failure counter's label values for answers."""
+
+
+def _code_kind(code: int) -> str:
+    """The failure-counter kind of a contract failure answer: the code itself when the
+    contract defines it, else ``other_code``. The code comes from the endpoint, so a
+    misbehaving proxy answering a new number each time must not add a metric series (and
+    a dict entry) per request for the life of the process."""
+    if code in _KNOWN_CODES:
+        return str(code)
+    log.debug("cloud answered a code outside the contract: %d", code)
+    return "other_code"
 
 
 class FallbackClient(Closing):
@@ -742,7 +760,7 @@ class FallbackClient(Closing):
                 retryable = exc.kind in _RETRY_KINDS
             else:
                 if isinstance(answer, Failure):
-                    self._failure(str(answer.code))
+                    self._failure(_code_kind(answer.code))
                     last = _Result("error", f"{answer.code}: {answer.details}")
                     if answer.code not in _RETRY_CODES:
                         endpoint_ok = 4000 <= answer.code < 5000 and (
@@ -819,6 +837,8 @@ class FallbackClient(Closing):
             self._counts[name] += 1
 
     def _failure(self, kind: str) -> None:
+        """Count one failed request under ``kind`` (a bounded set: the client's error
+        kinds and the contract's codes, see :func:`_code_kind`)."""
         with self._lock:
             self._failures[kind] = self._failures.get(kind, 0) + 1
 

@@ -349,3 +349,19 @@ def test_close_is_idempotent_and_refuses_later_calls(srv: FaultServer, tmp_path:
     fb.close()
     r = review(fb)
     assert r.outcome.status == "error" and r.items == LOCAL and srv.count == 0
+
+
+def test_codes_outside_the_contract_share_one_failure_series(
+    srv: FaultServer, tmp_path: Path
+) -> None:
+    """The failure counter's label comes from the endpoint's answer: a proxy answering a new
+    number each time must not add a dict entry and a /metrics series per request (30,000
+    series a month at the default daily budget). Contract codes keep their own label."""
+    srv.script(*(Action.code(6000 + k) for k in range(20)), Action.code(4003))
+    with FallbackClient(config=config(srv.base_url, max_retries=0), data_dir=tmp_path) as fb:
+        for _ in range(21):
+            review(fb)
+        m = fb.metrics()
+    assert srv.count == 21
+    assert m["failures"] == {"other_code": 20, "4003": 1}
+    assert prometheus_text(m).count("safety_edge_fallback_failures_total{") == 2
