@@ -54,8 +54,10 @@ class GatedDetector:
 
 
 class SilentServer:
-    """Accepts TCP connections on 127.0.0.1 and never sends a byte: a camera whose HTTP
-    server hangs. :meth:`close` stops listening, then drops every connection."""
+    """Accepts TCP connections on 127.0.0.1, answers the request with the headers of an
+    MJPEG stream and then never sends a frame: a camera whose HTTP server hangs after
+    answering (so the sources' pre-open check passes and FFmpeg blocks reading).
+    :meth:`close` stops listening, then drops every connection."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -72,6 +74,15 @@ class SilentServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            try:
+                conn.settimeout(2)
+                conn.recv(4096)
+                conn.sendall(
+                    b"HTTP/1.0 200 OK\r\n"
+                    b"Content-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n"
+                )
+            except OSError:
+                pass
             self.clients.append(conn)
 
     def close(self) -> None:
