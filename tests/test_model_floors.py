@@ -77,13 +77,13 @@ class Floor:
 
 FLOORS = (
     Floor(
-        model="hardhat",  # sha256 8e9d7bc0..., 512x512, shipped 2026-11-26
+        model="hardhat",  # sha256 f2437c1a..., 512x512 (trained at 512), shipped 2026-11-27
         data=("hardhat",),
         classes=None,
         images=98,
-        subset_map50=0.657,
-        full_map50=0.640,
-        floor=0.62,
+        subset_map50=0.665,
+        full_map50=0.674,
+        floor=0.625,
     ),
     Floor(
         model="workwear",  # sha256 77a09f27..., 480x480, shipped 2026-11-26 (GPU training)

