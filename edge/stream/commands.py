@@ -20,7 +20,11 @@ free pages are reused).
 refuses an ``--older-than`` in the future (it would delete every event). Every ``events``
 command refuses a missing database file (``error 5002: no events database at '...'``,
 naming the option to check) and creates nothing: a mistyped ``--data-dir`` is an error,
-not an empty answer and a stray file. Only the gateway (``safety-edge run``) creates it.
+not an empty answer and a stray file. Only the gateway (``safety-edge run``) creates it,
+and only the gateway migrates it: a database at an older schema (written by an older
+version) is refused (``error 5002: events database ... is at schema version N, older than
+this program (M): start the upgraded gateway ...``) and left as it is, so a newly installed
+command never migrates the file under an older gateway that still runs.
 
 ``events list`` adds ``ack`` to each event of an acknowledged incident (who and when,
 from the ``event_acks`` table, :mod:`edge.stream.acks`; ``null`` when not acknowledged).
@@ -81,6 +85,7 @@ from edge.stream.events import (
     ZoneEvent,
     event_to_dict,
     events_db_path,
+    old_schema_message,
     parse_time,
 )
 from edge.stream.evidence import RotationCheck, rotate_chain_key, verify_evidence
@@ -115,12 +120,13 @@ def _require_db(args: argparse.Namespace, path: Path) -> None:
 
 
 def _open(args: argparse.Namespace) -> EventStore:
-    """The existing events database (see :func:`_require_db`)."""
+    """The existing events database (see :func:`_require_db`), at the current schema: an
+    older one is refused, not migrated (only the gateway migrates)."""
     from edge.api.commands import resolve_data_dir
 
     path = events_db_path(resolve_data_dir(args))
     _require_db(args, path)
-    return EventStore(path=path)
+    return EventStore(path=path, migrate=False)
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -239,12 +245,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise EventStoreError(f"cannot open events database {path}: {exc}") from exc
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version < 2:
-            raise EventStoreError(
-                f"events database {path} is at schema version {version}, before the hash "
-                "chain; open it once with this version (e.g. `safety-edge events list`) to "
-                "migrate and chain it"
-            )
+        if version < 2:  # before the hash chain (2, 3 are read as they are)
+            raise EventStoreError(old_schema_message(path, version))
         # a wrong folder would make every snapshot look expired by retention
         if (
             root is not None

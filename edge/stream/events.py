@@ -17,6 +17,13 @@ insertion (``rowid``) order; migration 4 added the per-row link scheme (``link``
 ``key_id``) and the keying record (``events_chain.key_id``, ``keyed_from_seq``,
 ``head_mac``) for keyed links.
 
+**Who migrates**: only a store opened with ``migrate=True`` (the default: the gateway,
+``safety-edge run``). The ``events`` commands open with ``migrate=False`` and refuse a file
+at an older schema (:func:`old_schema_message`), changing nothing: a command of a newly
+installed version must not migrate the file under a gateway of the old version that still
+runs, which would go on appending rows without ``seq``/``hash`` (verification broken for
+good, those rows never pruned). A migrating open warns when it finds such rows.
+
 **Keyed links**: a store given a :class:`~edge.stream.chain_key.ChainKey` writes
 HMAC-SHA256 links (the rule and what it proves are in :mod:`edge.stream.evidence`). Opening
 it switches a plain chain over at once (``keyed_from_seq`` = next ``seq``, a head MAC);
@@ -69,6 +76,7 @@ from edge.stream.evidence import (
 __all__ = [
     "EVENTS_DB_FILENAME",
     "FUTURE_TOLERANCE_MS",
+    "SCHEMA_VERSION",
     "SIZE_PRUNE_BATCH",
     "SIZE_PRUNE_TO",
     "AttributeValue",
@@ -81,6 +89,7 @@ __all__ = [
     "event_to_dict",
     "events_db_path",
     "local_if_naive",
+    "old_schema_message",
     "parse_time",
 ]
 
@@ -295,6 +304,21 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     _migration_4_keyed_links,
 )
 
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The events database's schema version this program writes (``PRAGMA user_version``)."""
+
+
+def old_schema_message(path: str | Path, version: int) -> str:
+    """The refusal of a command that does not migrate, for a file at schema ``version`` <
+    :data:`SCHEMA_VERSION`: only the upgraded gateway migrates it."""
+    return (
+        f"events database {path} is at schema version {version}, older than this program "
+        f"({SCHEMA_VERSION}): start the upgraded gateway (`safety-edge run`, e.g. `systemctl "
+        "restart safety-edge`) to migrate it; commands do not migrate (an older gateway that "
+        "still runs would go on writing the old way). nothing was changed"
+    )
+
+
 _COLUMNS = (
     "event_id, type, time_ms, camera, task, zone, label, score, x1, y1, x2, y2, track_id, "
     "snapshot, model, start_event_id, start_time_ms, attributes, snapshot_sha256"
@@ -477,14 +501,23 @@ class EventStore(Closing):
         busy_timeout_ms: how long a write waits for another process's lock.
         key: the chain key (keyed links); ``None``: plain SHA-256 links. Opening with a
             key switches a plain chain over to keyed links at once.
+        migrate: create or migrate the schema (the gateway), and warn about rows left
+            outside the chain; ``False`` (the ``events`` commands): the file must be at
+            :data:`SCHEMA_VERSION` already (module docstring, "Who migrates").
 
     Raises:
-        EventStoreError: the file cannot be opened or migrated, or the chain is keyed
-            with another key than ``key``.
+        EventStoreError: the file cannot be opened or migrated, is at a newer schema, at
+            an older one with ``migrate=False`` (:func:`old_schema_message`), or the chain
+            is keyed with another key than ``key``.
     """
 
     def __init__(
-        self, *, path: str | Path, busy_timeout_ms: int = 5000, key: ChainKey | None = None
+        self,
+        *,
+        path: str | Path,
+        busy_timeout_ms: int = 5000,
+        key: ChainKey | None = None,
+        migrate: bool = True,
     ) -> None:
         self.path = Path(path)
         self._key = key
@@ -502,10 +535,17 @@ class EventStore(Closing):
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")  # durable appends, module docstring
-            self._migrate(conn)
+            if migrate:
+                self._migrate(conn)
+                self._warn_unchained(conn)
+            else:
+                self._require_current(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise EventStoreError(f"cannot prepare events database {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
         if key is not None:
             try:
@@ -548,6 +588,31 @@ class EventStore(Closing):
         except BaseException:
             conn.rollback()
             raise
+
+    def _require_current(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file not at :data:`SCHEMA_VERSION` (``migrate=False``)."""
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version < SCHEMA_VERSION:
+            raise EventStoreError(old_schema_message(self.path, version))
+        if version > SCHEMA_VERSION:
+            raise EventStoreError(
+                f"events database {self.path} is at schema version {version}, newer than "
+                f"this program ({SCHEMA_VERSION}): use the version that wrote it"
+            )
+
+    def _warn_unchained(self, conn: sqlite3.Connection) -> None:
+        """One WARNING when rows have no ``seq`` (not in the chain): written by an older
+        gateway process still running after a newer program migrated its file."""
+        n = int(conn.execute("SELECT COUNT(*) FROM events WHERE seq IS NULL").fetchone()[0])
+        if n:
+            log.warning(
+                "events database %s: %d rows are not in the hash chain (no seq): an older "
+                "gateway process wrote them after the file was migrated under it. `safety-edge "
+                "events verify` reports the chain broken and pruning never deletes them; "
+                "they are kept as they were written",
+                self.path,
+                n,
+            )
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
