@@ -24,6 +24,15 @@ installed version must not migrate the file under a gateway of the old version t
 runs, which would go on appending rows without ``seq``/``hash`` (verification broken for
 good, those rows never pruned). A migrating open warns when it finds such rows.
 
+**Backup before migrating**: before migrating a file in place (schema 1 .. N-1, not a new
+file) the store copies it with SQLite's backup API to
+``events.sqlite3.schema<N>-<UTC stamp>.bak`` beside it (one self-contained file, logged),
+under the migration's write lock, so a rollback to the version that wrote it stays
+possible (the older version refuses the migrated file as "newer than this program"). It
+first checks the folder's free space: less than :data:`MIGRATION_FREE_FACTOR` times the
+file (with its WAL) plus :data:`MIGRATION_FREE_MARGIN` refuses the open with nothing
+changed. Backups are never deleted by the program.
+
 **Keyed links**: a store given a :class:`~edge.stream.chain_key.ChainKey` writes
 HMAC-SHA256 links (the rule and what it proves are in :mod:`edge.stream.evidence`). Opening
 it switches a plain chain over at once (``keyed_from_seq`` = next ``seq``, a head MAC);
@@ -49,7 +58,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -61,6 +72,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from edge.closing import Closing
 from edge.errors import EdgeError
+from edge.fsutil import fsync_dir
 from edge.stream.chain_key import ChainKey
 from edge.stream.evidence import (
     CHAINED_COLUMNS,
@@ -76,6 +88,8 @@ from edge.stream.evidence import (
 __all__ = [
     "EVENTS_DB_FILENAME",
     "FUTURE_TOLERANCE_MS",
+    "MIGRATION_FREE_FACTOR",
+    "MIGRATION_FREE_MARGIN",
     "SCHEMA_VERSION",
     "SIZE_PRUNE_BATCH",
     "SIZE_PRUNE_TO",
@@ -113,6 +127,13 @@ SIZE_PRUNE_BATCH = 5000
 events; appends wait for one batch at most)."""
 
 _MIB = 1024 * 1024
+
+MIGRATION_FREE_FACTOR = 3
+"""A migration in place needs this many times the database (main file and WAL) free in its
+folder: the backup copy, the rebuilt table (migration 3 copies it) and the WAL."""
+
+MIGRATION_FREE_MARGIN = 32 * _MIB
+"""Bytes free on top of :data:`MIGRATION_FREE_FACTOR` times the database, for a migration."""
 
 EventType = Literal["start", "update", "end", "crossing"]
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
@@ -554,11 +575,11 @@ class EventStore(Closing):
                 self.close()
                 raise
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         """Run the missing numbered migrations in one ``BEGIN IMMEDIATE`` transaction (the
         version is read again under the lock, so two processes opening an old file at
-        once migrate it once)."""
+        once migrate it once). An existing file (schema >= 1) is backed up first, under
+        that lock, after a free-space check (module docstring)."""
 
         def check(version: int) -> None:
             if version > len(_MIGRATIONS):
@@ -571,10 +592,14 @@ class EventStore(Closing):
         check(version)
         if version == len(_MIGRATIONS):
             return
+        if version > 0:
+            self._check_free_space(version)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             check(version)
+            if 0 < version < SCHEMA_VERSION:
+                self._backup(version)
             for n in range(version, len(_MIGRATIONS)):
                 step = _MIGRATIONS[n]
                 if isinstance(step, str):
@@ -588,6 +613,79 @@ class EventStore(Closing):
         except BaseException:
             conn.rollback()
             raise
+
+    def _check_free_space(self, version: int) -> None:
+        """Refuse a migration in place without room for the backup and the rewrite."""
+        size = sum(_file_size(Path(f"{self.path}{s}")) for s in ("", "-wal"))
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError as exc:
+            raise EventStoreError(
+                f"cannot read the free space of {self.path.parent}: {exc}"
+            ) from exc
+        need = MIGRATION_FREE_FACTOR * size + MIGRATION_FREE_MARGIN
+        if free < need:
+            raise EventStoreError(
+                f"events database {self.path} is at schema version {version} and needs "
+                f"migrating to {SCHEMA_VERSION}, but {self.path.parent} has {free / _MIB:.0f} "
+                f"MiB free, less than the {need / _MIB:.0f} MiB the backup copy and the "
+                f"migration need ({MIGRATION_FREE_FACTOR} x {size / _MIB:.1f} MiB + "
+                f"{MIGRATION_FREE_MARGIN / _MIB:.0f} MiB). Nothing was changed: free space on "
+                "that disk, then start the gateway again"
+            )
+
+    def _backup(self, version: int) -> Path:
+        """Copy the database (schema ``version``) to ``<name>.schema<version>-<UTC>.bak``
+        with SQLite's backup API, through a second, read-only connection (the caller holds
+        the write lock, so it is the state about to be migrated); a temporary name, then a
+        rename and a folder fsync. Returns the backup's path.
+
+        Raises:
+            EventStoreError: the copy failed (the temporary file is removed; nothing else
+                was changed).
+        """
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        final = self.path.with_name(f"{self.path.name}.schema{version}-{stamp}.bak")
+        k = 2
+        while final.exists():
+            final = self.path.with_name(f"{self.path.name}.schema{version}-{stamp}-{k}.bak")
+            k += 1
+        tmp = final.with_name(final.name + ".tmp")
+        t0 = time.monotonic()
+        try:
+            src = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                dst = sqlite3.connect(str(tmp))
+                try:
+                    src.backup(dst)
+                    dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except (OSError, sqlite3.Error) as exc:
+            for leftover in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError as why:
+                    log.warning("cannot remove %s: %s", leftover, why)
+            raise EventStoreError(
+                f"cannot back up events database {self.path} (schema version {version}) "
+                f"to {final} before migrating it: {exc}. Nothing was changed"
+            ) from exc
+        log.info(
+            "events database %s: backed up to %s before migrating schema %d -> %d "
+            "(%.1f MiB, %.1f s; keep it to roll back to the version that wrote it)",
+            self.path,
+            final,
+            version,
+            SCHEMA_VERSION,
+            _file_size(final) / _MIB,
+            time.monotonic() - t0,
+        )
+        return final
 
     def _require_current(self, conn: sqlite3.Connection) -> None:
         """Refuse a file not at :data:`SCHEMA_VERSION` (``migrate=False``)."""
@@ -1185,6 +1283,14 @@ def _delete_through(db: sqlite3.Connection, seq: int, hash_: str) -> int:
         (seq, hash_, n),
     )
     return n
+
+
+def _file_size(path: Path) -> int:
+    """Bytes of ``path``; 0 when it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _iso(ms: int) -> str:
