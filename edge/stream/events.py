@@ -33,6 +33,11 @@ first checks the folder's free space: less than :data:`MIGRATION_FREE_FACTOR` ti
 file (with its WAL) plus :data:`MIGRATION_FREE_MARGIN` refuses the open with nothing
 changed. Backups are never deleted by the program.
 
+A migration logs its start and end (rows, MiB, seconds). It runs in one transaction, so
+its WAL grows to about the rewritten data; after it the store checkpoints with
+``wal_checkpoint(TRUNCATE)``, and every store sets ``journal_size_limit``
+(:data:`JOURNAL_SIZE_LIMIT`), so no WAL of that size is left behind.
+
 **Keyed links**: a store given a :class:`~edge.stream.chain_key.ChainKey` writes
 HMAC-SHA256 links (the rule and what it proves are in :mod:`edge.stream.evidence`). Opening
 it switches a plain chain over at once (``keyed_from_seq`` = next ``seq``, a head MAC);
@@ -88,6 +93,7 @@ from edge.stream.evidence import (
 __all__ = [
     "EVENTS_DB_FILENAME",
     "FUTURE_TOLERANCE_MS",
+    "JOURNAL_SIZE_LIMIT",
     "MIGRATION_FREE_FACTOR",
     "MIGRATION_FREE_MARGIN",
     "SCHEMA_VERSION",
@@ -134,6 +140,10 @@ folder: the backup copy, the rebuilt table (migration 3 copies it) and the WAL."
 
 MIGRATION_FREE_MARGIN = 32 * _MIB
 """Bytes free on top of :data:`MIGRATION_FREE_FACTOR` times the database, for a migration."""
+
+JOURNAL_SIZE_LIMIT = 4 * _MIB
+"""``PRAGMA journal_size_limit`` of every store (bytes): a WAL that one big transaction (a
+migration, a prune) grew is truncated to this at its next checkpoint reset."""
 
 EventType = Literal["start", "update", "end", "crossing"]
 AttributeValue = str | int | float | bool | Mapping[str, str | int | float | bool | None]
@@ -556,6 +566,7 @@ class EventStore(Closing):
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")  # durable appends, module docstring
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             if migrate:
                 self._migrate(conn)
                 self._warn_unchained(conn)
@@ -594,11 +605,24 @@ class EventStore(Closing):
             return
         if version > 0:
             self._check_free_space(version)
+        t0 = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             check(version)
-            if 0 < version < SCHEMA_VERSION:
+            in_place = 0 < version < SCHEMA_VERSION
+            rows = 0
+            if in_place:
+                rows = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+                log.info(
+                    "events database %s: migrating schema %d -> %d (%d rows, %.1f MiB); "
+                    "backup first",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                    rows,
+                    _file_size(self.path) / _MIB,
+                )
                 self._backup(version)
             for n in range(version, len(_MIGRATIONS)):
                 step = _MIGRATIONS[n]
@@ -613,6 +637,29 @@ class EventStore(Closing):
         except BaseException:
             conn.rollback()
             raise
+        if in_place:
+            self._after_migration(conn, version, rows, time.monotonic() - t0)
+
+    def _after_migration(
+        self, conn: sqlite3.Connection, version: int, rows: int, took_s: float
+    ) -> None:
+        """Truncate the WAL the migration grew and log the end."""
+        wal = Path(f"{self.path}-wal")
+        wal_before = _file_size(wal)
+        busy = int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        log.info(
+            "events database %s: migrated schema %d -> %d in %.1f s (%d rows, %.1f MiB); "
+            "WAL %.1f MiB -> %.1f MiB%s",
+            self.path,
+            version,
+            SCHEMA_VERSION,
+            took_s,
+            rows,
+            _file_size(self.path) / _MIB,
+            wal_before / _MIB,
+            _file_size(wal) / _MIB,
+            " (another process is reading: truncated at a later checkpoint)" if busy else "",
+        )
 
     def _check_free_space(self, version: int) -> None:
         """Refuse a migration in place without room for the backup and the rewrite."""
