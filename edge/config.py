@@ -628,7 +628,9 @@ class ZoneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="unique in the task; no / + # $ or spaces")
+    name: str = Field(
+        description="unique in the task; no / + # $, whitespace or control characters"
+    )
     polygon: list[tuple[float, float]] | None = Field(
         default=None, description='[[x, y], ...] or "x1,y1,..."; absent: the whole frame'
     )
@@ -734,7 +736,9 @@ class LineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="unique in the task (with zones); no / + # $ or spaces")
+    name: str = Field(
+        description="unique in the task (with zones); no / + # $, whitespace or control characters"
+    )
     points: list[tuple[float, float]] = Field(
         description='required: [[x, y], ...] or "x1,y1,..."; first to last sets in/out'
     )
@@ -869,7 +873,9 @@ class CameraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="MQTT topic level: no / + # $ or spaces; unique")
+    name: str = Field(
+        description="MQTT topic level: no / + # $, whitespace or control characters; unique"
+    )
     source: str | int = Field(
         description="rtsp://..., http://... (MJPEG), /dev/videoN or index, or a file; ${VAR}"
     )
