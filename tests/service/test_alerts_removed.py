@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 from edge.config import config_from_mapping
 from edge.service.alert_state import ALERTS_FILENAME, ActiveAlerts, open_active_alerts
 from edge.service.gateway import GatewayService
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_stall_and_alerts import (
@@ -36,14 +35,6 @@ GW = "gw-removed"
 TOPIC = f"rm/{GW}/alerts"
 KINDS = ("task_unavailable", "camera_unavailable", "camera_offline")
 Alert = tuple[str, str, str, str]  # kind, key, state, message
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def gateway_config(tmp_path: Path, port: int, cameras: list[dict[str, Any]]) -> Any:

@@ -13,7 +13,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from edge.config import config_from_mapping
 from edge.errors import ConfigError
 from edge.service.gateway import GatewayService
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_alerts_removed import remembered
@@ -36,14 +35,6 @@ from tests.service.test_stall_and_alerts import (
 GW = "gw-flaky"
 TOPIC = f"fl/{GW}/alerts"
 DELAY = 4.0  # flaky's offline_alert_after_s
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def offline_alerts(sub: Subscriber, camera_name: str) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import pytest
 from edge.config import config_from_mapping
 from edge.errors import ConfigError
 from edge.service.gateway import GatewayService
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_stall_and_alerts import camera, write_people_model
@@ -85,14 +84,6 @@ class FlappingMjpeg:
     def close(self) -> None:
         self._closed.set()
         self._sock.close()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def test_config_unstable_keys() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from edge.config import config_from_mapping
 from edge.service.clock import BUILD_FLOOR_MS, check_clock, timesync_synchronized
 from edge.service.gateway import CLOCK_ALERT_KEY, GatewayService
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_stall_and_alerts import still_video, write_people_model
@@ -61,14 +60,6 @@ def test_timesync_synchronized(tmp_path: Path) -> None:
     assert timesync_synchronized(tmp_path) is False
     (tmp_path / "synchronized").touch()
     assert timesync_synchronized(tmp_path) is True
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def off_now_hours() -> str:

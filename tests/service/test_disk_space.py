@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from edge.config import config_from_mapping
 from edge.errors import ConfigError
 from edge.service.gateway import DISK_ALERT_KEY, GatewayService, disk_is_low
 from edge.service.reference import reference_markdown
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
+from tests.mqtt.broker import MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_alerts_removed import remembered
@@ -35,14 +34,6 @@ GW = "gw-disk"
 TOPIC = f"dk/{GW}/alerts"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def gateway_config(data: Path, *, min_free_mb: float, port: int | None, api: bool) -> Any:

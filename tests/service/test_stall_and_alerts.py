@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from edge.config import config_from_mapping
 from edge.errors import ConfigError
 from edge.service.gateway import GatewayService
 from edge.service.notify import Notifier
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker, free_port
+from tests.mqtt.broker import MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
@@ -203,14 +202,6 @@ def test_a_stuck_camera_makes_run_exit_1_offline_cameras_do_not(tmp_path: Path) 
 
 
 # -- availability alerts ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
-
-
 def start_and_stop(cfg: Any) -> None:
     service = GatewayService(config=cfg)
     service.start()

@@ -11,28 +11,17 @@ SQLite files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edge.config import config_from_mapping
 from edge.service.gateway import GatewayService
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.test_stall_and_alerts import camera, still_video, write_people_model
 
 GW = "gw-inv"
 CAMERAS = ("dock", "gate", "yard")
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def test_no_online_status_without_the_configured_cameras(

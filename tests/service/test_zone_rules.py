@@ -7,7 +7,6 @@ models/hardhat.yaml), a real mosquitto and a real subscriber, real SQLite files.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from edge.tasks.compliance import (
 from edge.tasks.hardhat import HAT_CLASSNAMES
 from edge.tasks.rules import Requirement
 from edge.types import Detections
-from tests.mqtt.broker import MOSQUITTO, MosquittoBroker
+from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
 
@@ -293,14 +292,6 @@ def still_video(path: Path, frames: int = 8) -> Path:
         vw.write(np.full((SIZE, SIZE, 3), 128, np.uint8))
     vw.release()
     return path
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed (make deps)")
-    with MosquittoBroker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 def run_gateway(root: Path, broker: MosquittoBroker, hat_class: str) -> tuple[list[Any], list[Any]]:
