@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from edge.service.gateway import GatewayService
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.service.test_alerts_removed import remembered
 from tests.service.test_stall_and_alerts import (
     FAST,
@@ -104,17 +104,12 @@ def test_a_camera_is_alerted_only_when_offline_longer_than_its_delay(
         }
     )
     service = GatewayService(config=cfg)
-    stop = threading.Event()
-    rc: list[int] = []
-    runner = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
 
     def online(name: str) -> Any:
         return service.health()["cameras"][name]["online"]
 
     with Subscriber(host=broker.host, port=broker.port, topics=[TOPIC], client_id="fl-1") as sub:
-        try:
-            service.start()
-            runner.start()
+        with running_gateway(service) as gateway:
             assert wait(lambda: online("flaky") is True, 20, interval=0.05)
             # delay 0: raised at once, as before
             assert sub.wait_for(lambda: len(offline_alerts(sub, "now")) == 1, 10)
@@ -153,16 +148,13 @@ def test_a_camera_is_alerted_only_when_offline_longer_than_its_delay(
             assert patient["online"] is False and patient["offline_alert"] is False
             assert patient["offline_for_s"] >= 2 * DELAY
             assert camera_up(service.metrics_text(), "patient") == 0
-        finally:
-            stop.set()
-            runner.join(10)
-            report = service.stop()
+        report = gateway.report
         time.sleep(0.5)  # anything late would be here by now
         flaky = offline_alerts(sub, "flaky")
         now = offline_alerts(sub, "now")
         patient_alerts = offline_alerts(sub, "patient")
 
-    assert rc == [0]
+    assert gateway.rc == [0]
     assert report["flushed"], report
     assert [a["state"] for a in flaky] == ["active", "resolved"], flaky
     active, resolved = flaky

@@ -28,6 +28,7 @@ from edge.service.gateway import GatewayService
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.service.test_stall_and_alerts import camera, write_people_model
 
 GW = "gw-flap"
@@ -137,43 +138,37 @@ def test_a_flapping_camera_raises_camera_unstable_and_resolves_when_stable(
         }
     )
     service = GatewayService(config=cfg)
-    stop = threading.Event()
-    rc: list[int] = []
-    runner = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
     with Subscriber(
         host=broker.host, port=broker.port, topics=[f"fp/{GW}/#"], client_id="s"
     ) as sub:
         try:
-            service.start()
-            runner.start()
-            t0 = time.monotonic()
-            assert wait(lambda: len(alerts(sub, "camera_unstable")) >= 1, 25), server.connections
-            raised_after = time.monotonic() - t0
-            a = alerts(sub, "camera_unstable")[0]
-            assert a["state"] == "active" and a["key"] == "flap" and a["camera"] == "flap"
-            assert a["reconnects"] >= 3 and a["window_s"] == WINDOW
-            assert "reconnect(s)" in a["message"]
-            h = service.health()["cameras"]["flap"]
-            assert h["unstable"] is True
-            assert service.health()["status"] == "degraded"
-            assert alerts(sub, "camera_offline") == []  # never offline 8 s without a break
-            # Stable from now on: resolved once a whole window is calm.
-            server.flapping.clear()
-            t1 = time.monotonic()
-            assert wait(lambda: len(alerts(sub, "camera_unstable")) >= 2, 3 * WINDOW + 10)
-            resolved_after = time.monotonic() - t1
-            r = alerts(sub, "camera_unstable")[1]
-            assert r["state"] == "resolved" and r["key"] == "flap"
-            assert "unstable" not in service.health()["cameras"]["flap"]
-            assert resolved_after >= WINDOW / 2, resolved_after
-            print(
-                f"raised after {raised_after:.1f} s, resolved {resolved_after:.1f} s after "
-                f"the stream became stable; server connections {server.connections}"
-            )
+            with running_gateway(service) as gateway:
+                t0 = time.monotonic()
+                raised = wait(lambda: len(alerts(sub, "camera_unstable")) >= 1, 25)
+                assert raised, server.connections
+                raised_after = time.monotonic() - t0
+                a = alerts(sub, "camera_unstable")[0]
+                assert a["state"] == "active" and a["key"] == "flap" and a["camera"] == "flap"
+                assert a["reconnects"] >= 3 and a["window_s"] == WINDOW
+                assert "reconnect(s)" in a["message"]
+                h = service.health()["cameras"]["flap"]
+                assert h["unstable"] is True
+                assert service.health()["status"] == "degraded"
+                assert alerts(sub, "camera_offline") == []  # never offline 8 s without a break
+                # Stable from now on: resolved once a whole window is calm.
+                server.flapping.clear()
+                t1 = time.monotonic()
+                assert wait(lambda: len(alerts(sub, "camera_unstable")) >= 2, 3 * WINDOW + 10)
+                resolved_after = time.monotonic() - t1
+                r = alerts(sub, "camera_unstable")[1]
+                assert r["state"] == "resolved" and r["key"] == "flap"
+                assert "unstable" not in service.health()["cameras"]["flap"]
+                assert resolved_after >= WINDOW / 2, resolved_after
+                print(
+                    f"raised after {raised_after:.1f} s, resolved {resolved_after:.1f} s after "
+                    f"the stream became stable; server connections {server.connections}"
+                )
         finally:
-            stop.set()
-            runner.join(10)
-            service.stop()
             server.close()
-    assert rc == [0]
+    assert gateway.rc == [0]
     assert len(alerts(sub, "camera_unstable")) == 2

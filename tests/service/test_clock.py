@@ -12,7 +12,6 @@ phase can only come from the fail-safe.
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from edge.service.gateway import CLOCK_ALERT_KEY, GatewayService
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.service.test_stall_and_alerts import still_video, write_people_model
 
 GW = "gw-clock"
@@ -110,52 +110,46 @@ def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
     service = GatewayService(
         config=cfg, wall_clock=lambda: wall[0], timesync_dir=tmp_path / "no-timesyncd"
     )
-    stop = threading.Event()
-    rc: list[int] = []
-    runner = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
-    with Subscriber(
-        host=broker.host, port=broker.port, topics=[f"ck/{GW}/#"], client_id="c1"
-    ) as sub:
-        try:
-            with caplog.at_level("WARNING", logger="edge.service"):
-                service.start()
-            runner.start()
-            warned = [r for r in caplog.records if "wall clock implausible" in r.getMessage()]
-            assert len(warned) == 1, [r.getMessage() for r in caplog.records]
-            assert "1970-01-01T00:00:00Z, before the build date" in warned[0].getMessage()
-            assert "press/fence/press" in warned[0].getMessage()
-            h = service.health()
-            assert h["status"] == "degraded"
-            assert h["clock"]["plausible"] is False
-            assert h["clock"]["synchronized"] is None
-            assert "before the build date" in h["clock"]["message"]
-            assert service.store is not None
-            store = service.store
-            # The schedule is off at the frames' real time, yet the zone is armed.
-            assert wait(lambda: any(e.type == "start" for e in store.list_events()), 20)
-            assert wait(lambda: len(clock_alerts(sub)) >= 1, 10)
-            first = clock_alerts(sub)[0]
-            assert first["state"] == "active" and first["key"] == CLOCK_ALERT_KEY
-            assert "scheduled zones stay armed" in first["message"]
-            assert first["clock"]["plausible"] is False
-            # NTP sets the clock: resolved within a tick or two, the schedule applies again.
-            wall[0] = time.time()
-            assert wait(lambda: len(clock_alerts(sub)) >= 2, 10)
-            resolved = clock_alerts(sub)[1]
-            assert resolved["state"] == "resolved" and resolved["key"] == CLOCK_ALERT_KEY
-            assert wait(
-                lambda: any(
-                    e.type == "end" and e.attributes.get("reason") == "schedule"
-                    for e in store.list_events()
-                ),
-                10,
-            )
-            h = service.health()
-            assert h["clock"]["plausible"] is True and h["status"] == "ok", h
-            time.sleep(1.5)
-            assert len(clock_alerts(sub)) == 2  # once each
-        finally:
-            stop.set()
-            runner.join(10)
-            service.stop()
-    assert rc == [0]
+    with (
+        Subscriber(
+            host=broker.host, port=broker.port, topics=[f"ck/{GW}/#"], client_id="c1"
+        ) as sub,
+        running_gateway(
+            service, start_under=caplog.at_level("WARNING", logger="edge.service")
+        ) as gateway,
+    ):
+        warned = [r for r in caplog.records if "wall clock implausible" in r.getMessage()]
+        assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+        assert "1970-01-01T00:00:00Z, before the build date" in warned[0].getMessage()
+        assert "press/fence/press" in warned[0].getMessage()
+        h = service.health()
+        assert h["status"] == "degraded"
+        assert h["clock"]["plausible"] is False
+        assert h["clock"]["synchronized"] is None
+        assert "before the build date" in h["clock"]["message"]
+        assert service.store is not None
+        store = service.store
+        # The schedule is off at the frames' real time, yet the zone is armed.
+        assert wait(lambda: any(e.type == "start" for e in store.list_events()), 20)
+        assert wait(lambda: len(clock_alerts(sub)) >= 1, 10)
+        first = clock_alerts(sub)[0]
+        assert first["state"] == "active" and first["key"] == CLOCK_ALERT_KEY
+        assert "scheduled zones stay armed" in first["message"]
+        assert first["clock"]["plausible"] is False
+        # NTP sets the clock: resolved within a tick or two, the schedule applies again.
+        wall[0] = time.time()
+        assert wait(lambda: len(clock_alerts(sub)) >= 2, 10)
+        resolved = clock_alerts(sub)[1]
+        assert resolved["state"] == "resolved" and resolved["key"] == CLOCK_ALERT_KEY
+        assert wait(
+            lambda: any(
+                e.type == "end" and e.attributes.get("reason") == "schedule"
+                for e in store.list_events()
+            ),
+            10,
+        )
+        h = service.health()
+        assert h["clock"]["plausible"] is True and h["status"] == "ok", h
+        time.sleep(1.5)
+        assert len(clock_alerts(sub)) == 2  # once each
+    assert gateway.rc == [0]

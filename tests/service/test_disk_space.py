@@ -14,7 +14,8 @@ import logging
 import os
 import re
 import shutil
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from edge.service.reference import reference_markdown
 from tests.mqtt.broker import MosquittoBroker, free_port
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.service.test_alerts_removed import remembered
 
 GW = "gw-disk"
@@ -64,27 +66,14 @@ def gauge(text: str, name: str) -> float | None:
     return None if m is None else float(m.group(1))
 
 
-class Running:
-    """A started gateway with its :meth:`GatewayService.run` loop in a thread."""
-
-    def __init__(self, cfg: Any) -> None:
-        self.service = GatewayService(config=cfg)
-        self.stop_event = threading.Event()
-        self.rc: list[int] = []
-        self.thread = threading.Thread(
-            target=lambda: self.rc.append(self.service.run(self.stop_event)), daemon=True
-        )
-
-    def __enter__(self) -> GatewayService:
-        self.service.start()
-        self.thread.start()
-        return self.service
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(10)
-        report = self.service.stop()
-        assert self.rc == [0] and report.get("flushed", True), (self.rc, report)
+@contextmanager
+def running(cfg: Any) -> Iterator[GatewayService]:
+    """The gateway of ``cfg`` running; on leaving, ``run()`` returned 0 and the outbox
+    was flushed (when there is one)."""
+    with running_gateway(GatewayService(config=cfg)) as gateway:
+        yield gateway.service
+    report = gateway.report
+    assert gateway.rc == [0] and report.get("flushed", True), (gateway.rc, report)
 
 
 def settled(service: GatewayService) -> bool:
@@ -132,7 +121,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
     free = shutil.disk_usage(data).free
     high = (free + 2 * GIB) / MIB
     with Subscriber(host=broker.host, port=broker.port, topics=[TOPIC], client_id="dk-1") as sub:
-        with Running(gateway_config(data, min_free_mb=high, port=broker.port, api=True)) as gw:
+        with running(gateway_config(data, min_free_mb=high, port=broker.port, api=True)) as gw:
             assert sub.wait_for(lambda: len(disk_alerts(sub)) >= 1, 10)
             for _ in range(4):
                 reading = gw.check_disk()
@@ -143,7 +132,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
             assert remembered(data) == {("disk_low", DISK_ALERT_KEY, "", None)}
         first = disk_alerts(sub)
 
-        with Running(gateway_config(data, min_free_mb=1, port=broker.port, api=False)) as gw:
+        with running(gateway_config(data, min_free_mb=1, port=broker.port, api=False)) as gw:
             assert sub.wait_for(lambda: len(disk_alerts(sub)) >= 2, 10)
             for _ in range(4):
                 reading = gw.check_disk()
@@ -154,7 +143,7 @@ def test_disk_low_is_raised_once_and_resolved_once(tmp_path: Path, broker: Mosqu
             assert remembered(data) == set()
         second = disk_alerts(sub)[len(first) :]
 
-        with Running(gateway_config(data, min_free_mb=1, port=broker.port, api=False)) as gw:
+        with running(gateway_config(data, min_free_mb=1, port=broker.port, api=False)) as gw:
             gw.check_disk()
             assert wait(lambda: settled(gw), 10, interval=0.05)
         third = disk_alerts(sub)[len(first) + len(second) :]
@@ -191,7 +180,7 @@ def test_a_remembered_disk_low_is_resolved_when_the_check_is_turned_off(
     data.mkdir()
     high = (shutil.disk_usage(data).free + 2 * GIB) / MIB
     with Subscriber(host=broker.host, port=broker.port, topics=[TOPIC], client_id="dk-2") as sub:
-        with Running(gateway_config(data, min_free_mb=high, port=broker.port, api=False)):
+        with running(gateway_config(data, min_free_mb=high, port=broker.port, api=False)):
             assert sub.wait_for(lambda: len(disk_alerts(sub)) >= 1, 10)
         gw = GatewayService(config=gateway_config(data, min_free_mb=0, port=broker.port, api=False))
         try:

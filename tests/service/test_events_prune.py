@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from edge.service.gateway import GatewayService
 from edge.stream.commands import add_subcommands
 from edge.stream.events import SIZE_PRUNE_TO, EventStore, events_db_path
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.stream.chain_events import ev
 
 MIB = 1024 * 1024
@@ -50,19 +50,11 @@ def metric(text: str, name: str) -> float | None:
 def run_once(data: Path, *, max_mb: float | None) -> str:
     """Start the gateway, let its run loop make its first pass, stop it; its metrics."""
     service = GatewayService(config=gateway_config(data, max_mb=max_mb))
-    stop = threading.Event()
-    rc: list[int] = []
-    service.start()
-    thread = threading.Thread(target=lambda: rc.append(service.run(stop)), daemon=True)
-    thread.start()
-    try:
+    with running_gateway(service) as gateway:
         assert wait(lambda: "safety_edge_events_db_bytes" in service.metrics_text(), 10)
-        return service.metrics_text()
-    finally:
-        stop.set()
-        thread.join(10)
-        service.stop()
-        assert rc == [0]
+        text = service.metrics_text()
+    assert gateway.rc == [0]
+    return text
 
 
 def verify(data: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

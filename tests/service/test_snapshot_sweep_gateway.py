@@ -8,13 +8,13 @@ SQLite, real JPEG files."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 from edge.config import config_from_mapping
 from edge.service.gateway import GatewayService
 from tests.polling import wait
+from tests.service.running import running_gateway
 from tests.stream.test_snapshot_clock import DAY_MS, Site
 
 
@@ -40,15 +40,6 @@ def test_the_gateway_keeps_a_stored_events_snapshot_whatever_its_file_time(
             "storage": {"snapshots": True, "snapshot_retention_days": 30},
         }
     )
-    service = GatewayService(config=cfg)
-    stop = threading.Event()
-    service.start()
-    thread = threading.Thread(target=lambda: service.run(stop), daemon=True)
-    thread.start()
-    try:
+    with running_gateway(GatewayService(config=cfg)):
         assert wait(lambda: not orphan.exists(), 15), "the sweeper did not run"
         assert kept.exists()
-    finally:
-        stop.set()
-        thread.join(10)
-        service.stop()
