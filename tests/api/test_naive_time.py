@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,21 +19,13 @@ from edge.api.app import _parse_time
 from edge.api.commands import add_subcommands
 from edge.api.store import Store, db_path
 from edge.stream.events import local_if_naive, parse_time
+from tests.tz import local_tz
 
 
 @pytest.fixture
 def berlin() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "Europe/Berlin"
-    time.tzset()
-    try:
+    with local_tz("Europe/Berlin"):
         yield
-    finally:
-        if old is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def _utc(text: str) -> datetime:

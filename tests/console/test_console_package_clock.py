@@ -6,9 +6,7 @@ as the gateway's local time (TZ=Europe/Berlin here, for the server and this proc
 from __future__ import annotations
 
 import html
-import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,23 +17,15 @@ import pytest
 from edge.api.store import Store, db_path
 from edge.stream.events import parse_time
 from tests.api.server_fixture import ADMIN_TOKEN, Server, console_login, start_server
+from tests.tz import local_tz
 
 AHEAD = timedelta(days=2)
 
 
 @pytest.fixture(scope="module")
 def berlin() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "Europe/Berlin"  # inherited by the server subprocess
-    time.tzset()
-    try:
+    with local_tz("Europe/Berlin"):  # inherited by the server subprocess
         yield
-    finally:
-        if old is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def _seed(data: Path) -> None:
