@@ -31,6 +31,34 @@ BUILD_DATE = int(datetime(2026, 1, 15, 8, 0, tzinfo=timezone.utc).timestamp() * 
 _ids = EventIdGenerator()
 
 
+def start_event(
+    t_ms: int, *, camera: str = "dock", zone: str = "bay", score: float = 0.9, track_id: int = 1
+) -> ZoneEvent:
+    """A fence ``start`` event of a person stamped ``t_ms`` (ms since the epoch)."""
+    return ZoneEvent(
+        event_id=_ids(),
+        type="start",
+        camera=camera,
+        task="fence",
+        zone=zone,
+        label="person",
+        score=score,
+        box=(1, 2, 3, 4),
+        track_id=track_id,
+        time_ms=t_ms,
+    )
+
+
+def snapshot_from_1970(snaps: SnapshotStore) -> Path:
+    """A snapshot saved by ``snaps`` for a ``start`` event stamped now (no events row), its
+    file time set to 1970; returns the file."""
+    saved = snaps.save_hashed(np.zeros((8, 8, 3), np.uint8), event=start_event(now_ms()))
+    assert saved is not None
+    path = snaps.root / saved.path
+    os.utime(path, (0, 0))
+    return path
+
+
 class Site:
     """A data folder: the events database and the snapshot folder, as the gateway lays them
     out, with a 30-day snapshot retention and no size bound unless given."""
@@ -49,18 +77,7 @@ class Site:
         """A ``start`` event stamped ``t_ms`` with its snapshot (file time ``mtime_ms``,
         default ``t_ms``: what the kernel stamps with the same clock), stored unless
         ``store`` is false; returns the file."""
-        ev = ZoneEvent(
-            event_id=_ids(),
-            type="start",
-            camera="dock",
-            task="fence",
-            zone="bay",
-            label="person",
-            score=0.9,
-            box=(1, 2, 3, 4),
-            track_id=1,
-            time_ms=t_ms,
-        )
+        ev = start_event(t_ms)
         saved = self.snaps.save_hashed(np.zeros((48, 64, 3), np.uint8), event=ev)
         assert saved is not None
         path = self.snaps.root / saved.path
@@ -72,20 +89,7 @@ class Site:
 
     def plain(self, t_ms: int) -> None:
         """An event without a snapshot (another camera's, say)."""
-        self.events.add(
-            ZoneEvent(
-                event_id=_ids(),
-                type="start",
-                camera="gate",
-                task="fence",
-                zone="yard",
-                label="person",
-                score=0.8,
-                box=(1, 2, 3, 4),
-                track_id=2,
-                time_ms=t_ms,
-            )
-        )
+        self.events.add(start_event(t_ms, camera="gate", zone="yard", score=0.8, track_id=2))
 
     def verify(self) -> VerifyReport:
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, isolation_level=None)
@@ -196,21 +200,7 @@ def test_without_the_events_database_file_every_snapshot_goes_by_file_time(
     """No database yet (nothing was stored): nothing vouches for a snapshot, so its file
     time decides, as without ``events_db``."""
     snaps = SnapshotStore(root=tmp_path / "s", max_age_days=30, events_db=tmp_path / "no.db")
-    ev = ZoneEvent(
-        event_id=_ids(),
-        type="start",
-        camera="dock",
-        task="fence",
-        zone="bay",
-        label="person",
-        score=0.9,
-        box=(1, 2, 3, 4),
-        track_id=1,
-        time_ms=now_ms(),
-    )
-    saved = snaps.save_hashed(np.zeros((8, 8, 3), np.uint8), event=ev)
-    assert saved is not None
-    os.utime(snaps.root / saved.path, (0, 0))
+    snapshot_from_1970(snaps)
     assert snaps.sweep().deleted_by_age == 1
     assert not (tmp_path / "no.db").exists()  # the sweeper does not create it
 
@@ -224,22 +214,7 @@ def test_an_unreadable_events_database_deletes_nothing_by_age(
     db = tmp_path / "events.sqlite3"
     db.write_bytes(b"not a database" * 100)
     snaps = SnapshotStore(root=tmp_path / "s", max_age_days=30, events_db=db)
-    ev = ZoneEvent(
-        event_id=_ids(),
-        type="start",
-        camera="dock",
-        task="fence",
-        zone="bay",
-        label="person",
-        score=0.9,
-        box=(1, 2, 3, 4),
-        track_id=1,
-        time_ms=now_ms(),
-    )
-    saved = snaps.save_hashed(np.zeros((8, 8, 3), np.uint8), event=ev)
-    assert saved is not None
-    path = snaps.root / saved.path
-    os.utime(path, (0, 0))
+    path = snapshot_from_1970(snaps)
     for _ in range(2):
         assert snaps.sweep().deleted_by_age == 0 and path.exists()
     warnings = [m.getMessage() for m in caplog.records if m.levelno == logging.WARNING]
