@@ -30,12 +30,13 @@ from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.running import running_gateway
 from tests.service.test_stall_and_alerts import camera, write_people_model
+from tests.stream.media import ScriptedMjpeg, mjpeg_part
 
 GW = "gw-flap"
 WINDOW = 8.0
 
 
-class FlappingMjpeg:
+class FlappingMjpeg(ScriptedMjpeg):
     """Per connection: ``burst_s`` of 10 fps JPEG frames, then silence while ``flapping``
     (the connection is held open); frames for ever once ``flapping`` is cleared."""
 
@@ -43,48 +44,19 @@ class FlappingMjpeg:
         self.burst_s = burst_s
         self.flapping = threading.Event()
         self.flapping.set()
-        self.connections = 0
-        self._closed = threading.Event()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(8)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v.mjpg"
         ok, buf = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
         assert ok
         self._jpg = buf.tobytes()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(4096)
-                conn.sendall(
-                    b"HTTP/1.0 200 OK\r\n"
-                    b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
-                )
-                t0 = time.monotonic()
-                while not self._closed.is_set():
-                    if self.flapping.is_set() and time.monotonic() - t0 > self.burst_s:
-                        time.sleep(0.1)  # frozen: the connection stays open, silent
-                        continue
-                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                    conn.sendall(head % len(self._jpg) + self._jpg + b"\r\n")
-                    time.sleep(0.1)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._closed.set()
-        self._sock.close()
+    def script(self, conn: socket.socket) -> None:
+        t0 = time.monotonic()
+        while not self.closed.is_set():
+            if self.flapping.is_set() and time.monotonic() - t0 > self.burst_s:
+                time.sleep(0.1)  # frozen: the connection stays open, silent
+                continue
+            conn.sendall(mjpeg_part(self._jpg))
+            time.sleep(0.1)
 
 
 def test_config_unstable_keys() -> None:

@@ -121,3 +121,59 @@ class MjpegServer:
             self._thread.join(5)
             self._thread = None
         time.sleep(2.0 / self.fps)  # handlers notice the flag and close their sockets
+
+
+MJPEG_RESPONSE = (
+    b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+)
+
+
+def mjpeg_part(jpg: bytes) -> bytes:
+    """One ``--frame`` part of a ``multipart/x-mixed-replace`` stream carrying ``jpg``."""
+    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+    return head % len(jpg) + jpg + b"\r\n"
+
+
+class ScriptedMjpeg:
+    """A camera whose every connection follows a script: a raw listening socket on a free
+    loopback port (``url``), each accepted connection in its own daemon thread, its request
+    read and the ``multipart/x-mixed-replace`` response head sent, then :meth:`script` (a
+    subclass's) writes parts with :func:`mjpeg_part` until it returns or ``closed`` is set.
+    ``connections`` counts the accepted connections. Unlike :class:`MjpegServer`, each
+    connection may behave differently (freeze, change resolution, hang up)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.closed = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v.mjpg"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def script(self, conn: socket.socket) -> None:
+        """Serve one connection (the response head is sent); an ``OSError`` ends it."""
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(MJPEG_RESPONSE)
+                self.script(conn)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """Stop accepting; every connection's script ends at its next check of ``closed``."""
+        self.closed.set()
+        self._sock.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from edge.stream.tracker import TrackerConfig
 from edge.stream.zones import ZoneMonitor, ZoneSpec
 from edge.types import Detections
 from tests.polling import wait
+from tests.stream.media import ScriptedMjpeg, mjpeg_part
 
 BOTTOM = ((0, 240), (640, 240), (640, 480), (0, 480))
 
@@ -45,19 +45,14 @@ class PersonInBottomHalf:
         )
 
 
-class ResizingMjpeg:
+class ResizingMjpeg(ScriptedMjpeg):
     """First connection: 640x480 for ``first_s``, then closed; later ones: 320x240."""
 
     def __init__(self, first_s: float = 1.5) -> None:
         self.first_s = first_s
         self.sent_small = False
-        self._closed = threading.Event()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(8)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v.mjpg"
         self._big_done = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _jpeg(w: int, h: int) -> bytes:
@@ -65,39 +60,17 @@ class ResizingMjpeg:
         assert ok
         return buf.tobytes()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(4096)
-                big = not self._big_done
-                jpg = self._jpeg(640, 480) if big else self._jpeg(320, 240)
-                conn.sendall(
-                    b"HTTP/1.0 200 OK\r\n"
-                    b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
-                )
-                t0 = time.monotonic()
-                while not self._closed.is_set():
-                    if big and time.monotonic() - t0 > self.first_s:
-                        self._big_done = True
-                        return  # the camera "reboots"
-                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                    conn.sendall(head % len(jpg) + jpg + b"\r\n")
-                    self.sent_small = self.sent_small or not big
-                    time.sleep(0.1)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._closed.set()
-        self._sock.close()
+    def script(self, conn: socket.socket) -> None:
+        big = not self._big_done
+        jpg = self._jpeg(640, 480) if big else self._jpeg(320, 240)
+        t0 = time.monotonic()
+        while not self.closed.is_set():
+            if big and time.monotonic() - t0 > self.first_s:
+                self._big_done = True
+                return  # the camera "reboots"
+            conn.sendall(mjpeg_part(jpg))
+            self.sent_small = self.sent_small or not big
+            time.sleep(0.1)
 
 
 def test_pixel_zone_follows_a_resolution_change(caplog: pytest.LogCaptureFixture) -> None:
