@@ -14,6 +14,7 @@ Pages (server-rendered HTML; all but the login page need a session, see
     GET  /console/cameras                  latest frame of each camera, zones and lines drawn
     GET  /console/cameras/{camera}/frame.jpg
     GET  /console/data/lines               counting-line counts (JSON; the page polls it)
+    GET  /console/data/session             200 while the session lives, else 401 (JSON)
     GET  /console/events                   event list with filters, live via SSE:
     GET  /console/events/stream            text/event-stream (``id`` = row id)
     GET  /console/snapshots/{path}         snapshot JPEG (``?thumb=1``: small)
@@ -609,6 +610,13 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         _set_cookie(request, resp, SESSION_COOKIE, session.sid, max_age=None, path="/console")
         resp.delete_cookie(LOGIN_COOKIE, path="/console/login", httponly=True, samesite="strict")
         return resp
+
+    @route("/data/session", ["GET"])
+    async def session_check(request: Request) -> Response:
+        """Whether the request's session is alive (the Events page asks when its stream
+        failed): 200 ``{"logged_in": true}``, else 401 JSON."""
+        _session(state, request)
+        return _secure(JSONResponse({"logged_in": True}))
 
     @route("/logout", ["POST"])
     async def logout(request: Request) -> Response:

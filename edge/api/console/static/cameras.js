@@ -2,7 +2,8 @@
 // its latest frame (SVG in image pixels), and keep the lines' in/out counts current:
 // GET #line-counts[data-url] every data-every-ms while the tab is visible, numbers changed
 // in place (no redraw); a failed poll marks the counts stale and retries (backing off to
-// 5x the period), a hidden tab stops polling and polls at once when shown again.
+// 5x the period), a hidden tab stops polling and polls at once when shown again; a 401
+// (the session ended) goes to the login page, which comes back here.
 "use strict";
 (function () {
   var SVGNS = "http://www.w3.org/2000/svg";
@@ -130,6 +131,10 @@
                              headers: { Accept: "application/json" }, signal: ctl.signal })
       .then(function (r) {
         if (r.ok) return r.json();
+        if (r.status === 401) {  // the session ended: log in again, then back here
+          location.assign("/console/login?next=" +
+                          encodeURIComponent(location.pathname + location.search));
+        }
         return r.json().catch(function () { return {}; }).then(function (b) {
           throw new Error(b.error || "HTTP " + r.status);
         });

@@ -1,4 +1,5 @@
-// Events page: new events arrive over server-sent events and go on top of the list.
+// Events page: new events arrive over server-sent events and go on top of the list; when
+// the session ended the page goes to the login page (and comes back after it).
 "use strict";
 (function () {
   var table = document.getElementById("events");
@@ -40,8 +41,46 @@
     window.consoleEventsSeen++;
   }
 
-  var es = new EventSource("/console/events/stream?" + q.toString());
-  es.addEventListener("zone", function (m) { add(JSON.parse(m.data)); });
-  es.addEventListener("open", function () { live.textContent = "live"; live.className = "pill ok"; });
-  es.addEventListener("error", function () { live.textContent = "reconnecting…"; live.className = "pill"; });
+  // The stream ends every few seconds and the browser reconnects by itself (Last-Event-ID).
+  // A reconnect answered with anything but 200 (the session ended: 401; the gateway
+  // restarting: 502/503) closes the EventSource for good, so then ask the session probe:
+  // 401 -> the login page, coming back here; else a new EventSource after a backoff
+  // (1 s doubling to 30 s) that starts after the last event shown.
+  var lastId = table.dataset.after, wait = 1000, retry = null;
+  var es = null;
+  function connect() {
+    retry = null;
+    q.set("after", lastId);
+    es = new EventSource("/console/events/stream?" + q.toString());
+    es.addEventListener("zone", function (m) {
+      if (m.lastEventId) lastId = m.lastEventId;
+      add(JSON.parse(m.data));
+    });
+    es.addEventListener("open", function () {
+      wait = 1000; live.textContent = "live"; live.className = "pill ok";
+    });
+    es.addEventListener("error", function () {
+      live.textContent = "reconnecting…"; live.className = "pill";
+      if (es.readyState === EventSource.CLOSED && retry === null) check();
+    });
+  }
+  function later() {
+    live.textContent = "reconnecting in " + Math.round(wait / 1000) + " s…";
+    retry = setTimeout(connect, wait);
+    wait = Math.min(wait * 2, 30000);
+  }
+  function check() {
+    retry = -1;  // a check is running
+    fetch("/console/data/session", { credentials: "same-origin", cache: "no-store",
+                                     headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) {
+          location.assign("/console/login?next=" +
+                          encodeURIComponent(location.pathname + location.search));
+          return;
+        }
+        later();
+      }, later);
+  }
+  connect();
 })();
