@@ -163,3 +163,29 @@ def test_the_events_stream_comes_back_after_a_failed_reconnect(page: Any, srv: S
 
 
 # -- login form, form posts, headers (HTTP) ------------------------------------------------
+
+
+def test_a_stale_login_form_gets_a_fresh_one_and_is_not_a_wrong_guess(srv: Server) -> None:
+    with httpx.Client(base_url=srv.base_url) as c:
+        for _ in range(LOGIN_FAILURES + 1):
+            old = _login_token(c.get("/console/login").text)
+            c.get("/console/login?next=%2Fconsole%2Fevents")  # a second tab: new cookie
+            r = c.post(
+                "/console/login",
+                data={"login_csrf": old, "token": ADMIN_TOKEN, "next": "/console/events"},
+                headers={"Accept": "text/html"},
+            )
+            assert r.status_code == 403
+            assert r.headers["content-type"].startswith("text/html")
+            assert "the form expired, enter the token again" in r.text.lower()
+            assert 'name="next" value="/console/events"' in r.text
+            fresh = _login_token(r.text)
+            assert fresh != old
+            assert c.cookies.get("se_login") == fresh
+        # not throttled: the fresh form with the right token logs in
+        r = c.post(
+            "/console/login",
+            data={"login_csrf": fresh, "token": ADMIN_TOKEN, "next": "/console/events"},
+        )
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/events"

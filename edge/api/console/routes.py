@@ -587,7 +587,21 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             return resp
         given = _one(form, "login_csrf")
         if not same_token(given, request.cookies.get(LOGIN_COOKIE, "")):
-            return _forbidden("missing or wrong login form token; reload the login page")
+            # a form from an older tab or older than the cookie's 600 s: not a wrong token
+            # (the throttle does not count it), a fresh form to enter it again
+            log.info("console: login form expired or from another tab (%s)", client)
+            token = _new_login_token()
+            resp = state.render(
+                "login.html",
+                None,
+                status=403,
+                disabled=False,
+                error="The form expired, enter the token again.",
+                next=nxt,
+                login=token,
+            )
+            _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
+            return resp
         if not check_token(_one(form, "token"), state.admin_token):
             state.throttle.failed(client)
             log.warning("console: failed login from %s", client)
