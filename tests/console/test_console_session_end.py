@@ -189,3 +189,30 @@ def test_a_stale_login_form_gets_a_fresh_one_and_is_not_a_wrong_guess(srv: Serve
         )
         assert r.status_code == 303
         assert r.headers["location"] == "/console/events"
+
+
+def test_a_form_post_after_the_session_ended_goes_to_login(srv: Server) -> None:
+    rec = srv.create_app("late-form")
+    with httpx.Client(base_url=srv.base_url) as c:
+        assert console_login(c, srv.base_url, next_path="/console/apps").status_code == 303
+        csrf = _csrf(c.get(f"/console/apps/{rec.app_key}").text)
+        assert c.post("/console/logout", data={"csrf": csrf}).status_code == 303
+        form = {"csrf": csrf, "api": "fence", "tier": "100k"}
+        html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        r = c.post(f"/console/apps/{rec.app_key}/packages", data=form, headers=html)
+        assert r.status_code == 303
+        want = urllib.parse.quote(f"/console/apps/{rec.app_key}", safe="")
+        assert r.headers["location"] == f"/console/login?next={want}"
+        r = c.post("/console/apps", data={"csrf": csrf, "name": "x"}, headers=html)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/login?next=%2Fconsole%2Fapps"
+        # JSON and fetch callers keep the 401
+        r = c.post(
+            f"/console/apps/{rec.app_key}/packages",
+            data=form,
+            headers={"Accept": "application/json"},
+        )
+        assert r.status_code == 401
+        assert r.json()["error"].startswith("not logged in")
+        r = c.post(f"/console/apps/{rec.app_key}/secret", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 401

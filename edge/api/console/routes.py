@@ -274,6 +274,27 @@ def _wants_json(request: Request) -> bool:
     )
 
 
+def _browser_form(request: Request) -> bool:
+    """A browser's form post: urlencoded, and it asks for HTML (fetch and JSON callers
+    do not)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return (
+        ctype == "application/x-www-form-urlencoded"
+        and "text/html" in request.headers.get("accept", "")
+        and not _wants_json(request)
+    )
+
+
+def _form_page(path: str) -> str:
+    """The page a console form posting to ``path`` is on: an application's actions
+    (``/console/apps/{key}/{action}``) are on its page, other forms post to their own
+    page (``/console/apps``); logging out has no page to come back to."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[:3] == ["", "console", "apps"]:
+        return "/".join(parts[:4])
+    return _safe_next(path if path != "/console/logout" else "")
+
+
 def _session(state: ConsoleState, request: Request) -> Session:
     """The request's session, or :class:`_Denied` (login redirect for pages, 401 else)."""
     if state.admin_token is None:
@@ -284,6 +305,10 @@ def _session(state: ConsoleState, request: Request) -> Session:
     if request.method == "GET" and not _wants_json(request):
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         q = urllib.parse.urlencode({"next": nxt})
+        raise _Denied(_secure(RedirectResponse(f"/console/login?{q}", status_code=303)))
+    if request.method == "POST" and _browser_form(request):
+        # a page's form posted after the session ended: log in again, then that page
+        q = urllib.parse.urlencode({"next": _form_page(request.url.path)})
         raise _Denied(_secure(RedirectResponse(f"/console/login?{q}", status_code=303)))
     raise _Denied(
         _secure(JSONResponse({"error": "not logged in (or the session expired)"}, status_code=401))
