@@ -216,3 +216,31 @@ def test_a_form_post_after_the_session_ended_goes_to_login(srv: Server) -> None:
         assert r.json()["error"].startswith("not logged in")
         r = c.post(f"/console/apps/{rec.app_key}/secret", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 401
+
+
+def _has_security_headers(r: httpx.Response) -> None:
+    for h in SECURITY:
+        assert h in r.headers, (r.request.url, r.status_code, h)
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_static_files_and_unknown_console_paths_carry_the_headers(srv: Server) -> None:
+    with httpx.Client(base_url=srv.base_url) as c:
+        r = c.get("/console/static/console.js")
+        assert r.status_code == 200
+        _has_security_headers(r)
+        assert r.headers.get("cache-control") != "no-store"  # left to the static route
+        for path in ("/console/nope", "/console/apps/x/nothing", "/console/static/nope.js"):
+            r = c.get(path)
+            assert r.status_code == 404, path
+            _has_security_headers(r)
+        r = c.get("/console/nope", headers={"Accept": "text/html"})
+        assert r.headers["content-type"].startswith("text/html")
+        for method in ("PUT", "DELETE", "PATCH"):
+            r = c.request(method, "/console/apps")
+            assert r.status_code == 405, method
+            assert "POST" in r.headers["allow"]
+            _has_security_headers(r)
+            r = c.request(method, "/console/nope")
+            assert r.status_code == 404, method
+            _has_security_headers(r)

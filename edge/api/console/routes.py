@@ -62,7 +62,9 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
+from starlette.routing import Match, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge import __version__
 from edge.api.console.auth import (
@@ -506,7 +508,76 @@ def mount_console(app: FastAPI, gateway: Gateway) -> ConsoleState | None:
     _add_routes(router, state)
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
+    app.router.routes.append(
+        _ConsoleRest("/console/{path:path}", _rest_endpoint(state, router), methods=_METHODS)
+    )
+    app.add_middleware(_ConsoleHeaders)
     return state
+
+
+class _ConsoleHeaders:
+    """ASGI middleware: every answer under ``/console`` (static files, 404s and 405s,
+    framework errors included) gets the console's security headers that its route did
+    not set; ``Cache-Control`` stays the route's (static files are cacheable)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != "/console" and not path.startswith("/console/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                have = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in self._headers if k not in have]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+class _ConsoleRest(Route):
+    """``/console/{path}`` that no console route serves (``/console/api/...`` is left to
+    the gateway's own routes): 405 when a route has the path with other methods, else 404
+    (HTML for pages, JSON for data) - not the API's catch-all."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith("/console/api/"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _rest_endpoint(state: ConsoleState, router: APIRouter) -> Callable[[Request], Any]:
+    async def console_rest(request: Request) -> Response:
+        allow: set[str] = set()
+        for r in router.routes:
+            if isinstance(r, Route) and r.matches(request.scope)[0] is Match.PARTIAL:
+                allow |= r.methods or set()
+        if allow:
+            resp: Response = JSONResponse(
+                {"error": f"method {request.method} not allowed here"}, status_code=405
+            )
+            resp.headers["Allow"] = ", ".join(sorted(allow))
+            return _secure(resp)
+        if _wants_json(request) or "text/html" not in request.headers.get("accept", ""):
+            return _secure(JSONResponse({"error": "no such console page"}, status_code=404))
+        return state.render(
+            "error.html",
+            None,
+            status=404,
+            title="No such page",
+            message=f"The console has no page {request.url.path}.",
+        )
+
+    return console_rest
 
 
 async def _rollup_loop(rollup: HourlyRollup) -> None:
