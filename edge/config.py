@@ -353,6 +353,10 @@ class FallbackConfig(BaseModel):
         description="add 'source' per item and a 'fallback' object to answers (not contract)",
     )
     fence_sample_path: bool = False
+    ca_file: str | None = Field(
+        default=None,
+        description="PEM CA bundle trusted for an https base_url, besides the system CAs",
+    )
 
     @field_validator("uncertain_band")
     @classmethod

@@ -28,6 +28,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import ssl
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +40,15 @@ import httpx
 
 from edge.closing import Closing
 from edge.errors import EdgeError
+from edge.tasks.hardhat import HAT_CLASSNAMES
+from edge.tasks.workwear import WORKWEAR_CLASSNAMES
 
 __all__ = [
     "API_PATHS",
     "DEFAULT_TIMEOUT",
+    "MAX_ANSWER_BYTES",
+    "MAX_ANSWER_ITEMS",
+    "MAX_CLASSNAME_CHARS",
     "CloudError",
     "ContractClient",
     "Failure",
@@ -50,8 +58,11 @@ __all__ = [
     "HatItem",
     "HatResult",
     "area_string",
+    "parse_fence_answer",
+    "parse_hat_answer",
     "sign",
     "signed_headers",
+    "ssl_context",
 ]
 
 Api = Literal["hardhat", "workwear", "fence"]
@@ -65,11 +76,25 @@ API_PATHS: Mapping[Api, str] = {
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=5.0)
 """Connect 5 s, read/write 60 s (a 50 MB fence batch on a slow gateway), pool 5 s."""
 
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""Default cap on an answer body (bytes, after content decoding): a contract answer for
+32 fence images is a few tens of kB, so 4 MiB is generous; beyond it the answer is a
+``protocol`` error and the connection is dropped (a hostile endpoint cannot fill RAM)."""
+
+MAX_ANSWER_ITEMS = 1000
+"""Most items (hard-hat/workwear boxes, fence images, or fence locations per image) a
+success answer may hold; more is a ``protocol`` error."""
+
+MAX_CLASSNAME_CHARS = 64
+"""Longest classname accepted in an answer."""
+
 
 class CloudError(EdgeError):
     """No contract answer: transport failure, timeout, or a body not in the contract shape.
 
-    ``kind``: ``timeout``, ``connect``, ``transport`` or ``protocol``.
+    ``kind``: ``timeout``, ``connect``, ``tls`` (the server's certificate failed
+    verification: not transient, never worth a retry), ``transport`` or ``protocol``
+    (not the contract's shape, out-of-range values, or a body over the size cap).
     """
 
     code = 5000
@@ -188,6 +213,12 @@ def _protocol(msg: str) -> CloudError:
     return CloudError(f"answer is not in the contract shape: {msg}", kind="protocol")
 
 
+_MAX_DETAILS = 512
+"""Failure ``details`` longer than this are cut (they end up in logs and outcomes)."""
+
+_MAX_COORD = 2**31 - 1
+
+
 def _failure(doc: Mapping[str, Any], status: int) -> Failure:
     code = doc.get("code")
     if not isinstance(code, int) or isinstance(code, bool) or code == 0:
@@ -196,20 +227,53 @@ def _failure(doc: Mapping[str, Any], status: int) -> Failure:
     message = doc.get("message", "error")
     return Failure(
         code=code,
-        details=str(details),
-        message=str(message),
+        details=str(details)[:_MAX_DETAILS],
+        message=str(message)[:_MAX_DETAILS],
         http_status=status,
     )
 
 
 def _int(v: Any, what: str) -> int:
+    """A finite JSON number within the int32 range, as int (floats truncate)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _protocol(f"{what} is {v!r}, not a number")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise _protocol(f"{what} is {v!r}, not finite")
+    if not -_MAX_COORD <= v <= _MAX_COORD:
+        raise _protocol(f"{what} is {v!r}, out of range")
     return int(v)
 
 
-def parse_hat_answer(doc: Any, status: int = 200) -> HatResult | Failure:
-    """A hard-hat/workwear answer body (parsed JSON) -> typed result."""
+def _items(raw: list[Any], what: str) -> list[Any]:
+    if len(raw) > MAX_ANSWER_ITEMS:
+        raise _protocol(f"{what} holds {len(raw)} items (at most {MAX_ANSWER_ITEMS})")
+    return raw
+
+
+def _classname(v: Any, what: str, allowed: frozenset[str] | None) -> str:
+    if not isinstance(v, str) or not v or len(v) > MAX_CLASSNAME_CHARS:
+        shown = v[:MAX_CLASSNAME_CHARS] + "..." if isinstance(v, str) else v
+        raise _protocol(f"{what} {shown!r} is not a classname of 1..{MAX_CLASSNAME_CHARS} chars")
+    if allowed is not None and v not in allowed:
+        raise _protocol(f"{what} {v!r} is not one of {sorted(allowed)}")
+    return v
+
+
+HAT_ANSWER_CLASSNAMES = frozenset(HAT_CLASSNAMES)
+WORKWEAR_ANSWER_CLASSNAMES = frozenset(WORKWEAR_CLASSNAMES)
+
+
+def parse_hat_answer(
+    doc: Any, status: int = 200, *, classnames: frozenset[str] | None = None
+) -> HatResult | Failure:
+    """A hard-hat/workwear answer body (parsed JSON) -> typed result.
+
+    A success is checked before it is trusted: at most :data:`MAX_ANSWER_ITEMS` items;
+    each ``box`` 4 finite numbers (int32 range) with ``top < bottom`` and
+    ``left < right``; ``score`` finite in ``[0, 1]``; ``classname`` a string of
+    1..:data:`MAX_CLASSNAME_CHARS` characters and, when ``classnames`` is given, one
+    of them. Any violation raises :class:`CloudError` (``protocol``).
+    """
     if not isinstance(doc, dict) or "code" not in doc:
         raise _protocol("not a JSON object with a 'code'")
     if doc["code"] != 0:
@@ -218,22 +282,50 @@ def parse_hat_answer(doc: Any, status: int = 200) -> HatResult | Failure:
     if not isinstance(raw, list):
         raise _protocol("success without a 'result' list")
     items = []
-    for i, it in enumerate(raw):
+    for i, it in enumerate(_items(raw, "result")):
         if not isinstance(it, dict):
             raise _protocol(f"result[{i}] is not an object")
         box = it.get("box")
         if not isinstance(box, list) or len(box) != 4:
             raise _protocol(f"result[{i}].box is not 4 numbers")
         t, left, b, r = (_int(v, f"result[{i}].box") for v in box)
+        if not (t < b and left < r):
+            raise _protocol(
+                f"result[{i}].box {box!r} is empty or inverted (top<bottom, left<right)"
+            )
         score = it.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise _protocol(f"result[{i}].score is {score!r}")
-        items.append(HatItem((t, left, b, r), str(it.get("classname", "")), float(score)))
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, (int, float))
+            or not 0.0 <= float(score) <= 1.0  # False for NaN
+        ):
+            raise _protocol(f"result[{i}].score is {score!r}, not a number in [0, 1]")
+        name = _classname(it.get("classname"), f"result[{i}].classname", classnames)
+        items.append(HatItem((t, left, b, r), name, float(score)))
     return HatResult(items=tuple(items))
 
 
+def _location(loc: Any, what: str) -> FenceLocation:
+    if not isinstance(loc, dict):
+        raise _protocol(f"{what} is not an object")
+    out = FenceLocation(
+        left=_int(loc.get("left"), f"{what}.left"),
+        top=_int(loc.get("top"), f"{what}.top"),
+        width=_int(loc.get("width"), f"{what}.width"),
+        height=_int(loc.get("height"), f"{what}.height"),
+    )
+    if out.width <= 0 or out.height <= 0:
+        raise _protocol(f"{what} has width {out.width}, height {out.height} (must be > 0)")
+    return out
+
+
 def parse_fence_answer(doc: Any, status: int = 200) -> FenceResult | Failure:
-    """A fence answer body (parsed JSON) -> typed result."""
+    """A fence answer body (parsed JSON) -> typed result.
+
+    A success is checked: at most :data:`MAX_ANSWER_ITEMS` images and locations per
+    image; each location 4 finite numbers (int32 range) with ``width, height > 0``;
+    ``target_num`` >= 0. Any violation raises :class:`CloudError` (``protocol``).
+    """
     if not isinstance(doc, dict) or "code" not in doc:
         raise _protocol("not a JSON object with a 'code'")
     if doc["code"] != 0:
@@ -243,26 +335,23 @@ def parse_fence_answer(doc: Any, status: int = 200) -> FenceResult | Failure:
     if not isinstance(msg, dict) or not isinstance(raw, list):
         raise _protocol("fence success needs a 'message' object and a 'result' list")
     items = []
-    for i, it in enumerate(raw):
+    for i, it in enumerate(_items(raw, "result")):
         if not isinstance(it, dict) or not isinstance(it.get("location", []), list):
             raise _protocol(f"result[{i}] is not a fence item")
-        locs = tuple(
-            FenceLocation(
-                left=_int(loc.get("left"), "left"),
-                top=_int(loc.get("top"), "top"),
-                width=_int(loc.get("width"), "width"),
-                height=_int(loc.get("height"), "height"),
-            )
-            for loc in it.get("location", [])
-            if isinstance(loc, dict)
-        )
+        raw_locs = _items(it.get("location", []), f"result[{i}].location")
+        locs = tuple(_location(loc, f"result[{i}].location[{j}]") for j, loc in enumerate(raw_locs))
+        target_num = _int(it.get("target_num", len(locs)), f"result[{i}].target_num")
+        if target_num < 0:
+            raise _protocol(f"result[{i}].target_num is {target_num}")
         err = it.get("error")
         items.append(
             FenceItem(
-                target_num=_int(it.get("target_num", len(locs)), f"result[{i}].target_num"),
+                target_num=target_num,
                 location=locs,
                 error_code=_int(err.get("code"), "error.code") if isinstance(err, dict) else None,
-                error_details=str(err.get("details", "")) if isinstance(err, dict) else None,
+                error_details=(
+                    str(err.get("details", ""))[:_MAX_DETAILS] if isinstance(err, dict) else None
+                ),
             )
         )
     return FenceResult(
@@ -290,6 +379,11 @@ class ContractClient(Closing):
             like the provider's fence sample does (the server must enable
             ``api.accept_fence_sample_path``).
         transport: an httpx transport (e.g. with retries); default plain.
+        verify: TLS verification: ``True`` (system CAs), an :class:`ssl.SSLContext`
+            (e.g. :func:`ssl_context` for a private CA) or ``False`` (tests only).
+            Ignored when ``transport`` is given.
+        max_answer_bytes: cap on an answer body (default :data:`MAX_ANSWER_BYTES`);
+            a longer body is a ``protocol`` error and is not read further.
     """
 
     def __init__(
@@ -302,14 +396,20 @@ class ContractClient(Closing):
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         fence_sample_path: bool = False,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        if max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be >= 1, not {max_answer_bytes}")
         self._base = base_url.rstrip("/")
         self._prefix = httpx.URL(self._base).path.rstrip("/")
         self._key = app_key
         self._secret = app_secret
         self._codes = dict(service_codes)
         self._fence_sample = fence_sample_path
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._max_bytes = max_answer_bytes
+        self._http = httpx.Client(timeout=self._timeout, transport=transport, verify=verify)
         self._closed = False
 
     def close(self) -> None:
@@ -326,9 +426,28 @@ class ContractClient(Closing):
         return f"{self._prefix}/v1/aiop/api/{code}/{API_PATHS[api]}"
 
     def call(
-        self, api: Api, params: Mapping[str, Any], *, timestamp_ms: int | None = None
+        self,
+        api: Api,
+        params: Mapping[str, Any],
+        *,
+        timestamp_ms: int | None = None,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> tuple[int, Any]:
-        """POST ``json.dumps(params)`` signed; returns (HTTP status, parsed JSON body)."""
+        """POST ``json.dumps(params)`` signed; returns (HTTP status, parsed JSON body).
+
+        The answer is streamed: at most ``max_answer_bytes`` are read, and between chunks
+        the call stops when ``deadline`` (a :func:`time.monotonic` instant for the whole
+        exchange) has passed or ``stop`` is set. With a deadline, each timeout of the
+        request (connect, write, every read) is at most the time left when it starts, so
+        a server that drips bytes holds the call no longer than about the deadline plus
+        one read timeout.
+
+        Raises:
+            CloudError: ``timeout`` (no answer in time, deadline passed or stopped),
+                ``connect``, ``tls``, ``transport`` or ``protocol`` (not JSON, or a body
+                over the cap).
+        """
         path = self.path(api)
         body = json.dumps(params)
         signed_path = path
@@ -342,43 +461,152 @@ class ContractClient(Closing):
             timestamp_ms=timestamp_ms,
         )
         url = self._base + path[len(self._prefix) :]
+        timeout = self._timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CloudError(f"{api}: no time left before the deadline", kind="timeout")
+            timeout = httpx.Timeout(
+                connect=_at_most(timeout.connect, left),
+                read=_at_most(timeout.read, left),
+                write=_at_most(timeout.write, left),
+                pool=_at_most(timeout.pool, left),
+            )
         try:
-            resp = self._http.post(url, content=body.encode("utf-8"), headers=headers)
+            with self._http.stream(
+                "POST", url, content=body.encode("utf-8"), headers=headers, timeout=timeout
+            ) as resp:
+                raw = self._read_capped(api, resp, deadline, stop)
+                status = resp.status_code
         except httpx.TimeoutException as exc:
             raise CloudError(
                 f"{api}: no answer from {self._base} in time ({exc!r})", kind="timeout"
             ) from exc
         except httpx.ConnectError as exc:
+            if _cert_failure(exc):
+                raise CloudError(
+                    f"{api}: TLS certificate of {self._base} not trusted: {exc}", kind="tls"
+                ) from exc
             raise CloudError(
                 f"{api}: cannot connect to {self._base}: {exc}", kind="connect"
             ) from exc
         except httpx.HTTPError as exc:
+            if _cert_failure(exc):
+                raise CloudError(
+                    f"{api}: TLS certificate of {self._base} not trusted: {exc}", kind="tls"
+                ) from exc
             raise CloudError(f"{api}: transport error: {exc!r}", kind="transport") from exc
         try:
-            doc = resp.json()
+            doc = json.loads(raw)
         except ValueError:
+            raise _protocol(f"HTTP {status} with a non-JSON body ({len(raw)} bytes)") from None
+        return status, doc
+
+    def _read_capped(
+        self,
+        api: str,
+        resp: httpx.Response,
+        deadline: float | None,
+        stop: threading.Event | None,
+    ) -> bytes:
+        """The body of ``resp``, at most ``max_answer_bytes``, stopping at the deadline."""
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
             raise _protocol(
-                f"HTTP {resp.status_code} with a non-JSON body ({len(resp.content)} bytes)"
-            ) from None
-        return resp.status_code, doc
+                f"HTTP {resp.status_code} announces {int(declared)} bytes "
+                f"(at most {self._max_bytes})"
+            )
+        buf = bytearray()
+        for chunk in resp.iter_bytes():  # each piece as it arrives (no re-buffering)
+            buf += chunk
+            if len(buf) > self._max_bytes:
+                raise _protocol(
+                    f"HTTP {resp.status_code} body over {self._max_bytes} bytes (stopped reading)"
+                )
+            if stop is not None and stop.is_set():
+                raise CloudError(f"{api}: stopped while reading the answer", kind="timeout")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CloudError(
+                    f"{api}: answer from {self._base} still arriving at the deadline "
+                    f"({len(buf)} bytes read)",
+                    kind="timeout",
+                )
+        return bytes(buf)
 
-    def hat_detect(self, image: bytes) -> HatResult | Failure:
-        """Hard hats in one png/jpg/bmp image (file bytes)."""
-        status, doc = self.call("hardhat", {"image": base64.b64encode(image).decode("ascii")})
-        return parse_hat_answer(doc, status)
+    def hat_detect(
+        self,
+        image: bytes,
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> HatResult | Failure:
+        """Hard hats in one png/jpg/bmp image (file bytes); classnames must be the
+        contract's hat classnames. ``deadline``/``stop``: see :meth:`call`."""
+        status, doc = self.call(
+            "hardhat",
+            {"image": base64.b64encode(image).decode("ascii")},
+            deadline=deadline,
+            stop=stop,
+        )
+        return parse_hat_answer(doc, status, classnames=HAT_ANSWER_CLASSNAMES)
 
-    def clothes_detect(self, image: bytes) -> HatResult | Failure:
-        """Workwear in one png/jpg/bmp image (file bytes)."""
-        status, doc = self.call("workwear", {"image": base64.b64encode(image).decode("ascii")})
-        return parse_hat_answer(doc, status)
+    def clothes_detect(
+        self,
+        image: bytes,
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> HatResult | Failure:
+        """Workwear in one png/jpg/bmp image (file bytes); classnames must be the
+        contract's workwear classnames. ``deadline``/``stop``: see :meth:`call`."""
+        status, doc = self.call(
+            "workwear",
+            {"image": base64.b64encode(image).decode("ascii")},
+            deadline=deadline,
+            stop=stop,
+        )
+        return parse_hat_answer(doc, status, classnames=WORKWEAR_ANSWER_CLASSNAMES)
 
     def fence(
-        self, images: Sequence[bytes], area: str | Sequence[Sequence[float]]
+        self,
+        images: Sequence[bytes],
+        area: str | Sequence[Sequence[float]],
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> FenceResult | Failure:
         """People/vehicles inside ``area`` (4..9 points) in each of 1..32 images."""
         params = {
             "image": [base64.b64encode(im).decode("ascii") for im in images],
             "area": area_string(area),
         }
-        status, doc = self.call("fence", params)
+        status, doc = self.call("fence", params, deadline=deadline, stop=stop)
         return parse_fence_answer(doc, status)
+
+
+def _at_most(value: float | None, limit: float) -> float:
+    """``min(value, limit)``; ``None`` (no timeout) counts as infinite."""
+    return limit if value is None else min(value, limit)
+
+
+def _cert_failure(exc: BaseException) -> bool:
+    """Is an :class:`ssl.SSLCertVerificationError` among ``exc``'s causes/contexts?"""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return False
+
+
+def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context: the system CAs, plus ``ca_file`` (PEM) when given."""
+    ctx = ssl.create_default_context()
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=ca_file)
+    return ctx

@@ -56,8 +56,10 @@ Thread-safety: the ``review_*`` methods may be called from several threads at on
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -81,8 +83,10 @@ from edge.cloud.client import (
     FenceResult,
     HatResult,
     area_string,
+    ssl_context,
 )
 from edge.config import FallbackConfig
+from edge.errors import ConfigError
 from edge.tasks.fence import AnchorMode, inside_mask
 from edge.tasks.hardhat import ResultItem
 from edge.types import BoolArray, Detections, FloatArray
@@ -302,6 +306,25 @@ def _encode_jpeg(image_bgr: npt.NDArray[np.uint8], quality: int) -> bytes:
     return bytes(buf.tobytes())
 
 
+def _visible(xyxy: FloatArray) -> BoolArray:
+    """(N,) bool: boxes (N,4) xyxy with a positive area (after clipping to the image)."""
+    return np.asarray((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]), dtype=np.bool_)
+
+
+def _clear_text_remote(base_url: str) -> bool:
+    """``http://`` to a host that is not ``localhost`` or a loopback address."""
+    url = httpx.URL(base_url)
+    if url.scheme != "http":
+        return False
+    host = url.host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def _is_jpeg_or_png(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -358,8 +381,12 @@ class FallbackClient(Closing):
         rng: the backoff jitter source.
 
     Raises:
-        ConfigError: base URL, credentials or service codes missing.
+        ConfigError: base URL, credentials or service codes missing, or ``ca_file``
+            cannot be loaded.
         BudgetError: the budget file cannot be opened.
+
+    Logs one WARNING when ``base_url`` is ``http://`` to a host that is not loopback
+    (images and the signed headers would cross the network in clear).
     """
 
     def __init__(
@@ -371,6 +398,18 @@ class FallbackClient(Closing):
         rng: random.Random | None = None,
     ) -> None:
         base_url, key, secret = config.credentials()
+        try:
+            verify = ssl_context(config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"fallback.ca_file {config.ca_file!r} cannot be loaded: {exc}"
+            ) from exc
+        if _clear_text_remote(base_url):
+            log.warning(
+                "cloud fallback: base_url %s is plain http to a non-loopback host; images and "
+                "signed requests cross the network unencrypted (use https)",
+                base_url,
+            )
         self.config = config
         self._clock = time.monotonic
         self._rng = rng or random.Random()
@@ -396,6 +435,7 @@ class FallbackClient(Closing):
                 ),
                 fence_sample_path=config.fence_sample_path,
                 transport=transport,
+                verify=verify,
             )
         except BaseException:
             self.budget.close()
@@ -491,10 +531,10 @@ class FallbackClient(Closing):
         else:
             payload = self._image_payload(image_bgr, image_file)
 
-        def send() -> HatResult | Failure:
+        def send(call: _Call) -> HatResult | Failure:
             if api == "hardhat":
-                return self.client.hat_detect(payload)
-            return self.client.clothes_detect(payload)
+                return self.client.hat_detect(payload, deadline=call.deadline, stop=call.stop)
+            return self.client.clothes_detect(payload, deadline=call.deadline, stop=call.stop)
 
         res, requests = self._call(send, timeout_s, start)
         if res.status != "cloud" or not isinstance(res.answer, HatResult):
@@ -505,6 +545,9 @@ class FallbackClient(Closing):
             rxyxy = rxyxy + np.asarray(window[:2] * 2, np.float32)
         rxyxy[:, [0, 2]] = np.clip(rxyxy[:, [0, 2]], 0, w)
         rxyxy[:, [1, 3]] = np.clip(rxyxy[:, [1, 3]], 0, h)
+        visible = _visible(rxyxy)  # a box wholly outside the image is nothing
+        remote = tuple(r for r, v in zip(remote, visible.tolist(), strict=True) if v)
+        rxyxy = rxyxy[visible]
         keep_l, keep_r = merge_boxes(
             _tlbr_to_xyxy([it["box"] for it in loc]),
             scores,
@@ -586,8 +629,8 @@ class FallbackClient(Closing):
             payload = self._image_payload(image_bgr, image_file, fence=True)
             area = area_string(poly.tolist())
 
-        def send() -> FenceResult | Failure:
-            return self.client.fence([payload], area)
+        def send(call: _Call) -> FenceResult | Failure:
+            return self.client.fence([payload], area, deadline=call.deadline, stop=call.stop)
 
         res, requests = self._call(send, timeout_s, start)
         answer = res.answer
@@ -608,6 +651,7 @@ class FallbackClient(Closing):
             rx = rx + np.asarray(window[:2] * 2, np.float32)
         rx[:, [0, 2]] = np.clip(rx[:, [0, 2]], 0, w)
         rx[:, [1, 3]] = np.clip(rx[:, [1, 3]], 0, h)
+        rx = rx[_visible(rx)]
         keep_l, keep_r = merge_boxes(
             loc.xyxy,
             loc.scores,
@@ -665,7 +709,7 @@ class FallbackClient(Closing):
 
     def _call(
         self,
-        send: Callable[[], HatResult | FenceResult | Failure],
+        send: Callable[[_Call], HatResult | FenceResult | Failure],
         timeout_s: float | None,
         start: float,
     ) -> tuple[_Result, int]:
@@ -709,7 +753,9 @@ class FallbackClient(Closing):
             return _Result("timeout", f"no answer within {budget_s:g} s"), call.requests
         return res, call.requests
 
-    def _run(self, call: _Call, send: Callable[[], HatResult | FenceResult | Failure]) -> _Result:
+    def _run(
+        self, call: _Call, send: Callable[[_Call], HatResult | FenceResult | Failure]
+    ) -> _Result:
         """In a pool thread: attempts with retries until an answer, a final failure, the
         deadline, or the caller gives up."""
         try:
@@ -723,7 +769,7 @@ class FallbackClient(Closing):
             self._leave(call)
 
     def _attempts(
-        self, call: _Call, send: Callable[[], HatResult | FenceResult | Failure]
+        self, call: _Call, send: Callable[[_Call], HatResult | FenceResult | Failure]
     ) -> _Result:
         cfg = self.config
         retries = 0 if call.ticket == "probe" else cfg.max_retries
@@ -752,7 +798,7 @@ class FallbackClient(Closing):
             self._count("requests")
             retryable = False
             try:
-                answer = send()
+                answer = send(call)
             except CloudError as exc:
                 self._failure(exc.kind)
                 status: FallbackStatus = "timeout" if exc.kind == "timeout" else "error"

@@ -13,7 +13,8 @@ Actions: a contract success (hard-hat/workwear items or fence locations), a cont
 failure code (``5000``, ``4010``, ...), a delay before any of them, a dropped connection
 (the request is read, then the socket is closed without an answer), and a slow drip
 (headers, then one body byte every ``interval`` seconds, so per-read timeouts never
-fire).
+fire), an endless chunked body (one byte every ``interval`` seconds, forever) and a
+flood (``size`` bytes of chunked body as fast as the socket takes them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -35,10 +37,11 @@ from edge.closing import Closing
 class Action:
     """What the server does with one request."""
 
-    kind: str  # "json" | "drop" | "drip"
+    kind: str  # "json" | "drop" | "drip" | "endless" | "flood"
     body: dict[str, Any] = field(default_factory=dict)
     delay_s: float = 0.0
     interval_s: float = 0.0
+    size: int = 0
 
     @staticmethod
     def hat_ok(items: Sequence[dict[str, Any]] = (), *, delay_s: float = 0.0) -> Action:
@@ -80,6 +83,16 @@ class Action:
         body = {"code": 0, "message": "success", "result": [], "data": [], "pad": "x" * 200}
         return Action("drip", body, delay_s=delay_s, interval_s=interval_s)
 
+    @staticmethod
+    def endless(*, interval_s: float) -> Action:
+        """A chunked body of one space every ``interval_s``, never ending (until close)."""
+        return Action("endless", interval_s=interval_s)
+
+    @staticmethod
+    def flood(*, size: int) -> Action:
+        """``size`` bytes of chunked body (1 MiB chunks of ``1``), as fast as possible."""
+        return Action("flood", size=size)
+
 
 @dataclass(frozen=True)
 class Received:
@@ -95,13 +108,22 @@ class Received:
 class FaultServer(Closing):
     """A threaded HTTP server on ``127.0.0.1:<free port>``; a context manager."""
 
-    def __init__(self, *, app_key: str = "key", secret: str = "secret") -> None:
+    def __init__(
+        self,
+        *,
+        app_key: str = "key",
+        secret: str = "secret",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: a server context (certificate loaded) to serve https instead."""
         self.app_key = app_key
         self.secret = secret
         self._lock = threading.Lock()
         self._script: list[Action] = []
         self.default = Action.hat_ok()
         self.received: list[Received] = []
+        self.flooded = 0
+        """Body bytes written by ``flood`` actions (what the client let through)."""
         self._stop = threading.Event()
         outer = self
 
@@ -120,6 +142,9 @@ class FaultServer(Closing):
                 if action.kind == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if action.kind in ("endless", "flood"):
+                    self._chunked(action)
                     return
                 raw = json.dumps(action.body).encode("utf-8")
                 self.send_response(200)
@@ -140,10 +165,36 @@ class FaultServer(Closing):
                     return
                 self.wfile.write(raw)
 
+            def _chunked(self, action: Action) -> None:
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    if action.kind == "endless":
+                        while not outer._stop.wait(action.interval_s):
+                            self.wfile.write(b"1\r\n \r\n")
+                            self.wfile.flush()
+                        return
+                    chunk = b"1" * (1 << 20)
+                    left = action.size
+                    while left > 0 and not outer._stop.is_set():
+                        part = chunk[: min(left, len(chunk))]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        left -= len(part)
+                        outer.flooded += len(part)
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client hung up: what the tests expect
+                    return
+
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = int(self._httpd.server_address[1])
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
