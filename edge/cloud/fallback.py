@@ -32,7 +32,14 @@ Bounds (the fallback never holds the caller past its deadline):
   ``timeout_s``; the HTTP exchange runs on a small pool (``max_concurrent`` threads) and
   the caller waits on it with that timeout, so even a server that drips bytes cannot hold
   the caller. Beyond ``max_concurrent`` calls in flight a call answers ``busy`` at once.
-- connect timeout ``connect_timeout_s``; read/write timeouts ``deadline_s``.
+- connect timeout ``connect_timeout_s``; read/write timeouts ``deadline_s``; every one
+  capped to the time left before the call's deadline. The answer is streamed: the pool
+  thread stops reading when the deadline passes or :meth:`FallbackClient.close` is
+  called (checked between chunks), and at
+  :data:`~edge.cloud.client.MAX_ANSWER_BYTES` (an error of kind ``protocol``).
+- answers are checked before the merge (:func:`~edge.cloud.client.parse_hat_answer`):
+  finite scores in [0, 1], non-empty boxes, contract classnames, at most
+  :data:`~edge.cloud.client.MAX_ANSWER_ITEMS` items; otherwise ``protocol``.
 - at most ``max_retries`` retries, with full-jitter exponential backoff
   (``uniform(0, min(backoff_max_s, backoff_base_s * 2**n))``), only for connection
   failures, dropped connections and 5000/5001 answers; never for 4xxx answers,
@@ -456,9 +463,10 @@ class FallbackClient(Closing):
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop retries in flight, wait for the requests in flight (at most about
-        ``deadline_s``: the read timeout), close the HTTP client and the budget file.
-        Idempotent."""
+        """Stop the calls in flight (retries, and answers being read: checked between
+        chunks), wait for them (a read blocked on a silent server ends at its timeout,
+        at most the call's remaining deadline), close the HTTP client and the budget
+        file. Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -901,7 +909,7 @@ class FallbackClient(Closing):
         ``reviews``: results looked at; ``calls``: reviews that wanted the cloud;
         ``requests``: HTTP requests sent (retries included); ``retries``;
         ``outcomes``: per :data:`FallbackStatus`; ``failures``: failed requests by kind
-        (``connect``, ``transport``, ``timeout``, ``protocol``, ``deadline``,
+        (``connect``, ``tls``, ``transport``, ``timeout``, ``protocol``, ``deadline``,
         ``budget_store``) or contract code (``"5000"``, ``"4010"``, ...);
         ``breaker``: state, consecutive failures, times opened; ``budget``: day, used,
         limit (``None`` = unlimited); ``inflight``.
