@@ -182,6 +182,11 @@ def test_a_stale_login_form_gets_a_fresh_one_and_is_not_a_wrong_guess(srv: Serve
             fresh = _login_token(r.text)
             assert fresh != old
             assert c.cookies.get("se_login") == fresh
+        # a post without the form's field is no stale form: JSON 403, the cookie kept
+        r = c.post("/console/login", data={"token": ADMIN_TOKEN, "next": "/console/events"})
+        assert r.status_code == 403
+        assert r.json()["error"].startswith("missing or wrong login form token")
+        assert c.cookies.get("se_login") == fresh
         # not throttled: the fresh form with the right token logs in
         r = c.post(
             "/console/login",

@@ -682,9 +682,12 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
             return resp
         given = _one(form, "login_csrf")
+        if not given:  # not from the login form (it always has the field)
+            return _forbidden("missing or wrong login form token; reload the login page")
         if not same_token(given, request.cookies.get(LOGIN_COOKIE, "")):
             # a form from an older tab or older than the cookie's 600 s: not a wrong token
-            # (the throttle does not count it), a fresh form to enter it again
+            # (the throttle does not count it), a fresh form to enter it again; a post
+            # without the field keeps its JSON 403 and leaves the open form's cookie alone
             log.info("console: login form expired or from another tab (%s)", client)
             token = _new_login_token()
             resp = state.render(
