@@ -7,7 +7,8 @@ with ``{"ok": false, "error": {"code": ..., "message": ...}}`` on ``{prefix}/{gw
 
 ==================== ==============================================================
 ``too_large``        payload over ``mqtt.commands.max_bytes`` (default 4096 bytes)
-``bad_json``         not UTF-8 JSON, or not a JSON object
+``bad_json``         not UTF-8 JSON (also: nested deeper than the parser allows), or
+                     not a JSON object
 ``bad_schema``       ``"schema"`` missing or not ``1``
 ``unknown_command``  a topic suffix or ``"cmd"`` the gateway does not know
 ``invalid``          a key missing, of the wrong type or length, unknown, or ``"cmd"``
@@ -120,6 +121,19 @@ def _request_id(data: Any) -> str | None:
     return rid[:128] if isinstance(rid, str) else None
 
 
+def _loads(payload: bytes) -> Any:
+    """``json.loads`` of UTF-8 ``payload``. Raises whatever the parser raises: besides
+    ``UnicodeDecodeError``/``ValueError`` a ``RecursionError`` for nesting deeper than the
+    interpreter's recursion limit (``b"[" * 4000`` fits in 4 KB)."""
+    return json.loads(payload.decode("utf-8"))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)[:200]
+
+
 def _first_error(exc: ValidationError) -> str:
     e = exc.errors()[0]
     loc = ".".join(str(x) for x in e["loc"]) or "(payload)"
@@ -139,9 +153,9 @@ def parse_command(name: str, payload: bytes, *, max_bytes: int = 4096) -> Comman
     if len(payload) > max_bytes:
         raise CommandError("too_large", f"payload of {len(payload)} bytes > {max_bytes}")
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandError("bad_json", f"payload is not UTF-8 JSON: {exc}") from None
+        data = _loads(payload)
+    except Exception as exc:  # any parse failure is the sender's error
+        raise CommandError("bad_json", f"payload is not UTF-8 JSON: {_why(exc)}") from None
     if not isinstance(data, dict):
         raise CommandError("bad_json", f"payload must be a JSON object, not {type(data).__name__}")
     schema = data.get("schema")
@@ -200,8 +214,8 @@ class CommandDispatcher:
         rid: str | None = None
         if len(payload) <= self.config.max_bytes:
             try:
-                rid = _request_id(json.loads(payload))
-            except (UnicodeDecodeError, ValueError):
+                rid = _request_id(_loads(payload))
+            except Exception:  # unreadable: answered without a request id
                 rid = None
         cmd = name if name in COMMANDS else None
         return reply_payload(

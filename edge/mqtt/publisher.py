@@ -101,6 +101,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import __version__
 from edge.errors import ConfigError, EdgeError
+from edge.lograte import RateLimitedLog
 from edge.mqtt.commands import CommandDispatcher
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
@@ -320,6 +321,7 @@ class Publisher:
         # Commands: queued by paho's thread, dispatched by the commands thread.
         self._commands = commands
         self._cmd_queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.commands.queue)
+        self._cmd_fault_log = RateLimitedLog(log, interval_s=60.0, level=logging.ERROR)
         if self._outbox.recovery is not None:
             self._report_recovery(self._outbox.recovery)
 
@@ -974,6 +976,19 @@ class Publisher:
             )  # fmt: skip
 
     def _on_message(self, client: mqtt.Client, link: _Link, msg: mqtt.MQTTMessage) -> None:
+        # Runs in paho's network thread: an exception escaping here kills that thread
+        # (paho re-raises it) and with it every publish, while the connection looks up.
+        try:
+            self._take_command(msg)
+        except Exception as exc:  # logged (rate-limited) and counted
+            self._inc('mqtt_commands_ignored_total{reason="error"}')
+            self._cmd_fault_log.hit(
+                "mqtt: a command on %s could not be handled: %s: %s",
+                msg.topic[:100], type(exc).__name__, str(exc)[:200],
+            )  # fmt: skip
+
+    def _take_command(self, msg: mqtt.MQTTMessage) -> None:
+        """Queue one command for the commands thread (network thread; see _on_message)."""
         dispatcher = self._commands
         name = self.topics.cmd_name(msg.topic)
         if dispatcher is None or name is None or name == "reply":
@@ -1001,6 +1016,7 @@ class Publisher:
             try:
                 name, payload = self._cmd_queue.get(timeout=0.25)
             except queue.Empty:
+                self._flush_command_logs(force=self._stopping.is_set())
                 if self._stopping.is_set():
                     return
                 continue
@@ -1009,6 +1025,10 @@ class Publisher:
             except Exception:  # e.g. a reply that is not JSON: keep serving commands
                 self._inc("mqtt_command_errors_total")
                 log.exception("mqtt: reply to a cmd/%s command not sent", name[:64])
+
+    def _flush_command_logs(self, *, force: bool = False) -> None:
+        """Report the suppressed lines of the rate-limited command logs (commands thread)."""
+        self._cmd_fault_log.flush(force=force)
 
     def _send_reply(self, reply: Mapping[str, Any]) -> None:
         """Publish a command reply (QoS 1, not retained) on the live connection, if any."""
