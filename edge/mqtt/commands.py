@@ -222,6 +222,12 @@ class CommandDispatcher:
             gateway=self.gateway, cmd=cmd, request_id=rid, t_ms=now_ms(), error=(code, message)
         )
 
+    def refuse_too_large(self, name: str, size: int) -> dict[str, Any]:
+        """The ``too_large`` reply for a ``size``-byte payload the caller did not keep."""
+        exc = CommandError("too_large", f"payload of {size} bytes > {self.config.max_bytes}")
+        log.info("mqtt command cmd/%s refused: %s (%s)", name[:64], exc, exc.reason)
+        return self.error_reply(name, b"", exc.reason, str(exc))
+
     def dispatch(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, authorise and carry out one command; returns the reply payload."""
         try:

@@ -155,6 +155,7 @@ _STABLE_S = 10.0  # a connection that lasted this long resets the backoff
 _DRAIN_S = 2.0  # close() waits this long for in-flight acknowledgements
 _PUMP_TICK_S = 0.25  # longest pump sleep (bounds ack-delete latency when idle)
 _TICK_S = 1.0  # loss-alert flush and checkpoint check period
+_CMD_PACKET_SLACK = 64 * 1024  # CONNECT Maximum Packet Size = commands.max_bytes + this
 _HANDOFF_MIN = 256  # rows handed to paho ahead of acks (paho queues beyond max_inflight)
 _POISON_WINDOW_S = 2.0  # a connection that dies this soon after sending its first row ...
 _POISON_TRIES = 5  # ... this many times in a row with that row unacknowledged: set it aside
@@ -320,7 +321,10 @@ class Publisher:
         self._threads: list[threading.Thread] = []
         # Commands: queued by paho's thread, dispatched by the commands thread.
         self._commands = commands
-        self._cmd_queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.commands.queue)
+        # (name, payload, size); payload b"" when size > commands.max_bytes
+        self._cmd_queue: queue.Queue[tuple[str, bytes, int]] = queue.Queue(
+            maxsize=config.commands.queue
+        )
         self._cmd_fault_log = RateLimitedLog(log, interval_s=60.0, level=logging.ERROR)
         if self._outbox.recovery is not None:
             self._report_recovery(self._outbox.recovery)
@@ -754,6 +758,11 @@ class Publisher:
             if cfg.protocol == "5":
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = cfg.session_expiry_s
+                if self._commands is not None:
+                    # The broker then never delivers a command too large to accept (it
+                    # drops it) instead of us reading it in full. We subscribe to nothing
+                    # but cmd/#, so this caps nothing else we receive.
+                    props.MaximumPacketSize = cfg.commands.max_bytes + _CMD_PACKET_SLACK
                 client.connect(
                     cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
                 )
@@ -993,14 +1002,16 @@ class Publisher:
         name = self.topics.cmd_name(msg.topic)
         if dispatcher is None or name is None or name == "reply":
             return
-        payload = bytes(msg.payload)
+        size = len(msg.payload)
+        # An oversized command is refused by its size alone: never copied nor queued.
+        payload = bytes(msg.payload) if size <= self.config.commands.max_bytes else b""
         if msg.retain:
             self._inc('mqtt_commands_ignored_total{reason="retained"}')
             log.warning("mqtt: ignoring a retained command on %s (clear it)", msg.topic)
             return
         self._inc("mqtt_commands_received_total")
         try:
-            self._cmd_queue.put_nowait((name, payload))
+            self._cmd_queue.put_nowait((name, payload, size))
         except queue.Full:
             self._inc("mqtt_commands_busy_total")
             log.warning("mqtt: %d commands waiting; answering cmd/%s busy",
@@ -1014,14 +1025,18 @@ class Publisher:
         assert dispatcher is not None
         while True:
             try:
-                name, payload = self._cmd_queue.get(timeout=0.25)
+                name, payload, size = self._cmd_queue.get(timeout=0.25)
             except queue.Empty:
                 self._flush_command_logs(force=self._stopping.is_set())
                 if self._stopping.is_set():
                     return
                 continue
             try:
-                self._send_reply(dispatcher.dispatch(name, payload))  # dispatch never raises
+                if size > len(payload):  # over max_bytes, left behind in _take_command
+                    reply = dispatcher.refuse_too_large(name, size)
+                else:
+                    reply = dispatcher.dispatch(name, payload)  # never raises
+                self._send_reply(reply)
             except Exception:  # e.g. a reply that is not JSON: keep serving commands
                 self._inc("mqtt_command_errors_total")
                 log.exception("mqtt: reply to a cmd/%s command not sent", name[:64])

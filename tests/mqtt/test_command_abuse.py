@@ -7,6 +7,8 @@ Each test uses the real :class:`~edge.mqtt.Publisher` with a real
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -145,3 +147,75 @@ def test_nested_json_burst_on_a_full_queue_does_not_stop_the_events(
         assert pub.connected
         handler.gate.set()
         assert wait(lambda: len(handler.seen) == 2, 5), pub.metrics()
+
+
+# -- finding 4: oversized commands must not be received into memory -----------------------
+
+
+def peak_rss_reset() -> None:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def mosquitto_pub(broker: MosquittoBroker, topic: str, path: Path, *, v5: bool) -> None:
+    """Publish the file at ``path`` from another process (its memory is not ours)."""
+    argv = ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1"]
+    argv += ["-t", topic, "-f", str(path), "-V", "5" if v5 else "311", "-i", "big-sender"]
+    subprocess.run(
+        argv,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto_pub missing")
+def test_a_20_mb_command_never_reaches_the_gateways_memory(
+    broker: MosquittoBroker, watcher: Subscriber, tmp_path: Path
+) -> None:
+    """MQTT 5: the gateway announces a Maximum Packet Size (commands ``max_bytes`` + 64
+    KiB) in CONNECT, so the broker does not deliver a 20 MB command at all. Before, paho
+    read the whole packet and the command queue kept a copy (the audit: 200 MB -> RSS
+    +616 MB)."""
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"schema": 1, "cmd": "ack", "note": "' + b"x" * (20 << 20) + b'"}')
+    handler = Gated()
+    handler.gate.set()
+    with make_publisher(broker, tmp_path, handler) as pub:
+        assert wait(lambda: pub.connected, 5)
+        time.sleep(0.3)  # SUBACK
+        peak_rss_reset()
+        before = peak_rss_kib()
+        mosquitto_pub(broker, f"{CMD}/ack", big, v5=True)
+        time.sleep(1.0)
+        rise = peak_rss_kib() - before
+        watcher.client.publish(f"{CMD}/ack", json.dumps(ACK).encode(), qos=1)
+        assert watcher.wait_for(lambda: len(replies(watcher)) >= 1, 5)
+        assert [r["request_id"] for r in replies(watcher)] == ["r1"], replies(watcher)
+        assert rise < 8 * 1024, f"peak RSS rose by {rise} KiB for a 20 MB command"
+        assert pub.metrics()["mqtt_commands_received_total"] == 1
+        assert len(handler.seen) == 1
+
+
+def test_an_oversized_command_is_not_queued_in_full(
+    broker: MosquittoBroker, watcher: Subscriber, attacker: mqtt.Client, tmp_path: Path
+) -> None:
+    """MQTT 3.1.1 (no Maximum Packet Size): an oversized command still arrives in full,
+    but only its size is queued; the reply is ``too_large`` with the real size."""
+    handler = Gated()
+    handler.gate.set()
+    with make_publisher(broker, tmp_path, handler, protocol="3.1.1") as pub:
+        assert wait(lambda: pub.connected, 5)
+        time.sleep(0.3)
+        attacker.publish(f"{CMD}/ack", b"x" * 300_000, qos=1)
+        assert watcher.wait_for(lambda: len(replies(watcher)) >= 1, 5)
+        (reply,) = replies(watcher)
+        assert reply["error"]["code"] == "too_large"
+        assert "300000 bytes" in reply["error"]["message"]
