@@ -42,11 +42,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edge.errors import EdgeError
+from edge.lograte import RateLimitedLog
 from edge.mqtt.config import CommandsConfig
 from edge.mqtt.schema import SCHEMA_VERSION, now_ms, reply_payload
 
 __all__ = [
     "COMMANDS",
+    "NAME_SHOWN",
     "AckCommand",
     "Command",
     "CommandDispatcher",
@@ -54,6 +56,7 @@ __all__ = [
     "CommandHandler",
     "ErrorCode",
     "parse_command",
+    "short_name",
 ]
 
 log = logging.getLogger("edge.mqtt")
@@ -116,6 +119,16 @@ raises :class:`CommandError` for a refusal. Called from the publisher's command
 thread, one command at a time."""
 
 
+NAME_SHOWN = 64
+"""Characters of a command name (topic suffix) shown in replies and log lines."""
+
+
+def short_name(name: str) -> str:
+    """``name`` cut to :data:`NAME_SHOWN` characters, ``…`` marking a cut (a topic suffix
+    can be 64 KB long)."""
+    return name if len(name) <= NAME_SHOWN else name[:NAME_SHOWN] + "…"
+
+
 def _request_id(data: Any) -> str | None:
     rid = data.get("request_id") if isinstance(data, dict) else None
     return rid[:128] if isinstance(rid, str) else None
@@ -167,12 +180,12 @@ def parse_command(name: str, payload: bytes, *, max_bytes: int = 4096) -> Comman
     if model is None:
         raise CommandError(
             "unknown_command",
-            f"unknown command topic cmd/{name} (known: {', '.join(sorted(COMMANDS))})",
+            f"unknown command topic cmd/{short_name(name)} (known: {', '.join(sorted(COMMANDS))})",
         )
     cmd = data.get("cmd")
     if cmd != name:
         if isinstance(cmd, str) and cmd not in COMMANDS:
-            raise CommandError("unknown_command", f"unknown command {cmd[:64]!r}")
+            raise CommandError("unknown_command", f"unknown command {short_name(cmd)!r}")
         raise CommandError("invalid", f"'cmd' must be {name!r} on topic cmd/{name}")
     try:
         return AckCommand.model_validate(data)
@@ -206,6 +219,8 @@ class CommandDispatcher:
         self.config = config
         self._handlers = dict(handlers)
         self._allowed = frozenset(config.allowed_by)
+        # One line per refusal would let anyone who may publish commands flood the log.
+        self._refusals = RateLimitedLog(log, interval_s=60.0, level=logging.INFO)
 
     def error_reply(
         self, name: str | None, payload: bytes, code: ErrorCode, message: str
@@ -225,8 +240,18 @@ class CommandDispatcher:
     def refuse_too_large(self, name: str, size: int) -> dict[str, Any]:
         """The ``too_large`` reply for a ``size``-byte payload the caller did not keep."""
         exc = CommandError("too_large", f"payload of {size} bytes > {self.config.max_bytes}")
-        log.info("mqtt command cmd/%s refused: %s (%s)", name[:64], exc, exc.reason)
+        self._refused(name, exc)
         return self.error_reply(name, b"", exc.reason, str(exc))
+
+    def flush_logs(self, *, force: bool = False) -> None:
+        """Log the refusals not yet in a line (see :class:`~edge.lograte.RateLimitedLog`);
+        call it now and then, and with ``force=True`` at the end."""
+        self._refusals.flush(force=force)
+
+    def _refused(self, name: str, exc: CommandError) -> None:
+        self._refusals.hit(
+            "mqtt command cmd/%s refused: %s (%s)", short_name(name), exc, exc.reason
+        )
 
     def dispatch(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, authorise and carry out one command; returns the reply payload."""
@@ -238,10 +263,10 @@ class CommandDispatcher:
                 raise CommandError("unknown_command", f"command {name!r} is not enabled here")
             result = handler(command)
         except CommandError as exc:
-            log.info("mqtt command cmd/%s refused: %s (%s)", name[:64], exc, exc.reason)
+            self._refused(name, exc)
             return self.error_reply(name, payload, exc.reason, str(exc))
         except Exception:  # a bug in a handler: answer, log with the traceback, go on
-            log.exception("mqtt command cmd/%s failed", name[:64])
+            log.exception("mqtt command cmd/%s failed", short_name(name))
             return self.error_reply(name, payload, "internal", "internal error (see the log)")
         return reply_payload(
             gateway=self.gateway,

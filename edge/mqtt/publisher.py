@@ -102,7 +102,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge import __version__
 from edge.errors import ConfigError, EdgeError
 from edge.lograte import RateLimitedLog
-from edge.mqtt.commands import CommandDispatcher
+from edge.mqtt.commands import CommandDispatcher, short_name
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
 from edge.mqtt.ids import new_event_id
@@ -326,6 +326,8 @@ class Publisher:
             maxsize=config.commands.queue
         )
         self._cmd_fault_log = RateLimitedLog(log, interval_s=60.0, level=logging.ERROR)
+        self._cmd_busy_log = RateLimitedLog(log, interval_s=60.0)
+        self._cmd_reply_log = RateLimitedLog(log, interval_s=60.0)
         if self._outbox.recovery is not None:
             self._report_recovery(self._outbox.recovery)
 
@@ -1007,15 +1009,16 @@ class Publisher:
         payload = bytes(msg.payload) if size <= self.config.commands.max_bytes else b""
         if msg.retain:
             self._inc('mqtt_commands_ignored_total{reason="retained"}')
-            log.warning("mqtt: ignoring a retained command on %s (clear it)", msg.topic)
+            log.warning("mqtt: ignoring a retained command on %s (clear it)",
+                        short_name(msg.topic))  # fmt: skip
             return
         self._inc("mqtt_commands_received_total")
         try:
             self._cmd_queue.put_nowait((name, payload, size))
         except queue.Full:
             self._inc("mqtt_commands_busy_total")
-            log.warning("mqtt: %d commands waiting; answering cmd/%s busy",
-                        self._cmd_queue.maxsize, name[:64])  # fmt: skip
+            self._cmd_busy_log.hit("mqtt: %d commands waiting; answering cmd/%s busy",
+                                   self._cmd_queue.maxsize, short_name(name))  # fmt: skip
             reply = dispatcher.error_reply(name, payload, "busy", "too many commands waiting")
             self._send_reply(reply)
 
@@ -1039,11 +1042,15 @@ class Publisher:
                 self._send_reply(reply)
             except Exception:  # e.g. a reply that is not JSON: keep serving commands
                 self._inc("mqtt_command_errors_total")
-                log.exception("mqtt: reply to a cmd/%s command not sent", name[:64])
+                log.exception("mqtt: reply to a cmd/%s command not sent", short_name(name))
 
     def _flush_command_logs(self, *, force: bool = False) -> None:
         """Report the suppressed lines of the rate-limited command logs (commands thread)."""
         self._cmd_fault_log.flush(force=force)
+        self._cmd_busy_log.flush(force=force)
+        self._cmd_reply_log.flush(force=force)
+        if self._commands is not None:
+            self._commands.flush_logs(force=force)
 
     def _send_reply(self, reply: Mapping[str, Any]) -> None:
         """Publish a command reply (QoS 1, not retained) on the live connection, if any."""
@@ -1057,7 +1064,8 @@ class Publisher:
                 self._inc("mqtt_command_replies_sent_total")
                 return
         self._inc("mqtt_command_replies_dropped_total")
-        log.warning("mqtt: reply to request %r not sent: not connected", reply.get("request_id"))
+        self._cmd_reply_log.hit("mqtt: reply to request %r not sent: not connected",
+                                reply.get("request_id"))  # fmt: skip
 
     def _on_disconnect(
         self,

@@ -7,6 +7,8 @@ Each test uses the real :class:`~edge.mqtt.Publisher` with a real
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -219,3 +221,73 @@ def test_an_oversized_command_is_not_queued_in_full(
         (reply,) = replies(watcher)
         assert reply["error"]["code"] == "too_large"
         assert "300000 bytes" in reply["error"]["message"]
+
+
+# -- finding 3: refusals must not flood the log; names are cut short ------------------------
+
+
+def mqtt_lines(caplog: pytest.LogCaptureFixture, needle: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "edge.mqtt" and needle in r.getMessage()]
+
+
+def test_a_thousand_bad_commands_log_a_few_lines(
+    broker: MosquittoBroker,
+    watcher: Subscriber,
+    attacker: mqtt.Client,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: one INFO line per refused command and one WARNING per ``busy``."""
+    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    handler = Gated()
+    with make_publisher(broker, tmp_path, handler, commands={"queue": 1}) as pub:
+        assert wait(lambda: pub.connected, 5)
+        time.sleep(0.3)
+        for _ in range(1000):  # refused by the dispatcher
+            attacker.publish(f"{CMD}/ack", b"{nope", qos=0)
+        assert wait(lambda: pub.metrics().get("mqtt_commands_received_total", 0) >= 1000, 20)
+        assert wait(lambda: pub._cmd_queue.empty(), 10)
+        ok = json.dumps({**ACK, "request_id": "held"}).encode()
+        attacker.publish(f"{CMD}/ack", ok, qos=1)  # blocks the commands thread
+        time.sleep(0.2)
+        for _ in range(1000):  # the queue (1) is full: busy
+            attacker.publish(f"{CMD}/ack", b"{nope", qos=0)
+        assert wait(lambda: pub.metrics().get("mqtt_commands_busy_total", 0) >= 999, 20)
+        handler.gate.set()
+        time.sleep(0.3)
+    refused = mqtt_lines(caplog, "refused")
+    busy = mqtt_lines(caplog, "busy")
+    assert 1 <= len(refused) <= 5, [r.getMessage() for r in refused]
+    assert 1 <= len(busy) <= 5, [r.getMessage() for r in busy]
+    # the counts in the summary lines add up (nothing silently vanishes from the log)
+    said = sum(int(m.group(1)) if (m := re.search(r"\[(\d+) like this", r.getMessage())) else 1
+               for r in refused + busy)  # fmt: skip
+    assert said == pub.metrics()["mqtt_commands_received_total"] - 1  # all but the held one
+
+
+def test_a_60_kb_topic_gives_a_short_reply_and_log_line(
+    broker: MosquittoBroker,
+    watcher: Subscriber,
+    attacker: mqtt.Client,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    handler = Gated()
+    handler.gate.set()
+    with make_publisher(broker, tmp_path, handler) as pub:
+        assert wait(lambda: pub.connected, 5)
+        time.sleep(0.3)
+        name = "z" * 60_000
+        body = json.dumps({**ACK, "cmd": "ack", "request_id": "long"}).encode()
+        attacker.publish(f"{CMD}/{name}", body, qos=1)
+        assert watcher.wait_for(lambda: len(replies(watcher)) >= 1, 5)
+        (reply,) = replies(watcher)
+        assert reply["error"]["code"] == "unknown_command"
+        assert len(reply["error"]["message"]) < 300, len(reply["error"]["message"])
+        assert "z" * 64 + "…" in reply["error"]["message"]
+        time.sleep(0.2)
+    lines = mqtt_lines(caplog, "zzzz")
+    assert lines and all(len(r.getMessage()) < 400 for r in lines), [
+        len(r.getMessage()) for r in lines
+    ]
