@@ -16,7 +16,8 @@ with ``{"ok": false, "error": {"code": ..., "message": ...}}`` on ``{prefix}/{gw
 ``unauthorized``     ``"token"`` not the configured one, or ``by`` not allowed
 ``unknown_event``    (ack) no event with that id on this gateway
 ``not_ackable``      (ack) a line ``crossing``: nothing to acknowledge
-``busy``             too many commands waiting (``mqtt.commands.queue``)
+``busy``             too many commands waiting (``mqtt.commands.queue``); the
+                     publisher drops such a command without sending this reply
 ``storage``          the acknowledgement could not be written
 ``internal``         a bug; logged with its traceback
 ==================== ==============================================================
@@ -36,6 +37,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -55,6 +58,7 @@ __all__ = [
     "CommandError",
     "CommandHandler",
     "ErrorCode",
+    "TokenBucket",
     "parse_command",
     "short_name",
 ]
@@ -191,6 +195,40 @@ def parse_command(name: str, payload: bytes, *, max_bytes: int = 4096) -> Comman
         return AckCommand.model_validate(data)
     except ValidationError as exc:
         raise CommandError("invalid", _first_error(exc)) from None
+
+
+class TokenBucket:
+    """At most ``rate`` takes per second on average, ``burst`` at once.
+
+    Args:
+        rate: tokens added per second of ``clock`` (> 0).
+        burst: bucket size (>= 1); the bucket starts full.
+        clock: seconds, monotonic.
+
+    Thread-safe.
+    """
+
+    def __init__(
+        self, *, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not rate > 0 or burst < 1:
+            raise ValueError(f"need rate > 0 and burst >= 1, got {rate!r}, {burst!r}")
+        self.rate, self.burst = float(rate), burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._t = clock()
+
+    def take(self) -> bool:
+        """Take one token if there is one; returns whether it was taken."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
+            self._t = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
 
 
 class CommandDispatcher:

@@ -74,6 +74,13 @@ class CommandsConfig(BaseModel):
     ``deploy/mosquitto/site.acl.template``). ``token`` (env ``SAFETY_EDGE_CMD_TOKEN`` wins)
     and ``allowed_by`` are an extra check inside the gateway: a command must carry
     ``"token"`` equal to it, and its ``by`` must be one of the names listed (empty: any).
+
+    Error replies share the connection with the events, so a flood of bad commands must
+    not delay them: error replies go out at QoS 0 and at most ``reply_rate`` per second
+    (bursts of ``reply_burst``); the rest are dropped and counted
+    (``mqtt_command_replies_rate_limited_total``). A command that finds ``queue`` full
+    is dropped without a reply (``mqtt_commands_busy_total``). Successful replies are
+    never limited (QoS 1).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,7 +96,19 @@ class CommandsConfig(BaseModel):
         default=4096, ge=256, le=65536, description="larger command payloads are refused"
     )
     queue: int = Field(
-        default=64, ge=1, le=10_000, description="commands waiting; more are answered busy"
+        default=64,
+        ge=1,
+        le=10_000,
+        description="commands waiting; more are dropped unanswered (counted as busy)",
+    )
+    reply_rate: float = Field(
+        default=20.0,
+        gt=0,
+        le=10_000,
+        description="error replies per second at most (token bucket); more are dropped, counted",
+    )
+    reply_burst: int = Field(
+        default=50, ge=1, le=10_000, description="error replies sent at once before reply_rate"
     )
 
     @field_validator("token")

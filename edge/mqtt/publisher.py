@@ -45,13 +45,18 @@ on :meth:`Publisher.close`), the per camera/task state, and Home Assistant disco
 Commands (when a :class:`~edge.mqtt.commands.CommandDispatcher` is given): every
 connection subscribes to ``{prefix}/{gw}/cmd/#`` at QoS 1 (MQTT 5: no-local, so the
 gateway does not hear its own replies). Paho's network thread only queues each command
-(bounded by ``commands.queue``; a command that does not fit is answered ``busy`` at
-once); the *commands* thread dispatches them one at a time and publishes each reply on
-``{prefix}/{gw}/cmd/reply`` (QoS 1, not retained, sent directly: a reply that finds no
-connection is dropped and counted). A command delivered with the retain flag (a
-retained message replayed at subscribe time) is ignored and counted, so a command
-someone published retained is not carried out again at every connect; anything on
-``cmd/reply`` is ignored too.
+(bounded by ``commands.queue``; a command that does not fit is dropped without a
+reply and counted in ``mqtt_commands_busy_total``); the *commands* thread dispatches
+them one at a time and publishes each reply on ``{prefix}/{gw}/cmd/reply`` (not
+retained, sent directly: a reply that finds no connection is dropped and counted).
+Replies share the connection, its in-flight window and paho's queue with the events, so
+only successful replies go at QoS 1; error replies go at QoS 0 and at most
+``commands.reply_rate`` per second (bursts of ``commands.reply_burst``), the rest are
+dropped and counted in ``mqtt_command_replies_rate_limited_total``: a flood of bad
+commands (10,000 at QoS 1 delayed the events by 10 s before) costs the events little.
+A command delivered with the retain flag (a retained message replayed at subscribe
+time) is ignored and counted, so a command someone published retained is not carried
+out again at every connect; anything on ``cmd/reply`` is ignored too.
 
 Nothing is dropped silently: when the outbox is full the oldest ``update`` events go
 first (``start``/``end``/alerts never), a batch that still does not fit raises
@@ -102,7 +107,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge import __version__
 from edge.errors import ConfigError, EdgeError
 from edge.lograte import RateLimitedLog
-from edge.mqtt.commands import CommandDispatcher, short_name
+from edge.mqtt.commands import CommandDispatcher, TokenBucket, short_name
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.discovery import discovery_messages
 from edge.mqtt.ids import new_event_id
@@ -327,6 +332,9 @@ class Publisher:
         )
         self._cmd_fault_log = RateLimitedLog(log, interval_s=60.0, level=logging.ERROR)
         self._cmd_busy_log = RateLimitedLog(log, interval_s=60.0)
+        self._reply_bucket = TokenBucket(
+            rate=config.commands.reply_rate, burst=config.commands.reply_burst
+        )
         self._cmd_reply_log = RateLimitedLog(log, interval_s=60.0)
         if self._outbox.recovery is not None:
             self._report_recovery(self._outbox.recovery)
@@ -1017,10 +1025,10 @@ class Publisher:
             self._cmd_queue.put_nowait((name, payload, size))
         except queue.Full:
             self._inc("mqtt_commands_busy_total")
-            self._cmd_busy_log.hit("mqtt: %d commands waiting; answering cmd/%s busy",
+            # No reply from here: replying costs the network thread (and the events) time
+            # and bandwidth, which is what a flood of commands must not get.
+            self._cmd_busy_log.hit("mqtt: %d commands waiting; dropping cmd/%s unanswered",
                                    self._cmd_queue.maxsize, short_name(name))  # fmt: skip
-            reply = dispatcher.error_reply(name, payload, "busy", "too many commands waiting")
-            self._send_reply(reply)
 
     def _run_commands(self) -> None:
         """The commands thread: dispatch queued commands until :meth:`close`."""
@@ -1053,13 +1061,19 @@ class Publisher:
             self._commands.flush_logs(force=force)
 
     def _send_reply(self, reply: Mapping[str, Any]) -> None:
-        """Publish a command reply (QoS 1, not retained) on the live connection, if any."""
-        if not reply.get("ok"):
+        """Publish a command reply (not retained) on the live connection, if any: QoS 1 when
+        ``ok``, else QoS 0 and only if the reply rate limit allows (else dropped, counted)."""
+        ok = bool(reply.get("ok"))
+        if not ok:
             self._inc("mqtt_command_errors_total")
+            if not self._reply_bucket.take():
+                self._inc("mqtt_command_replies_rate_limited_total")
+                return
+        qos = 1 if ok else 0
         client = self._client
         payload = dumps(reply)
-        if client is not None and self._fits(self.topics.cmd_reply, payload, qos=1):
-            info = client.publish(self.topics.cmd_reply, payload, qos=1, retain=False)
+        if client is not None and self._fits(self.topics.cmd_reply, payload, qos=qos):
+            info = client.publish(self.topics.cmd_reply, payload, qos=qos, retain=False)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._inc("mqtt_command_replies_sent_total")
                 return

@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -256,7 +257,7 @@ def test_a_thousand_bad_commands_log_a_few_lines(
         handler.gate.set()
         time.sleep(0.3)
     refused = mqtt_lines(caplog, "refused")
-    busy = mqtt_lines(caplog, "busy")
+    busy = mqtt_lines(caplog, "commands waiting")
     assert 1 <= len(refused) <= 5, [r.getMessage() for r in refused]
     assert 1 <= len(busy) <= 5, [r.getMessage() for r in busy]
     # the counts in the summary lines add up (nothing silently vanishes from the log)
@@ -291,3 +292,109 @@ def test_a_60_kb_topic_gives_a_short_reply_and_log_line(
     assert lines and all(len(r.getMessage()) < 400 for r in lines), [
         len(r.getMessage()) for r in lines
     ]
+
+
+# -- finding 2: a command flood must not delay the events ---------------------------------
+
+FLOODER = """
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+port, topic, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="flooder",
+                protocol=mqtt.MQTTv5)
+c.max_inflight_messages_set(1000)
+c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port, 30)
+c.loop_start()
+time.sleep(0.2)
+infos = [c.publish(topic, b'{"schema": 1, "cmd": "ack"}', qos=1) for _ in range(n)]
+for i in infos:
+    i.wait_for_publish(60)
+print("sent", n, flush=True)
+c.disconnect()
+c.loop_stop()
+"""
+
+
+class TimedEvents:
+    """Receives events and notes each one's latency (receipt - its ``time_ms``), ms."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.latency_ms: list[float] = []
+        self.replies = 0
+        self._lock = threading.Lock()
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="timed-events",
+            protocol=mqtt.MQTTv5,
+        )
+        c.on_message = self._on_message
+        c.connect(broker.host, broker.port, 30)
+        c.subscribe([(f"safety-edge/{GW}/events", 1), (f"{CMD}/reply", 1)])
+        c.loop_start()
+        self.client = c
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time() * 1000
+        with self._lock:
+            if msg.topic.endswith("/events"):
+                self.latency_ms.append(now - json.loads(msg.payload)["time_ms"])
+            else:
+                self.replies += 1
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_command_flood_does_not_delay_the_events(broker: MosquittoBroker, tmp_path: Path) -> None:
+    """5,000 invalid commands at QoS 1 as fast as a client can send them, while the gateway
+    publishes an event every 50 ms. Before: every refusal got a QoS 1 reply on the same
+    connection as the events (20-message in-flight window, unbounded paho queue), so the
+    events waited behind thousands of replies (audit: p50 9.6 s, p95 15.8 s for 10,000).
+    Now error replies are rate limited (20/s, burst 50 by default), QoS 0, and ``busy``
+    gets no reply."""
+    timed = TimedEvents(broker)
+    time.sleep(0.3)
+    handler = Gated()
+    handler.gate.set()
+    try:
+        with make_publisher(broker, tmp_path, handler) as pub:
+            assert wait(lambda: pub.connected, 5)
+            time.sleep(0.3)
+            flood = subprocess.Popen(
+                [sys.executable, "-c", FLOODER, str(broker.port), f"{CMD}/ack", "15000"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            t0 = time.monotonic()
+            while flood.poll() is None and time.monotonic() - t0 < 60:
+                pub.publish_event(event(1))
+                time.sleep(0.05)
+            flood_s = time.monotonic() - t0
+            assert flood.wait(5) == 0 and "sent 15000" in (
+                flood.stdout.read() if flood.stdout else ""
+            )
+            for _ in range(10):  # events right after the flood
+                pub.publish_event(event(2))
+                time.sleep(0.05)
+            assert wait(lambda: pub.metrics().get("mqtt_commands_received_total", 0) >= 15000, 30)
+            assert wait(lambda: pub.outbox.rows == 0, 30)
+            time.sleep(0.5)
+            m = pub.metrics()
+            elapsed = time.monotonic() - t0
+    finally:
+        timed.close()
+    lat = sorted(timed.latency_ms)
+    assert len(lat) >= 10
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    assert p95 < 1500, (
+        f"event latency p95 {p95:.0f} ms (p50 {lat[len(lat) // 2]:.0f} ms), "
+        f"flood of {flood_s:.1f} s"
+    )
+    limited = m.get("mqtt_command_replies_rate_limited_total", 0)
+    sent = m.get("mqtt_command_replies_sent_total", 0)
+    assert sent <= 50 + 20 * elapsed + 5, (sent, elapsed)
+    assert limited >= 15000 - sent - m.get("mqtt_commands_busy_total", 0) - 1
+    assert timed.replies <= sent
