@@ -109,7 +109,7 @@ from edge.errors import ConfigError, EdgeError
 from edge.lograte import RateLimitedLog
 from edge.mqtt.commands import CommandDispatcher, TokenBucket, short_name
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.discovery import discovery_messages
+from edge.mqtt.discovery import discovery_collisions, discovery_messages
 from edge.mqtt.ids import new_event_id
 from edge.mqtt.outbox import (
     Message,
@@ -273,6 +273,7 @@ class Publisher:
         self.client_id = config.client_id or gateway_id
         self._version = version
         self._models: tuple[str, ...] = tuple(models)
+        self._check_discovery(cameras)
         self._cameras: tuple[CameraTask, ...] = tuple(cameras)
         self._on_alert = on_alert
         self._alert_interval_s = alert_interval_s
@@ -498,8 +499,15 @@ class Publisher:
         self, *, models: Sequence[str] | None = None, cameras: Sequence[CameraTask] | None = None
     ) -> None:
         """Change what the online status (and Home Assistant discovery) announces; sent at
-        once when connected, else at the next connect."""
+        once when connected, else at the next connect.
+
+        Raises:
+            ConfigError: with ``ha_discovery`` on, two of ``cameras``' zones or lines would
+                share a Home Assistant id (:func:`~edge.mqtt.discovery.discovery_collisions`).
+        """
         self._check_open()
+        if cameras is not None:
+            self._check_discovery(cameras)
         if models is not None:
             self._models = tuple(models)
         if cameras is not None:
@@ -507,6 +515,15 @@ class Publisher:
         client = self._client
         if client is not None:
             self._announce(client, self._max_packet)
+
+    def _check_discovery(self, cameras: Sequence[CameraTask]) -> None:
+        if not self.config.ha_discovery:
+            return
+        clash = discovery_collisions(
+            topics=self.topics, ha_prefix=self.config.ha_prefix, cameras=cameras
+        )
+        if clash:
+            raise ConfigError("; ".join(clash[:5]))
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (every message acknowledged); False on timeout."""
