@@ -39,10 +39,18 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from edge.errors import EdgeError
 from edge.lograte import RateLimitedLog
@@ -79,7 +87,24 @@ ErrorCode = Literal[
     "internal",
 ]
 
-_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+def _visible_name(v: str) -> str:
+    """Refuse control (Cc) and format (Cf: zero-width, bidi overrides/isolates, BOM)
+    characters, and names with no letter, digit, punctuation or symbol: such a ``by``
+    would show as nobody, or as someone else, in the log, the store and the console."""
+    for ch in v:
+        if unicodedata.category(ch) in ("Cc", "Cf"):
+            raise ValueError(f"must not contain control or invisible characters (U+{ord(ch):04X})")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in v):
+        raise ValueError("must contain a visible character")
+    return v
+
+
+_Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_visible_name),
+]
 _EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
 
 
@@ -95,7 +120,8 @@ class AckCommand(BaseModel):
     """``ack``: acknowledge the incident an event belongs to.
 
     ``event_id``: any event of the incident (``start``/``update``/``end``); ``by``: who
-    acknowledges (1..64 characters after stripping); ``note``: up to 500 characters;
+    acknowledges (1..64 characters after stripping, at least one visible, no control or
+    format characters such as zero-width or bidi controls); ``note``: up to 500 characters;
     ``request_id``: echoed in the reply (up to 128 characters); ``token``: see
     :class:`~edge.mqtt.config.CommandsConfig`.
     """

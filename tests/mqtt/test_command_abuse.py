@@ -398,3 +398,35 @@ def test_a_command_flood_does_not_delay_the_events(broker: MosquittoBroker, tmp_
     assert sent <= 50 + 20 * elapsed + 5, (sent, elapsed)
     assert limited >= 15000 - sent - m.get("mqtt_commands_busy_total", 0) - 1
     assert timed.replies <= sent
+
+
+# -- finding 6: `by` must name someone visible -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "by",
+    [
+        "\u200b",  # zero-width space only
+        "\u200b\u200c\u200d\u2060",  # zero-width characters only
+        "\ufeff",  # BOM
+        "Ana\u202egnp.exe",  # right-to-left override
+        "Ana\u2066x\u2069",  # bidi isolates
+        "Ana\x00",  # control
+        "Ana\nBob",  # control (forged log line)
+        "\x1b[31mAna",  # terminal escape
+        "\u0301\u0302",  # combining marks only
+        " \u3000 ",  # whitespace only
+    ],
+)
+def test_by_refuses_invisible_control_and_bidi_characters(by: str) -> None:
+    with pytest.raises(CommandError) as err:
+        parse_command("ack", json.dumps({**ACK, "by": by}).encode())
+    assert err.value.reason == "invalid"
+    assert "by" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "by", ["Ana", "Åsa Nørgaard", "Кран-оператор", "李雷", "O'Neil (shift 2)", "Zoë"]
+)
+def test_by_accepts_real_names(by: str) -> None:
+    assert parse_command("ack", json.dumps({**ACK, "by": by}).encode()).by == by
