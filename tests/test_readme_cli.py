@@ -104,7 +104,7 @@ def test_every_ended_value_of_an_ack_reply_is_documented(tmp_path: Path) -> None
             )
             seen.add(json.dumps(handler(cmd)["ended"]))
     assert seen == {"false", "true", "null"}
-    i = README.index("Every command is answered on")
+    i = README.index("Commands are answered on")
     section = " ".join(README[i : README.index("\n#", i)].split())
     missing = sorted(v for v in seen if f'"ended": {v}' not in section)
     assert missing == []
