@@ -624,7 +624,8 @@ class ZoneConfig(BaseModel):
 
     ``polygon``: ``[[x, y], ...]`` (3 or more points) or ``"x1,y1,x2,y2,..."``, in pixels of
     the camera frame, or in 0-1 of its width/height when ``normalized`` (``null``: normalized
-    when every coordinate is within 0-1); absent = the whole frame. ``classes``: detector
+    when every coordinate is within 0-1; all below 2 with one above 1 is refused as a
+    slip, e.g. 1.05); absent = the whole frame. ``classes``: detector
     class names (or ``people``/``vehicles``) that count; absent = the task's default
     (fence: ``people``; hardhat: the model's bare-head classes; workwear: its no-workwear
     classes).
@@ -638,7 +639,9 @@ class ZoneConfig(BaseModel):
     polygon: list[tuple[float, float]] | None = Field(
         default=None, description='[[x, y], ...] or "x1,y1,..."; absent: the whole frame'
     )
-    normalized: bool | None = Field(default=None, description="null: auto (all within 0-1)")
+    normalized: bool | None = Field(
+        default=None, description="null: auto (all within 0-1; all < 2 with one > 1: refused)"
+    )
     classes: list[str] | None = Field(
         default=None, description="class names or people/vehicles; absent: the task default"
     )
@@ -692,7 +695,9 @@ class ZoneConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ZoneConfig:
         if self.polygon is not None:
-            self.normalized = _resolve_normalized(self.polygon, self.normalized, "polygon")
+            self.normalized = _resolve_normalized(
+                self.polygon, self.normalized, "polygon", self.name
+            )
         return self
 
     def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> ZoneSpec:
@@ -714,13 +719,27 @@ class ZoneConfig(BaseModel):
         )
 
 
+#: In auto mode, coordinates all below this with one above 1 are taken for 0-1 fractions
+#: with a slip (1.05), not for a zone inside the frame's top-left 2x2 pixels.
+FRACTION_SLIP_LIMIT = 2.0
+
+
 def _resolve_normalized(
-    points: list[tuple[float, float]], normalized: bool | None, what: str
+    points: list[tuple[float, float]], normalized: bool | None, what: str, name: str
 ) -> bool:
     """``normalized`` as given, or (``None``) whether every coordinate is within 0-1;
-    ``ValueError`` when ``True`` is given for pixel coordinates."""
-    small = all(0.0 <= c <= 1.0 for p in points for c in p)
+    ``ValueError`` when ``True`` is given for pixel coordinates, and in auto mode when
+    every coordinate is below :data:`FRACTION_SLIP_LIMIT` but some are above 1 (0-1
+    fractions with a slip: taken for pixels they made a zone of 1 pixel)."""
+    coords = [c for p in points for c in p]
+    small = all(0.0 <= c <= 1.0 for c in coords)
     if normalized is None:
+        top = max(coords, default=0.0)
+        if not small and top < FRACTION_SLIP_LIMIT:
+            raise ValueError(
+                f"{what} of {name!r} looks like 0-1 fractions with a value above 1 ({top:g}): "
+                "clamp it to 1, or set normalized: false if these are pixels"
+            )
         return small
     if normalized and not small:
         raise ValueError(f"normalized: true needs {what} coordinates within 0-1")
@@ -732,7 +751,8 @@ class LineConfig(BaseModel):
 
     ``points``: ``[[x, y], ...]`` (2 to 16 points, in order; more than 2 is a polyline) or
     ``"x1,y1,x2,y2,..."``, in pixels of the camera frame, or in 0-1 of its width/height
-    when ``normalized`` (``null``: normalized when every coordinate is within 0-1).
+    when ``normalized`` (``null``: normalized when every coordinate is within 0-1; all below
+    2 with one above 1 is refused as a slip).
     Walking the line from its first point to its last as drawn on the image, crossing
     from the left-hand side to the right-hand side is ``in``, the other way ``out``.
     ``classes``: as for zones (absent: the task default, e.g. ``people`` for fence).
@@ -746,7 +766,9 @@ class LineConfig(BaseModel):
     points: list[tuple[float, float]] = Field(
         description='required: [[x, y], ...] or "x1,y1,..."; first to last sets in/out'
     )
-    normalized: bool | None = Field(default=None, description="null: auto (all within 0-1)")
+    normalized: bool | None = Field(
+        default=None, description="null: auto (all within 0-1; all < 2 with one > 1: refused)"
+    )
     classes: list[str] | None = Field(
         default=None, description="class names or people/vehicles; absent: the task default"
     )
@@ -790,7 +812,7 @@ class LineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LineConfig:
-        self.normalized = _resolve_normalized(self.points, self.normalized, "line")
+        self.normalized = _resolve_normalized(self.points, self.normalized, "line", self.name)
         return self
 
     def to_spec(self, *, classes: tuple[str, ...], label: str | None) -> LineSpec:

@@ -385,6 +385,37 @@ def _environment_problems(
     return out
 
 
+def _percent_problems(config: GatewayConfig, root: yaml.Node | None, data: Any) -> list[Problem]:
+    """A warning for a zone/line in auto mode whose coordinates are all within 0-100
+    (and some above 1): taken for pixels, percentages make a zone in the top-left corner."""
+    out: list[Problem] = []
+    for ci, cam in enumerate(config.cameras):
+        for kind, task in cam.tasks.items():
+            shapes: list[tuple[str, int, str, list[tuple[float, float]] | None]] = [
+                ("zones", i, "polygon", z.polygon) for i, z in enumerate(task.zones)
+            ]
+            shapes += [("lines", i, "points", ln.points) for i, ln in enumerate(task.lines)]
+            for part, i, key, points in shapes:
+                if not points:
+                    continue
+                raw = data["cameras"][ci]["tasks"][kind][part][i]
+                coords = [c for p in points for c in p]
+                if "normalized" in raw or max(coords) <= 1.0 or max(coords) > 100.0:
+                    continue
+                loc: Loc = ("cameras", ci, "tasks", kind, part, i, key)
+                _, line = _walk(root, data, loc, key_line=False)
+                out.append(
+                    Problem(
+                        format_path(loc),
+                        line,
+                        "every coordinate is within 0-100, read as pixels: if these are "
+                        "percentages, divide by 100; if pixels, set normalized: false",
+                        "warning",
+                    )
+                )
+    return out
+
+
 def _admin_token_problems(
     config: GatewayConfig, root: yaml.Node | None, data: Any, *, environment: bool
 ) -> list[Problem]:
@@ -469,6 +500,7 @@ def check_text(
         problems += _pydantic_problems(exc, root, data)
     if config is not None:
         problems += _admin_token_problems(config, root, data, environment=environment)
+        problems += _percent_problems(config, root, data)
     if config is not None and environment:
         problems += _environment_problems(config, root, data, env_errors=env_errors)
     problems.sort(key=lambda p: (p.line is None, p.line or 0))

@@ -1,0 +1,52 @@
+"""``config check`` findings of the s17 audit: mistakes that passed the check and failed
+(or silently did nothing) at ``safety-edge run``."""
+
+from __future__ import annotations
+
+import textwrap
+
+from edge.service.config_check import Problem, check_text
+
+
+def _cfg(zone_lines: str, **extra: str) -> str:
+    body = textwrap.dedent(
+        """\
+        gateway_id: gw-1
+        cameras:
+          - name: gate
+            source: rtsp://cam/stream
+            tasks:
+              fence:
+                zones:
+                  - name: footpath
+        """
+    )
+    body += textwrap.indent(textwrap.dedent(zone_lines), " " * 12)
+    for key, value in extra.items():
+        body += f"{key}: {value}\n"
+    return body
+
+
+def by_path(problems: list[Problem], severity: str = "error") -> dict[str, str]:
+    return {p.path: p.message for p in problems if p.severity == severity}
+
+
+def test_percent_polygon_gets_a_warning_and_slip_an_error() -> None:
+    _, problems = check_text(
+        _cfg("polygon: [[50, 30], [80, 30], [100, 45], [100, 82], [50, 57]]\n"),
+        environment=False,
+    )
+    warns = by_path(problems, "warning")
+    assert "percentages" in warns["cameras[0].tasks.fence.zones[0].polygon"]
+    config, problems = check_text(
+        _cfg("polygon: [[50, 30], [80, 30], [100, 45]]\nnormalized: false\n"),
+        environment=False,
+    )
+    assert config is not None and not problems
+    config, problems = check_text(
+        _cfg("polygon: [[0.5, 0.3], [1.05, 0.3], [1.05, 0.82], [0.5, 0.57]]\n"),
+        environment=False,
+    )
+    assert config is None
+    (msg,) = by_path(problems).values()
+    assert "looks like 0-1 fractions" in msg and "'footpath'" in msg
