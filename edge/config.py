@@ -104,6 +104,33 @@ CMD_TOKEN_ENV = "SAFETY_EDGE_CMD_TOKEN"
 MIB = 1024 * 1024
 
 
+def _known_providers(v: list[str] | None) -> list[str] | None:
+    """``v`` when every name is an alias of :data:`edge.runtime.session.PROVIDER_ALIASES`
+    (any case) or an onnxruntime provider name; ``ValueError`` with a did-you-mean (a typo
+    such as ``tensortt`` switched off every model at run)."""
+    if v is None:
+        return v
+    import difflib
+
+    import onnxruntime as ort
+
+    from edge.runtime.session import PROVIDER_ALIASES
+
+    names = set(ort.get_all_providers()) | set(ort.get_available_providers())
+    for raw in v:
+        if raw.lower() in PROVIDER_ALIASES or raw in names:
+            continue
+        close = difflib.get_close_matches(raw.lower(), sorted(PROVIDER_ALIASES), n=1)
+        close = close or difflib.get_close_matches(raw, sorted(names), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown execution provider {raw!r}; {hint}known: "
+            f"{', '.join(sorted(PROVIDER_ALIASES))} or an onnxruntime name such as "
+            "CPUExecutionProvider"
+        )
+    return v
+
+
 class ApiConfig(BaseModel):
     """The HTTP API (``safety-edge serve``)."""
 
@@ -187,6 +214,8 @@ class ApiConfig(BaseModel):
         description="hard-hat/workwear answers carry the 'summary' field (header "
         "X-Safety-Edge-Summary: 1|0 overrides per request)",
     )
+
+    _providers = field_validator("providers")(_known_providers)
 
     def resolved_admin_token(self) -> str | None:
         """The admin token: environment first, then the config; ``None`` = console off."""
@@ -1155,6 +1184,8 @@ class RuntimeConfig(BaseModel):
     intra_op_threads: int | None = Field(
         default=None, ge=1, le=256, description="null: api.intra_op_threads"
     )
+
+    _providers = field_validator("providers")(_known_providers)
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeConfig:

@@ -50,3 +50,25 @@ def test_percent_polygon_gets_a_warning_and_slip_an_error() -> None:
     assert config is None
     (msg,) = by_path(problems).values()
     assert "looks like 0-1 fractions" in msg and "'footpath'" in msg
+
+
+def _plain(**extra: str) -> str:
+    body = "gateway_id: gw-1\ncameras:\n  - name: gate\n    source: rtsp://cam/stream\n"
+    body += "    tasks: {fence: {zones: [{name: z, polygon: [[0, 0], [0.5, 0], [0.5, 0.5]]}]}}\n"
+    for key, value in extra.items():
+        body += f"{key}: {value}\n"
+    return body
+
+
+def test_a_provider_typo_is_an_error_with_did_you_mean() -> None:
+    for key in ("runtime", "api"):
+        config, problems = check_text(
+            _plain(**{key: "{providers: [tensortt, cpu]}"}), environment=False
+        )
+        assert config is None
+        msg = by_path(problems)[f"{key}.providers"]
+        assert "'tensortt'" in msg and "did you mean 'tensorrt'?" in msg
+    config, problems = check_text(
+        _plain(runtime="{providers: [TensorRT, CUDAExecutionProvider, cpu]}"), environment=False
+    )
+    assert config is not None, problems
