@@ -27,6 +27,11 @@ break the rule (:func:`build_zone_rules`); its events are labelled with the clas
 seen (``yellow_hat``, ``no_hat``). Every event of such a task carries
 ``attributes.compliance``, ``compliance_reason``, ``classname`` and, for a broken rule,
 ``rule``.
+
+**Tracker.** Subject tasks track people whose classname (the hat colour, ``no_hat``)
+flickers from frame to frame, so their tracker is not class-aware (a track takes the
+class of its latest detection); fence tasks keep class-aware tracks (a person and a
+vehicle never share one).
 """
 
 from __future__ import annotations
@@ -175,6 +180,8 @@ def build_task_spec(
             match_iou=t.match_iou,
             n_init=t.n_init,
             max_age_s=t.max_age_s,
+            # Subjects: one person whose classname flickers (yellow_hat -> other_hat).
+            class_aware=not subjects,
         ),
         snapshots=task.snapshots,
     )
