@@ -31,11 +31,15 @@ seen (``yellow_hat``, ``no_hat``). Every event of such a task carries
 **Tracker.** Subject tasks track people whose classname (the hat colour, ``no_hat``)
 flickers from frame to frame, so their tracker is not class-aware (a track takes the
 class of its latest detection); fence tasks keep class-aware tracks (a person and a
-vehicle never share one).
+vehicle never share one). A track is kept at least as long as the longest ``cooldown_s``
+of the task's zones (``max_age_s`` is raised to it, logged once at INFO): a person unseen
+for less than the cooldown keeps the incident open, and must come back with the same
+track id, not start a second incident.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from edge.config import CameraTaskConfig, FiltersConfig, TaskKind, ZoneConfig
@@ -62,6 +66,7 @@ DEFAULT_LABELS: dict[TaskKind, str | None] = {
     "workwear": NO_WORKWEAR,
 }
 """Event label per task kind (``None``: the track's class name)."""
+_log = logging.getLogger(__name__)
 WHOLE_FRAME_ZONE = "frame"
 _NO_WEAR = frozenset({"no_wear", "no_workwear", "no_vest", "no_uniform"})
 _WEAR = frozenset({"wear", "workwear", "vest", "uniform"})
@@ -168,6 +173,18 @@ def build_task_spec(
         lines.append(ln.to_spec(classes=classes, label=DEFAULT_LABELS[kind]))
     f = task.filters or filters
     t = task.tracker
+    max_age = t.max_age_s
+    longest = max(specs, key=lambda z: z.cooldown_s, default=None)
+    if longest is not None and longest.cooldown_s > max_age:
+        _log.info(
+            "task %s: tracker max_age_s raised from %g s to %g s, the cooldown_s of zone %r "
+            "(a person unseen for less than the cooldown keeps the incident and the track id)",
+            kind,
+            max_age,
+            longest.cooldown_s,
+            longest.name,
+        )
+        max_age = longest.cooldown_s
     return TaskSpec(
         name=kind,
         zones=tuple(specs),
@@ -179,7 +196,7 @@ def build_task_spec(
             low_score=t.low_score,
             match_iou=t.match_iou,
             n_init=t.n_init,
-            max_age_s=t.max_age_s,
+            max_age_s=max_age,
             # Subjects: one person whose classname flickers (yellow_hat -> other_hat).
             class_aware=not subjects,
         ),

@@ -6,6 +6,7 @@ longer than the tracker's ``max_age_s``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -145,3 +146,61 @@ def test_fence_tracks_stay_class_aware() -> None:
     for kind, names in kinds:
         spec = build_task_spec(kind, plain, class_names=names, filters=FiltersConfig())
         assert not spec.tracker.class_aware, kind
+
+
+# -- finding 5: cooldown longer than max_age ---------------------------------------------------
+def walk_with_gap(gap_s: float) -> list[tuple[float, Detections]]:
+    """One person walking slowly inside the zone for 40 s at 10 det/s, undetected for
+    ``gap_s`` seconds from t = 10 s; then 15 s of empty frames."""
+    frames = []
+    for i in range(550):
+        t = i / 10
+        cx = 200 + 10 * t
+        gone = 10 <= t < 10 + gap_s or t >= 40
+        box = None if gone else [cx - 20, 300, cx + 20, 400]
+        frames.append((t, person(box)))
+    return frames
+
+
+def test_a_gap_shorter_than_the_cooldown_keeps_one_incident(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """cooldown_s 10 s, tracker max_age_s 3 s (default), the person unseen for 5 s: the
+    zone keeps the incident open (5 < 10) but the tracker had deleted the track at 3 s and
+    gave the person a new id -> a second start while the first was open, then a ``lost``
+    end. Now the task's tracker keeps tracks as long as the longest cooldown, and says so
+    once at INFO."""
+    task = CameraTaskConfig.model_validate(
+        {
+            "zones": [
+                {"name": "walkway", "polygon": "0.1,0.1,0.9,0.1,0.9,0.9,0.1,0.9", "cooldown_s": 10},
+                {"name": "short", "polygon": "0,0,0.05,0,0.05,0.05", "cooldown_s": 2},
+            ]
+        }
+    )
+    with caplog.at_level(logging.INFO, logger="edge.service.tasks"):
+        spec = build_task_spec("fence", task, class_names=PERSON, filters=FiltersConfig())
+    assert spec.tracker.max_age_s == 10.0
+    said = [r for r in caplog.records if r.name == "edge.service.tasks"]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert "walkway" in said[0].getMessage() and "10" in said[0].getMessage()
+    runner = TaskRunner(spec=spec, detector=Replay(PERSON), camera="cam")
+    events = [e for e in run(runner, walk_with_gap(5.0)) if e.zone == "walkway"]
+    assert [e.type for e in events] == ["start", "end"], [
+        (e.type, e.track_id, e.attributes.get("reason")) for e in events
+    ]
+
+
+def test_max_age_is_kept_when_it_already_covers_the_cooldowns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    task = CameraTaskConfig.model_validate(
+        {
+            "zones": [{"name": "z", "polygon": "0,0,1,0,1,1", "cooldown_s": 2}],
+            "tracker": {"max_age_s": 5},
+        }
+    )
+    with caplog.at_level(logging.INFO, logger="edge.service.tasks"):
+        spec = build_task_spec("fence", task, class_names=PERSON, filters=FiltersConfig())
+    assert spec.tracker.max_age_s == 5.0
+    assert not [r for r in caplog.records if r.name == "edge.service.tasks"]
