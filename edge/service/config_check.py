@@ -8,9 +8,13 @@
    (``('cameras', 0, 'tasks', 'fence', 'zones', 1, 'polygon')``) is followed through
    the node tree of :func:`yaml.compose` to the line it came from;
 3. this machine (only when ``environment=True``): models named by camera tasks exist in
-   ``models_dir`` and know the zones' classes, video files exist, ``${VAR}`` in sources
-   are set. A missing model, file or variable is a *warning* for ``config check`` (the
-   file may be checked away from the gateway) and, for variables, an error at start-up.
+   ``models_dir`` (a did-you-mean for a typo), match their manifest's sha256 and know
+   the zones' classes, video files exist, ``${VAR}`` in sources are set. A missing
+   model, file or variable is a *warning* for ``config check`` (the file may be checked
+   away from the gateway) and, for variables, an error at start-up. A model file that
+   does not match its sha256, and a camera none of whose tasks can run while the models
+   folder is installed, are errors for ``config check`` and warnings at start-up (the
+   loader turns the task off, health says degraded, the other cameras run).
 
 The admin token is judged in every pass that has a config (:func:`_admin_token_problems`):
 the documented placeholder or a token under 16 characters is a *warning*, never an
@@ -302,6 +306,8 @@ def _environment_problems(
         src = cam.source
         if isinstance(src, str) and _is_file_source(src) and not Path(src).is_file():
             add(("cameras", ci, "source"), f"video file {src!r} does not exist", "warning")
+        runnable: list[str] = []
+        off: list[str] = []
         for kind, task in cam.tasks.items():
             name = task_model_name(config, kind, task.model)
             loc: Loc = ("cameras", ci, "tasks", kind)
@@ -311,19 +317,31 @@ def _environment_problems(
                     f"no model: tasks.{kind} is null and the task names none; set model:",
                     "error",
                 )
+                off.append(f"{kind}: no model")
                 continue
             manifest = manifests.get(name)
             if manifest is None:
+                close = difflib.get_close_matches(name, sorted(manifests), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 why = models_error or (
                     f"have: {', '.join(sorted(manifests)) or 'none'}; run `make models`"
                 )
                 add(
                     loc,
-                    f"model {name!r} not found in {str(config.models_dir)!r} ({why}); "
+                    f"model {name!r} not found in {str(config.models_dir)!r} ({hint}{why}); "
                     "the task stays off until it is installed",
                     "warning",
                 )
+                off.append(f"{kind}: model {name!r} not found")
                 continue
+            corrupt = _model_file_problem(manifest)
+            if corrupt is not None:
+                # config check fails; at start-up the loader turns the task off (health
+                # degraded) and the other cameras still run.
+                add(loc, corrupt, "warning" if env_errors else "error")
+                off.append(f"{kind}: model {name!r} does not load")
+                continue
+            runnable.append(kind)
             known = list(manifest.class_names)
             if not task.zones and kind != "fence" and not default_zone_classes(kind, known):
                 add(
@@ -353,6 +371,15 @@ def _environment_problems(
                         f"model {name!r} does not detect {unknown} (it knows {known})",
                         "error",
                     )
+        if cam.enabled and cam.tasks and not runnable and off:
+            # An error when the models folder is installed (a typo, a corrupt file); with
+            # no models there the file may be checked away from the gateway: a warning.
+            decisive = bool(manifests) and not env_errors
+            add(
+                ("cameras", ci, "tasks"),
+                f"camera {cam.name!r} will not run: no task can run ({'; '.join(off)})",
+                "error" if decisive else "warning",
+            )
     wearing = config.tasks.wearing
     person = wearing.person_model_name(config.tasks)
     wears = any(k != "fence" for c in config.cameras if c.enabled for k in c.tasks)
@@ -414,6 +441,33 @@ def _percent_problems(config: GatewayConfig, root: yaml.Node | None, data: Any) 
                     )
                 )
     return out
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _model_file_problem(manifest: Any) -> str | None:
+    """Why the ONNX file of ``manifest`` cannot load (missing, unreadable, or not the
+    manifest's sha256: replaced or corrupt), or ``None``. Hashes are cached per path, size
+    and mtime (a check of several cameras reads each file once)."""
+    from edge.runtime.registry import file_sha256
+
+    path = Path(manifest.model_path)
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        digest = _SHA_CACHE.get(key)
+        if digest is None:
+            digest = _SHA_CACHE[key] = file_sha256(path)
+    except OSError as exc:
+        return f"model {manifest.name!r}: cannot read {str(path)!r}: {exc.strerror or exc}"
+    if digest != manifest.sha256:
+        return (
+            f"model {manifest.name!r}: {str(path)!r} does not match the manifest's sha256 "
+            f"(file {digest[:12]}..., manifest {manifest.sha256[:12]}...): the file was "
+            "replaced or is corrupt; reinstall it (`make models`) or fix the manifest"
+        )
+    return None
 
 
 def _admin_token_problems(

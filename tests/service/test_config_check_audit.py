@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
+
+import yaml
 
 from edge.service.config_check import Problem, check_text
 
@@ -72,3 +75,45 @@ def test_a_provider_typo_is_an_error_with_did_you_mean() -> None:
         _plain(runtime="{providers: [TensorRT, CUDAExecutionProvider, cpu]}"), environment=False
     )
     assert config is not None, problems
+
+
+def _models_with(tmp_path: Path, manifest: Path, **changes: str) -> Path:
+    """A models folder holding the real default model under a manifest with ``changes``."""
+    d = tmp_path / "models"
+    d.mkdir()
+    data = yaml.safe_load(manifest.read_text())
+    (d / data["file"]).symlink_to(manifest.parent / data["file"])
+    data.update(changes)
+    (d / manifest.name).write_text(yaml.safe_dump(data))
+    return d
+
+
+def test_a_model_sha256_mismatch_is_an_error_at_check(
+    tmp_path: Path, default_model_manifest: Path
+) -> None:
+    d = _models_with(tmp_path, default_model_manifest, sha256="0" * 64)
+    text = _plain(models_dir=str(d))
+    config, problems = check_text(text)
+    assert config is None
+    errs = by_path(problems)
+    assert "does not match the manifest's sha256" in errs["cameras[0].tasks.fence"]
+    assert "will not run: no task can run" in errs["cameras[0].tasks"]
+    # start-up: warnings, the loader turns the task off and other cameras still run
+    config, problems = check_text(text, env_errors=True)
+    assert config is not None
+    assert "does not match" in by_path(problems, "warning")["cameras[0].tasks.fence"]
+    # the real manifest passes
+    config, problems = check_text(_plain(models_dir=str(default_model_manifest.parent)))
+    assert config is not None and not by_path(problems), problems
+
+
+def test_a_model_name_typo_suggests_the_close_name(default_model_manifest: Path) -> None:
+    text = _plain(models_dir=str(default_model_manifest.parent)).replace(
+        "{fence: {zones:", "{fence: {model: person_vehical, zones:"
+    )
+    config, problems = check_text(text)
+    assert config is None
+    assert (
+        "did you mean 'person_vehicle'?" in by_path(problems, "warning")["cameras[0].tasks.fence"]
+    )
+    assert "no task can run" in by_path(problems)["cameras[0].tasks"]
