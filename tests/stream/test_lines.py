@@ -145,9 +145,10 @@ def test_pending_crossing_is_dropped_when_the_track_is_forgotten() -> None:
 
 
 def test_without_hysteresis_jitter_counts_every_time() -> None:
-    """Why ``min_displacement_px`` exists: at 0 every jitter across is a crossing."""
+    """Why the margin exists: at 0 every jitter across is a crossing."""
     jitter = {1: [60, 95, 104, 97, 106, 98, 103, 96]}
-    assert len(run(counter(min_displacement_px=0.0), jitter)) == 6
+    no_margin = counter(min_displacement_px=0.0, min_displacement_frac=0.0)
+    assert len(run(no_margin, jitter)) == 6
     assert run(counter(min_displacement_px=10.0), jitter) == []
 
 
