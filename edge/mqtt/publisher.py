@@ -210,16 +210,24 @@ def build_ssl_context(config: MqttConfig) -> ssl.SSLContext | None:
     tls = config.tls
     if tls is None:
         return None
+    step = f"mqtt.tls.ca_file {str(tls.ca_file)!r}" if tls.ca_file else "the system CAs"
     try:
         ctx = ssl.create_default_context(
             ssl.Purpose.SERVER_AUTH, cafile=None if tls.ca_file is None else str(tls.ca_file)
         )
         if tls.ca_file is not None and tls.use_system_ca:
+            step = "the system CAs"
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if tls.cert_file is not None and tls.key_file is not None:
+            for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+                step = f"mqtt.tls.{key} {str(path)!r}"
+                with open(path, "rb"):  # names which of the two is missing/unreadable
+                    pass
+            step = f"mqtt.tls.cert_file {str(tls.cert_file)!r} with key_file {str(tls.key_file)!r}"
             ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt.tls: cannot load CA/certificate/key: {exc}") from exc
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot load {step}: {why}") from exc
     if tls.insecure:
         ctx.check_hostname = False
     return ctx

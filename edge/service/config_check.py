@@ -29,6 +29,7 @@ annotate). :func:`load_checked` is what ``safety-edge run`` uses: any error rais
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -400,6 +401,7 @@ def _environment_problems(
                 "warning",
             )
         )
+    out += _startup_problems(config, root, data, env_errors=env_errors)
     mqtt = config.resolved_mqtt()  # the environment may supply the user name
     if mqtt is not None and mqtt.commands.enabled and mqtt.username is None:
         add(
@@ -441,6 +443,150 @@ def _percent_problems(config: GatewayConfig, root: yaml.Node | None, data: Any) 
                     )
                 )
     return out
+
+
+def _startup_problems(
+    config: GatewayConfig, root: yaml.Node | None, data: Any, *, env_errors: bool
+) -> list[Problem]:
+    """What ``safety-edge run`` would exit on within seconds (a systemd restart loop):
+    TLS files, the events key file, fallback secrets, a data_dir this user cannot write,
+    an API address this process cannot bind.
+
+    What exists but cannot be used (an unreadable or invalid file, a port this user may
+    not bind) is an error. What is merely absent here (a file, a secret variable, an
+    address of another machine) is, like a missing video file, a *warning* for ``config
+    check`` (the file may be checked away from the gateway) and an error at start-up."""
+    import errno
+
+    out: list[Problem] = []
+    absent: Severity = "error" if env_errors else "warning"
+
+    def add(loc: Loc, message: str, severity: Severity = "error") -> None:
+        _, line = _walk(root, data, loc, key_line=False)
+        out.append(Problem(format_path(loc), line, message, severity))
+
+    mqtt = config.resolved_mqtt()
+    if mqtt is not None and mqtt.tls is not None:
+        from edge.mqtt.publisher import build_ssl_context
+
+        tls = mqtt.tls
+        unreadable = False
+        for key, path in (
+            ("ca_file", tls.ca_file),
+            ("cert_file", tls.cert_file),
+            ("key_file", tls.key_file),
+        ):
+            err = _open_error(path)
+            if err is not None:
+                unreadable = True
+                if err.errno == errno.ENOENT:
+                    add(("mqtt", "tls", key), f"{str(path)!r} not found: run exits", absent)
+                else:
+                    add(("mqtt", "tls", key), f"cannot read {str(path)!r}: {err.strerror or err}")
+        if not unreadable:
+            try:
+                build_ssl_context(mqtt)
+            except ConfigError as exc:
+                add(("mqtt", "tls"), str(exc))
+    key_file = config.storage.events_key_file
+    from edge.stream.chain_key import EVENTS_KEY_ENV
+
+    if key_file is not None and not os.environ.get(EVENTS_KEY_ENV) and not key_file.exists():
+        add(
+            ("storage", "events_key_file"),
+            f"{str(key_file)!r} not found (nor is {EVENTS_KEY_ENV} set): safety-edge run exits",
+            absent,
+        )
+    else:
+        try:
+            config.storage.events_key()
+        except ConfigError as exc:
+            add(("storage", "events_key_file"), str(exc))
+    if config.fallback.enabled:
+        try:
+            config.fallback.credentials()
+        except ConfigError as exc:  # secrets may come from the gateway's environment
+            add(("fallback",), f"{exc}: safety-edge run exits", absent)
+    why = _not_writable(config.data_dir)
+    if why is not None:
+        add(("data_dir",), f"{str(config.data_dir)!r}: {why[0]}", "error" if why[1] else absent)
+    if config.service.api:
+        bind = _bind_problem(config.api.host, config.api.port)
+        if bind is not None:
+            loc, message, here = bind
+            add(loc, message, "error" if here else absent)
+    return out
+
+
+def _open_error(path: Path | None) -> OSError | None:
+    """Why ``path`` cannot be opened for reading (``None``: it can, or no path)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _not_writable(path: Path) -> tuple[str, bool] | None:
+    """Why this user cannot create files in ``path`` (or, while it does not exist, in its
+    nearest existing parent, where it would be made) and whether ``path`` itself exists;
+    ``None``: it can."""
+    base = _nearest_existing(path)
+    itself = base == path.absolute()
+    if not base.is_dir():
+        return f"{str(base)!r} is not a folder", itself
+    if not os.access(base, os.W_OK | os.X_OK):
+        where = "it" if itself else f"its nearest existing parent {str(base)!r}"
+        return f"not writable by this user (uid {os.geteuid()}): {where} is not writable", itself
+    return None
+
+
+def _bind_problem(host: str, port: int) -> tuple[Loc, str, bool] | None:
+    """A test bind of ``(host, port)``: the key, why the API could not listen there and
+    whether that holds wherever the file is checked (``False``: an address this machine
+    does not have, maybe the gateway's). A port in use is left alone (the gateway being
+    checked may be running)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return ("api", "host"), f"cannot resolve {host!r}: {exc.strerror or exc}", False
+    family, kind, proto, _, addr = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        if exc.errno == errno.EACCES:
+            return (
+                ("api", "port"),
+                f"port {port} needs root or CAP_NET_BIND_SERVICE for this user (uid "
+                f"{os.geteuid()}; the shipped systemd unit grants neither): use a port >= "
+                "1024, e.g. 8080",
+                True,
+            )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return (
+                ("api", "host"),
+                f"{host!r} is not an address of this machine: the API cannot listen on it "
+                "(use 127.0.0.1, 0.0.0.0 or one of its own addresses)",
+                False,
+            )
+        return ("api", "host"), f"cannot listen on {host}:{port}: {exc.strerror or exc}", True
+    return None
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -504,8 +650,6 @@ def _answers(kind: TaskKind) -> tuple[str, ...]:
 
 
 def _env_set(name: str) -> bool:
-    import os
-
     return name in os.environ
 
 

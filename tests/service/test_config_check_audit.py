@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge.service.config_check import Problem, check_text
@@ -117,3 +125,158 @@ def test_a_model_name_typo_suggests_the_close_name(default_model_manifest: Path)
         "did you mean 'person_vehicle'?" in by_path(problems, "warning")["cameras[0].tasks.fence"]
     )
     assert "no task can run" in by_path(problems)["cameras[0].tasks"]
+
+
+# -- start-up failures (finding 4) ---------------------------------------------------------
+
+NOBODY = 65534
+PY = (sys.executable, "-c")
+OPENSSL_REQ = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _as_nobody(text: str) -> dict[str, tuple[str, str]]:
+    """``check_text(text)`` run by uid 65534 in a real subprocess: {path: (severity, msg)}."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the check as another user")
+    code = (
+        "import json, sys\n"
+        "from edge.service.config_check import check_text\n"
+        "_, ps = check_text(sys.stdin.read())\n"
+        "print(json.dumps({p.path: [p.severity, p.message] for p in ps}))\n"
+    )
+    r = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *PY, code],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    return {k: (v[0], v[1]) for k, v in json.loads(r.stdout).items()}
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder other users can enter (pytest's tmp_path is private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="cc-audit-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def _pem(d: Path) -> tuple[Path, Path]:
+    """A real self-signed certificate and key (openssl), or skip."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    crt, key = d / "gw.crt", d / "gw.key"
+    subprocess.run(
+        [*OPENSSL_REQ, "-keyout", str(key), "-out", str(crt), "-subj", "/CN=cc"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return crt, key
+
+
+def _both(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(problems of config check, of start-up): {path: 'severity: message'}."""
+    out = []
+    for env_errors in (False, True):
+        _, problems = check_text(text, env_errors=env_errors)
+        out.append({p.path: f"{p.severity}: {p.message}" for p in problems})
+    return out[0], out[1]
+
+
+def test_mqtt_tls_files_missing_invalid_or_unreadable(shared_dir: Path) -> None:
+    crt, key = _pem(shared_dir)
+    tls = "{host: 127.0.0.1, tls: {ca_file: %s}}"
+    check, start = _both(_plain(mqtt=tls % (shared_dir / "ca.pem")))
+    assert (
+        check["mqtt.tls.ca_file"].startswith("warning: ")
+        and "not found" in check["mqtt.tls.ca_file"]
+    )
+    assert start["mqtt.tls.ca_file"].startswith("error: ")
+    # a folder (or anything that cannot be opened) is an error wherever it is checked
+    check, _ = _both(_plain(mqtt=tls % shared_dir))
+    assert check["mqtt.tls.ca_file"].startswith("error: cannot read")
+    # not PEM: the publisher's own loader says which setting failed
+    bad = shared_dir / "bad.pem"
+    bad.write_text("not a certificate\n")
+    check, _ = _both(_plain(mqtt=tls % bad))
+    assert check["mqtt.tls"].startswith(f"error: cannot load mqtt.tls.ca_file '{bad}'")
+    # mutual TLS: the missing key is named, not 'CA/certificate/key'
+    mtls = "{host: 127.0.0.1, tls: {ca_file: %s, cert_file: %s, key_file: %s}}"
+    check, start = _both(_plain(mqtt=mtls % (crt, crt, shared_dir / "nokey.pem")))
+    assert "mqtt.tls.ca_file" not in check and "mqtt.tls.cert_file" not in check
+    assert "not found" in start["mqtt.tls.key_file"] and start["mqtt.tls.key_file"].startswith(
+        "error"
+    )
+    config, problems = check_text(_plain(mqtt=mtls % (crt, crt, key)))
+    assert config is not None and not [p for p in problems if p.path.startswith("mqtt")]
+    # readable by root, not by the service user
+    crt.chmod(0o600)
+    got = _as_nobody(_plain(mqtt=tls % crt))
+    assert got["mqtt.tls.ca_file"] == ("error", f"cannot read '{crt}': Permission denied")
+
+
+def test_publisher_tls_error_names_the_setting(shared_dir: Path) -> None:
+    from edge.errors import ConfigError
+    from edge.mqtt.config import MqttConfig
+    from edge.mqtt.publisher import build_ssl_context
+
+    crt, _ = _pem(shared_dir)
+    missing = shared_dir / "gw.key.missing"
+    for tls, named in (
+        ({"ca_file": str(shared_dir / "ca.pem")}, "mqtt.tls.ca_file"),
+        ({"ca_file": str(crt), "cert_file": str(crt), "key_file": str(missing)}, "key_file"),
+    ):
+        cfg = MqttConfig.model_validate({"host": "127.0.0.1", "tls": tls})
+        with pytest.raises(ConfigError) as info:
+            build_ssl_context(cfg)
+        assert named in str(info.value) and "No such file" in str(info.value)
+        assert "CA/certificate/key" not in str(info.value)
+
+
+def test_events_key_file_and_fallback_secrets(
+    shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAFETY_EDGE_EVENTS_KEY", raising=False)
+    monkeypatch.delenv("SAFETY_EDGE_FALLBACK_APP_KEY", raising=False)
+    monkeypatch.delenv("SAFETY_EDGE_FALLBACK_APP_SECRET", raising=False)
+    text = _plain(storage="{events_key_file: %s}" % (shared_dir / "events.key"))
+    check, start = _both(text)
+    assert check["storage.events_key_file"].startswith("warning: ")
+    assert start["storage.events_key_file"].startswith("error: ")
+    (shared_dir / "events.key").write_text("short\n")
+    check, _ = _both(text)
+    assert check["storage.events_key_file"].startswith("error: ")
+    fb = "{enabled: true, base_url: 'https://cloud.example.com', service_codes: {fence: C3}}"
+    check, start = _both(_plain(fallback=fb))
+    assert "fallback.app_key" in check["fallback"] and check["fallback"].startswith("warning")
+    assert start["fallback"].startswith("error: ")
+    monkeypatch.setenv("SAFETY_EDGE_FALLBACK_APP_KEY", "k")
+    monkeypatch.setenv("SAFETY_EDGE_FALLBACK_APP_SECRET", "s")
+    check, _ = _both(_plain(fallback=fb))
+    assert "fallback" not in check
+
+
+def test_data_dir_and_api_address(shared_dir: Path) -> None:
+    (shared_dir / "file").write_text("x")
+    check, _ = _both(_plain(data_dir=str(shared_dir / "file" / "data")))
+    assert "is not a folder" in check["data_dir"]
+    check, start = _both(_plain(api="{host: 192.0.2.77, port: 0}"))
+    assert "not an address of this machine" in check["api.host"]
+    assert check["api.host"].startswith("warning") and start["api.host"].startswith("error")
+    config, problems = check_text(_plain(api="{host: 127.0.0.1, port: 0}"))
+    assert config is not None and not [p for p in problems if p.path.startswith("api")]
+    ro = shared_dir / "ro"
+    ro.mkdir(mode=0o755)
+    got = _as_nobody(_plain(data_dir=str(ro), api="{host: 127.0.0.1, port: 80}"))
+    assert got["data_dir"][0] == "error" and "not writable" in got["data_dir"][1]
+    assert got["api.port"][0] == "error" and "CAP_NET_BIND_SERVICE" in got["api.port"][1]
+    got = _as_nobody(_plain(data_dir=str(ro / "new" / "data")))
+    assert (
+        got["data_dir"][0] == "warning" and f"nearest existing parent '{ro}'" in got["data_dir"][1]
+    )
