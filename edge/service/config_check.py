@@ -510,6 +510,14 @@ def _startup_problems(
     why = _not_writable(config.data_dir)
     if why is not None:
         add(("data_dir",), f"{str(config.data_dir)!r}: {why[0]}", "error" if why[1] else absent)
+    snaps = config.storage.snapshot_dir
+    why = None if snaps is None else _not_writable(snaps)
+    if why is not None:
+        add(
+            ("storage", "snapshot_dir"),
+            f"{str(snaps)!r}: {why[0]}: every snapshot would be lost (events still go on)",
+            "warning",
+        )
     if config.service.api:
         bind = _bind_problem(config.api.host, config.api.port)
         if bind is not None:

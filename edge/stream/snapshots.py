@@ -295,6 +295,7 @@ class SnapshotStore(Closing):
         self._stats_lock = threading.Lock()
         self.saved = 0
         self.save_failures = 0
+        self._failures_in_a_row = 0
         self.swept_files = 0
         self.last_sweep: SweepResult | None = None
         self._events_error: str | None = None  # the last sweep's events-table read failure
@@ -370,10 +371,12 @@ class SnapshotStore(Closing):
         except OSError as exc:  # write_atomic removed its temporary file
             with self._stats_lock:
                 self.save_failures += 1
+                self._failures_in_a_row += 1
             log.warning("snapshot %s not saved: %s", path, exc)
             return None
         with self._stats_lock:
             self.saved += 1
+            self._failures_in_a_row = 0
         return SavedSnapshot(path=rel, sha256=digest, size=len(data))
 
     # -- retention -------------------------------------------------------------------
@@ -524,11 +527,41 @@ class SnapshotStore(Closing):
             except OSError:
                 continue
 
+    @property
+    def failures_in_a_row(self) -> int:
+        """Saves that failed since the last one that succeeded (0 after a success): a
+        folder that cannot be written shows here while every snapshot is lost."""
+        with self._stats_lock:
+            return self._failures_in_a_row
+
+    def probe_writable(self) -> OSError | None:
+        """Create ``root`` and write and remove one small file in it; the error, or
+        ``None`` when snapshots can be written."""
+        probe = self.root / f".write-probe{_TMP_SUFFIX}"
+        try:
+            make_dirs(self.root)
+            probe.write_bytes(b"probe")
+            probe.unlink()
+        except OSError as exc:
+            return exc
+        return None
+
     # -- background sweeper ------------------------------------------------------------
     def start(self) -> None:
-        """Start the background sweeper (a daemon thread; first pass at once)."""
+        """Start the background sweeper (a daemon thread; first pass at once). Probes the
+        folder first (:meth:`probe_writable`): one WARNING naming it and the errno when
+        snapshots cannot be written there (the events still go on without them)."""
         if self._thread is not None:
             return
+        err = self.probe_writable()
+        if err is not None:
+            log.warning(
+                "snapshot folder %s is not writable (errno %s: %s): every snapshot will be "
+                "lost until it is fixed (storage.snapshot_dir)",
+                self.root,
+                err.errno,
+                err.strerror or err,
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._sweeper, name="snapshot-sweeper", daemon=True)
         self._thread.start()

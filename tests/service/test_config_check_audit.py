@@ -280,3 +280,15 @@ def test_data_dir_and_api_address(shared_dir: Path) -> None:
     assert (
         got["data_dir"][0] == "warning" and f"nearest existing parent '{ro}'" in got["data_dir"][1]
     )
+
+
+def test_an_unwritable_snapshot_dir_is_a_warning(shared_dir: Path) -> None:
+    (shared_dir / "file").write_text("x")
+    check, start = _both(_plain(storage="{snapshot_dir: %s}" % (shared_dir / "file" / "s")))
+    for got in (check, start):
+        assert got["storage.snapshot_dir"].startswith("warning: ")
+        assert "every snapshot would be lost" in got["storage.snapshot_dir"]
+    ro = shared_dir / "ro"
+    ro.mkdir(mode=0o755)
+    got = _as_nobody(_plain(storage=f"{{snapshot_dir: {ro}}}"))
+    assert got["storage.snapshot_dir"][0] == "warning"
