@@ -387,6 +387,28 @@ class FallbackConfig(BaseModel):
         description="PEM CA bundle trusted for an https base_url, besides the system CAs",
     )
 
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if (
+            parts.scheme in ("http", "https")
+            and parts.netloc
+            and v.startswith(parts.scheme + "://")
+        ):
+            return v
+        import difflib
+
+        scheme = v.split(":", 1)[0].lower() if ":" in v else ""
+        close = difflib.get_close_matches(scheme, ["https", "http"], n=1, cutoff=0.5)
+        rest = v.split(":", 1)[1].lstrip("/") if ":" in v else v
+        hint = f" (did you mean '{close[0]}://{rest}'?)" if close and rest else ""
+        raise ValueError(f"must be http://HOST or https://HOST{hint}")
+
     @field_validator("uncertain_band")
     @classmethod
     def _check_band(cls, v: tuple[float, float]) -> tuple[float, float]:

@@ -292,3 +292,23 @@ def test_an_unwritable_snapshot_dir_is_a_warning(shared_dir: Path) -> None:
     ro.mkdir(mode=0o755)
     got = _as_nobody(_plain(storage=f"{{snapshot_dir: {ro}}}"))
     assert got["storage.snapshot_dir"][0] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("htps:/cloud.example.com", "did you mean 'https://cloud.example.com'?"),
+        ("http:/cloud.example.com", "did you mean 'http://cloud.example.com'?"),
+        ("https:///v1", ""),
+        ("cloud.example.com", ""),
+    ],
+)
+def test_a_fallback_base_url_needs_a_scheme_and_host(url: str, hint: str) -> None:
+    fb = f"{{enabled: true, base_url: '{url}', app_key: k, app_secret: s, "
+    fb += "service_codes: {fence: C3}}"
+    config, problems = check_text(_plain(fallback=fb), environment=False)
+    assert config is None
+    msg = by_path(problems)["fallback.base_url"]
+    assert "must be http://HOST or https://HOST" in msg and hint in msg
+    ok = fb.replace(url, "https://cloud.example.com:8443/edge")
+    assert check_text(_plain(fallback=ok), environment=False)[0] is not None
