@@ -198,6 +198,9 @@ _MIB = 1024 * 1024
 _PRUNE_EVERY_S = 3600.0
 _DISK_EVERY_S = 60.0
 _DISK_RESOLVE_MARGIN = 1.1  # disk_low resolves at 10 % above the floor
+SNAPSHOT_FAILURES_DEGRADED = 3
+"""Snapshot saves failing in a row that turn ``/healthz`` degraded (folder not writable,
+disk full): every incident is then stored without its picture."""
 DISK_ALERT_KEY = "data_dir"
 CLOCK_ALERT_KEY = "wall_clock"
 _CLOCK_EVERY_S = 60.0  # while plausible; every tick while not
@@ -1202,9 +1205,10 @@ class GatewayService:
         """The gateway part of ``/healthz``: ``status`` (``ok``/``degraded``), cameras,
         MQTT, disk, clock, uptime and ``problems`` (:meth:`problems`). Degraded: a camera
         offline or not running, a task off, a part ended unexpectedly or stalled, free disk
-        space under ``storage.min_free_mb``, an implausible wall clock (``clock``: the last
-        :meth:`check_clock` reading, with its ``message``). An offline camera shows
-        ``offline_for_s`` and ``offline_alert`` (whether ``camera_offline`` is raised
+        space under ``storage.min_free_mb``, ``SNAPSHOT_FAILURES_DEGRADED`` snapshot saves
+        failed in a row (a problem line names the folder), an implausible wall clock
+        (``clock``: the last :meth:`check_clock` reading, with its ``message``). An offline
+        camera shows ``offline_for_s`` and ``offline_alert`` (whether ``camera_offline`` is raised
         yet); ``disk`` is the last :meth:`check_disk` reading (``null`` before the first
         or when unreadable)."""
         cams: dict[str, Any] = {}
@@ -1266,6 +1270,13 @@ class GatewayService:
         clock = self._clock
         if clock is not None and not clock.plausible:
             degraded = True
+        snaps = self.snapshots
+        if snaps is not None and snaps.failures_in_a_row >= SNAPSHOT_FAILURES_DEGRADED:
+            degraded = True
+            problems.append(
+                f"snapshots: the last {snaps.failures_in_a_row} snapshots could not be saved "
+                f"in {snaps.root} (storage.snapshot_dir; see the log)"
+            )
         return {
             "status": "degraded" if degraded else "ok",
             "gateway": self.config.gateway_id,
