@@ -11,12 +11,19 @@ frame's detections, in three greedy stages, as ByteTrack does:
    low-score clutter start or revive tracks;
 3. tentative tracks vs. the remaining high-score detections, IoU ``>= match_iou``.
 
+Stages 1 and 3 have a second pass (the C-BIoU cascade): tracks and detections the plain
+IoU left unmatched are matched by the IoU of the track's last box and the detection,
+both widened by ``match_buffer`` of their size on each side. At a low detection rate
+(2 det/s) a walking person moves more than a box width between detections and a
+tentative track has no velocity yet; plain IoU then never confirmed them.
+
 High-score detections still unmatched start tentative tracks. A tentative track is
-confirmed (and only then gets its id) after ``n_init`` consecutive hits; one miss
-deletes it. A confirmed track that is not matched coasts on its predicted box and is
-deleted when it has missed more than ``max_age_frames`` frames or has not been seen for
-more than ``max_age_s`` seconds (either limit may be ``None``). Ids are positive
-integers, increasing, never reused by one :class:`Tracker`.
+confirmed (and only then gets its id) after ``n_init`` hits; it is deleted after more
+than ``tentative_max_misses`` misses in a row (default 1). A confirmed track that is
+not matched coasts on its predicted box and is deleted when it has missed more than
+``max_age_frames`` frames or has not been seen for more than ``max_age_s`` seconds
+(either limit may be ``None``). Ids are positive integers, increasing, never reused by
+one :class:`Tracker`.
 
 Matching is greedy by descending IoU (ties broken by track, then detection order), which
 for the well-separated boxes of a camera scene gives the same pairs as an optimal
@@ -123,7 +130,7 @@ class TrackerConfig:
             tracks seen on the previous frame.
         match_iou: minimum IoU for stages 1 and 3.
         low_match_iou: minimum IoU for stage 2 (low-score detections).
-        n_init: consecutive hits before a track is confirmed and reported (>= 1).
+        n_init: hits before a track is confirmed and reported (>= 1).
         max_age_frames: missed frames after which a confirmed track is deleted.
         max_age_s: seconds unseen after which a confirmed track is deleted.
         class_aware: a track only matches detections of its own class; with ``False``
@@ -136,6 +143,15 @@ class TrackerConfig:
             and height on each side, and the better of that and the predicted-box IoU
             counts. It re-finds an object that stopped or turned while hidden, where the
             velocity prediction went the wrong way. 0 disables.
+        match_buffer: second pass of stages 1 and 3 (C-BIoU cascade): tracks and
+            high-score detections left unmatched by plain IoU are matched by the IoU of
+            the track's last box and the detection both widened by this fraction on each
+            side (``>= match_iou``). At a low detection rate a walking person moves more
+            than a box width between detections, and a tentative track has no velocity
+            yet; without it people crossing a zone at 2 det/s were never confirmed.
+            0 disables.
+        tentative_max_misses: misses a tentative track survives (one lost detection at
+            2 det/s no longer restarts the confirmation).
     """
 
     high_score: float = 0.5
@@ -149,6 +165,8 @@ class TrackerConfig:
     predict: bool = True
     velocity_smoothing: float = 0.5
     lost_buffer: float = 0.3
+    match_buffer: float = 0.5
+    tentative_max_misses: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -169,6 +187,10 @@ class TrackerConfig:
             raise ValueError("velocity_smoothing must be in (0, 1]")
         if not 0.0 <= self.lost_buffer <= 2.0:
             raise ValueError("lost_buffer must be in [0, 2]")
+        if not 0.0 <= self.match_buffer <= 2.0:
+            raise ValueError("match_buffer must be in [0, 2]")
+        if self.tentative_max_misses < 0:
+            raise ValueError("tentative_max_misses must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +317,17 @@ class Tracker:
             iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
         return iou
 
+    def _buffered(self, tracks: list[_Track], dets: Detections) -> FloatArray:
+        """(T, D) IoU of the tracks' last boxes and the detections, both widened by
+        ``match_buffer`` (class-aware like :meth:`_similarity`)."""
+        b = self._cfg.match_buffer
+        last = np.stack([tr.box for tr in tracks])
+        iou = iou_matrix(_widen(last, b), _widen(dets.xyxy, b))
+        if self._cfg.class_aware:
+            tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
+            iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
+        return iou
+
     def update(self, dets: Detections, *, t: float) -> Detections:
         """Associate one frame's detections with the tracks.
 
@@ -318,11 +351,9 @@ class Tracker:
         matched: set[int] = set()  # id() of the tracks matched this frame
         alpha = cfg.velocity_smoothing
 
-        def assign(tracks: list[_Track], idx: npt.NDArray[np.intp], thr: float) -> set[int]:
-            """Match ``tracks`` to ``dets[idx]``; returns the matched positions in idx."""
-            if not tracks or idx.size == 0:
-                return set()
-            sim = self._similarity(tracks, dets[idx], t)
+        def take(
+            tracks: list[_Track], idx: npt.NDArray[np.intp], sim: FloatArray, thr: float
+        ) -> set[int]:
             rows, cols = greedy_match(sim, thr)
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 d = int(idx[c])
@@ -330,22 +361,36 @@ class Tracker:
                 tr.update(dets.xyxy[d], int(dets.class_ids[d]), float(scores[d]), t, alpha)
                 det_track[d] = tr
                 matched.add(id(tr))
-            return set(cols.tolist())
+            return {int(idx[c]) for c in cols.tolist()}
+
+        def assign(
+            tracks: list[_Track], idx: npt.NDArray[np.intp], thr: float, buffered: bool
+        ) -> set[int]:
+            """Match ``tracks`` to ``dets[idx]``; returns the matched detection indices.
+            With ``buffered``, a second pass matches what is left by buffered IoU."""
+            if not tracks or idx.size == 0:
+                return set()
+            used = take(tracks, idx, self._similarity(tracks, dets[idx], t), thr)
+            if not buffered or cfg.match_buffer <= 0:
+                return used
+            rest = [tr for tr in tracks if id(tr) not in matched]
+            left = np.array([d for d in idx.tolist() if d not in used], dtype=np.intp)
+            if rest and left.size:
+                used |= take(rest, left, self._buffered(rest, dets[left]), thr)
+            return used
 
         confirmed = [tr for tr in self._tracks if tr.track_id > 0]
         tentative = [tr for tr in self._tracks if tr.track_id == 0]
 
         # Stage 1: confirmed tracks vs. high-score detections.
-        used = assign(confirmed, high_idx, cfg.match_iou)
-        high_left = np.array(
-            [d for k, d in enumerate(high_idx.tolist()) if k not in used], dtype=np.intp
-        )
+        used = assign(confirmed, high_idx, cfg.match_iou, True)
+        high_left = np.array([d for d in high_idx.tolist() if d not in used], dtype=np.intp)
         # Stage 2: confirmed tracks seen on the previous frame vs. low-score detections.
         recent = [tr for tr in confirmed if id(tr) not in matched and tr.misses == 0]
-        assign(recent, low_idx, cfg.low_match_iou)
+        assign(recent, low_idx, cfg.low_match_iou, False)
         # Stage 3: tentative tracks vs. the remaining high-score detections.
-        used3 = assign(tentative, high_left, cfg.match_iou)
-        births = [d for k, d in enumerate(high_left.tolist()) if k not in used3]
+        used3 = assign(tentative, high_left, cfg.match_iou, True)
+        births = [d for d in high_left.tolist() if d not in used3]
 
         survivors: list[_Track] = []
         for tr in self._tracks:
@@ -354,7 +399,9 @@ class Tracker:
                     tr.track_id = self._take_id()
                 survivors.append(tr)
             elif tr.track_id == 0:
-                continue  # a tentative track dies on its first miss
+                tr.misses += 1
+                if tr.misses <= cfg.tentative_max_misses:
+                    survivors.append(tr)
             else:
                 tr.misses += 1
                 too_many = cfg.max_age_frames is not None and tr.misses > cfg.max_age_frames

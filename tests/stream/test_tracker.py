@@ -140,7 +140,7 @@ def test_jitter_keeps_ids() -> None:
         sway = np.array([20 * np.sin(k / 8), 0], np.float32)
         boxes = [np.array(box_at(*c)) + rng.normal(0, 4, 4) for c in centres + sway]
         scores = rng.uniform(0.55, 0.99, len(boxes))
-        out = tr.update(dets(boxes, scores), t=k / FPS)
+        out = tr.update(dets([b.tolist() for b in boxes], scores.tolist()), t=k / FPS)
         if k >= 2:
             ids_seen.append(ids_by_x(out))
     assert all(row == [1, 2, 3, 4] for row in ids_seen)
@@ -160,14 +160,25 @@ def test_new_objects_get_new_ids_never_reused() -> None:
     assert out.data[TRACK_IDS].dtype == np.int64
 
 
-def test_tentative_track_needs_n_init_consecutive_hits() -> None:
-    tr = Tracker(config=TrackerConfig(n_init=3))
-    pattern = [True, True, False, True, True, True, True]  # a miss resets the count
+@pytest.mark.parametrize(
+    ("max_misses", "pattern", "want"),
+    [
+        # tentative_max_misses 0: a miss deletes the tentative track (restarts the count)
+        (0, [1, 1, 0, 1, 1, 1, 1], [[], [], [], [], [], [1], [1]]),
+        # default 1: one miss is survived, two in a row are not
+        (1, [1, 1, 0, 1, 1, 1, 1], [[], [], [], [1], [1], [1], [1]]),
+        (1, [1, 1, 0, 0, 1, 1, 1], [[], [], [], [], [], [], [1]]),
+    ],
+)
+def test_tentative_track_needs_n_init_hits(
+    max_misses: int, pattern: list[int], want: list[list[int]]
+) -> None:
+    tr = Tracker(config=TrackerConfig(n_init=3, tentative_max_misses=max_misses))
     reported = []
     for k, present in enumerate(pattern):
         out = tr.update(dets([box_at(100, 100)] if present else []), t=k / FPS)
         reported.append(out.data[TRACK_IDS].tolist())
-    assert reported == [[], [], [], [], [], [1], [1]]
+    assert reported == want
 
 
 def test_low_score_detection_extends_but_never_starts_a_track() -> None:
@@ -230,7 +241,7 @@ def test_buffered_iou_refinds_an_object_that_turned_while_hidden() -> None:
     on the last box still matches it."""
 
     def ids(lost_buffer: float) -> list[int]:
-        tr = Tracker(config=TrackerConfig(n_init=1, lost_buffer=lost_buffer))
+        tr = Tracker(config=TrackerConfig(n_init=1, lost_buffer=lost_buffer, match_buffer=0))
         seen: list[int] = []
         for k in range(10):  # moving right, 10 px per frame
             seen += tr.update(dets([box_at(100 + 10 * k, 300)]), t=k / FPS).data[TRACK_IDS].tolist()
