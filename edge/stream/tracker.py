@@ -12,10 +12,15 @@ frame's detections, in three greedy stages, as ByteTrack does:
 3. tentative tracks vs. the remaining high-score detections, IoU ``>= match_iou``.
 
 Stages 1 and 3 have a second pass (the C-BIoU cascade): tracks and detections the plain
-IoU left unmatched are matched by the IoU of the track's last box and the detection,
-both widened by ``match_buffer`` of their size on each side. At a low detection rate
+IoU left unmatched are matched by the IoU of the track's box and the detection, both
+widened by ``match_buffer`` of their size on each side. At a low detection rate
 (2 det/s) a walking person moves more than a box width between detections and a
 tentative track has no velocity yet; plain IoU then never confirmed them.
+
+A track's box, wherever it is matched, is the better of its last detection box and an
+exponential moving average of its boxes (``box_smoothing``), both moved by the velocity:
+one narrow outlier box from a jittery detector does not make the next detection a
+stranger.
 
 High-score detections still unmatched start tentative tracks. A tentative track is
 confirmed (and only then gets its id) after ``n_init`` hits; it is deleted after more
@@ -152,6 +157,11 @@ class TrackerConfig:
             0 disables.
         tentative_max_misses: misses a tentative track survives (one lost detection at
             2 det/s no longer restarts the confirmation).
+        box_smoothing: weight of the newest detection in the track's smoothed box (an
+            exponential moving average, moved along with the velocity), in (0, 1]. Every
+            IoU above is the better of the one with the last box and the one with the
+            smoothed box, so one narrow or shifted outlier box (detector jitter) does not
+            lose the track. 1 disables (the last box only).
     """
 
     high_score: float = 0.5
@@ -167,6 +177,7 @@ class TrackerConfig:
     lost_buffer: float = 0.3
     match_buffer: float = 0.5
     tentative_max_misses: int = 1
+    box_smoothing: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -189,6 +200,8 @@ class TrackerConfig:
             raise ValueError("lost_buffer must be in [0, 2]")
         if not 0.0 <= self.match_buffer <= 2.0:
             raise ValueError("match_buffer must be in [0, 2]")
+        if not 0.0 < self.box_smoothing <= 1.0:
+            raise ValueError("box_smoothing must be in (0, 1]")
         if self.tentative_max_misses < 0:
             raise ValueError("tentative_max_misses must be >= 0")
 
@@ -224,16 +237,30 @@ class _Track:
     misses: int = 0
     velocity: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
     has_velocity: bool = False
+    smooth: FloatArray | None = None  # EMA of the boxes at last_t (None: the box itself)
+
+    def templates(self) -> FloatArray:
+        """(2, 4): the last box and the smoothed box."""
+        return np.stack([self.box, self.box if self.smooth is None else self.smooth])
 
     def predicted(self, t: float, predict: bool) -> FloatArray:
+        """(2, 4): :meth:`templates` moved by the velocity to time ``t``."""
+        boxes = self.templates()
         if not predict or not self.has_velocity:
-            return self.box
+            return boxes
         shift = self.velocity * np.float32(max(t - self.last_t, 0.0))
-        out: FloatArray = (self.box + np.concatenate([shift, shift])).astype(np.float32)
+        out: FloatArray = (boxes + np.concatenate([shift, shift])[None, :]).astype(np.float32)
         return out
 
-    def update(self, box: FloatArray, class_id: int, score: float, t: float, alpha: float) -> None:
+    def update(
+        self, box: FloatArray, class_id: int, score: float, t: float, alpha: float, beta: float
+    ) -> None:
         dt = t - self.last_t
+        prev = self.box if self.smooth is None else self.smooth
+        if dt > 0 and self.has_velocity:  # the smoothed box moves with the object
+            shift = self.velocity * np.float32(dt)
+            prev = prev + np.concatenate([shift, shift])
+        self.smooth = (beta * box + (1 - beta) * prev).astype(np.float32)
         if dt > 0:
             c_new = (box[:2] + box[2:]) * 0.5
             c_old = (self.box[:2] + self.box[2:]) * 0.5
@@ -302,16 +329,26 @@ class Tracker:
         self._tracks.clear()
         self._last_t = None
 
+    @staticmethod
+    def _best(boxes: FloatArray, dets: FloatArray, buffer: float) -> FloatArray:
+        """(T, D) IoU of each track's best template: ``boxes`` is (T, 2, 4)."""
+        if buffer > 0:
+            boxes = _widen(boxes.reshape(-1, 4), buffer).reshape(-1, 2, 4)
+            dets = _widen(dets, buffer)
+        iou = iou_matrix(boxes.reshape(-1, 4), dets).reshape(boxes.shape[0], 2, -1)
+        best: FloatArray = iou.max(axis=1)
+        return best
+
     def _similarity(self, tracks: list[_Track], dets: Detections, t: float) -> FloatArray:
         if not tracks or len(dets) == 0:
             return np.zeros((len(tracks), len(dets)), dtype=np.float32)
         boxes = np.stack([tr.predicted(t, self._cfg.predict) for tr in tracks])
-        iou = iou_matrix(boxes, dets.xyxy)
+        iou = self._best(boxes, dets.xyxy, 0.0)
         lost = np.array([tr.misses > 0 for tr in tracks], dtype=np.bool_)
         if self._cfg.lost_buffer > 0 and lost.any():
-            last = np.stack([tracks[k].box for k in np.flatnonzero(lost)])
+            last = np.stack([tracks[k].templates() for k in np.flatnonzero(lost)])
             b = self._cfg.lost_buffer
-            iou[lost] = np.maximum(iou[lost], iou_matrix(_widen(last, b), _widen(dets.xyxy, b)))
+            iou[lost] = np.maximum(iou[lost], self._best(last, dets.xyxy, b))
         if self._cfg.class_aware:
             tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
             iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
@@ -320,9 +357,8 @@ class Tracker:
     def _buffered(self, tracks: list[_Track], dets: Detections) -> FloatArray:
         """(T, D) IoU of the tracks' last boxes and the detections, both widened by
         ``match_buffer`` (class-aware like :meth:`_similarity`)."""
-        b = self._cfg.match_buffer
-        last = np.stack([tr.box for tr in tracks])
-        iou = iou_matrix(_widen(last, b), _widen(dets.xyxy, b))
+        last = np.stack([tr.templates() for tr in tracks])
+        iou = self._best(last, dets.xyxy, self._cfg.match_buffer)
         if self._cfg.class_aware:
             tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
             iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
@@ -350,6 +386,7 @@ class Tracker:
         det_track: dict[int, _Track] = {}
         matched: set[int] = set()  # id() of the tracks matched this frame
         alpha = cfg.velocity_smoothing
+        beta = cfg.box_smoothing
 
         def take(
             tracks: list[_Track], idx: npt.NDArray[np.intp], sim: FloatArray, thr: float
@@ -358,7 +395,7 @@ class Tracker:
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 d = int(idx[c])
                 tr = tracks[r]
-                tr.update(dets.xyxy[d], int(dets.class_ids[d]), float(scores[d]), t, alpha)
+                tr.update(dets.xyxy[d], int(dets.class_ids[d]), float(scores[d]), t, alpha, beta)
                 det_track[d] = tr
                 matched.add(id(tr))
             return {int(idx[c]) for c in cols.tolist()}
