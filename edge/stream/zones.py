@@ -8,13 +8,32 @@ machine with different classes and predicates.
 
 Behaviour, per track (times are the frame times passed in, never read from a clock):
 
-- **dwell**: the dwell clock starts on the first frame the track is inside. ``start``
-  fires on the first frame inside at which the track has been inside for at least
-  ``min_dwell_s``. A track that leaves before that raises nothing.
+- **edge margin** (hysteresis): a detector's boxes jitter from frame to frame in
+  proportion to their size (a standing person's feet: typically 3 %, often 6 % of the
+  box height), so an anchor near the polygon's edge hops across it. The margin is
+  ``edge_margin_frac`` (default 0.05) times the box height on that frame. A track
+  *enters* (its dwell clock starts) only on a frame its anchor is inside the polygon
+  by at least the margin; once its incident is open it counts as inside until its
+  anchor is outside by more than the margin. Before the start, any frame seen outside
+  ends the stay (see dwell): entering is strict and leaving eager, so an anchor that
+  hovers at the edge does not start an incident; once open, leaving needs clear
+  evidence, so it does not end and restart. ``anchor="overlap"`` zones and whole-frame
+  zones have no margin (the plain test).
+- **dwell**: ``start`` fires on the first frame inside at which the track has been
+  inside for at least ``min_dwell_s`` *without being seen outside the polygon*: a
+  frame on which the track is detected with its anchor outside (by any distance)
+  before its incident has started drops it, and its dwell clock starts again at its
+  next entry. Frames without a detection of the track, or on which the condition
+  does not hold (a hard hat seen for a moment), do not restart the clock (up to
+  ``cooldown_s`` of them). So a person standing just outside the zone, whose feet
+  jitter over the edge, raises nothing; a track that leaves before ``min_dwell_s``
+  raises nothing. Events' ``attributes["dwell_s"]`` is the last frame counted inside
+  minus that entry (gaps of missed detections, and after the start flickers within the
+  cooldown, included).
 - **debounce / cooldown**: once a track has been inside, it must be *not inside*
-  (outside the polygon, or not detected at all) for ``cooldown_s`` before its state is
-  dropped. Short flickers (the box edge crossing the polygon, a missed detection) do
-  not end an incident, nor restart the dwell clock.
+  (outside the polygon -- an open incident: by more than the margin --, or not
+  detected at all) for ``cooldown_s`` before its state is dropped. Short flickers (the
+  box edge crossing the polygon, a missed detection) do not end an incident.
 - **end**: an open incident ends on the first frame at which the track has not been
   inside for ``cooldown_s``; ``attributes["reason"]`` is ``"left"`` (seen outside),
   ``"lost"`` (not detected), ``"schedule"`` or ``"shutdown"``.
@@ -56,7 +75,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import AreaError
-from edge.kernels.geometry import validate_polygon
+from edge.kernels.geometry import box_anchors, point_polyline_distance, validate_polygon
 from edge.mqtt.ids import new_event_id
 from edge.stream.events import AttributeValue, EventType, ZoneEvent
 from edge.stream.tracker import TRACK_IDS
@@ -238,6 +257,9 @@ class ZoneSpec:
         anchor: which point of a box must be inside (``bottom_center`` = the feet,
             ``center``), or ``overlap`` = at least ``overlap_threshold`` of the box area.
         overlap_threshold: for ``anchor="overlap"``, in (0, 1].
+        edge_margin_frac: hysteresis at the polygon's edge, a fraction of the box height
+            in [0, 10] (see the module doc): enter when inside by that much, an open
+            incident's track leaves when outside by that much. 0: the plain test.
         schedule: when the zone is armed; ``None`` = always.
         label: event label; ``None`` = the track's class name.
     """
@@ -251,6 +273,7 @@ class ZoneSpec:
     update_every_s: float | None = 30.0
     anchor: AnchorMode = "bottom_center"
     overlap_threshold: float = 0.5
+    edge_margin_frac: float = 0.05
     schedule: Schedule | None = None
     label: str | None = None
 
@@ -278,6 +301,9 @@ class ZoneSpec:
             raise ValueError(f"zone {self.name!r}: unknown anchor {self.anchor!r}")
         if not 0.0 < self.overlap_threshold <= 1.0:
             raise ValueError(f"zone {self.name!r}: overlap_threshold must be in (0, 1]")
+        m = self.edge_margin_frac
+        if not (math.isfinite(m) and 0.0 <= m <= 10.0):
+            raise ValueError(f"zone {self.name!r}: edge_margin_frac must be in [0, 10], got {m}")
 
     def polygon_px(self, width: int, height: int) -> npt.NDArray[np.float64] | None:
         """(M, 2) float64 polygon in pixels of a ``width`` x ``height`` frame, or None."""
@@ -292,7 +318,7 @@ class ZoneSpec:
 # -- the state machine ----------------------------------------------------------------
 @dataclass(slots=True)
 class _TrackState:
-    first_in_t: float
+    first_in_t: float  # entry of the inside run that counts (restarts before the start)
     last_in_t: float
     last_in_ms: int
     box: tuple[float, float, float, float]
@@ -302,6 +328,15 @@ class _TrackState:
     start_ms: int | None = None
     last_emit_t: float = 0.0
     attrs: dict[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Geometry:
+    """Per-detection polygon tests of one frame, (N,) bool each (class not applied)."""
+
+    inside: BoolArray  # the anchor (or overlap) is inside the polygon
+    firm: BoolArray  # inside by at least the margin: may start a dwell
+    near: BoolArray  # not outside by more than the margin: keeps an open incident
 
 
 def _box(row: npt.NDArray[np.float32]) -> tuple[float, float, float, float]:
@@ -489,24 +524,51 @@ class ZoneMonitor:
     # -- the per-frame step ----------------------------------------------------------
     def inside(self, dets: Detections, frame_size: tuple[int, int]) -> BoolArray:
         """(N,) bool: detections that satisfy the zone's condition (class, polygon,
-        predicate). One vectorized polygon test over all anchors."""
+        predicate) on this frame alone, without the edge margin. One vectorized polygon
+        test over all anchors."""
+        ok, geo = self._frame_tests(dets, frame_size)
+        return ok & geo.inside
+
+    def _frame_tests(
+        self, dets: Detections, frame_size: tuple[int, int]
+    ) -> tuple[BoolArray, _Geometry]:
+        """(N,) bool class-and-condition mask, and the polygon tests with the margin."""
         n = len(dets)
-        mask = np.ones((n,), dtype=np.bool_)
-        if n == 0:
-            return mask
-        if self._class_ids.size:
-            mask &= np.isin(dets.class_ids, self._class_ids)
-        poly = self.polygon_for(*frame_size)
-        if poly is not None and mask.any():
-            mask &= inside_mask(
-                dets, poly, anchor=self.spec.anchor, overlap_threshold=self.spec.overlap_threshold
-            )
-        if self._condition is not None and mask.any():
+        ok = np.ones((n,), dtype=np.bool_)
+        if self._class_ids.size and n:
+            ok &= np.isin(dets.class_ids, self._class_ids)
+        geo = self._geometry(dets, frame_size)
+        if self._condition is not None and (ok & geo.near).any():
             cond = np.asarray(self._condition(dets), dtype=np.bool_)
             if cond.shape != (n,):
                 raise ValueError(f"condition returned shape {cond.shape}, expected ({n},)")
-            mask &= cond
-        return mask
+            ok &= cond
+        return ok, geo
+
+    def _geometry(self, dets: Detections, frame_size: tuple[int, int]) -> _Geometry:
+        n = len(dets)
+        if n == 0:  # no polygon lookup: an empty step may come with a dummy frame size
+            none = np.zeros((0,), dtype=np.bool_)
+            return _Geometry(inside=none, firm=none, near=none)
+        poly = self.polygon_for(*frame_size)
+        if poly is None:
+            every = np.ones((n,), dtype=np.bool_)
+            return _Geometry(inside=every, firm=every, near=every)
+        spec = self.spec
+        inside = np.asarray(
+            inside_mask(dets, poly, anchor=spec.anchor, overlap_threshold=spec.overlap_threshold),
+            dtype=np.bool_,
+        )
+        if spec.anchor == "overlap" or spec.edge_margin_frac == 0.0:
+            return _Geometry(inside=inside, firm=inside, near=inside)
+        # Distance of each anchor to the polygon's outline (closed), against the margin.
+        ring = np.concatenate([poly, poly[:1]], axis=0)
+        dist, _ = point_polyline_distance(box_anchors(dets.xyxy, spec.anchor), ring)
+        margin = spec.edge_margin_frac * (dets.xyxy[:, 3] - dets.xyxy[:, 1]).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            firm = inside & (dist >= margin)
+            near = inside | (dist <= margin)
+        return _Geometry(inside=inside, firm=firm, near=near)
 
     def step(
         self,
@@ -538,12 +600,26 @@ class ZoneMonitor:
             return self._end_all(wall_ms=wall_ms, reason="schedule", mono_s=mono)
         if len(dets) and TRACK_IDS not in dets.data:
             raise ValueError("ZoneMonitor.step needs tracked detections (data['track_ids'])")
-        mask = self.inside(dets, frame_size)
-        idx = np.flatnonzero(mask)
-        self._inside_now = int(idx.size)
+        ok, geo = self._frame_tests(dets, frame_size)
+        self._inside_now = int(np.count_nonzero(ok & geo.inside))
         track_ids = dets.data[TRACK_IDS] if len(dets) else np.zeros((0,), np.int64)
         seen = {int(v) for v in track_ids.tolist()}
-        inside_ids = {int(track_ids[i]) for i in idx.tolist()}
+        # Which detections count as inside this frame (the edge margin applied per state).
+        counted: list[int] = []
+        for i, tid in enumerate(track_ids.tolist()):
+            cur = self._states.get(int(tid))
+            if cur is None:
+                if ok[i] and geo.firm[i]:  # enters: inside by the margin
+                    counted.append(i)
+            elif cur.start_id is None:
+                if not geo.inside[i]:  # seen outside before the start: the dwell restarts
+                    del self._states[int(tid)]
+                elif ok[i]:
+                    counted.append(i)
+            elif ok[i] and geo.near[i]:  # open: inside until outside by the margin
+                counted.append(i)
+        idx = np.asarray(counted, dtype=np.intp)
+        inside_ids = {int(track_ids[i]) for i in counted}
 
         events: list[ZoneEvent] = []
         # 1. states not inside this frame: drop after the cooldown (ending incidents).

@@ -93,9 +93,21 @@ CASES = [
         {},
         [("start", 2.0), ("end", 13.0)],
     ),
-    (
-        "flicker during the dwell does not restart the clock",
+    (  # the dwell is time inside: seen outside before the start restarts it
+        "seen outside during the dwell restarts the clock",
         "III" + "O" + "I" + "O" * 8,
+        {},
+        [],
+    ),
+    (
+        "seen outside during the dwell, then a full dwell",
+        "III" + "O" + "IIIII" + "O" * 8,
+        {},
+        [("start", 4.0), ("end", 7.0)],
+    ),
+    (
+        "missed during the dwell does not restart the clock",
+        "III" + "." + "I" + "O" * 8,
         {},
         [("start", 2.0), ("end", 5.0)],
     ),
