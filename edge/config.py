@@ -516,7 +516,10 @@ class FiltersConfig(BaseModel):
 
 
 class TrackerSettings(BaseModel):
-    """Tracker knobs (:class:`edge.stream.tracker.TrackerConfig`); defaults suit 2-10 fps."""
+    """Tracker knobs (:class:`edge.stream.tracker.TrackerConfig`); defaults suit 2-10
+    detections/s (vtest: at 2 det/s about 80 % of the in-zone detections of people walking
+    through reach the zones, 93 % at 10 det/s; below 2 det/s fast walkers may be missed). A
+    task's ``max_age_s`` is raised to the longest ``cooldown_s`` of its zones."""
 
     model_config = ConfigDict(extra="forbid")
 
