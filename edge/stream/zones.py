@@ -35,8 +35,10 @@ Behaviour, per track (times are the frame times passed in, never read from a clo
   detected at all) for ``cooldown_s`` before its state is dropped. Short flickers (the
   box edge crossing the polygon, a missed detection) do not end an incident.
 - **end**: an open incident ends on the first frame at which the track has not been
-  inside for ``cooldown_s``; ``attributes["reason"]`` is ``"left"`` (seen outside),
-  ``"lost"`` (not detected), ``"schedule"`` or ``"shutdown"``.
+  inside for ``cooldown_s``; ``attributes["reason"]`` is ``"left"`` (the track was
+  detected and not inside on some frame since its last frame inside -- whether or not it
+  is detected on the frame the cooldown runs out), ``"lost"`` (not detected at all since
+  its last frame inside), ``"schedule"`` or ``"shutdown"``.
 - **update**: while an incident is open and the track is inside, at most one ``update``
   every ``update_every_s`` (``None``: no updates).
 - **schedule**: outside the zone's active schedule nothing is tracked and no event is
@@ -327,6 +329,7 @@ class _TrackState:
     start_id: str | None = None
     start_ms: int | None = None
     last_emit_t: float = 0.0
+    seen_outside: bool = False  # detected, not counted inside, since the last inside frame
     attrs: dict[str, AttributeValue] = field(default_factory=dict)
 
 
@@ -620,6 +623,9 @@ class ZoneMonitor:
                 counted.append(i)
         idx = np.asarray(counted, dtype=np.intp)
         inside_ids = {int(track_ids[i]) for i in counted}
+        for tid in seen - inside_ids:
+            if (gone := self._states.get(tid)) is not None:
+                gone.seen_outside = True
 
         events: list[ZoneEvent] = []
         # 1. states not inside this frame: drop after the cooldown (ending incidents).
@@ -628,7 +634,7 @@ class ZoneMonitor:
             if t - st.last_in_t >= self.spec.cooldown_s:
                 del self._states[tid]
                 if st.start_id is not None:
-                    reason: EndReason = "left" if tid in seen else "lost"
+                    reason: EndReason = "left" if st.seen_outside else "lost"
                     events.append(self._end(tid, st, wall_ms=wall_ms, reason=reason, mono=mono))
         # 2. tracks inside: dwell, start, update.
         dwell_min = self.spec.min_dwell_s
@@ -645,6 +651,7 @@ class ZoneMonitor:
                 )
                 self._states[tid] = cur
             cur.last_in_t, cur.last_in_ms, cur.box, cur.score = t, wall_ms, box, score
+            cur.seen_outside = False
             if self._explain is not None:
                 cur.attrs = dict(self._explain(dets, i))
             if cur.start_id is None:
