@@ -710,6 +710,12 @@ class ZoneConfig(BaseModel):
     overlap_threshold: float = Field(
         default=0.5, gt=0.0, le=1.0, description="anchor overlap: box area share inside"
     )
+    edge_margin_frac: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=10.0,
+        description="hysteresis at the zone edge, fraction of the box height; 0 = plain test",
+    )
     schedule: ScheduleConfig | None = Field(default=None, description="absent = always armed")
     label: str | None = Field(default=None, description="event label; absent = class name")
     require: ZoneRequireConfig | None = Field(
@@ -768,6 +774,7 @@ class ZoneConfig(BaseModel):
             update_every_s=self.update_every_s,
             anchor=self.anchor,
             overlap_threshold=self.overlap_threshold,
+            edge_margin_frac=self.edge_margin_frac,
             schedule=None if self.schedule is None else self.schedule.to_schedule(),
             label=self.label if self.label is not None else label,
         )
@@ -835,6 +842,13 @@ class LineConfig(BaseModel):
         le=10_000.0,
         description="a crossing counts once the anchor is this far past the line",
     )
+    min_displacement_frac: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=10.0,
+        description="the margin also scales with the box height: "
+        "max(min_displacement_px, this x height)",
+    )
     schedule: ScheduleConfig | None = Field(default=None, description="absent = always counts")
     label: str | None = Field(default=None, description="event label; absent = class name")
     snapshots: bool = Field(default=True, description="JPEG for each crossing (task's too)")
@@ -880,6 +894,7 @@ class LineConfig(BaseModel):
             classes=classes,
             anchor=self.anchor,
             min_displacement_px=self.min_displacement_px,
+            min_displacement_frac=self.min_displacement_frac,
             schedule=None if self.schedule is None else self.schedule.to_schedule(),
             label=self.label if self.label is not None else label,
             snapshots=self.snapshots,

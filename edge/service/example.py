@@ -80,6 +80,7 @@ cameras:
             classes: [people, vehicles]
             anchor: bottom_center         # bottom_center (feet) | center
             min_displacement_px: 10       # counts once the anchor is this far past it
+                                          # (or a quarter of the box height if larger)
             snapshots: false    # no JPEG per crossing (a busy gate)
       hardhat:                  # a person without a hard hat for min_dwell_s
         zones:
