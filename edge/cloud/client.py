@@ -542,13 +542,7 @@ class ContractClient(Closing):
     ) -> HatResult | Failure:
         """Hard hats in one png/jpg/bmp image (file bytes); classnames must be the
         contract's hat classnames. ``deadline``/``stop``: see :meth:`call`."""
-        status, doc = self.call(
-            "hardhat",
-            {"image": base64.b64encode(image).decode("ascii")},
-            deadline=deadline,
-            stop=stop,
-        )
-        return parse_hat_answer(doc, status, classnames=HAT_ANSWER_CLASSNAMES)
+        return self._image_answer("hardhat", image, HAT_ANSWER_CLASSNAMES, deadline, stop)
 
     def clothes_detect(
         self,
@@ -559,13 +553,25 @@ class ContractClient(Closing):
     ) -> HatResult | Failure:
         """Workwear in one png/jpg/bmp image (file bytes); classnames must be the
         contract's workwear classnames. ``deadline``/``stop``: see :meth:`call`."""
+        return self._image_answer("workwear", image, WORKWEAR_ANSWER_CLASSNAMES, deadline, stop)
+
+    def _image_answer(
+        self,
+        api: Api,
+        image: bytes,
+        classnames: frozenset[str],
+        deadline: float | None,
+        stop: threading.Event | None,
+    ) -> HatResult | Failure:
+        """One image to the hard-hat or workwear API; the answer checked against
+        ``classnames``."""
         status, doc = self.call(
-            "workwear",
+            api,
             {"image": base64.b64encode(image).decode("ascii")},
             deadline=deadline,
             stop=stop,
         )
-        return parse_hat_answer(doc, status, classnames=WORKWEAR_ANSWER_CLASSNAMES)
+        return parse_hat_answer(doc, status, classnames=classnames)
 
     def fence(
         self,

@@ -689,33 +689,13 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             # (the throttle does not count it), a fresh form to enter it again; a post
             # without the field keeps its JSON 403 and leaves the open form's cookie alone
             log.info("console: login form expired or from another tab (%s)", client)
-            token = _new_login_token()
-            resp = state.render(
-                "login.html",
-                None,
-                status=403,
-                disabled=False,
-                error="The form expired, enter the token again.",
-                next=nxt,
-                login=token,
+            return _login_again(
+                state, request, 403, "The form expired, enter the token again.", nxt
             )
-            _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
-            return resp
         if not check_token(_one(form, "token"), state.admin_token):
             state.throttle.failed(client)
             log.warning("console: failed login from %s", client)
-            token = _new_login_token()
-            resp = state.render(
-                "login.html",
-                None,
-                status=401,
-                disabled=False,
-                error="Wrong admin token.",
-                next=nxt,
-                login=token,
-            )
-            _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
-            return resp
+            return _login_again(state, request, 401, "Wrong admin token.", nxt)
         state.throttle.succeeded(client)
         session = state.sessions.create(client=client)
         log.info("console: login from %s", client)
@@ -1313,6 +1293,18 @@ def _filter_time(text: str) -> int:
 def _counts(c: Mapping[str, Any] | None) -> dict[str, int] | None:
     """``{"in": n, "out": m}`` of a line's counters (``None`` when there are none)."""
     return None if c is None else {"in": int(c.get("in", 0)), "out": int(c.get("out", 0))}
+
+
+def _login_again(
+    state: ConsoleState, request: Request, status: int, error: str, nxt: str
+) -> Response:
+    """The login page again with ``error`` and a fresh login-form token (and its cookie)."""
+    token = _new_login_token()
+    resp = state.render(
+        "login.html", None, status=status, disabled=False, error=error, next=nxt, login=token
+    )
+    _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=600, path="/console/login")
+    return resp
 
 
 def _new_login_token() -> str:
