@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -305,7 +306,12 @@ def _environment_problems(
                 "error" if env_errors else "warning",
             )
         src = cam.source
-        if isinstance(src, str) and _is_file_source(src) and not Path(src).is_file():
+        if (
+            isinstance(src, str)
+            and _is_file_source(src)
+            and _BROKEN_URL.match(src) is None  # reported as a broken URL instead
+            and not Path(src).is_file()
+        ):
             add(("cameras", ci, "source"), f"video file {src!r} does not exist", "warning")
         runnable: list[str] = []
         off: list[str] = []
@@ -411,6 +417,65 @@ def _environment_problems(
             "the broker the ACL of deploy/mosquitto/site.acl.template",
             "warning",
         )
+    return out
+
+
+_URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_BROKEN_URL = re.compile(r"^\s*(rtsps?|https?)\s*:(?!//)", re.IGNORECASE)
+
+
+def _source_problems(
+    config: GatewayConfig, root: yaml.Node | None, data: Any, *, environment: bool
+) -> list[Problem]:
+    """Camera source typos that would otherwise only show at run as an offline camera: a
+    URL scheme without ``://`` (``rtsp:/host``: read as a file name), a URL without a host
+    (``http:///video.mjpg``); with ``environment``, a V4L2 device (``/dev/videoN`` or an
+    index) that does not exist here (a warning: it may be plugged in later)."""
+    from urllib.parse import urlsplit
+
+    from edge.stream.sources import redact_uri, source_kind
+
+    out: list[Problem] = []
+    for ci, cam in enumerate(config.cameras):
+        src = cam.source
+        loc: Loc = ("cameras", ci, "source")
+        _, line = _walk(root, data, loc, key_line=False)
+        shown = redact_uri(src) if isinstance(src, str) else src
+
+        def add(message: str, severity: Severity, loc: Loc = loc, line: Any = line) -> None:
+            out.append(Problem(format_path(loc), line, message, severity))
+
+        if isinstance(src, str):
+            m = _BROKEN_URL.match(src)
+            if m is not None:
+                scheme = m.group(1).lower()
+                add(
+                    f"{shown!r} starts with {scheme}: but not {scheme}:// (it would be read "
+                    f"as a file name): did you mean {scheme}://...?",
+                    "error",
+                )
+                continue
+            kind = source_kind(src)
+            if kind in ("rtsp", "http"):
+                try:
+                    host = urlsplit(src.strip()).hostname
+                except ValueError:
+                    host = None
+                if not host:
+                    add(f"{shown!r} has no host name or address", "error")
+                    continue
+        if environment:
+            device: str | None = None
+            if isinstance(src, int):
+                device = f"/dev/video{src}"
+            elif source_kind(src) == "device":
+                device = src if src.strip().startswith("/") else f"/dev/video{src.strip()}"
+            if device is not None and not Path(device).exists():
+                add(
+                    f"camera device {device} does not exist on this machine (not plugged "
+                    "in, or another number)",
+                    "warning",
+                )
     return out
 
 
@@ -707,6 +772,7 @@ def check_text(
     if config is not None:
         problems += _admin_token_problems(config, root, data, environment=environment)
         problems += _percent_problems(config, root, data)
+        problems += _source_problems(config, root, data, environment=environment)
     if config is not None and environment:
         problems += _environment_problems(config, root, data, env_errors=env_errors)
     problems.sort(key=lambda p: (p.line is None, p.line or 0))
