@@ -36,6 +36,10 @@ Order of checks for an API request (the first failing check answers; codes per A
    ``4029``), run the model (fails -> 5000 / 5001); the per-request deadline bounds
    the wait (exceeded -> ``5000`` "deadline exceeded", the job is abandoned).
 
+A request answered at 6.-9. before its model started (nothing charged) has its Sign
+dropped from the replay cache again, so the identical bytes and headers may be retried
+(else 4010 "replayed"); a request the model ran for stays remembered.
+
 Quota: one call is drawn per request that reaches inference with at least one image
 decoded, just before the model runs. Client errors (4xxx), busy and deadline answers
 before that point never consume; a request whose model then fails (5000/5001) or whose
@@ -166,6 +170,11 @@ class _Job:
     summary: bool = False
     """Add the opt-in compliance ``summary`` to a hard-hat/workwear answer."""
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+    """Set by the worker, under ``lock`` and only while ``cancel`` is not set, just before
+    the quota is charged and the model runs; a request refused before that may be sent
+    again byte for byte (its Sign is dropped from the replay cache)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
     deadline: float = 0.0
     """``time.perf_counter()`` value by which the answer is due."""
 
@@ -613,36 +622,46 @@ class Gateway:
                     raise ApiFault(Fault.BUSY, f"gateway busy: {exc.details}") from None
                 raise ApiFault(Fault.AUTH, exc.details) from None
 
-        # 6. a worker-pool slot before parsing; the job's done-callback frees it
-        self._take_slot()
+        # 6.-9. A request refused before its model started (busy, deadline, a failure
+        # before inference, quota known empty, an invalid image) used nothing: its Sign is
+        # forgotten again, so the identical request may be retried (else 4010 "replayed").
+        job: _Job | None = None
         try:
-            # 7. validation (large bodies off the event loop)
-            if len(body) <= _INLINE_VALIDATE_BYTES:
-                job = self._validate(api, body, ctx.app_key)
-            else:
-                job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
-            del body
-            job.deadline = deadline
-            if api != "fence":
-                job.summary = wants_summary(
-                    cfg.compliance_summary, request.headers.get(SUMMARY_HEADER)
-                )
+            # 6. a worker-pool slot before parsing; the job's done-callback frees it
+            self._take_slot()
+            try:
+                # 7. validation (large bodies off the event loop)
+                if len(body) <= _INLINE_VALIDATE_BYTES:
+                    job = self._validate(api, body, ctx.app_key)
+                else:
+                    job = await anyio.to_thread.run_sync(self._validate, api, body, ctx.app_key)
+                del body
+                job.deadline = deadline
+                if api != "fence":
+                    job.summary = wants_summary(
+                        cfg.compliance_summary, request.headers.get(SUMMARY_HEADER)
+                    )
 
-            # 8. model present, quota not known empty
-            runner = self.runners[api]
-            if runner.task is None:
-                raise ApiFault(Fault.INFERENCE, runner.reason)
-            if cfg.metered and ctx.app_key is not None:
-                hit = self._quota_empty.get((ctx.app_key, api))
-                if hit is not None and hit[0] > time.monotonic():
-                    raise ApiFault(Fault.QUOTA, hit[1])
-            fut = self._start(job)
+                # 8. model present, quota not known empty
+                runner = self.runners[api]
+                if runner.task is None:
+                    raise ApiFault(Fault.INFERENCE, runner.reason)
+                if cfg.metered and ctx.app_key is not None:
+                    hit = self._quota_empty.get((ctx.app_key, api))
+                    if hit is not None and hit[0] > time.monotonic():
+                        raise ApiFault(Fault.QUOTA, hit[1])
+                fut = self._start(job)
+            except BaseException:
+                self._free_slot()
+                raise
+
+            # 9. the worker, within the deadline
+            return await self._wait(job, fut, deadline)
         except BaseException:
-            self._free_slot()
+            if hasher is not None and (job is None or not job.started):
+                assert creds is not None
+                self.replay.discard(creds)
             raise
-
-        # 9. the worker, within the deadline
-        return await self._wait(job, fut, deadline)
 
     async def _read_body(
         self,
@@ -768,7 +787,8 @@ class Gateway:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(remaining, 0.001))
         except asyncio.TimeoutError:
-            job.cancel.set()
+            with job.lock:  # after this the worker cannot start the model (see _consume)
+                job.cancel.set()
             fut.cancel()
             raise ApiFault(
                 Fault.DEADLINE,
@@ -785,6 +805,11 @@ class Gateway:
             raise ApiFault(Fault.DEADLINE, "deadline exceeded")
 
     def _consume(self, job: _Job) -> None:
+        """Mark the job started (``DEADLINE`` if already cancelled), then charge the quota."""
+        with job.lock:
+            if job.cancel.is_set():
+                raise ApiFault(Fault.DEADLINE, "deadline exceeded")
+            job.started = True
         if not self.config.api.metered or job.app_key is None:
             return
         res = self.store.consume(app_key=job.app_key, api=job.api)
@@ -792,6 +817,7 @@ class Gateway:
         if not res.ok:
             details = f"quota exhausted: {res.reason}"
             self._quota_empty[key] = (time.monotonic() + _QUOTA_NEGATIVE_TTL_S, details)
+            job.started = False  # nothing charged, the model not run: may be retried
             raise ApiFault(Fault.QUOTA, details)
         self._quota_empty.pop(key, None)
 

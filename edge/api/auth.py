@@ -12,7 +12,8 @@ The checks, in order, each failing with a :class:`AuthError` whose ``check`` nam
 4. ``unknown_app`` / ``disabled_app`` / ``not_owner`` (decided by the caller, which owns
    the store: see :mod:`edge.api.app`).
 5. ``bad_sign``: the MD5 differs (constant-time comparison).
-6. ``replayed``: the same (AppKey, Timestamp, Sign) was accepted before inside the window.
+6. ``replayed``: the same (AppKey, Timestamp, Sign) was accepted before inside the window
+   (a request refused without being served is forgotten again: :meth:`ReplayCache.discard`).
 
 The sign is computed incrementally while the body streams in (:class:`SignHasher`), so
 verifying costs no second pass over a 50 MB body.
@@ -183,9 +184,12 @@ class ReplayCache:
     def __init__(self, *, window_s: float, max_entries: int = 1_000_000) -> None:
         self._window_ms = int(window_s * 1000)
         self._max = max_entries
-        self._seen: set[tuple[str, str, str]] = set()
-        # (wall-clock deadline ms, monotonic deadline ms, key), ordered by wall deadline
-        self._heap: list[tuple[int, int, tuple[str, str, str]]] = []
+        # key -> the sequence number of its live heap entry (an entry left behind by
+        # discard() and a later re-add must not forget the new one when it expires)
+        self._seen: dict[tuple[str, str, str], int] = {}
+        # (wall-clock deadline ms, monotonic deadline ms, seq, key), ordered by wall deadline
+        self._heap: list[tuple[int, int, int, tuple[str, str, str]]] = []
+        self._seq = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -198,8 +202,9 @@ class ReplayCache:
                 # Not yet held for its window in real time (the wall clock stepped forward):
                 # keep it, and the entries behind it, a little longer (at most 2 windows).
                 break
-            _, _, key = heapq.heappop(heap)
-            self._seen.discard(key)
+            _, _, seq, key = heapq.heappop(heap)
+            if self._seen.get(key) == seq:
+                del self._seen[key]
 
     def check_and_add(
         self, creds: Credentials, *, now_ms: int | None = None, mono_ms: int | None = None
@@ -225,7 +230,18 @@ class ReplayCache:
                     "replay_cache_full",
                     "too many requests inside the replay window; retry shortly",
                 )
-            self._seen.add(key)
+            self._seq += 1
+            self._seen[key] = self._seq
             deadline = creds.timestamp_ms + self._window_ms
             held_ms = min(max(deadline - now, 0), 2 * self._window_ms)
-            heapq.heappush(self._heap, (deadline, mono + held_ms, key))
+            heapq.heappush(self._heap, (deadline, mono + held_ms, self._seq, key))
+
+    def discard(self, creds: Credentials) -> bool:
+        """Forget an accepted (AppKey, Timestamp, Sign) so the identical request may be sent
+        again: for a request the gateway refused without serving it (busy, deadline, a
+        failure before the model ran). Returns whether it was remembered. Thread-safe; the
+        heap entry stays until it expires and then forgets nothing newer.
+        """
+        key = (creds.app_key, creds.timestamp, creds.sign.lower())
+        with self._lock:
+            return self._seen.pop(key, None) is not None
