@@ -1317,6 +1317,37 @@ def _load_runners(
     return runners, owned
 
 
+class _OriginForm:
+    """ASGI middleware: an absolute-form request target (``POST http://host:port/v1/...``,
+    which RFC 9112 3.2.2 says a server must accept; clients behind an HTTP proxy send it)
+    becomes origin-form before routing and the Sign check: ``scheme://authority`` is cut
+    from ``path`` and ``raw_path`` (uvicorn's h11 protocol passes the whole target as the
+    path). The Sign covers the path only, as for origin-form. Other requests pass as is.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            low = path[:8].lower()
+            if low.startswith(("http://", "https://")):
+                scope = dict(scope)
+                scope["path"] = _strip_authority(path)
+                raw = scope.get("raw_path")
+                if isinstance(raw, bytes):
+                    scope["raw_path"] = _strip_authority(raw.decode("latin-1")).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+def _strip_authority(target: str) -> str:
+    """``http://host:port/a/b`` -> ``/a/b``; no path after the authority -> ``/``."""
+    rest = target.split("://", 1)[1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
 def build_app(
     config: GatewayConfig,
     *,
@@ -1445,6 +1476,7 @@ def build_app(
     app.router.routes.append(
         Route("/{path:path}", _ApiEndpoint(gateway, None), name="unknown", include_in_schema=False)
     )
+    app.add_middleware(_OriginForm)  # added last: outermost, before every route and check
     return app
 
 
