@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge import __version__
+from edge.argtypes import int_range, unit_interval
 from edge.errors import EdgeError, ImageDecodeError
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ TASK_MODELS = {
     "workwear": "workwear",
 }
 """``detect --task``: the model each task uses unless ``--model`` names another."""
+
+
+_THREADS = int_range(1, 256)
+"""``--threads``: 1..256, the range ``runtime.intra_op_threads`` allows in the config."""
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
@@ -276,28 +281,6 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     return 0 if all(r["sha256"] == "ok" for r in rows) else 1
 
 
-def _score(text: str) -> float:
-    """``--score``: a threshold in [0, 1] (NaN refused)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return v
-
-
-def _threads(text: str) -> int:
-    """``--threads``: 1..256, the range ``runtime.intra_op_threads`` allows in the config."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 1 <= v <= 256:
-        raise argparse.ArgumentTypeError(f"{text} is not in 1..256")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safety-edge",
@@ -341,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="hardhat/workwear: the model's boxes alone, no person detector or worn rule",
     )
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    p.add_argument("--score", type=_score, default=None, help="score threshold, 0..1")
-    p.add_argument("--threads", type=_threads, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--score", type=unit_interval, default=None, help="score threshold, 0..1")
+    p.add_argument("--threads", type=_THREADS, default=None, help="onnxruntime intra-op threads")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one compact JSON line per image")
     fmt.add_argument("--pretty", action="store_true", help="indented JSON (default)")

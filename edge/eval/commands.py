@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.argtypes import int_range, unit_interval
 from edge.errors import EdgeError, ModelError
 from edge.eval.dataset import DataConfig, DatasetError, load_data_config, merge_data_configs
 from edge.eval.metrics import DetectionEvaluator, DetectionMetrics
@@ -460,31 +461,6 @@ def _split_names(text: str | None) -> list[str] | None:
     return names
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return v
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer in ``low..high``."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high}")
-        return v
-
-    return parse
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edge.runtime.detector import Detector
     from edge.runtime.registry import discover_models, file_sha256
@@ -619,20 +595,20 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("var/eval"), help="report folder")
     p.add_argument(
         "--score",
-        type=_unit_interval,
+        type=unit_interval,
         default=None,
         help="operating score threshold for P/R and the confusion matrix (default: the "
         "model manifest's score_threshold)",
     )
     p.add_argument(
-        "--iou", type=_unit_interval, default=0.5, help="IoU for P/R and the confusion matrix"
+        "--iou", type=unit_interval, default=0.5, help="IoU for P/R and the confusion matrix"
     )
     p.add_argument(
-        "--nms-iou", type=_unit_interval, default=None, help="NMS IoU (default: manifest's)"
+        "--nms-iou", type=unit_interval, default=None, help="NMS IoU (default: manifest's)"
     )
     p.add_argument(
         "--map-score",
-        type=_unit_interval,
+        type=unit_interval,
         default=MAP_SCORE_THRESHOLD,
         help="detector score threshold for the AP run",
     )
@@ -644,13 +620,11 @@ def add_subcommands(subparsers: Any) -> None:
         help="evaluate only these data set classes (default: all the model predicts; for "
         "--task workwear the wear / no-wear classes the task reads, e.g. wear,no_wear)",
     )
-    p.add_argument(
-        "--samples", type=_int_range(0, 10**9), default=6, help="annotated sample images"
-    )
-    p.add_argument("--limit", type=_int_range(1, 10**9), default=None, help="first N images only")
+    p.add_argument("--samples", type=int_range(0, 10**9), default=6, help="annotated sample images")
+    p.add_argument("--limit", type=int_range(1, 10**9), default=None, help="first N images only")
     p.add_argument(
         "--threads",
-        type=_int_range(1, 256),
+        type=int_range(1, 256),
         default=None,
         help="onnxruntime intra-op threads",
     )
