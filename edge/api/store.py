@@ -93,6 +93,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from edge import RELEASE_FLOOR
 from edge.closing import Closing
 from edge.errors import EdgeError
 
@@ -143,8 +144,8 @@ DB_FILENAME = "safety-edge.sqlite3"
 
 NAME_MIN, NAME_MAX = 4, 15
 
-CLOCK_FLOOR = datetime(2026, 11, 1, tzinfo=timezone.utc)
-"""No real clock reads earlier than this (the month this code was written): a gateway clock
+CLOCK_FLOOR = RELEASE_FLOOR
+"""No real clock reads earlier than this (:data:`edge.RELEASE_FLOOR`): a gateway clock
 before it is unset (no RTC battery: 1970, or the image's build date) and not yet corrected
 by NTP. :meth:`Store.add_package` refuses to date a package by such a clock."""
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge import RELEASE_FLOOR
+
 __all__ = [
     "BUILD_FLOOR_MS",
     "TIMESYNC_DIR",
@@ -38,9 +40,9 @@ __all__ = [
     "timesync_synchronized",
 ]
 
-BUILD_FLOOR_MS = int(datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp() * 1000)
-"""2026-11-01T00:00Z: no correct clock running this release reads earlier. Raise it at
-each release (it only has to be before the release date)."""
+BUILD_FLOOR_MS = int(RELEASE_FLOOR.timestamp() * 1000)
+""":data:`edge.RELEASE_FLOOR` (2026-11-01T00:00Z) in Unix ms: no correct clock running this
+release reads earlier."""
 
 TIMESYNC_DIR = Path("/run/systemd/timesync")
 """systemd-timesyncd's runtime folder; ``synchronized`` in it once it has synchronized."""
