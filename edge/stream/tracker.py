@@ -349,20 +349,22 @@ class Tracker:
             last = np.stack([tracks[k].templates() for k in np.flatnonzero(lost)])
             b = self._cfg.lost_buffer
             iou[lost] = np.maximum(iou[lost], self._best(last, dets.xyxy, b))
-        if self._cfg.class_aware:
-            tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
-            iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
-        return iou
+        return self._same_class(tracks, dets, iou)
+
+    def _same_class(self, tracks: list[_Track], dets: Detections, iou: FloatArray) -> FloatArray:
+        """``iou`` with the pairs of different classes zeroed when ``class_aware``."""
+        if not self._cfg.class_aware:
+            return iou
+        tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
+        out: FloatArray = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
+        return out
 
     def _buffered(self, tracks: list[_Track], dets: Detections) -> FloatArray:
-        """(T, D) IoU of the tracks' last boxes and the detections, both widened by
-        ``match_buffer`` (class-aware like :meth:`_similarity`)."""
+        """(T, D) IoU of the tracks' boxes (last and smoothed) and the detections, both
+        widened by ``match_buffer`` (class-aware like :meth:`_similarity`)."""
         last = np.stack([tr.templates() for tr in tracks])
         iou = self._best(last, dets.xyxy, self._cfg.match_buffer)
-        if self._cfg.class_aware:
-            tcls = np.array([tr.class_id for tr in tracks], dtype=np.int32)
-            iou = np.where(tcls[:, None] == dets.class_ids[None, :], iou, np.float32(0))
-        return iou
+        return self._same_class(tracks, dets, iou)
 
     def update(self, dets: Detections, *, t: float) -> Detections:
         """Associate one frame's detections with the tracks.
