@@ -398,3 +398,104 @@ def test_cli_resume_keeps_the_runs_schedule_and_threads(tmp_path: Path) -> None:
     assert ty.main([*base, "--resume", "--epochs", "2"]) == 0
     ck = torch.load(runs / "cli" / "last.pt", weights_only=False)
     assert (ck["epoch"], ck["config"]["epochs"], ck["config"]["threads"]) == (1, 2, 1)
+
+
+# ----------------------------------------------------------------- --extra (mapped classes)
+def _one_head() -> list[yt.HeadSpec]:
+    return [yt.HeadSpec(0, [(16.0, 16.0)], 16, 3)]
+
+
+def _loss_grad(rows: list[list[float]], out: torch.Tensor) -> tuple[float, torch.Tensor]:
+    out = out.clone().requires_grad_(True)
+    targets = torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+    loss, _ = yt.yolo_loss([out], targets, _one_head(), yt.LossConfig(obj_pos=1.0))
+    loss.backward()
+    assert out.grad is not None
+    return float(loss.detach()), out.grad.view(1, 1, 8, 4, 4)
+
+
+def test_not_class_truth_trains_box_and_objectness_but_only_that_class() -> None:
+    out = torch.zeros(1, 8, 4, 4)  # one anchor, 3 classes, a 4x4 grid at stride 16
+    box = [20.0, 20.0, 36.0, 36.0]  # centre (28, 28): cell (1, 1)
+    _, g_known = _loss_grad([[0, 2, *box]], out)
+    _, g_not0 = _loss_grad([[0, yt.not_class(0), *box]], out)
+    cell = g_not0[0, 0, :, 1, 1]
+    assert torch.all(cell[:4] != 0) and cell[4] != 0  # box and objectness trained
+    assert cell[5] > 0  # "not class 0": pushed down
+    assert cell[6] == 0 and cell[7] == 0  # the other classes are unknown: no gradient
+    known = g_known[0, 0, :, 1, 1]
+    assert known[5] > 0 and known[6] > 0 and known[7] < 0  # one-hot class 2
+
+
+def test_ignore_truth_is_no_positive_and_shields_its_cells_from_negatives() -> None:
+    out = torch.zeros(1, 8, 4, 4)
+    out[0, 4] = 3.0  # every cell confidently "object"
+    box = [20.0, 20.0, 36.0, 36.0]
+    loss_none, g_none = _loss_grad([], out)
+    loss_ign, g_ign = _loss_grad([[0, yt.IGNORE_CLASS, *box]], out)
+    assert g_none[0, 0, 4, 1, 1] > 0  # without it, the cell is a negative
+    assert g_ign[0, 0, 4, 1, 1] == 0  # inside the ignored box: neither
+    assert g_ign[0, 0, 4, 3, 3] > 0  # far from it: still a negative
+    assert torch.all(g_ign[0, 0, :4] == 0) and torch.all(g_ign[0, 0, 5:] == 0)  # no positive
+    # predicted centres (8 + 16 i) inside the box grown by half its size (12 ... 44): cells 1, 2
+    shielded = (g_ign[0, 0, 4] == 0).nonzero().tolist()
+    assert shielded == [[1, 1], [1, 2], [2, 1], [2, 2]]
+    assert np.isfinite(loss_ign) and np.isfinite(loss_none)
+
+
+def _make_extra(root: Path) -> Path:
+    """A folder with other classes (0 cap, 1 bare, 2 torso) and one image with no bare head."""
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    rows = {
+        "a": ["1 0.3 0.3 0.2 0.2", "0 0.7 0.3 0.2 0.1", "2 0.5 0.7 0.4 0.4"],
+        "b": ["0 0.5 0.5 0.2 0.2", "2 0.5 0.7 0.4 0.4"],
+    }
+    for stem, lines in rows.items():
+        cv2.imwrite(
+            str(root / "images" / "train" / f"{stem}.jpg"), np.full((96, 96, 3), 90, np.uint8)
+        )
+        (root / "labels" / "train" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("names:\n  0: cap\n  1: bare\n  2: torso\n")
+    return root
+
+
+def test_extra_folder_maps_classes_and_leaves_out_images_without_a_class(tmp_path: Path) -> None:
+    extra = _make_extra(tmp_path / "extra")
+    root, mapping = ty.parse_extra(f"{extra}:bare=red,0=~blue", CLASSES)
+    assert root == extra.resolve() and mapping == {1: 0.0, 0: yt.not_class(1)}
+    split = ty._extra_split(f"{extra}:bare=0,cap=ignore", CLASSES)
+    assert [p.stem for p in split.images] == ["a"]  # b has no box mapped to a class
+    assert sorted(split.boxes[0][:, 0].tolist()) == [yt.IGNORE_CLASS, 0.0]  # torso dropped
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{extra}", "expected FOLDER:SRC=DST"),
+        ("{extra}:bare", "is not SRC=DST"),
+        ("{extra}:hat=red", "'hat' is not a class of"),
+        ("{extra}:bare=green", "'green' is not a class of the run"),
+        ("{extra}:bare=red,1=blue", "mapped twice"),
+        ("{missing}:bare=red", "data.yaml does not exist"),
+    ],
+)
+def test_extra_spec_errors_are_named(tmp_path: Path, spec: str, message: str) -> None:
+    extra = _make_extra(tmp_path / "extra")
+    with pytest.raises(SystemExit, match=message):
+        ty.parse_extra(spec.format(extra=extra, missing=tmp_path / "nope"), CLASSES)
+
+
+def test_training_with_an_extra_folder_runs(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path / "data")
+    extra = _make_extra(tmp_path / "extra")
+    cfg = _cfg(data, 1)
+    cfg.extra = [f"{extra}:bare=red,cap=ignore"]
+    cfg.max_iters = 0  # the whole epoch: 3 + 1 images
+    res = ty.train(cfg, resume=False, run_dir=tmp_path / "runs" / "smoke")
+    assert np.isfinite(res["history"][0]["loss"])
+    log = (tmp_path / "runs" / "smoke" / "train.log").read_text()
+    assert "1 train images" in log
+    saved = torch.load(tmp_path / "runs" / "smoke" / "last.pt", weights_only=False)
+    assert saved["config"]["extra"] == cfg.extra

@@ -64,6 +64,8 @@ class TrainConfig:
     init: str = "coco"  # coco | scratch
     init_from: str = ""  # a checkpoint (.pt) whose EMA weights start this run (same classes)
     anchors: list[list[float]] = field(default_factory=list)  # filled from k-means
+    # extra training data with other classes, "FOLDER:MAP" (see parse_extra): train split only
+    extra: list[str] = field(default_factory=list)
     max_iters: int = 0  # >0: stop each epoch after this many iterations (smoke tests)
     cache_scale: float = 1.25  # images cached at size * cache_scale on the long side
     loss_cls: float = 0.08  # class BCE weight (yolo_torch.LossConfig.cls)
@@ -158,6 +160,71 @@ def _class_names(roots: Sequence[Path]) -> list[str]:
         if other != names:
             raise SystemExit(f"class names of {r} ({other}) differ from {roots[0]} ({names})")
     return names
+
+
+def parse_extra(spec: str, names: Sequence[str]) -> tuple[Path, dict[int, float]]:
+    """``FOLDER:MAP`` of ``--extra``: a YOLO data folder whose *train* split is added to the
+    training images with its classes mapped onto ``names``. ``MAP`` is a comma list of
+    ``SRC=DST`` with ``SRC`` a class of the folder (id or name) and ``DST`` one of ``names``
+    (id or name), ``~DST`` ("some class other than DST": box and objectness trained, class
+    loss only "not DST") or ``ignore`` (no positive, and no negatives around it). Classes
+    not in the map are dropped; images without a box mapped to a class are left out.
+    Returns the folder and ``{source id: class id, yolo_torch.not_class(k) or IGNORE_CLASS}``.
+    """
+    from tools import yolo_torch as yt
+
+    folder, sep, text = spec.rpartition(":")
+    if not sep or not folder or not text.strip():
+        raise SystemExit(f"--extra {spec!r}: expected FOLDER:SRC=DST[,SRC=DST...]")
+    root = Path(folder).resolve()
+    if not (root / "data.yaml").is_file():
+        raise SystemExit(f"--extra {spec!r}: {root / 'data.yaml'} does not exist")
+    src_names = yt.read_data_yaml(root)
+
+    def class_id(tok: str, among: Sequence[str], what: str) -> int:
+        tok = tok.strip()
+        if tok in among:
+            return list(among).index(tok)
+        if tok.isdigit() and int(tok) < len(among):
+            return int(tok)
+        raise SystemExit(f"--extra {spec!r}: {tok!r} is not a class of {what} {list(among)}")
+
+    mapping: dict[int, float] = {}
+    for item in text.split(","):
+        src, eq, dst = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--extra {spec!r}: {item!r} is not SRC=DST")
+        sid = class_id(src, src_names, str(root))
+        if sid in mapping:
+            raise SystemExit(f"--extra {spec!r}: class {src.strip()!r} mapped twice")
+        dst = dst.strip()
+        if dst == "ignore":
+            mapping[sid] = yt.IGNORE_CLASS
+        elif dst.startswith("~"):
+            mapping[sid] = yt.not_class(class_id(dst[1:], names, "the run"))
+        else:
+            mapping[sid] = float(class_id(dst, names, "the run"))
+    return root, mapping
+
+
+def _extra_split(spec: str, names: Sequence[str]) -> Any:
+    """The train split of an ``--extra`` folder with its classes mapped (:func:`parse_extra`)."""
+    import numpy as np
+
+    from tools import yolo_torch as yt
+
+    root, mapping = parse_extra(spec, names)
+    split = yt.read_split([root], "train")
+    images, boxes = [], []
+    for img, lab in zip(split.images, split.boxes, strict=True):
+        src = lab[:, 0].astype(np.int64)
+        keep = np.isin(src, list(mapping))
+        lab = lab[keep].copy()
+        lab[:, 0] = [mapping[int(c)] for c in src[keep]]
+        if (lab[:, 0] >= 0).any():
+            images.append(img)
+            boxes.append(lab)
+    return yt.Split(images, boxes)
 
 
 def _cache(split: Any, max_side: int, desc: str) -> list[Any]:
@@ -426,6 +493,17 @@ def train(
         wh = yt.label_wh_at(train_split, cfg.size, sizes)
         cfg.anchors = [[round(w, 1), round(h, 1)] for w, h in yt.kmeans_anchors(wh, 6, cfg.seed)]
         logger.info("k-means anchors at %d px: %s", cfg.size, cfg.anchors)
+    for spec in cfg.extra:  # after the anchors: they come from the run's own data
+        extra = _extra_split(spec, names)
+        counts = np.unique(np.concatenate([b[:, 0] for b in extra.boxes]), return_counts=True)
+        logger.info(
+            "extra %s: %d train images, boxes per class id %s",
+            spec,
+            len(extra.images),
+            {float(c): int(k) for c, k in zip(*counts, strict=True)},
+        )
+        train_imgs += _cache(extra, max_side, "extra images")
+        train_split = yt.Split(train_split.images + extra.images, train_split.boxes + extra.boxes)
 
     torch.manual_seed(cfg.seed)
     net = build_net(cfg, len(names))
@@ -822,11 +900,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = sub.add_parser("train", help="train or resume a run")
     t.add_argument("--name", required=True)
     t.add_argument("--data", action="append", required=True, help="YOLO data folder (repeat)")
+    t.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="FOLDER:SRC=DST,... extra train images with classes mapped (DST a class, "
+        "~CLASS or ignore; repeat)",
+    )
     t.add_argument("--runs", type=Path, default=REPO / "var" / "train")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--bench", type=int, default=0, help="time N iterations and stop")
     for f in TrainConfig.__dataclass_fields__.values():
-        if f.name in ("name", "data", "anchors"):
+        if f.name in ("name", "data", "anchors", "extra"):
             continue
         if f.name in RESUME_OVERRIDES:  # None: the default, or on --resume the run's own
             t.add_argument(
@@ -867,9 +952,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kw = {
             k: getattr(args, k)
             for k in TrainConfig.__dataclass_fields__
-            if k not in ("name", "data", "anchors") and getattr(args, k) is not None
+            if k not in ("name", "data", "anchors", "extra") and getattr(args, k) is not None
         }
-        cfg = TrainConfig(name=args.name, data=list(args.data), **kw)
+        cfg = TrainConfig(name=args.name, data=list(args.data), extra=list(args.extra), **kw)
         res = train(
             cfg,
             resume=args.resume,

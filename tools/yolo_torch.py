@@ -641,6 +641,31 @@ def _best_truth_iou(pred: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor
     return iou.masked_fill(~valid[:, None, :], -1.0).max(2).values
 
 
+IGNORE_CLASS = -1000.0
+"""Class id of a truth that is neither a positive nor a negative: no prediction is trained
+towards it, and predictions centred in it (grown by half its size each side) are not
+negatives. For boxes labelled to another convention in extra training data."""
+
+
+def not_class(k: int) -> float:
+    """Class id of a truth known only *not* to be class ``k`` (an object of some other class):
+    a positive for box and objectness, whose class loss is only "not ``k``"."""
+    return float(-1 - k)
+
+
+def _centre_in_boxes(
+    centres: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, grow: float = 0.5
+) -> torch.Tensor:
+    """``(B, N)``: whether each centre ``(B, N, 2)`` lies in one of the valid boxes of its image
+    (``boxes`` ``(B, M, 4)`` xyxy, grown by ``grow`` times their size on each side)."""
+    wh = boxes[..., 2:] - boxes[..., :2]
+    lo = boxes[..., :2] - grow * wh
+    hi = boxes[..., 2:] + grow * wh
+    c = centres[:, :, None, :]
+    inside = ((c >= lo[:, None]) & (c <= hi[:, None])).all(-1) & valid[:, None, :]
+    return inside.any(2)
+
+
 @dataclass
 class LossConfig:
     box: float = 0.05
@@ -667,11 +692,16 @@ def yolo_loss(
     IoU with a truth exceeds ``ignore_iou`` (YOLOv3's ignore rule), which are left out;
     averaged over the cells, plus ``obj_pos`` times its mean over the positives alone
     (the few positives otherwise weigh little against thousands of empty cells).
-    Classes: one-hot BCE at positives.
+    Classes: one-hot BCE at positives; a truth of class :func:`not_class` ``(k)`` has only
+    the BCE of class ``k`` (target 0). Truths of class :data:`IGNORE_CLASS` are no positives,
+    and predictions centred in them are no negatives.
     """
     bs = outs[0].shape[0]
     dev = outs[0].device
     targets = targets.to(dev)
+    ignored = targets[:, 1] <= IGNORE_CLASS / 2
+    ignore_truths = _truths_per_image(targets[ignored], bs) if bool(ignored.any()) else None
+    targets = targets[~ignored]
     all_anchors = torch.tensor(
         [a for h in heads for a in h.anchors], dtype=torch.float32, device=dev
     )
@@ -708,6 +738,9 @@ def yolo_loss(
                 pb = torch.stack([px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2], -1)
                 best_iou = _best_truth_iou(pb.view(b, -1, 4), *truths)
                 noobj &= ~(best_iou > cfg.ignore_iou).view(b, na, gh, gw)
+            if ignore_truths is not None:
+                centres = torch.stack([px, py], -1).view(b, -1, 2)
+                noobj &= ~_centre_in_boxes(centres, *ignore_truths).view(b, na, gh, gw)
         if len(targets):
             sel = pos_mask[:, start : start + na]
             ti, ai = sel.nonzero(as_tuple=True)
@@ -728,9 +761,19 @@ def yolo_loss(
                 ) * len(heads)
                 tobj[bi, ai, gj, gi] = ciou.detach().clamp(0.0)
                 noobj[bi, ai, gj, gi] = True
+                tc = t[:, 1].long()
+                known = tc >= 0
+                rows = torch.arange(len(ti), device=dev)
                 tcls = torch.zeros(len(ti), nc, device=dev)
-                tcls[torch.arange(len(ti), device=dev), t[:, 1].long()] = 1.0
-                lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], tcls)
+                tcls[rows[known], tc[known]] = 1.0
+                if bool(known.all()):
+                    lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], tcls)
+                else:  # "not class k" truths: only that class's BCE (target 0) counts
+                    weight = torch.zeros(len(ti), nc, device=dev)
+                    weight[known] = 1.0
+                    weight[rows[~known], -1 - tc[~known]] = 1.0
+                    bce = F.binary_cross_entropy_with_logits(ps[:, 5:], tcls, reduction="none")
+                    lcls = lcls + (bce * weight).sum() / weight.sum()
         obj_l = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
         lobj = lobj + (obj_l * noobj).sum() / noobj.sum().clamp(min=1) * cfg.level_weights[li]
         if cfg.obj_pos > 0 and len(targets) and len(ti):
