@@ -53,6 +53,7 @@ from the HTTP server's thread).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -70,7 +71,7 @@ from edge.kernels.geometry import (
 from edge.mqtt.ids import new_event_id
 from edge.stream.events import AttributeValue, ZoneEvent
 from edge.stream.tracker import TRACK_IDS
-from edge.stream.zones import Schedule
+from edge.stream.zones import Schedule, fit_pixel_points
 from edge.types import Detections
 
 __all__ = ["DIRECTIONS", "Direction", "LineAnchor", "LineCounter", "LineSpec"]
@@ -78,6 +79,8 @@ __all__ = ["DIRECTIONS", "Direction", "LineAnchor", "LineCounter", "LineSpec"]
 Direction = Literal["in", "out"]
 DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
 LineAnchor = Literal["bottom_center", "center"]
+
+log = logging.getLogger("edge.stream.lines")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +90,8 @@ class LineSpec:
     Attributes:
         name: line name, used in events and the state topic (non-empty).
         points: (x, y) vertices in order, 2 or more (a polyline), in pixels of the frame
-            (or in [0, 1] of its width and height when ``normalized``). The order sets
+            (scaled when the camera changes its frame size: :meth:`LineCounter.line_for`)
+            or in [0, 1] of its width and height when ``normalized``. The order sets
             the directions: crossing from the left to the right of the line, walking it
             from the first point to the last as drawn on the image, is ``in``.
         normalized: the points are in 0-1 frame coordinates.
@@ -207,6 +211,7 @@ class LineCounter:
         self._tracks: dict[int, _Track] = {}
         self._counts: dict[Direction, int] = {"in": 0, "out": 0}
         self._cache: tuple[tuple[int, int], LineSpec, npt.NDArray[np.float64]] | None = None
+        self._px_ref: tuple[LineSpec, tuple[int, int]] | None = None  # pixel line's frame
         self._armed: bool | None = None
         self._stepped_spec = spec  # the spec of the last step (set_points: drop pending)
 
@@ -228,13 +233,38 @@ class LineCounter:
 
     def line_for(self, width: int, height: int) -> npt.NDArray[np.float64]:
         """The line's (M, 2) vertices in pixels of a ``width`` x ``height`` frame (cached
-        per frame size and spec, so :meth:`set_points` takes effect at the next call)."""
+        per frame size and spec, so :meth:`set_points` takes effect at the next call).
+
+        As a zone's polygon (:meth:`edge.stream.zones.ZoneMonitor.polygon_for`): a line
+        given in pixels belongs to the frame size of the first frame that needed it
+        (after :meth:`set_points`: the next one); when the camera later delivers another
+        size (back from a reconnect at 640x360 instead of 1280x720), the line is scaled
+        by the width and height ratios to the new size, with one WARNING per change --
+        else it would lie elsewhere in the picture, or outside it, and count nothing. A
+        line reaching outside the first frame is logged as a WARNING. Normalised lines
+        are unaffected. The margin's ``min_displacement_px`` is not scaled: like the
+        box heights it is compared with, it is in pixels of the frame at hand, for
+        pixel and normalised lines alike."""
         return self._line(self.spec, width, height)
 
     def _line(self, spec: LineSpec, width: int, height: int) -> npt.NDArray[np.float64]:
+        size = (width, height)
         cache = self._cache
-        if cache is None or cache[0] != (width, height) or cache[1] is not spec:
-            cache = ((width, height), spec, spec.points_px(width, height))
+        if cache is None or cache[0] != size or cache[1] is not spec:
+            line = spec.points_px(width, height)
+            if not spec.normalized:
+                ref = self._px_ref
+                drawn_for, line = fit_pixel_points(
+                    line,
+                    None if ref is None or ref[0] is not spec else ref[1],
+                    size,
+                    where=f"camera {self.camera} task {self.task} line {spec.name!r}",
+                    what="line",
+                    redraw="line",
+                    logger=log,
+                )
+                self._px_ref = (spec, drawn_for)
+            cache = (size, spec, line)
             self._cache = cache
         return cache[2]
 
@@ -298,7 +328,8 @@ class LineCounter:
         if n and TRACK_IDS not in dets.data:
             raise ValueError("LineCounter.step needs tracked detections (data['track_ids'])")
         events: list[ZoneEvent] = []
-        if n:
+        if n:  # as zones: the first frame with detections sets a pixel line's frame size
+            self._line(spec, *frame_size)
             mask = np.ones((n,), dtype=np.bool_)
             if self._class_ids.size:
                 mask &= np.isin(dets.class_ids, self._class_ids)

@@ -91,6 +91,7 @@ __all__ = [
     "TimeRange",
     "ZoneMonitor",
     "ZoneSpec",
+    "fit_pixel_points",
 ]
 
 EndReason = Literal["left", "lost", "schedule", "shutdown"]
@@ -107,6 +108,66 @@ log = logging.getLogger("edge.stream.zones")
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_S = 86_400
+
+
+def fit_pixel_points(
+    points: npt.NDArray[np.float64],
+    drawn_for: tuple[int, int] | None,
+    size: tuple[int, int],
+    *,
+    where: str,
+    what: str,
+    redraw: str,
+    logger: logging.Logger,
+) -> tuple[tuple[int, int], npt.NDArray[np.float64]]:
+    """Pixel coordinates (a zone's polygon, a counting line) fitted to a ``size`` frame.
+
+    Pixel shapes belong to the (width, height) of the first frame that needed them:
+    ``drawn_for`` (``None``: this is that frame). On the first frame, the points are
+    kept and a WARNING says so when they reach outside it (drawn for another
+    resolution?). On a frame of another size than ``drawn_for`` (a camera back from a
+    reconnect at 320x240 instead of 640x480), they are scaled by the width and height
+    ratios, with a WARNING (its caller caches per size: one per change), which also says
+    when the aspect ratio changed (a camera that now crops rather than scales needs the
+    shape redrawn). Normalised shapes never come here.
+
+    Args:
+        points: (M, 2) float64 pixel vertices as drawn.
+        drawn_for: the frame size they belong to, or ``None``.
+        size: this frame's (width, height).
+        where: who logs (``"camera c task t zone 'z'"``).
+        what, redraw: the shape and the thing to redraw, in the messages
+            (``"polygon"``, ``"zone"``).
+        logger: where the WARNINGs go.
+
+    Returns:
+        The frame size the points belong to (``drawn_for``, or ``size`` on the first
+        frame) and the (M, 2) float64 points in pixels of ``size`` (``points`` itself
+        when unscaled).
+    """
+    if drawn_for is None:
+        hi = points.max(axis=0)
+        if (points < 0).any() or hi[0] > size[0] * 1.01 or hi[1] > size[1] * 1.01:
+            logger.warning(
+                "%s: pixel %s reaches (%.0f, %.0f), outside the %dx%d frame (drawn "
+                "for another resolution?); objects outside the frame never count",
+                where, what, hi[0], hi[1], size[0], size[1],
+            )  # fmt: skip
+        return size, points
+    (rw, rh) = drawn_for
+    if size == (rw, rh):
+        return drawn_for, points
+    sx, sy = size[0] / rw, size[1] / rh
+    aspect = "" if math.isclose(sx, sy, rel_tol=0.01) else (
+        "; the aspect ratio changed: if the camera now crops rather than scales, "
+        f"redraw the {redraw}"
+    )  # fmt: skip
+    logger.warning(
+        "%s: frame size changed from %dx%d to %dx%d; pixel %s scaled by "
+        "(%.3f, %.3f) to the new size%s",
+        where, rw, rh, size[0], size[1], what, sx, sy, aspect,
+    )  # fmt: skip
+    return drawn_for, points * np.array([sx, sy], dtype=np.float64)
 
 
 # -- schedules ------------------------------------------------------------------------
@@ -480,32 +541,18 @@ class ZoneMonitor:
     def _fit_pixels(
         self, poly: npt.NDArray[np.float64], spec: ZoneSpec, size: tuple[int, int]
     ) -> npt.NDArray[np.float64]:
-        where = f"camera {self.camera} task {self.task} zone {spec.name!r}"
         ref = self._px_ref
-        if ref is None or ref[0] is not spec:
-            self._px_ref = (spec, size)
-            hi = poly.max(axis=0)
-            if (poly < 0).any() or hi[0] > size[0] * 1.01 or hi[1] > size[1] * 1.01:
-                log.warning(
-                    "%s: pixel polygon reaches (%.0f, %.0f), outside the %dx%d frame (drawn "
-                    "for another resolution?); objects outside the frame never count",
-                    where, hi[0], hi[1], size[0], size[1],
-                )  # fmt: skip
-            return poly
-        (rw, rh) = ref[1]
-        if size == (rw, rh):
-            return poly
-        sx, sy = size[0] / rw, size[1] / rh
-        aspect = "" if math.isclose(sx, sy, rel_tol=0.01) else (
-            "; the aspect ratio changed: if the camera now crops rather than scales, "
-            "redraw the zone"
-        )  # fmt: skip
-        log.warning(
-            "%s: frame size changed from %dx%d to %dx%d; pixel polygon scaled by "
-            "(%.3f, %.3f) to the new size%s",
-            where, rw, rh, size[0], size[1], sx, sy, aspect,
-        )  # fmt: skip
-        return poly * np.array([sx, sy], dtype=np.float64)
+        drawn_for, poly = fit_pixel_points(
+            poly,
+            None if ref is None or ref[0] is not spec else ref[1],
+            size,
+            where=f"camera {self.camera} task {self.task} zone {spec.name!r}",
+            what="polygon",
+            redraw="zone",
+            logger=log,
+        )
+        self._px_ref = (spec, drawn_for)
+        return poly
 
     def set_polygon(
         self, polygon: Sequence[tuple[float, float]] | None, *, normalized: bool

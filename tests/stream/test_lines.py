@@ -8,6 +8,7 @@ events table (schema migration included) and a real mosquitto (retained state to
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -205,6 +206,48 @@ def test_normalized_points_scale_with_the_frame() -> None:
     ctr = counter(points=((0.5, 1.0), (0.5, 0.0)), normalized=True)  # x = 320 of 640
     assert run(ctr, {1: [300, 340], 2: [60, 140]}) == [(1, 1, "in")]
     np.testing.assert_array_equal(ctr.line_for(640, 480), [[320, 480], [320, 0]])
+
+
+def test_pixel_line_follows_a_frame_size_change(caplog: pytest.LogCaptureFixture) -> None:
+    """As pixel zones do: a pixel line belongs to the first frame that needed it and is
+    scaled by the width and height ratios when the camera delivers another size, with
+    one WARNING per change; a line reaching outside the first frame is a WARNING too;
+    normalised lines just follow the frame, silently."""
+    ctr = counter()  # UP, x = 100, for 640x480
+    with caplog.at_level(logging.WARNING, logger="edge.stream.lines"):
+        big = ctr.line_for(640, 480).copy()
+        ctr.line_for(640, 480)
+        small = ctr.line_for(320, 240).copy()
+        ctr.line_for(320, 240)
+        back = ctr.line_for(640, 480)
+    np.testing.assert_array_equal(small, big / 2)
+    np.testing.assert_array_equal(back, big)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1, msgs
+    assert "line 'gate'" in msgs[0] and "from 640x480 to 320x240" in msgs[0]
+    assert "pixel line scaled by (0.500, 0.500)" in msgs[0]
+    caplog.clear()
+    wide = counter(points=((0.0, 700.0), (1280.0, 700.0)))
+    with caplog.at_level(logging.WARNING, logger="edge.stream.lines"):
+        wide.line_for(640, 360)
+        wide.line_for(640, 360)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "outside the 640x360 frame" in msgs[0], msgs
+    caplog.clear()
+    norm = counter(points=((0.5, 1.0), (0.5, 0.0)), normalized=True)
+    with caplog.at_level(logging.WARNING, logger="edge.stream.lines"):
+        a = norm.line_for(640, 480).copy()
+        b = norm.line_for(320, 240)
+    np.testing.assert_array_equal(b, a / 2)
+    assert caplog.records == []
+
+
+def test_a_moved_pixel_line_belongs_to_the_next_frame_size() -> None:
+    ctr = counter()
+    ctr.line_for(640, 480)
+    ctr.set_points(((50.0, 200.0), (50.0, 0.0)), normalized=False)  # drawn on 320x240
+    np.testing.assert_array_equal(ctr.line_for(320, 240), [[50, 200], [50, 0]])
+    np.testing.assert_array_equal(ctr.line_for(640, 480), [[100, 400], [100, 0]])
 
 
 def test_event_contents_and_counts() -> None:

@@ -51,11 +51,17 @@ def box(cx: float, feet_y: float, h: float) -> list[float]:
     return [cx - 0.2 * h, feet_y - h, cx + 0.2 * h, feet_y]
 
 
-def drive(ctr: LineCounter, boxes: list[list[float] | None]) -> list[tuple[int, str]]:
-    """One frame per entry (``None``: nothing detected); ``(frame, direction)`` per event."""
+def drive(
+    ctr: LineCounter,
+    boxes: list[list[float] | None],
+    sizes: list[tuple[int, int]] | None = None,
+) -> list[tuple[int, str]]:
+    """One frame per entry (``None``: nothing detected), of ``sizes[k]`` (default
+    ``FRAME``); ``(frame, direction)`` per event."""
     trk = gateway_tracker()
     out: list[tuple[int, str]] = []
     for k, b in enumerate(boxes):
+        size = FRAME if sizes is None else sizes[k]
         t = 1000.0 + k / FPS
         n = 0 if b is None else 1
         dets = Detections(
@@ -64,7 +70,7 @@ def drive(ctr: LineCounter, boxes: list[list[float] | None]) -> list[tuple[int, 
             class_ids=np.zeros((n,), np.int32),
         )
         tracked = trk.update(dets, t=t)
-        for e in ctr.step(tracked, t=t, wall_ms=T0_MS + round(k * 1000 / FPS), frame_size=FRAME):
+        for e in ctr.step(tracked, t=t, wall_ms=T0_MS + round(k * 1000 / FPS), frame_size=size):
             out.append((k, str(e.attributes["direction"])))
     return out
 
@@ -122,6 +128,39 @@ def test_a_walk_across_counts_once_each_way(h: float, fps_step: int) -> None:
     (k_in, _), (k_out, _) = got
     assert 0 <= k_in * fps_step - crossed_in <= FPS
     assert 0 <= k_out * fps_step - crossed_out <= FPS
+
+
+def test_a_pixel_line_follows_the_camera_to_another_frame_size() -> None:
+    """A line drawn in pixels on the camera's 1280x720 view (y = 500); the camera comes
+    back from a reconnect at 640x360. The line is scaled with the frame (y = 250): a
+    person walking down across it there counts once, one standing on it (3 % and 6 %
+    jitter) counts nothing -- the margin, max(10 px, a quarter of the box height), is in
+    pixels of the frame the boxes come from. Before, the line stayed at y = 500, below
+    the 360 px frame: nobody ever crossed it again."""
+    big, small = (1280, 720), (640, 360)
+    line = ((0.0, 500.0), (1280.0, 500.0))  # drawn rightwards: walking down is in
+    rng = np.random.default_rng(11)
+    h = 90.0  # px at 640x360
+    before = [box(640.0, 300.0, 2 * h) for _ in range(20)]  # above the line, at 1280x720
+    feet = list(np.arange(250.0 - 1.3 * h, 250.0 + 1.2 * h, 0.8 * h / FPS))  # walks down
+    after = [list(np.asarray(box(320.0, fy, h)) + rng.normal(0.0, 0.03 * h, 4)) for fy in feet]
+    ctr = line_counter(points=line)
+    got = drive(ctr, [*before, *after], [big] * len(before) + [small] * len(after))
+    assert [d for _, d in got] == ["in"], got
+    crossed = len(before) + next(k for k, fy in enumerate(feet) if fy > 250.0)
+    assert 0 <= got[0][0] - crossed <= FPS
+    np.testing.assert_array_equal(ctr.line_for(*small), [[0, 250], [640, 250]])
+    for sigma in (0.03, 0.06):
+        for hh in (40.0, 90.0):
+            ctr = line_counter(points=line)
+            stand = [
+                list(np.asarray(box(320.0, 250.0, hh)) + rng.normal(0.0, sigma * hh, 4))
+                for _ in range(600)
+            ]
+            ups = [box(640.0, 300.0, 2 * hh) for _ in range(10)]
+            got = drive(ctr, [*ups, *stand], [big] * len(ups) + [small] * len(stand))
+            assert got == [] and ctr.counts == {"in": 0, "out": 0}, (sigma, hh)
+            assert ctr.line_for(*small)[0, 1] == 250.0
 
 
 def test_line_spec_checks_min_displacement_frac() -> None:
