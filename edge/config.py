@@ -1273,8 +1273,9 @@ class ServiceConfig(BaseModel):
     clock_require_sync: bool = Field(
         default=False,
         description=(
-            "wall clock implausible (clock_unsynced, scheduled zones armed) until "
-            "systemd-timesyncd has synchronized; only for images that run timesyncd"
+            "wall clock implausible (clock_unsynced, scheduled zones armed) until it is "
+            "NTP synchronized: the kernel's NTP state (any client: timesyncd, chrony, "
+            "ntpd) or systemd-timesyncd's flag says so"
         ),
     )
     log_format: Literal["text", "json"] = Field(

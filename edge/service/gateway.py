@@ -81,15 +81,17 @@ by the first check that finds enough space, or at start when the floor is 0 (off
 
 Wall clock (:mod:`edge.service.clock`): at start, every minute, and every tick while it
 is wrong, :meth:`GatewayService.check_clock` compares the wall clock with a floor (the
-code's build date, the newest event time in the events database). A clock before the
+code's build date, and -- unless the clock is NTP synchronized by the kernel's state or
+systemd-timesyncd -- the newest event time in the events database). A clock before the
 floor (a gateway without RTC battery booted in 1970 or at its image's date) is
 implausible: ``clock_unsynced`` (key ``wall_clock``, severity warning) is raised,
 ``/healthz`` says ``degraded`` with the reason (``clock``), one WARNING is logged, and
 every scheduled zone stays armed at all hours (fail-safe: an event at night is better
-than none in a shift the clock does not know it is in) until the clock passes the floor;
-then the alert is resolved, the schedules apply again and an INFO line says so.
-``service.clock_require_sync`` also treats the clock as implausible until
-systemd-timesyncd has synchronized.
+than none in a shift the clock does not know it is in) until the clock passes the floor
+or is synchronized; then the alert is resolved, the schedules apply again and an INFO
+line says so. A newest event after a synchronized clock (stamped while the clock ran
+ahead) is no floor: one WARNING names it. ``service.clock_require_sync`` also treats the
+clock as implausible until it is NTP synchronized.
 
 Start order: stores, publisher opened (its outbox; not connected), detectors, pipelines
 built, the publisher's inventory set and the publisher connected (so the first retained
@@ -165,7 +167,14 @@ from edge.service.alert_state import (
     active_alerts_path,
     open_active_alerts,
 )
-from edge.service.clock import TIMESYNC_DIR, ClockReading, check_clock, timesync_synchronized
+from edge.service.clock import (
+    TIMESYNC_DIR,
+    ClockReading,
+    check_clock,
+    combine_sync,
+    kernel_clock_synchronized,
+    timesync_synchronized,
+)
 from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
 from edge.service.notify import Notifier
@@ -356,6 +365,8 @@ class GatewayService:
         wall_clock: the wall clock the clock check reads, Unix seconds (tests pass their
             own; the pipelines stamp frames with :func:`time.time` regardless).
         timesync_dir: systemd-timesyncd's runtime folder (see :mod:`edge.service.clock`).
+        kernel_sync: the kernel's NTP state (default
+            :func:`~edge.service.clock.kernel_clock_synchronized`; tests pass their own).
     """
 
     def __init__(
@@ -365,6 +376,7 @@ class GatewayService:
         notifier: Notifier | None = None,
         wall_clock: Callable[[], float] = time.time,
         timesync_dir: Path = TIMESYNC_DIR,
+        kernel_sync: Callable[[], bool | None] = kernel_clock_synchronized,
     ) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
@@ -390,6 +402,8 @@ class GatewayService:
         self._disk_error: str | None = None  # the last check's OSError, logged once
         self._wall_clock = wall_clock
         self._timesync_dir = timesync_dir
+        self._kernel_sync = kernel_sync
+        self._ahead_warned: int | None = None  # the event-ahead-of-clock time logged
         self._clock: ClockReading | None = None  # the last check_clock() reading
         self._clock_alerted = False  # clock_unsynced active (queued, or remembered)
         self._newest_event_ms: int | None = None  # the floor's events part, per minute
@@ -951,8 +965,9 @@ class GatewayService:
         :mod:`edge.service.clock`): on a change, tell every scheduled zone monitor
         whether to apply its schedule, log one line (WARNING when the clock turns
         implausible, INFO when it is right again) and raise or resolve
-        ``clock_unsynced``. ``refresh_floor``: read the newest event time from the events
-        database again (else the last one read)."""
+        ``clock_unsynced``. A newest event after a synchronized clock is logged once (a
+        WARNING per such event time). ``refresh_floor``: read the newest event time from
+        the events database again (else the last one read)."""
         if (refresh_floor or self._clock is None) and self.store is not None:
             try:
                 newest = self.store.list_events(limit=1)
@@ -963,11 +978,20 @@ class GatewayService:
         reading = check_clock(
             now_ms=int(self._wall_clock() * 1000),
             newest_event_ms=self._newest_event_ms,
-            synchronized=timesync_synchronized(self._timesync_dir),
+            synchronized=combine_sync(
+                timesync_synchronized(self._timesync_dir), self._kernel_sync()
+            ),
             require_sync=self.config.service.clock_require_sync,
         )
         was = self._clock
         self._clock = reading
+        ahead = reading.ahead_event_ms
+        if ahead is not None and ahead != self._ahead_warned:
+            self._ahead_warned = ahead
+            log.warning(
+                "clock check: %s; not a floor for the clock (it is NTP synchronized)",
+                reading.message(),
+            )
         changed = was is None or was.plausible != reading.plausible
         if changed:
             monitors = self._scheduled_monitors()

@@ -1,6 +1,8 @@
 """An implausible wall clock (a gateway without RTC battery booted in 1970) keeps
 scheduled zones armed, raises ``clock_unsynced`` and degrades ``/healthz``; the alert is
-resolved and the schedules apply again once the clock is right.
+resolved and the schedules apply again once the clock is right. A newest stored event
+stamped while the clock ran ahead (2099) is no floor once the clock is NTP synchronized
+(kernel state or systemd-timesyncd), so it does not hold a right clock implausible forever.
 
 The whole gateway in-process with real parts: a tiny planted ONNX model run by
 onnxruntime, a looped video read by OpenCV, a real mosquitto with a real subscriber,
@@ -12,6 +14,7 @@ phase can only come from the fail-safe.
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +23,26 @@ from typing import Any
 import pytest
 
 from edge.config import config_from_mapping
-from edge.service.clock import BUILD_FLOOR_MS, check_clock, timesync_synchronized
+from edge.service.clock import (
+    BUILD_FLOOR_MS,
+    check_clock,
+    clock_synchronized,
+    combine_sync,
+    kernel_clock_synchronized,
+    timesync_synchronized,
+)
 from edge.service.gateway import CLOCK_ALERT_KEY, GatewayService
+from edge.stream.events import EventStore, events_db_path
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.service.running import running_gateway
 from tests.service.test_stall_and_alerts import still_video, write_people_model
+from tests.stream.chain_events import ev
 
 GW = "gw-clock"
+Y2099_MS = int(datetime(2099, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+AHEAD = "the newest stored event 2099-01-01T00:00:00Z is after this synchronized clock"
 
 
 @pytest.mark.parametrize(
@@ -53,6 +67,66 @@ def test_check_clock(
     assert r.plausible is plausible
     assert r.floor_source.startswith(source)
     assert ("before the" in r.message()) is (now_ms < r.floor_ms)
+
+
+@pytest.mark.parametrize("sync", [False, None])
+def test_event_ahead_is_a_floor_while_not_synchronized(sync: bool | None) -> None:
+    """Unchanged fail-safe: without NTP, an event stamped in 2099 keeps the clock wrong."""
+    now = int(time.time() * 1000)
+    r = check_clock(now_ms=now, newest_event_ms=Y2099_MS, synchronized=sync)
+    assert r.plausible is False and r.floor_ms == Y2099_MS
+    assert "before the newest event in the events database 2099-01-01" in r.message()
+    assert AHEAD not in r.message()
+
+
+def test_event_ahead_is_no_floor_for_a_synchronized_clock() -> None:
+    """A bad RTC reading (2099) stamped an event; NTP later set the clock right: right by
+    definition, the event is named instead of being a floor (also with require_sync)."""
+    now = int(time.time() * 1000)
+    for require in (False, True):
+        r = check_clock(
+            now_ms=now, newest_event_ms=Y2099_MS, synchronized=True, require_sync=require
+        )
+        assert r.plausible is True and r.floor_ms == BUILD_FLOOR_MS
+        assert r.floor_source == "build date"
+        assert AHEAD + ": it was stamped by a clock that ran ahead" in r.message()
+        assert r.as_dict()["plausible"] is True
+    # Within a minute (ordinary skew) nothing is said; the build floor still applies.
+    near = check_clock(now_ms=now, newest_event_ms=now + 60_000, synchronized=True)
+    assert near.plausible and near.ahead_event_ms is None and "newest stored" not in near.message()
+    assert not check_clock(now_ms=0, newest_event_ms=None, synchronized=True).plausible
+
+
+@pytest.mark.parametrize(
+    ("timesyncd", "kernel", "combined"),
+    [
+        (True, None, True),
+        (None, True, True),
+        (False, True, True),  # chrony disciplines the clock, timesyncd installed but idle
+        (True, False, True),
+        (False, None, False),
+        (None, False, False),
+        (False, False, False),
+        (None, None, None),
+    ],
+)
+def test_either_signal_synchronizes(
+    tmp_path: Path, timesyncd: bool | None, kernel: bool | None, combined: bool | None
+) -> None:
+    assert combine_sync(timesyncd, kernel) is combined
+    folder = tmp_path / "timesync"
+    if timesyncd is not None:
+        folder.mkdir()
+        if timesyncd:
+            (folder / "synchronized").touch()
+    assert clock_synchronized(folder, lambda: kernel) is combined
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="adjtimex is Linux")
+def test_kernel_probe_reads_a_state_without_privilege() -> None:
+    first = kernel_clock_synchronized()
+    assert isinstance(first, bool)
+    assert kernel_clock_synchronized() is first
 
 
 def test_timesync_synchronized(tmp_path: Path) -> None:
@@ -108,7 +182,10 @@ def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
     )
     wall = [0.0]  # 1970-01-01: a gateway without RTC battery after boot
     service = GatewayService(
-        config=cfg, wall_clock=lambda: wall[0], timesync_dir=tmp_path / "no-timesyncd"
+        config=cfg,
+        wall_clock=lambda: wall[0],
+        timesync_dir=tmp_path / "no-timesyncd",
+        kernel_sync=lambda: None,  # unknown, whatever this machine's NTP state
     )
     with (
         Subscriber(
@@ -150,6 +227,92 @@ def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
         )
         h = service.health()
         assert h["clock"]["plausible"] is True and h["status"] == "ok", h
+        time.sleep(1.5)
+        assert len(clock_alerts(sub)) == 2  # once each
+    assert gateway.rc == [0]
+
+
+def test_an_event_stamped_ahead_holds_the_clock_wrong_only_until_ntp_synchronizes(
+    tmp_path: Path, broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock once ran ahead (RTC garbage: 2099) and an event was stamped then; now the
+    clock reads the right time. Not synchronized: the event is a floor (fail-safe, as
+    before): implausible, ``clock_unsynced``, zone armed at all hours. Once the kernel says
+    NTP synchronized: plausible, the alert resolved, the schedule applies, ``/healthz`` ok,
+    and the future event is named in the message and logged once."""
+    caplog.set_level("WARNING", logger="edge.service")
+    write_people_model(tmp_path / "models", "people")
+    video = still_video(tmp_path / "still.avi")
+    data = tmp_path / "data"
+    with EventStore(path=events_db_path(data)) as events:
+        events.add_many([ev(0, camera="yard", t_ms=Y2099_MS)])
+    zone = {
+        "name": "press",
+        "min_dwell_s": 0,
+        "cooldown_s": 0.5,
+        "schedule": {"days": "daily", "hours": [off_now_hours()], "tz": "UTC"},
+    }
+    cfg = config_from_mapping(
+        {
+            "gateway_id": GW,
+            "data_dir": str(data),
+            "models_dir": str(tmp_path / "models"),
+            "tasks": {"fence": "people", "hardhat": None, "workwear": None},
+            "service": {"api": False, "stop_timeout_s": 10, "flush_timeout_s": 5},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "prefix": "ck"},
+            "cameras": [
+                {
+                    "name": "press",
+                    "source": str(video),
+                    "loop": True,
+                    "target_fps": 10,
+                    "tasks": {"fence": {"zones": [zone]}},
+                }
+            ],
+        }
+    )
+    kernel: list[bool | None] = [False]  # no NTP server reached yet
+    timesyncd = tmp_path / "timesync"
+    timesyncd.mkdir()  # timesyncd runs, not synchronized: says nothing more
+    service = GatewayService(config=cfg, timesync_dir=timesyncd, kernel_sync=lambda: kernel[0])
+    with (
+        Subscriber(
+            host=broker.host, port=broker.port, topics=[f"ck/{GW}/#"], client_id="c2"
+        ) as sub,
+        running_gateway(service) as gateway,
+    ):
+        h = service.health()
+        assert h["status"] == "degraded" and h["clock"]["plausible"] is False
+        assert h["clock"]["synchronized"] is False
+        assert "before the newest event in the events database 2099-01-01" in h["clock"]["message"]
+        assert service.store is not None
+        store = service.store
+        # The schedule is off now, yet the zone is armed: the fail-safe, unchanged.
+        assert wait(lambda: any(e.type == "start" for e in store.list_events()), 20)
+        assert wait(lambda: len(clock_alerts(sub)) >= 1, 10)
+        assert clock_alerts(sub)[0]["state"] == "active"
+
+        kernel[0] = True  # chrony/ntpd/timesyncd disciplines the clock now
+        assert wait(lambda: len(clock_alerts(sub)) >= 2, 10)
+        resolved = clock_alerts(sub)[1]
+        assert resolved["state"] == "resolved" and resolved["key"] == CLOCK_ALERT_KEY
+        assert AHEAD in resolved["message"]
+        assert wait(
+            lambda: any(
+                e.type == "end" and e.attributes.get("reason") == "schedule"
+                for e in store.list_events(camera="press")
+            ),
+            10,
+        )
+        h = service.health()
+        assert h["status"] == "ok", h
+        assert h["clock"]["plausible"] is True and h["clock"]["synchronized"] is True
+        assert h["clock"]["floor_source"] == "build date"
+        assert AHEAD in h["clock"]["message"]
+        for _ in range(3):  # the minute checks: no new warning each time
+            assert service.check_clock().plausible
+        ahead = [r for r in caplog.records if AHEAD in r.getMessage()]
+        assert len(ahead) == 1 and ahead[0].levelname == "WARNING", ahead
         time.sleep(1.5)
         assert len(clock_alerts(sub)) == 2  # once each
     assert gateway.rc == [0]
