@@ -86,7 +86,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -96,6 +96,7 @@ from typing import Any, Literal, get_args
 from edge import RELEASE_FLOOR
 from edge.closing import Closing
 from edge.errors import EdgeError
+from edge.service import clock as _clock
 
 __all__ = [
     "APIS",
@@ -1063,19 +1064,26 @@ class Store(Closing):
         start: datetime | None = None,
         calls: int | None = None,
         now: datetime | None = None,
+        clock_synchronized: Callable[[], bool | None] | None = None,
     ) -> PackageRecord:
         """Add a package of ``tier`` calls of ``api``, valid from ``start`` (default now)
         for one year. ``calls`` overrides the tier's call count (tests, promotions).
         ``now``: the current time (default the system clock; tests inject theirs).
+        ``clock_synchronized``: is the clock NTP synchronized? (default
+        :func:`edge.service.clock.clock_synchronized`: the kernel's NTP state or
+        systemd-timesyncd; tests inject theirs).
 
         Without ``start`` the package is dated by the clock, so the clock must be
-        plausible: it must not read before :data:`CLOCK_FLOOR` nor more than
-        :data:`CLOCK_SLACK` before the newest time recorded in the database (an
-        application, grant or package change, a monitoring minute, an alert). A gateway
-        that booted without a real-time clock reads 1970 or its image's build date until NTP
-        sets it; a package sold then would start (and expire) in the wrong year and, once
-        the clock is set, refuse every call with 4029. Such a request is refused with an
-        :class:`AppError` asking for an explicit ``start`` (or a set clock) instead.
+        plausible: it must not read before :data:`CLOCK_FLOOR` nor, unless it is NTP
+        synchronized, more than :data:`CLOCK_SLACK` before the newest time recorded in the
+        database (an application, grant or package change, a monitoring minute, an alert).
+        A gateway that booted without a real-time clock reads 1970 or its image's build date
+        until NTP sets it; a package sold then would start (and expire) in the wrong year
+        and, once the clock is set, refuse every call with 4029. Such a request is refused
+        with an :class:`AppError` asking for an explicit ``start`` (or a set clock)
+        instead. A synchronized clock is right by definition: a record after it was written
+        while the clock ran ahead (a bad RTC reading, a wrong NTP/GPS step) and is logged
+        (WARNING), not a floor -- else every sale would be refused until that date.
 
         Raises :class:`AppError` for an unknown app/tier/API, an API the app is not
         granted, a start whose year of validity does not fit a ``datetime``, or no
@@ -1104,7 +1112,8 @@ class Store(Closing):
             if granted is None:
                 raise AppError(f"application {row[1]!r} is not granted the {a} API; grant it first")
             if start is None:
-                self._check_clock(c, t_now)
+                probe = clock_synchronized or _clock.clock_synchronized
+                self._check_clock(c, t_now, synchronized=probe() is True)
             cur = c.execute(
                 "INSERT INTO packages (app_id, api, tier, calls, used, start_at, expires_at,"
                 " created_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
@@ -1132,9 +1141,11 @@ class Store(Closing):
         ("an alert", "SELECT MAX(last_seen_at) FROM alerts"),
     )
 
-    def _check_clock(self, c: sqlite3.Connection, now: datetime) -> None:
-        """Raise :class:`AppError` when ``now`` cannot be the real time (see add_package)."""
-        floor, what = CLOCK_FLOOR, f"before this software's release ({CLOCK_FLOOR.date()})"
+    def _check_clock(self, c: sqlite3.Connection, now: datetime, *, synchronized: bool) -> None:
+        """Raise :class:`AppError` when ``now`` cannot be the real time (see add_package).
+        ``synchronized``: the clock is NTP synchronized (the recorded times are no floor)."""
+        release = f"before this software's release ({CLOCK_FLOOR.date()})"
+        floor, what = CLOCK_FLOOR, release
         slack_h = CLOCK_SLACK.total_seconds() / 3600
         for name, sql in self._NEWEST_TIMES:
             ts = c.execute(sql).fetchone()[0]
@@ -1145,6 +1156,16 @@ class Store(Closing):
                 )
         if now >= floor:
             return
+        if synchronized and now >= CLOCK_FLOOR:
+            log.warning(
+                "package dated by the NTP-synchronized clock %s, though it reads %s: that "
+                "record was written while the clock ran ahead",
+                now.isoformat(timespec="seconds"),
+                what,
+            )
+            return
+        if synchronized:  # only the fixed floor binds a synchronized clock
+            what = release
         log.warning(
             "package not added: the clock reads %s, %s; it is probably not set yet",
             now.isoformat(timespec="seconds"),

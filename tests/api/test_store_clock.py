@@ -1,5 +1,6 @@
 """Resource packages sold while the gateway clock is unset (booted without a real-time
-clock, NTP not reached yet) are refused instead of dated to the wrong year."""
+clock, NTP not reached yet) are refused instead of dated to the wrong year. A clock that is
+NTP synchronized is believed even behind a record written while the clock ran ahead."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from edge.api.commands import add_subcommands
 from edge.api.store import CLOCK_FLOOR, CLOCK_SLACK, AppError, Store, add_one_year, db_path
 
 EPOCH_BOOT = datetime(1970, 1, 1, 0, 0, 42, tzinfo=timezone.utc)  # no RTC battery
+Y2099 = datetime(2099, 1, 1, 0, 0, tzinfo=timezone.utc)  # an RTC reading of garbage
+
+
+def synced() -> bool | None:
+    return True
+
+
+def unsynced() -> bool | None:
+    return False
 
 
 @pytest.fixture
@@ -60,10 +70,48 @@ def test_clock_behind_newest_record_is_refused(store: Store) -> None:
     with pytest.raises(
         AppError, match=re.escape(f"before a monitoring minute recorded at {minute.isoformat()}")
     ):
-        store.add_package(app="line3", api="fence", tier="100k")
+        store.add_package(app="line3", api="fence", tier="100k", clock_synchronized=unsynced)
     # Within the slack (an NTP step back of a drifting clock) the clock is believed.
-    ok = store.add_package(app="line3", api="fence", tier="100k", now=minute - CLOCK_SLACK)
+    ok = store.add_package(
+        app="line3", api="fence", tier="100k", now=minute - CLOCK_SLACK, clock_synchronized=unsynced
+    )
     assert ok.start == minute - CLOCK_SLACK and ok.active
+
+
+def test_records_from_a_clock_that_ran_ahead_bind_only_an_unsynchronized_clock(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock once read 2099 (RTC garbage, a wrong NTP/GPS step): an alert and a
+    monitoring minute were stamped then. Today's clock, NTP synchronized, is right by
+    definition: the sale goes through (a WARNING names the record). Not synchronized: the
+    records are a floor, as before (fail-safe)."""
+    store.create_app(name="line3", description="", grants=["fence"])
+    store.open_alert(
+        kind="store_fault", key="disk", cause="garbage clock", now=Y2099 + timedelta(hours=1)
+    )
+    store.record_request(
+        app_key=None, api=None, code=0, latency_ms=1.0, request_bytes=1, response_bytes=1,
+        at=Y2099,
+    )  # fmt: skip
+    store.flush()
+    for probe in (unsynced, lambda: None):  # not synchronized, or unknown: refused
+        with pytest.raises(AppError, match="before an alert recorded at 2099-01-01T01:00:00"):
+            store.add_package(app="line3", api="fence", tier="100k", clock_synchronized=probe)
+    assert store.quota("line3") == []
+    with caplog.at_level(logging.WARNING, "edge.api.store"):
+        p = store.add_package(app="line3", api="fence", tier="100k", clock_synchronized=synced)
+    now = datetime.now(timezone.utc)
+    assert p.active and abs((p.start - now).total_seconds()) < 5
+    assert "NTP-synchronized clock" in caplog.text and "2099-01-01" in caplog.text
+    # The fixed floor still holds for a synchronized clock (it cannot be earlier).
+    with pytest.raises(AppError, match=re.escape("before this software's release")):
+        store.add_package(
+            app="line3",
+            api="fence",
+            tier="100k",
+            now=CLOCK_FLOOR - timedelta(seconds=1),
+            clock_synchronized=synced,
+        )
 
 
 def test_fixed_floor_without_history(store: Store) -> None:
@@ -91,7 +139,12 @@ def test_plausible_clock_unchanged(store: Store) -> None:
     assert store.add_package(app="line3", api="fence", tier="100k").active
 
 
-def test_cli_quota_add_asks_for_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_quota_add_asks_for_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This machine's clock may be NTP synchronized (then it is believed): the command runs
+    # with the probe saying not synchronized, as on a gateway whose NTP is not reached.
+    monkeypatch.setattr("edge.service.clock.clock_synchronized", unsynced)
     with Store(path=db_path(tmp_path)) as st:
         st.create_app(name="line3", description="", grants=["fence"])
         st.record_request(

@@ -1,7 +1,10 @@
 """The console's add-package form on a real ``safety-edge serve`` (uvicorn subprocess) whose
 clock reads earlier than the database's newest record, as after a boot without a real-time
 clock: the form is refused with the store's explanation and takes an explicit Start, read
-as the gateway's local time (TZ=Europe/Berlin here, for the server and this process)."""
+as the gateway's local time (TZ=Europe/Berlin here, for the server and this process).
+
+The server runs with the NTP probe saying *not synchronized* (a clock behind the database
+that NTP has set is believed; this machine's own clock may well be synchronized)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 
 from edge.api.store import Store, db_path
 from edge.stream.events import parse_time
+from tests.api import server_fixture
 from tests.api.server_fixture import ADMIN_TOKEN, Server, console_login, start_server
 from tests.tz import local_tz
 
@@ -41,8 +45,14 @@ def _seed(data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def srv(berlin: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with start_server(tmp_path_factory.mktemp("console-clock"), before_start=_seed) as s:
-        yield s
+    unsynced = (  # in the server process, before it imports the store
+        "import edge.service.clock\n"
+        "edge.service.clock.clock_synchronized = lambda *_a, **_k: False\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(server_fixture, "_LAUNCH", unsynced + server_fixture._LAUNCH)
+        with start_server(tmp_path_factory.mktemp("console-clock"), before_start=_seed) as s:
+            yield s
 
 
 def _app_page(srv: Server, c: httpx.Client) -> tuple[str, str, str]:
