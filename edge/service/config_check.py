@@ -29,11 +29,14 @@ annotate). :func:`load_checked` is what ``safety-edge run`` uses: any error rais
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
+import socket
+import threading
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +59,12 @@ __all__ = [
 
 Loc = tuple[str | int, ...]
 Severity = Literal["error", "warning"]
+Resolver = Callable[[str, int], object]
+"""Looks a host name up, as :func:`socket.getaddrinfo` ``(host, port)`` (the default);
+raises :class:`OSError` (``socket.gaierror``) when it does not resolve."""
+
+MQTT_RESOLVE_TIMEOUT_S = 3.0
+"""How long the ``mqtt.host`` look-up may take (a broken resolver can hang for minutes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +289,12 @@ def task_model_name(config: GatewayConfig, kind: TaskKind, model: str | None) ->
 
 
 def _environment_problems(
-    config: GatewayConfig, root: yaml.Node | None, data: Any, *, env_errors: bool
+    config: GatewayConfig,
+    root: yaml.Node | None,
+    data: Any,
+    *,
+    env_errors: bool,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> list[Problem]:
     from edge.runtime.registry import discover_models
     from edge.service.tasks import default_zone_classes
@@ -407,7 +421,7 @@ def _environment_problems(
                 "warning",
             )
         )
-    out += _startup_problems(config, root, data, env_errors=env_errors)
+    out += _startup_problems(config, root, data, env_errors=env_errors, resolve=resolve)
     mqtt = config.resolved_mqtt()  # the environment may supply the user name
     if mqtt is not None and mqtt.commands.enabled and mqtt.username is None:
         add(
@@ -511,11 +525,17 @@ def _percent_problems(config: GatewayConfig, root: yaml.Node | None, data: Any) 
 
 
 def _startup_problems(
-    config: GatewayConfig, root: yaml.Node | None, data: Any, *, env_errors: bool
+    config: GatewayConfig,
+    root: yaml.Node | None,
+    data: Any,
+    *,
+    env_errors: bool,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> list[Problem]:
     """What ``safety-edge run`` would exit on within seconds (a systemd restart loop):
     TLS files, the events key file, fallback secrets, a data_dir this user cannot write,
-    an API address this process cannot bind.
+    an API address this process cannot bind; and an ``mqtt.host`` name that does not
+    resolve here (a warning for both: ``run`` starts, its broker stays disconnected).
 
     What exists but cannot be used (an unreadable or invalid file, a port this user may
     not bind) is an error. What is merely absent here (a file, a secret variable, an
@@ -531,6 +551,15 @@ def _startup_problems(
         out.append(Problem(format_path(loc), line, message, severity))
 
     mqtt = config.resolved_mqtt()
+    if mqtt is not None:
+        lookup = _unresolved(mqtt.host, mqtt.port, resolve)
+        if lookup is not None:
+            add(
+                ("mqtt", "host"),
+                f"{lookup}: the gateway would run with its broker disconnected (/healthz "
+                "shows the broker connected: false) unless the name resolves on the gateway",
+                "warning",
+            )
     if mqtt is not None and mqtt.tls is not None:
         from edge.mqtt.publisher import build_ssl_context
 
@@ -589,6 +618,39 @@ def _startup_problems(
             loc, message, here = bind
             add(loc, message, "error" if here else absent)
     return out
+
+
+def _unresolved(
+    host: str, port: int, resolve: Resolver, timeout_s: float = MQTT_RESOLVE_TIMEOUT_S
+) -> str | None:
+    """Why ``host`` does not resolve with ``resolve`` (``None``: it does, or it is an IP
+    literal). The look-up runs in a daemon thread and is given up after ``timeout_s``
+    (a resolver that hangs is left to finish on its own)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    result: list[BaseException | None] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            resolve(host, port)
+            result.append(None)
+        except Exception as exc:  # gaierror, or whatever a broken resolver raises
+            result.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="config-check-resolve", daemon=True).start()
+    if not done.wait(timeout_s):
+        return f"{host!r} did not resolve within {timeout_s:g} s (a resolver that hangs?)"
+    exc = result[0] if result else None
+    if exc is None:
+        return None
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return f"{host!r} does not resolve on this machine: {why}"
 
 
 def _open_error(path: Path | None) -> OSError | None:
@@ -741,10 +803,13 @@ def check_text(
     source: str = "gateway.yaml",
     environment: bool = True,
     env_errors: bool = False,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> tuple[GatewayConfig | None, list[Problem]]:
     """Validate YAML ``text``; returns the config (``None`` when it has errors) and every
     problem found. ``environment``: also check models, files and variables on this
-    machine; ``env_errors``: an unset ``${VAR}`` is an error (start-up), not a warning."""
+    machine; ``env_errors``: an unset ``${VAR}`` is an error (start-up), not a warning;
+    ``resolve``: looks ``mqtt.host`` up when ``environment`` (a name that does not
+    resolve within :data:`MQTT_RESOLVE_TIMEOUT_S` is a warning)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -774,7 +839,9 @@ def check_text(
         problems += _percent_problems(config, root, data)
         problems += _source_problems(config, root, data, environment=environment)
     if config is not None and environment:
-        problems += _environment_problems(config, root, data, env_errors=env_errors)
+        problems += _environment_problems(
+            config, root, data, env_errors=env_errors, resolve=resolve
+        )
     problems.sort(key=lambda p: (p.line is None, p.line or 0))
     if any(p.severity == "error" for p in problems):
         return None, problems
@@ -782,7 +849,11 @@ def check_text(
 
 
 def check_file(
-    path: str | Path, *, environment: bool = True, env_errors: bool = False
+    path: str | Path,
+    *,
+    environment: bool = True,
+    env_errors: bool = False,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> tuple[GatewayConfig | None, list[Problem]]:
     """:func:`check_text` on a file.
 
@@ -795,7 +866,9 @@ def check_file(
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ConfigError(f"config {str(p)!r}: cannot read: {why}") from None
-    return check_text(text, source=str(p), environment=environment, env_errors=env_errors)
+    return check_text(
+        text, source=str(p), environment=environment, env_errors=env_errors, resolve=resolve
+    )
 
 
 def load_checked(path: str | Path) -> tuple[GatewayConfig, list[Problem]]:

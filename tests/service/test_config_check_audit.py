@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +315,57 @@ def test_a_fallback_base_url_needs_a_scheme_and_host(url: str, hint: str) -> Non
     assert "must be http://HOST or https://HOST" in msg and hint in msg
     ok = fb.replace(url, "https://cloud.example.com:8443/edge")
     assert check_text(_plain(fallback=ok), environment=False)[0] is not None
+
+
+def _no_such_host(host: str, port: int) -> object:
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def test_an_mqtt_host_that_does_not_resolve_is_a_warning() -> None:
+    """The resolver is the check's parameter: tests talk to no DNS server. What it raises
+    is what glibc's getaddrinfo raises for a name no server knows."""
+    text = _plain(mqtt="{host: brokr.site.lan, port: 1883}")
+    for env_errors in (False, True):  # config check and start-up: a warning both
+        config, problems = check_text(text, env_errors=env_errors, resolve=_no_such_host)
+        assert config is not None
+        got = {p.path: p for p in problems}
+        assert got["mqtt.host"].severity == "warning" and got["mqtt.host"].line == 6
+        msg = got["mqtt.host"].message
+        assert "'brokr.site.lan' does not resolve" in msg, msg
+        assert "Name or service not known" in msg and "connected: false" in msg, msg
+    _, problems = check_text(text, environment=False, resolve=_no_such_host)  # --offline
+    assert not [p for p in problems if p.path.startswith("mqtt")]
+    for ip in ("10.0.0.5", "::1"):  # literals are not looked up
+        _, problems = check_text(_plain(mqtt=f"{{host: '{ip}'}}"), resolve=_no_such_host)
+        assert not [p for p in problems if p.path.startswith("mqtt")], ip
+
+
+def test_an_mqtt_host_lookup_that_hangs_gives_up_after_3_s() -> None:
+    release = threading.Event()
+    asked: list[str] = []
+
+    def hangs(host: str, port: int) -> object:
+        asked.append(host)
+        release.wait(30)  # a broken resolver; let go when the test is done
+        return []
+
+    try:
+        t0 = time.monotonic()
+        _, problems = check_text(_plain(mqtt="{host: broker.lan}"), resolve=hangs)
+        took = time.monotonic() - t0
+    finally:
+        release.set()
+    assert asked == ["broker.lan"]
+    assert 2.9 <= took < 6.0, took
+    msg = {p.path: p.message for p in problems if p.severity == "warning"}["mqtt.host"]
+    assert "'broker.lan' did not resolve within 3 s" in msg, msg
+
+
+def test_localhost_resolves_without_a_warning() -> None:
+    """The real resolver (socket.getaddrinfo, the default): localhost comes from
+    /etc/hosts, no DNS server is asked."""
+    for host in ("localhost", None):  # None: mqtt's default host, localhost
+        mqtt = "{port: 1883}" if host is None else f"{{host: {host}}}"
+        config, problems = check_text(_plain(mqtt=mqtt))
+        assert config is not None and config.mqtt is not None
+        assert not [p for p in problems if p.path.startswith("mqtt")], problems
