@@ -867,8 +867,9 @@ class GatewayService:
     def _check_frame_sizes(self) -> None:
         """``camera_resolution_changed`` while a camera delivers another frame size than
         its first one since start (e.g. 320x240 after a reconnect instead of 640x480),
-        resolved when it is back to the first size. Pixel zones are scaled by their
-        monitors (:meth:`ZoneMonitor.polygon_for`); normalised zones need nothing."""
+        resolved when it is back to the first size. Pixel zones and counting lines are scaled by
+        their monitors and counters (:func:`edge.stream.zones.fit_pixel_points`); normalised
+        ones need nothing."""
         for name, cam in self.cameras.items():
             pipe = cam.pipeline
             frame = None if pipe is None else pipe.latest_frame()
@@ -897,7 +898,7 @@ class GatewayService:
                         if pixel
                         else "no pixel zones (normalised zones are unaffected)"
                     )
-                    + "; counting lines given in pixels are not scaled"
+                    + "; counting lines given in pixels are scaled too"
                 )
                 log.warning("camera %s: %s", name, msg)
                 extra = {"old_size": list(first), "new_size": list(size)}
