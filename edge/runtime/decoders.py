@@ -66,6 +66,17 @@ def _drop_batch(x: npt.NDArray[Any], ndim: int, what: str) -> FloatArray:
     return a.astype(_F32, copy=False)
 
 
+def _class_hint(model_classes: int, num_classes: int) -> str:
+    """Sentence for a class-count mismatch: what the output's width says the model has."""
+    if model_classes <= 0 or model_classes == num_classes:
+        return ""
+    return (
+        f"; the output looks like a model with {model_classes} classes: list all "
+        f"{model_classes} class_names in the manifest, in the model's order (a zone's "
+        "classes setting picks the ones to act on)"
+    )
+
+
 def _cxcywh_to_xyxy(cx: FloatArray, cy: FloatArray, w: FloatArray, h: FloatArray) -> FloatArray:
     hw, hh = 0.5 * w, 0.5 * h
     return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(_F32, copy=False)
@@ -114,6 +125,7 @@ def decode_yolov5(
         raise ModelError(
             f"yolov5 output has {rows.shape[1]} columns per box; the manifest's "
             f"{num_classes} classes need 5+{num_classes}={5 + num_classes}"
+            + _class_hint(rows.shape[1] - 5, num_classes)
         )
     score, box, best = _from_rows(rows, score_threshold, objectness=True)
     xyxy = _cxcywh_to_xyxy(box[:, 0], box[:, 1], box[:, 2], box[:, 3])
@@ -148,6 +160,8 @@ def decode_yolov8(
     raise ModelError(
         f"yolov8 output shape {tuple(np.shape(output))} does not have 4+{num_classes}="
         f"{n_attr} attributes per box (manifest has {num_classes} classes)"
+        # Raw heads have far more boxes than attributes: the smaller axis is 4+C.
+        + _class_hint(min(a.shape) - 4, num_classes)
     )
 
 
@@ -201,6 +215,7 @@ def decode_yolox(
         raise ModelError(
             f"yolox output has {rows.shape[1]} columns per box; the manifest's "
             f"{num_classes} classes need 5+{num_classes}={5 + num_classes}"
+            + _class_hint(rows.shape[1] - 5, num_classes)
         )
     grid, stride = _yolox_grid(tuple(input_size), tuple(int(s) for s in strides))
     if rows.shape[0] != grid.shape[0]:

@@ -60,11 +60,16 @@ class Detector(Closing):
             :class:`~edge.runtime.session.OnnxSession`); off by default because several
             detectors share few cores on a gateway.
         warmup: runs on a blank input at construction, so the first frame is not slow.
+            The first run's outputs go through the decoder (nothing kept, every shape
+            check made), so outputs that do not fit the manifest fail here; that one run
+            happens even with ``warmup=0``.
         verify_sha256: hash the ONNX file and compare with ``manifest.sha256``.
 
     Raises:
         ModelError: the ONNX file is missing, differs from ``sha256``, cannot be loaded, or
-            disagrees with the manifest (input size, dtype, output names).
+            disagrees with the manifest (input size or layout, dtype, output names, output
+            shapes: class count, anchors, strides, layout). The message names the manifest.
+        InferenceError: onnxruntime failed on the check run.
         ConfigError: an unknown provider name.
     """
 
@@ -99,15 +104,16 @@ class Detector(Closing):
         try:
             self._dtype = self._check_model(manifest, session)
             self._output_names = self._check_outputs(manifest, session)
-        except ModelError:
+            self._spec = PreprocessSpec.from_manifest(manifest, dtype=self._dtype)
+            self._check_decode(manifest, session, self._spec, self._output_names, where)
+            session.warmup(warmup - 1, manifest.input_size)
+        except Exception:
             session.close()
             raise
         self._manifest = manifest
         self._session = session
-        self._spec = PreprocessSpec.from_manifest(manifest, dtype=self._dtype)
         self._lock = threading.Lock()
         self._last_timings = StageTimings()
-        session.warmup(warmup, manifest.input_size)
         if warmup > 0:
             # Pay the NMS JIT compile / cache load here, not on the first frame.
             logger.debug("NMS backend: %s", nms_backend())
@@ -130,6 +136,29 @@ class Detector(Closing):
                 f"{session.input_dtype}"
             )
         return session.input_dtype
+
+    @staticmethod
+    def _check_decode(
+        manifest: ModelManifest,
+        session: OnnxSession,
+        spec: PreprocessSpec,
+        output_names: list[str],
+        where: str,
+    ) -> None:
+        """One run on a grey image whose outputs go through the family decoder (score
+        threshold 1.0: nothing is kept, every shape and layout check runs), so that outputs
+        that do not fit the manifest fail here and not on the first frame."""
+        w, h = manifest.input_size
+        tensor, _ = preprocess(np.full((h, w, 3), 114, np.uint8), spec)
+        outputs = session.run(tensor, output_names)
+        try:
+            decode_outputs(manifest, outputs, score_threshold=1.0)
+        except ModelError as exc:
+            shapes = ", ".join(str(tuple(np.shape(o))) for o in outputs)
+            raise ModelError(
+                f"model {manifest.name!r}{where}: family {manifest.family}, output shape "
+                f"{shapes}, {manifest.num_classes} classes in the manifest: {exc}"
+            ) from exc
 
     @staticmethod
     def _check_outputs(manifest: ModelManifest, session: OnnxSession) -> list[str]:

@@ -272,11 +272,12 @@ def test_manifest_model_disagreements(tmp_path: Path, fields: dict[str, Any], me
         Detector(load_manifest(path))
 
 
-def test_wrong_class_count_surfaces_at_detect(tmp_path: Path) -> None:
+def test_wrong_class_count_is_refused_at_load(tmp_path: Path) -> None:
+    """Not at the first frame (where it used to surface, killing a camera thread)."""
     out = yolov8_output([(10, 10, 4, 4)], [[0.9, 0.0]], num_anchors=3)
     path = write_model_and_manifest(tmp_path, planted_model({"o": out}), class_names=["a"])
-    with Detector(load_manifest(path), warmup=0) as det, pytest.raises(ModelError, match="4\\+1"):
-        det.detect(image())
+    with pytest.raises(ModelError, match=r"\(1, 6, 3\), 1 classes in the manifest: .*4\+1"):
+        Detector(load_manifest(path), warmup=0)
 
 
 def test_float16_model(tmp_path: Path) -> None:
@@ -385,7 +386,7 @@ def test_allow_spinning_passes_through_to_the_session(
     tmp_path: Path, kwargs: dict[str, bool], entry: str
 ) -> None:
     """Default off (several detectors share a gateway's cores); True reaches onnxruntime."""
-    out = yolov8_output([(10, 10, 4, 4)], [[0.9]], num_anchors=3)
+    out = yolov8_output([(10, 10, 4, 4)], [[0.9, 0.0]], num_anchors=3)
     path = write_model_and_manifest(
         tmp_path, planted_model({"output0": out}, input_size=(64, 64)), input_size=(64, 64)
     )

@@ -1,0 +1,83 @@
+"""A user's own ONNX export whose outputs do not fit its manifest is refused when the
+detector LOADS, with a message that says what to change; the fitting variants still work.
+
+Every test writes a real ``.onnx`` file and YAML manifest, discovers it through the
+registry (:meth:`Detector.from_name`) and runs it in onnxruntime. The planted graphs imitate
+exporter layouts: Ultralytics raw heads and NMS-included exports (YOLOv10 / ``end2end`` /
+``nms=True``), YOLOX with and without ``decode_in_inference``, two-output SSD, and NHWC
+(TensorFlow-style) inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.errors import ModelError
+from edge.runtime.detector import Detector
+from edge.runtime.preprocess import Letterbox
+from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+
+IMG_W, IMG_H = 1280, 720
+COCO = [f"c{i}" for i in range(80)]
+
+
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(IMG_H, IMG_W, 3), dtype=np.uint8)
+
+
+def drop_in(
+    folder: Path,
+    outputs: dict[str, np.ndarray],
+    *,
+    family: str,
+    class_names: list[str],
+    input_size: tuple[int, int] = (640, 640),
+    **fields: Any,
+) -> Path:
+    """A planted model + manifest called ``m`` in ``folder``; returns the manifest path."""
+    return write_model_and_manifest(
+        folder,
+        planted_model(outputs, input_size=input_size),
+        name="m",
+        family=family,
+        input_size=input_size,
+        class_names=class_names,
+        **fields,
+    )
+
+
+def to_input_cxcywh(box: list[float], size: tuple[int, int] = (640, 640)) -> list[float]:
+    x1, y1, x2, y2 = Letterbox.fit((IMG_W, IMG_H), size).map_boxes(np.array([box], np.float32))[0]
+    return [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+
+
+# -- 1. class count ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("warmup", [1, 0])
+def test_class_count_mismatch_is_refused_at_load(tmp_path: Path, warmup: int) -> None:
+    """An 80-class COCO YOLOv8 export with a manifest listing only the 3 classes the user
+    wants: before, it loaded and raised on the first frame (killing the camera thread)."""
+    out = yolov8_output([(320, 320, 100, 200)], [[0.9] + [0.0] * 79], num_anchors=8400)
+    yaml_path = drop_in(tmp_path, {"output0": out}, family="yolov8", class_names=["a", "b", "c"])
+    with pytest.raises(ModelError) as err:
+        Detector.from_name("m", tmp_path, warmup=warmup)
+    msg = str(err.value)
+    assert str(yaml_path) in msg
+    assert "yolov8" in msg and "(1, 84, 8400)" in msg
+    assert "4+3=7" in msg and "3 classes" in msg
+    assert "80 classes" in msg  # what the output looks like
+
+
+def test_class_count_match_still_loads_and_detects(tmp_path: Path) -> None:
+    truth = [100.0, 200.0, 300.0, 400.0]
+    out = yolov8_output([to_input_cxcywh(truth)], [[0.0, 0.0, 0.9]], num_anchors=8400)
+    drop_in(tmp_path, {"output0": out}, family="yolov8", class_names=["a", "b", "c"])
+    with Detector.from_name("m", tmp_path) as det:
+        d = det.detect(image())
+    np.testing.assert_allclose(d.xyxy, [truth], atol=1e-3)
+    np.testing.assert_array_equal(d.class_ids, [2])
