@@ -249,9 +249,12 @@ def _detect_wearing(
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
-    from edge.runtime.registry import discover_models, sha256_ok
+    from edge.runtime.registry import scan_models, sha256_ok
 
-    models = discover_models(args.models_dir)
+    scan = scan_models(args.models_dir)
+    models = scan.manifests
+    for bad in scan.problems:  # named on stderr; the good ones are still listed
+        print(f"error: {bad.message}", file=sys.stderr)
     rows = []
     for name, m in sorted(models.items()):
         ok = sha256_ok(m)
@@ -267,18 +270,19 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
                 "licence": m.licence if len(m.licence) <= 40 else m.licence[:37] + "...",
             }
         )
+    failed = 1 if scan.problems else 0
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return failed
     if not rows:
         print(f"no models in {args.models_dir} (run `make models`)")
-        return 0
+        return failed
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
-    return 0 if all(r["sha256"] == "ok" for r in rows) else 1
+    return 0 if not failed and all(r["sha256"] == "ok" for r in rows) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
 """Model manifests: one YAML file per ONNX model, validated into :class:`ModelManifest`.
 
 Models are data. A user drops ``models/<name>.onnx`` plus ``models/<name>.yaml`` into the
-models folder and the detector runs it without code changes. Every ``models/*.yaml`` is a
-manifest (no other YAML lives there).
+models folder and the detector runs it without code changes. Every ``models/*.yaml`` is
+taken for a manifest; one that does not validate (a misspelt key, or a stray YAML that is
+no manifest, e.g. an Ultralytics ``data.yaml``) is reported by :func:`scan_models` with its
+file name and skipped: the other models in the folder still load.
 
 Manifest schema (YAML; unknown keys are rejected)::
 
@@ -55,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,11 +75,15 @@ from pydantic import (
 from edge.errors import ModelError
 
 __all__ = [
+    "NOT_A_MANIFEST",
     "Family",
+    "ManifestProblem",
     "ModelManifest",
+    "ModelScan",
     "discover_models",
     "file_sha256",
     "load_manifest",
+    "scan_models",
     "sha256_ok",
 ]
 
@@ -257,22 +264,22 @@ def _format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_manifest(path: str | Path) -> ModelManifest:
-    """Read and validate one manifest YAML file.
+NOT_A_MANIFEST = "not a model manifest (no 'family'/'file' keys): move it out of the models folder"
+"""The problem text of a YAML file in the models folder that is no manifest at all."""
 
-    Raises:
-        ModelError: the file is missing or unreadable, is not valid YAML, is not a mapping,
-            or a field is missing, unknown or invalid (the message names every bad field).
-    """
-    p = Path(path)
+
+def _read_manifest_data(p: Path) -> Any:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"model manifest {p}: cannot read: {exc}") from exc
     try:
-        data: Any = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ModelError(f"model manifest {p}: invalid YAML: {exc}") from exc
+
+
+def _manifest_from_data(p: Path, data: Any) -> ModelManifest:
     if not isinstance(data, dict):
         raise ModelError(
             f"model manifest {p}: expected a mapping of fields, got {type(data).__name__}"
@@ -284,28 +291,120 @@ def load_manifest(path: str | Path) -> ModelManifest:
     return manifest.with_manifest_path(p)
 
 
-def discover_models(models_dir: str | Path) -> dict[str, ModelManifest]:
-    """Load every ``*.yaml`` / ``*.yml`` in ``models_dir`` (not recursive), keyed by ``name``.
+def load_manifest(path: str | Path) -> ModelManifest:
+    """Read and validate one manifest YAML file.
+
+    Raises:
+        ModelError: the file is missing or unreadable, is not valid YAML, is not a mapping,
+            or a field is missing, unknown or invalid (the message names every bad field).
+    """
+    p = Path(path)
+    return _manifest_from_data(p, _read_manifest_data(p))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestProblem:
+    """A YAML file in the models folder that gives no usable manifest.
+
+    Attributes:
+        path: the file.
+        message: what is wrong, naming the file (and every bad field).
+        name: the model name the file declares (``name:``), ``None`` when it declares none
+            readable; lets a task that wants that model say why it is off.
+    """
+
+    path: Path
+    message: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelScan:
+    """What :func:`scan_models` found: the valid manifests by name, and the bad files."""
+
+    manifests: dict[str, ModelManifest]
+    problems: list[ManifestProblem]
+
+    def problem_for(self, name: str) -> ManifestProblem | None:
+        """The problem of the file that declares model ``name`` (``None``: none does)."""
+        for p in self.problems:
+            if p.name == name:
+                return p
+        return None
+
+    def summary(self) -> str:
+        """One line naming every bad file with its problem (``""`` when there is none)."""
+        return "; ".join(p.message for p in self.problems)
+
+
+def scan_models(models_dir: str | Path) -> ModelScan:
+    """Load every ``*.yaml`` / ``*.yml`` in ``models_dir`` (not recursive), keyed by
+    ``name``, and report each file that gives no usable manifest instead of failing for
+    the whole folder: invalid YAML, a mapping without both ``family`` and ``file`` (no
+    manifest at all, e.g. a training ``data.yaml``: :data:`NOT_A_MANIFEST`), a missing,
+    unknown or invalid field, or a name two files declare (both are left out: which one
+    was meant is unknown).
 
     A manifest whose ONNX file is missing is still returned (the detector reports it when
     loading); check :func:`sha256_ok` to list usable models.
 
     Raises:
-        ModelError: the folder does not exist (or is a file), a manifest is invalid, or
-            two manifests share a name.
+        ModelError: the folder does not exist or is a file.
     """
     d = Path(models_dir)
     if not d.is_dir():
         why = "is not a folder" if d.exists() else "does not exist"
         raise ModelError(f"models folder {d} {why}")
     found: dict[str, ModelManifest] = {}
+    problems: list[ManifestProblem] = []
+    dup: dict[str, list[Path]] = {}
     for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
-        m = load_manifest(path)
-        if m.name in found:
-            other = found[m.name].manifest_path
-            raise ModelError(f"model name {m.name!r} is declared by both {other} and {path}")
+        declared: str | None = None
+        try:
+            data = _read_manifest_data(path)
+            if isinstance(data, dict):
+                raw = data.get("name")
+                declared = raw if isinstance(raw, str) else None
+                if "family" not in data and "file" not in data:
+                    raise ModelError(f"{path}: {NOT_A_MANIFEST}")
+            m = _manifest_from_data(path, data)
+        except ModelError as exc:
+            problems.append(ManifestProblem(path=path, message=exc.details, name=declared))
+            continue
+        if m.name in found or m.name in dup:
+            first = found.pop(m.name, None)
+            paths = dup.setdefault(m.name, [])
+            if first is not None and first.manifest_path is not None:
+                paths.append(first.manifest_path)
+            paths.append(path)
+            continue
         found[m.name] = m
-    return found
+    for name, paths in dup.items():
+        files = " and ".join(str(p) for p in paths)
+        for p in paths:
+            problems.append(
+                ManifestProblem(
+                    path=p,
+                    message=f"model name {name!r} is declared by both {files} (neither is "
+                    "loaded: rename one)",
+                    name=name,
+                )
+            )
+    problems.sort(key=lambda p: str(p.path))
+    return ModelScan(manifests=found, problems=problems)
+
+
+def discover_models(models_dir: str | Path) -> dict[str, ModelManifest]:
+    """The valid manifests of :func:`scan_models`, keyed by ``name``; each bad file is
+    logged as an ERROR naming it (use :func:`scan_models` to get them).
+
+    Raises:
+        ModelError: the folder does not exist or is a file.
+    """
+    scan = scan_models(models_dir)
+    for p in scan.problems:
+        logger.error("models: %s", p.message)
+    return scan.manifests
 
 
 def file_sha256(path: str | Path, *, chunk_bytes: int = 1 << 20) -> str:

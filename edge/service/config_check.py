@@ -296,7 +296,7 @@ def _environment_problems(
     env_errors: bool,
     resolve: Resolver = socket.getaddrinfo,
 ) -> list[Problem]:
-    from edge.runtime.registry import discover_models
+    from edge.runtime.registry import ManifestProblem, scan_models
     from edge.service.tasks import default_zone_classes
 
     out: list[Problem] = []
@@ -306,11 +306,19 @@ def _environment_problems(
         out.append(Problem(format_path(path), line, message, severity))
 
     manifests: dict[str, Any] = {}
+    broken: list[ManifestProblem] = []
     models_error = ""
     try:
-        manifests = discover_models(config.models_dir)
-    except Exception as exc:  # a broken manifest must become one reported problem
+        scan = scan_models(config.models_dir)
+    except Exception as exc:  # a missing folder must become one reported problem
         models_error = str(exc)
+    else:
+        manifests, broken = scan.manifests, scan.problems
+    for bad in broken:
+        # Each bad file by name; the other manifests still resolve. At start-up a
+        # warning: the gateway runs the models that load (the task that wants this one
+        # is off, health degraded); `config check` fails on it.
+        add(("models_dir",), bad.message, "warning" if env_errors else "error")
     for ci, cam in enumerate(config.cameras):
         missing_env = [n for n in cam.env_refs() if not _env_set(n)]
         if missing_env:
@@ -341,6 +349,16 @@ def _environment_problems(
                 off.append(f"{kind}: no model")
                 continue
             manifest = manifests.get(name)
+            declared = next((b for b in broken if b.name == name), None)
+            if manifest is None and declared is not None:
+                add(
+                    loc,
+                    f"model {name!r} does not load: its manifest {declared.path.name} is "
+                    "invalid (see models_dir); the task stays off until it is fixed",
+                    "warning" if env_errors else "error",
+                )
+                off.append(f"{kind}: manifest of model {name!r} invalid")
+                continue
             if manifest is None:
                 close = difflib.get_close_matches(name, sorted(manifests), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""

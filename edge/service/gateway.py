@@ -531,7 +531,7 @@ class GatewayService:
 
     def _load_detectors(self) -> None:
         from edge.runtime.detector import Detector
-        from edge.runtime.registry import discover_models
+        from edge.runtime.registry import scan_models
 
         cfg = self.config
         wanted: set[str] = set()
@@ -552,17 +552,27 @@ class GatewayService:
         if not wanted:
             return
         try:
-            manifests = discover_models(cfg.models_dir)
+            scan = scan_models(cfg.models_dir)
         except EdgeError as exc:
             for name in wanted:
                 self.model_errors[name] = str(exc)
             return
+        manifests = scan.manifests
+        for problem in scan.problems:  # one bad file must not take the other models down
+            log.error("models: %s", problem.message)
         for name in sorted(wanted):
             manifest = manifests.get(name)
             if manifest is None:
+                bad = scan.problem_for(name)
+                if bad is not None:
+                    self.model_errors[name] = bad.message
+                    continue
+                unread = scan.summary()
                 self.model_errors[name] = (
                     f"model {name!r} not found in {str(cfg.models_dir)!r} "
-                    f"(have: {', '.join(sorted(manifests)) or 'none'})"
+                    f"(have: {', '.join(sorted(manifests)) or 'none'}"
+                    + (f"; not loaded: {unread}" if unread else "")
+                    + ")"
                 )
                 continue
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import yaml
 
 from edge.errors import ModelError
 from edge.runtime.registry import (
+    NOT_A_MANIFEST,
     ModelManifest,
     discover_models,
     file_sha256,
     load_manifest,
+    scan_models,
     sha256_ok,
 )
 from tests.runtime.graphs import (
@@ -111,8 +114,8 @@ def test_manifest_that_is_not_text(tmp_path: Path) -> None:
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     with pytest.raises(ModelError, match=r"hardhat\.yaml: cannot read: 'utf-8' codec"):
         load_manifest(png)
-    with pytest.raises(ModelError, match=r"hardhat\.yaml: cannot read"):
-        discover_models(tmp_path)
+    (problem,) = scan_models(tmp_path).problems
+    assert re.search(r"hardhat\.yaml: cannot read", problem.message)
     png.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ModelError, match="cannot read"):
         load_manifest(png)
@@ -168,17 +171,43 @@ def test_discover_models_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelError, match=r"models folder .*file is not a folder"):
         discover_models(tmp_path / "file")
+
+
+def test_a_name_declared_twice_leaves_out_both_files(tmp_path: Path) -> None:
     _write(tmp_path / "a.yaml", manifest_dict(name="same"))
     _write(tmp_path / "b.yaml", manifest_dict(name="same"))
-    with pytest.raises(ModelError, match="declared by both"):
-        discover_models(tmp_path)
+    _write(tmp_path / "c.yaml", manifest_dict(name="other"))
+    scan = scan_models(tmp_path)
+    assert sorted(scan.manifests) == ["other"]
+    assert [p.path.name for p in scan.problems] == ["a.yaml", "b.yaml"]
+    assert all("declared by both" in p.message and p.name == "same" for p in scan.problems)
 
 
-def test_discover_models_rejects_an_invalid_manifest(tmp_path: Path) -> None:
+def test_one_invalid_manifest_leaves_the_others_loaded(tmp_path: Path) -> None:
+    """A misspelt key in one user manifest used to make discovery raise for the whole
+    folder, switching off every model (the shipped one included)."""
     _write(tmp_path / "a.yaml", manifest_dict(name="a"))
-    _write(tmp_path / "b.yaml", {**manifest_dict(name="b"), "bogus": 1})
-    with pytest.raises(ModelError, match=r"b\.yaml: bogus"):
-        discover_models(tmp_path)
+    _write(tmp_path / "b.yaml", {**manifest_dict(name="b"), "score_treshold": 0.4})
+    assert sorted(discover_models(tmp_path)) == ["a"]
+    scan = scan_models(tmp_path)
+    assert sorted(scan.manifests) == ["a"]
+    (problem,) = scan.problems
+    assert problem.path == tmp_path / "b.yaml" and problem.name == "b"
+    assert "b.yaml" in problem.message and "score_treshold" in problem.message
+    assert scan.problem_for("b") is problem and scan.problem_for("a") is None
+
+
+def test_a_stray_yaml_is_named_as_no_manifest(tmp_path: Path) -> None:
+    _write(tmp_path / "a.yaml", manifest_dict(name="a"))
+    _write(tmp_path / "data.yaml", "path: ../datasets/x\ntrain: images/train\nnames:\n  0: a\n")
+    _write(tmp_path / "broken.yml", "name: [unclosed\n")
+    scan = scan_models(tmp_path)
+    assert sorted(scan.manifests) == ["a"]
+    by_file = {p.path.name: p.message for p in scan.problems}
+    assert by_file["data.yaml"].endswith(NOT_A_MANIFEST)
+    assert "data.yaml" in by_file["data.yaml"]
+    assert "invalid YAML" in by_file["broken.yml"]
+    assert "data.yaml" in scan.summary() and "broken.yml" in scan.summary()
 
 
 def test_shipped_manifest_validates(repo_root: Path) -> None:
