@@ -77,6 +77,49 @@ def _class_hint(model_classes: int, num_classes: int) -> str:
     )
 
 
+# Strides of the raw heads Ultralytics/YOLOX export: P3-P5 (standard), P2-P5 ("-p2"),
+# P3-P6 ("-p6" / YOLOv5 "6" models).
+_HEAD_STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
+NMS_EXPORT_HINT = (
+    "looks like an export with NMS built in (end2end / nms=True, YOLOv10: (1, N, 6) boxes "
+    "x1, y1, x2, y2, score, class): re-export without NMS (Ultralytics: nms=False; YOLOv10 "
+    "is always end2end: use a YOLOv8/YOLO11 model)"
+)
+
+
+def _raw_row_counts(input_size: tuple[int, int]) -> frozenset[int]:
+    """Row counts a raw (pre-NMS) YOLO head output can have for ``input_size``: one or three
+    (YOLOv5 anchors) rows per grid cell of each stride, grids rounded down or up (inputs
+    that are not a multiple of the stride)."""
+    iw, ih = input_size
+    counts: set[int] = set()
+    for strides in _HEAD_STRIDES:
+        floor = sum((iw // st) * (ih // st) for st in strides)
+        ceil = sum((-(-iw // st)) * (-(-ih // st)) for st in strides)
+        counts.update((floor, 3 * floor, ceil, 3 * ceil))
+    return frozenset(counts)
+
+
+def _nms_hint(shape: tuple[int, ...]) -> str:
+    """Appended to a shape error when the output has the NMS-included (1, N, 6) layout."""
+    return f"; it {NMS_EXPORT_HINT}" if len(shape) >= 2 and shape[-1] == 6 else ""
+
+
+def _refuse_nms_rows(
+    rows: FloatArray, shape: tuple[int, ...], input_size: tuple[int, int] | None, what: str
+) -> None:
+    """Rows (N, 6) fit the family (4+2 or 5+1 attributes) but could also be NMS-included
+    boxes. A raw head has one row per anchor (8400 or 25200 at 640x640); any other N is
+    not a raw head output: refuse instead of reading x1, y1, x2, y2 as cx, cy, w, h."""
+    if input_size is None or rows.shape[1] != 6:
+        return
+    if rows.shape[0] not in _raw_row_counts(input_size):
+        raise ModelError(
+            f"{what} shape {shape} has {rows.shape[0]} rows, not one per anchor of a raw "
+            f"head at input {tuple(input_size)}; it {NMS_EXPORT_HINT}"
+        )
+
+
 def _cxcywh_to_xyxy(cx: FloatArray, cy: FloatArray, w: FloatArray, h: FloatArray) -> FloatArray:
     hw, hh = 0.5 * w, 0.5 * h
     return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(_F32, copy=False)
@@ -110,7 +153,11 @@ def _from_rows(
 
 
 def decode_yolov5(
-    output: npt.NDArray[Any], *, num_classes: int, score_threshold: float
+    output: npt.NDArray[Any],
+    *,
+    num_classes: int,
+    score_threshold: float,
+    input_size: tuple[int, int] | None = None,
 ) -> Detections:
     """Ultralytics YOLOv5 export (also YOLOX exported with decoded boxes).
 
@@ -119,21 +166,30 @@ def decode_yolov5(
             class probabilities (already sigmoid).
         num_classes: C.
         score_threshold: keep ``obj * max(cls) > score_threshold``.
+        input_size: network input (width, height). When given and 5+C is 6 (one class),
+            N must be a raw head's row count for it (3 per grid cell, or 1 for YOLOX),
+            else the output is taken for an NMS-included (1, N, 6) export and refused.
     """
     rows = _drop_batch(output, 2, "yolov5 output")
+    shape = tuple(np.shape(output))
     if rows.shape[1] != 5 + num_classes:
         raise ModelError(
             f"yolov5 output has {rows.shape[1]} columns per box; the manifest's "
             f"{num_classes} classes need 5+{num_classes}={5 + num_classes}"
-            + _class_hint(rows.shape[1] - 5, num_classes)
+            + (_nms_hint(shape) or _class_hint(rows.shape[1] - 5, num_classes))
         )
+    _refuse_nms_rows(rows, shape, input_size, "yolov5 output")
     score, box, best = _from_rows(rows, score_threshold, objectness=True)
     xyxy = _cxcywh_to_xyxy(box[:, 0], box[:, 1], box[:, 2], box[:, 3])
     return _detections(xyxy, score, best)
 
 
 def decode_yolov8(
-    output: npt.NDArray[Any], *, num_classes: int, score_threshold: float
+    output: npt.NDArray[Any],
+    *,
+    num_classes: int,
+    score_threshold: float,
+    input_size: tuple[int, int] | None = None,
 ) -> Detections:
     """Ultralytics YOLOv8 / YOLO11 export (no objectness).
 
@@ -142,8 +198,13 @@ def decode_yolov8(
             cx, cy, w, h in input pixels, then C class probabilities.
         num_classes: C.
         score_threshold: keep ``max(cls) > score_threshold``.
+        input_size: network input (width, height). When given and a transposed output has
+            4+C = 6 columns (two classes), N must be a raw head's row count for it (one per
+            grid cell of strides 8/16/32, 8400 at 640x640), else the output is taken for an
+            NMS-included (1, N, 6) export (end2end, YOLOv10) and refused.
     """
     a = _drop_batch(output, 2, "yolov8 output")
+    shape = tuple(np.shape(output))
     n_attr = 4 + num_classes
     if a.shape[0] == n_attr:
         cls = a[4:]  # (C, N)
@@ -154,6 +215,7 @@ def decode_yolov8(
         xyxy = _cxcywh_to_xyxy(box[0], box[1], box[2], box[3])
         return _detections(xyxy, score_all[idx], best)
     if a.shape[1] == n_attr:
+        _refuse_nms_rows(a, shape, input_size, "yolov8 output")
         score, box, best2 = _from_rows(a, score_threshold, objectness=False)
         xyxy = _cxcywh_to_xyxy(box[:, 0], box[:, 1], box[:, 2], box[:, 3])
         return _detections(xyxy, score, best2)
@@ -161,7 +223,7 @@ def decode_yolov8(
         f"yolov8 output shape {tuple(np.shape(output))} does not have 4+{num_classes}="
         f"{n_attr} attributes per box (manifest has {num_classes} classes)"
         # Raw heads have far more boxes than attributes: the smaller axis is 4+C.
-        + _class_hint(min(a.shape) - 4, num_classes)
+        + (_nms_hint(shape) or _class_hint(min(a.shape) - 4, num_classes))
     )
 
 
@@ -209,7 +271,9 @@ def decode_yolox(
         score_threshold: keep ``obj * max(cls) > score_threshold``.
     """
     if decoded:
-        return decode_yolov5(output, num_classes=num_classes, score_threshold=score_threshold)
+        return decode_yolov5(
+            output, num_classes=num_classes, score_threshold=score_threshold, input_size=input_size
+        )
     rows = _drop_batch(output, 2, "yolox output")
     if rows.shape[1] != 5 + num_classes:
         raise ModelError(
@@ -373,11 +437,15 @@ def _run_yolov3(m: ModelManifest, outs: Sequence[npt.NDArray[Any]], thr: float) 
 
 
 def _run_yolov5(m: ModelManifest, outs: Sequence[npt.NDArray[Any]], thr: float) -> Detections:
-    return decode_yolov5(_one(m, outs), num_classes=m.num_classes, score_threshold=thr)
+    return decode_yolov5(
+        _one(m, outs), num_classes=m.num_classes, score_threshold=thr, input_size=m.input_size
+    )
 
 
 def _run_yolov8(m: ModelManifest, outs: Sequence[npt.NDArray[Any]], thr: float) -> Detections:
-    return decode_yolov8(_one(m, outs), num_classes=m.num_classes, score_threshold=thr)
+    return decode_yolov8(
+        _one(m, outs), num_classes=m.num_classes, score_threshold=thr, input_size=m.input_size
+    )
 
 
 def _run_yolox(m: ModelManifest, outs: Sequence[npt.NDArray[Any]], thr: float) -> Detections:

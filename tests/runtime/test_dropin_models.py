@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ModelError
+from edge.runtime.decoders import decode_yolov5, decode_yolov8
 from edge.runtime.detector import Detector
 from edge.runtime.preprocess import Letterbox
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
@@ -81,3 +82,56 @@ def test_class_count_match_still_loads_and_detects(tmp_path: Path) -> None:
         d = det.detect(image())
     np.testing.assert_allclose(d.xyxy, [truth], atol=1e-3)
     np.testing.assert_array_equal(d.class_ids, [2])
+
+
+# -- 2. exports with NMS built in ---------------------------------------------------------
+
+
+def nms_export(rows: list[list[float]], n: int = 300) -> np.ndarray:
+    """(1, n, 6) rows x1, y1, x2, y2, score, class (Ultralytics end2end / nms=True)."""
+    out = np.zeros((1, n, 6), np.float32)
+    if rows:
+        out[0, : len(rows)] = rows
+    return out
+
+
+@pytest.mark.parametrize(
+    ("family", "classes"),
+    [("yolov8", ["person", "car"]), ("yolo11", ["person", "car"]), ("yolov5", ["person"])],
+)
+def test_nms_export_whose_shape_fits_is_refused_at_load(
+    tmp_path: Path, family: str, classes: list[str]
+) -> None:
+    """(1, 300, 6) fits 4+2 (yolov8) and 5+1 (yolov5) attributes: before, the rows were
+    silently read as cx, cy, w, h[, obj] and boxes came out wrong."""
+    out = nms_export([[220.0, 270.0, 420.0, 370.0, 0.9, 1.0]])
+    drop_in(tmp_path, {"output0": out}, family=family, class_names=classes)
+    with pytest.raises(ModelError, match=r"\(1, 300, 6\).*NMS built in.*re-export without NMS"):
+        Detector.from_name("m", tmp_path)
+
+
+def test_nms_export_with_other_class_count_names_nms(tmp_path: Path) -> None:
+    drop_in(tmp_path, {"output0": nms_export([])}, family="yolov8", class_names=COCO)
+    with pytest.raises(ModelError, match=r"4\+80=84.*NMS built in"):
+        Detector.from_name("m", tmp_path)
+
+
+def test_raw_exports_with_six_columns_still_decode(tmp_path: Path) -> None:
+    """The transposed raw heads that look like (N, 6) but have one row per anchor."""
+    truth = [100.0, 200.0, 300.0, 400.0]
+    cx, cy, w, h = to_input_cxcywh(truth)
+    v8 = np.zeros((1, 8400, 6), np.float32)  # YOLOv8 transposed, 2 classes, 640 input
+    v8[0, 5] = [cx, cy, w, h, 0.1, 0.8]
+    drop_in(tmp_path / "v8", {"output0": v8}, family="yolov8", class_names=["a", "b"])
+    v5 = np.zeros((1, 25200, 6), np.float32)  # YOLOv5, 1 class: 3 anchors per cell
+    v5[0, 7] = [cx, cy, w, h, 0.9, 0.9]
+    drop_in(tmp_path / "v5", {"output0": v5}, family="yolov5", class_names=["a"])
+    for sub, cls, score in (("v8", 1, 0.8), ("v5", 0, 0.81)):
+        with Detector.from_name("m", tmp_path / sub) as det:
+            d = det.detect(image())
+        np.testing.assert_allclose(d.xyxy, [truth], atol=1e-3)
+        np.testing.assert_allclose(d.scores, [score], rtol=1e-6)
+        np.testing.assert_array_equal(d.class_ids, [cls])
+    # The decoders alone (no input size known) keep their old behaviour.
+    assert len(decode_yolov8(nms_export([]), num_classes=2, score_threshold=0.5)) == 0
+    assert len(decode_yolov5(nms_export([]), num_classes=1, score_threshold=0.5)) == 0
