@@ -42,6 +42,9 @@ __all__ = [
 
 _F32 = np.float32
 _EXP_CLIP = 20.0  # exp() argument cap: keeps absurd logits from overflowing to inf
+# Largest tx, ty, tw, th a raw YOLOX head can plausibly give: offsets are within a cell or
+# two, sizes are logs (exp(10) x stride 8 = 176,000 px); decoded pixels exceed it at once.
+_YOLOX_RAW_MAX = 10.0
 
 
 def _sigmoid(x: npt.NDArray[Any]) -> FloatArray:
@@ -80,7 +83,7 @@ def _class_hint(model_classes: int, num_classes: int) -> str:
 # Strides of the raw heads Ultralytics/YOLOX export: P3-P5 (standard), P2-P5 ("-p2"),
 # P3-P6 ("-p6" / YOLOv5 "6" models).
 _HEAD_STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
-NMS_EXPORT_HINT = (
+_NMS_EXPORT_HINT = (
     "looks like an export with NMS built in (end2end / nms=True, YOLOv10: (1, N, 6) boxes "
     "x1, y1, x2, y2, score, class): re-export without NMS (Ultralytics: nms=False; YOLOv10 "
     "is always end2end: use a YOLOv8/YOLO11 model)"
@@ -102,7 +105,7 @@ def _raw_row_counts(input_size: tuple[int, int]) -> frozenset[int]:
 
 def _nms_hint(shape: tuple[int, ...]) -> str:
     """Appended to a shape error when the output has the NMS-included (1, N, 6) layout."""
-    return f"; it {NMS_EXPORT_HINT}" if len(shape) >= 2 and shape[-1] == 6 else ""
+    return f"; it {_NMS_EXPORT_HINT}" if len(shape) >= 2 and shape[-1] == 6 else ""
 
 
 def _refuse_nms_rows(
@@ -116,7 +119,7 @@ def _refuse_nms_rows(
     if rows.shape[0] not in _raw_row_counts(input_size):
         raise ModelError(
             f"{what} shape {shape} has {rows.shape[0]} rows, not one per anchor of a raw "
-            f"head at input {tuple(input_size)}; it {NMS_EXPORT_HINT}"
+            f"head at input {tuple(input_size)}; it {_NMS_EXPORT_HINT}"
         )
 
 
@@ -264,6 +267,8 @@ def decode_yolox(
             ``cx = (tx + cell_x) * stride``, ``w = exp(tw) * stride``, likewise y / h.
             ``N`` must equal ``sum((W // s) * (H // s))``. With ``decoded=True`` the boxes
             are already cx, cy, w, h in input pixels (``decode_in_inference`` export).
+            A raw output with any tx/ty/tw/th above 10 (in any row, scored or not) is
+            taken for a decoded export and refused.
         num_classes: C.
         input_size: network input (width, height).
         strides: grid strides, in output order.
@@ -286,6 +291,16 @@ def decode_yolox(
         raise ModelError(
             f"yolox output has {rows.shape[0]} rows; input {tuple(input_size)} with strides "
             f"{list(strides)} gives {grid.shape[0]} grid cells (is 'decoded' or 'strides' wrong?)"
+        )
+    # A decode_in_inference export has the same shape; its cx, cy, w, h in pixels would go
+    # through exp() again (one whole-frame box). Every row has a box, even a low-score one.
+    biggest = float(rows[:, :4].max()) if rows.shape[0] else 0.0
+    if biggest > _YOLOX_RAW_MAX:
+        raise ModelError(
+            f"yolox outputs look already decoded: largest tx/ty/tw/th value {biggest:.1f}, "
+            f"but a raw head gives cell offsets and log sizes (> {_YOLOX_RAW_MAX:g} would be "
+            "a box far beyond any image); set decoded: true in the manifest "
+            "(a decode_in_inference export)"
         )
     obj_ok = np.flatnonzero(rows[:, 4] > score_threshold)
     sub = rows[obj_ok]

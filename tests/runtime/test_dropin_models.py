@@ -10,6 +10,7 @@ exporter layouts: Ultralytics raw heads and NMS-included exports (YOLOv10 / ``en
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ModelError
-from edge.runtime.decoders import decode_yolov5, decode_yolov8
+from edge.runtime.decoders import decode_yolov5, decode_yolov8, decode_yolox
 from edge.runtime.detector import Detector
 from edge.runtime.preprocess import Letterbox
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
@@ -135,3 +136,50 @@ def test_raw_exports_with_six_columns_still_decode(tmp_path: Path) -> None:
     # The decoders alone (no input size known) keep their old behaviour.
     assert len(decode_yolov8(nms_export([]), num_classes=2, score_threshold=0.5)) == 0
     assert len(decode_yolov5(nms_export([]), num_classes=1, score_threshold=0.5)) == 0
+
+
+# -- 3. YOLOX exported with decode_in_inference --------------------------------------------
+
+
+def yolox_decoded_rows(num_classes: int, size: int = 640) -> np.ndarray:
+    """What ``decode_in_inference`` gives on a featureless image: every grid cell's box
+    centred on its cell, 2 strides wide, in input pixels; low scores."""
+    rows = []
+    for s in (8, 16, 32):
+        g = size // s
+        ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+        cell = np.zeros((g * g, 5 + num_classes), np.float32)
+        cell[:, 0] = (xs.ravel() + 0.5) * s
+        cell[:, 1] = (ys.ravel() + 0.5) * s
+        cell[:, 2:4] = 2 * s
+        cell[:, 4] = 0.01
+        cell[:, 5:] = 0.02
+        rows.append(cell)
+    return np.concatenate(rows)[None]
+
+
+def test_yolox_decoded_export_with_decoded_false_is_refused_at_load(tmp_path: Path) -> None:
+    """Same (1, 8400, 5+C) shape as the raw export: before, the pixel sizes went through
+    exp() again and one whole-frame box came out (every fence zone occupied)."""
+    out = yolox_decoded_rows(1)
+    out[0, 100, :6] = [320.0, 320.0, 100.0, 200.0, 0.95, 0.9]
+    drop_in(tmp_path, {"output": out}, family="yolox", class_names=["person"])
+    with pytest.raises(ModelError, match=r"look already decoded.*set decoded: true"):
+        Detector.from_name("m", tmp_path)
+    # decoded: true is the fix, and the planted box comes back.
+    drop_in(tmp_path, {"output": out}, family="yolox", class_names=["person"], decoded=True)
+    with Detector.from_name("m", tmp_path) as det:
+        d = det.detect(np.zeros((640, 640, 3), np.uint8))
+    np.testing.assert_allclose(d.xyxy, [[270, 220, 370, 420]], atol=1e-3)
+    # The decoder checks every frame too, not only the warm-up.
+    with pytest.raises(ModelError, match="set decoded: true"):
+        decode_yolox(out, num_classes=1, input_size=(640, 640), score_threshold=0.5)
+
+
+def test_yolox_raw_export_with_large_but_possible_offsets_decodes() -> None:
+    rows = np.zeros((1, 8400, 6), np.float32)
+    r = 6400 + 1600 + 10 * 20 + 5  # stride 32, cell x=5, y=10
+    rows[0, r] = [0.0, 0.0, math.log(640 / 32), math.log(200 / 32), 0.9, 0.95]
+    rows[0, 0, :4] = [-3.0, 2.0, -9.0, 9.9]  # unusual, not impossible
+    d = decode_yolox(rows, num_classes=1, input_size=(640, 640), score_threshold=0.5)
+    np.testing.assert_allclose(d.xyxy, [[-160, 220, 480, 420]], atol=1e-3)
