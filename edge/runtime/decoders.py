@@ -478,9 +478,20 @@ def _run_ssd(m: ModelManifest, outs: Sequence[npt.NDArray[Any]], thr: float) -> 
     if len(outs) != 2:
         raise ModelError(f"family 'ssd' expects two outputs (boxes, scores), got {len(outs)}")
     boxes, scores = outs
-    # Without output_names, recognise the boxes tensor by its last axis of 4.
-    if m.output_names is None and np.shape(boxes)[-1] != 4 and np.shape(scores)[-1] == 4:
-        boxes, scores = scores, boxes
+    if m.output_names is None:
+        # Without output_names, recognise the boxes tensor by its last axis of 4. With 4
+        # score columns (3 classes + background, or 4 classes) both end in 4: the order
+        # cannot be told from the shapes, and a wrong guess gives no boxes and no error.
+        b_last, s_last = np.shape(boxes)[-1], np.shape(scores)[-1]
+        if b_last == s_last:
+            raise ModelError(
+                f"family 'ssd': ambiguous outputs: both end in {b_last} "
+                f"({tuple(np.shape(boxes))}, {tuple(np.shape(scores))}), so which is the "
+                "boxes tensor cannot be told from the shapes; set output_names in the "
+                "manifest: [<boxes output>, <scores output>]"
+            )
+        if b_last != 4 and s_last == 4:
+            boxes, scores = scores, boxes
     return decode_ssd(
         boxes,
         scores,

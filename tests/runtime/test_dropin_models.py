@@ -183,3 +183,39 @@ def test_yolox_raw_export_with_large_but_possible_offsets_decodes() -> None:
     rows[0, 0, :4] = [-3.0, 2.0, -9.0, 9.9]  # unusual, not impossible
     d = decode_yolox(rows, num_classes=1, input_size=(640, 640), score_threshold=0.5)
     np.testing.assert_allclose(d.xyxy, [[-160, 220, 480, 420]], atol=1e-3)
+
+
+# -- 4. SSD with equal last axes -----------------------------------------------------------
+
+
+def ssd_outputs() -> tuple[np.ndarray, np.ndarray]:
+    """3 classes + background: boxes (1, 100, 4) yxyx normalised, scores (1, 100, 4)."""
+    b = np.zeros((1, 100, 4), np.float32)
+    s = np.zeros((1, 100, 4), np.float32)
+    s[0, :, 0] = 1.0
+    b[0, 0] = [270 / 640, 220 / 640, 370 / 640, 420 / 640]
+    s[0, 0] = [0.05, 0.9, 0.03, 0.02]
+    return b, s
+
+
+def test_ssd_with_equal_last_axes_needs_output_names(tmp_path: Path) -> None:
+    """Scores-first export of 3 classes + background: both outputs end in 4, the shape
+    swap cannot tell them apart; before, no detections and no error."""
+    b, s = ssd_outputs()
+    fields: dict[str, Any] = {"box_format": "yxyx", "has_background": True}
+    classes = ["person", "car", "truck"]
+    drop_in(tmp_path, {"scores": s, "boxes": b}, family="ssd", class_names=classes, **fields)
+    with pytest.raises(ModelError, match=r"ambiguous outputs.*set output_names"):
+        Detector.from_name("m", tmp_path)
+    drop_in(
+        tmp_path,
+        {"scores": s, "boxes": b},
+        family="ssd",
+        class_names=classes,
+        output_names=["boxes", "scores"],
+        **fields,
+    )
+    with Detector.from_name("m", tmp_path) as det:
+        d = det.detect(np.zeros((640, 640, 3), np.uint8))
+    np.testing.assert_allclose(d.xyxy, [[220, 270, 420, 370]], atol=1e-3)
+    np.testing.assert_array_equal(d.class_ids, [0])
