@@ -44,6 +44,22 @@ def _check_threshold(name: str, value: float) -> float:
     return v
 
 
+def _nhwc_message(shape: Sequence[int | str | None]) -> str:
+    return (
+        "the model takes NHWC input (last dimension 3); export it NCHW, (1, 3, H, W) "
+        f"(tf2onnx: --inputs-as-nchw <input name>); its input shape is {list(shape)}"
+    )
+
+
+def _runs_nhwc(session: OnnxSession, nchw: npt.NDArray[Any], output_names: Sequence[str]) -> bool:
+    """Whether the model runs on ``nchw`` transposed to (1, H, W, 3)."""
+    try:
+        session.run(np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)), output_names)
+    except InferenceError:
+        return False
+    return True
+
+
 class Detector(Closing):
     """Runs one model described by a :class:`ModelManifest`.
 
@@ -102,7 +118,7 @@ class Detector(Closing):
             allow_spinning=allow_spinning,
         )
         try:
-            self._dtype = self._check_model(manifest, session)
+            self._dtype = self._check_model(manifest, session, where)
             self._output_names = self._check_outputs(manifest, session)
             self._spec = PreprocessSpec.from_manifest(manifest, dtype=self._dtype)
             self._check_decode(manifest, session, self._spec, self._output_names, where)
@@ -119,10 +135,17 @@ class Detector(Closing):
             logger.debug("NMS backend: %s", nms_backend())
 
     @staticmethod
-    def _check_model(manifest: ModelManifest, session: OnnxSession) -> InputDType:
+    def _check_model(manifest: ModelManifest, session: OnnxSession, where: str) -> InputDType:
         want_w, want_h = manifest.input_size
-        _, ch, h, w = session.input_shape
+        shape = session.input_shape
         name = manifest.name
+        if len(shape) != 4:
+            raise ModelError(
+                f"model {name!r}{where}: input shape {shape} is not 4-D; need (1, 3, H, W) (NCHW)"
+            )
+        if shape[3] == 3 and shape[1] != 3:
+            raise ModelError(f"model {name!r}{where}: {_nhwc_message(shape)}")
+        _, ch, h, w = shape
         if isinstance(ch, int) and ch != 3:
             raise ModelError(f"model {name!r}: input has {ch} channels, need 3")
         if (isinstance(h, int) and h != want_h) or (isinstance(w, int) and w != want_w):
@@ -150,7 +173,17 @@ class Detector(Closing):
         that do not fit the manifest fail here and not on the first frame."""
         w, h = manifest.input_size
         tensor, _ = preprocess(np.full((h, w, 3), 114, np.uint8), spec)
-        outputs = session.run(tensor, output_names)
+        try:
+            outputs = session.run(tensor, output_names)
+        except InferenceError:
+            shape = session.input_shape
+            if not isinstance(shape[1], int) and _runs_nhwc(session, tensor, output_names):
+                # Fully dynamic input (e.g. [N, H, W, C]): the shape does not say NHWC,
+                # but the model ran on (1, H, W, 3) and failed on (1, 3, H, W).
+                raise ModelError(
+                    f"model {manifest.name!r}{where}: {_nhwc_message(shape)}"
+                ) from None
+            raise
         try:
             decode_outputs(manifest, outputs, score_threshold=1.0)
         except ModelError as exc:

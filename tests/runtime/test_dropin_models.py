@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.runtime.decoders import decode_yolov5, decode_yolov8, decode_yolox
 from edge.runtime.detector import Detector
 from edge.runtime.preprocess import Letterbox
-from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+from edge.runtime.registry import load_manifest
+from tests.runtime.graphs import OPSET, planted_model, write_model_and_manifest, yolov8_output
 
 IMG_W, IMG_H = 1280, 720
 COCO = [f"c{i}" for i in range(80)]
@@ -219,3 +222,56 @@ def test_ssd_with_equal_last_axes_needs_output_names(tmp_path: Path) -> None:
         d = det.detect(np.zeros((640, 640, 3), np.uint8))
     np.testing.assert_allclose(d.xyxy, [[220, 270, 420, 370]], atol=1e-3)
     np.testing.assert_array_equal(d.class_ids, [0])
+
+
+# -- 5. NHWC input -------------------------------------------------------------------------
+
+
+def conv_model(in_shape: list[int | str], *, nhwc: bool, num_classes: int = 2) -> onnx.ModelProto:
+    """A real 1x1 convolution, stride 32, to a YOLOv8-style (1, 4+C, N) output; ``nhwc``
+    transposes an NHWC input to NCHW first (as tf2onnx exports do)."""
+    w = np.random.default_rng(0).normal(0, 0.1, (4 + num_classes, 3, 1, 1)).astype(np.float32)
+    nodes = []
+    x = "images"
+    if nhwc:
+        nodes.append(helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    nodes.append(helper.make_node("Conv", [x, "w"], ["c"], strides=[32, 32]))
+    nodes.append(helper.make_node("Reshape", ["c", "shape"], ["output0"]))
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + num_classes, "n"])],
+        initializer=[
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([1, 4 + num_classes, -1], np.int64), "shape"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    "in_shape",
+    [[1, 640, 640, 3], ["batch", "height", "width", 3], ["batch", "h", "w", "c"]],
+    ids=["static", "dynamic-hw", "all-dynamic"],
+)
+def test_nhwc_input_is_named(tmp_path: Path, in_shape: list[int | str]) -> None:
+    """Before: 'input is 3xwidth (WxH)', 'input has 640 channels', or an onnxruntime
+    Conv error (all-dynamic) - none of which says what is wrong."""
+    write_model_and_manifest(
+        tmp_path, conv_model(in_shape, nhwc=True), name="m", input_size=(640, 640)
+    )
+    with pytest.raises(ModelError, match=r"NHWC input \(last dimension 3\); export it NCHW"):
+        Detector.from_name("m", tmp_path)
+
+
+def test_dynamic_nchw_conv_model_loads(tmp_path: Path) -> None:
+    path = write_model_and_manifest(
+        tmp_path, conv_model(["batch", 3, "h", "w"], nhwc=False), name="m", input_size=(640, 640)
+    )
+    with Detector(load_manifest(path)) as det:
+        assert len(det.detect(image(), score_threshold=1.0)) == 0
