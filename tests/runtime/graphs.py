@@ -139,3 +139,48 @@ def yolov8_output(
         out[0, :4, j] = box
         out[0, 4:, j] = sc
     return out.astype(dtype)
+
+
+def fails_on_real_images_model(
+    output: np.ndarray, *, input_size: tuple[int, int] = (416, 416)
+) -> onnx.ModelProto:
+    """A model that loads but whose decoder fails on real frames: a run-time fault.
+
+    On a uniform input (the detector's load check runs a grey image) it emits ``output``,
+    a (1, 4+C, N) YOLOv8 output that fits a C-class manifest; on any input that is not
+    uniform (a real frame) it emits one attribute row more, (1, 4+C+1, N), so the decoder
+    raises :class:`~edge.errors.ModelError` on every frame. For manifests whose
+    normalisation keeps a grey image uniform (the default: scale 1/255, mean 0, std 1).
+    """
+    w, h = input_size
+    n_attr = output.shape[1]
+    bad = np.concatenate([output, np.zeros_like(output[:, :1])], axis=1).astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["mx"], keepdims=0),
+        helper.make_node("ReduceMin", ["images"], ["mn"], keepdims=0),
+        helper.make_node("Sub", ["mx", "mn"], ["spread"]),
+        helper.make_node("Greater", ["spread", "zero"], ["textured"]),
+        helper.make_node("Cast", ["textured"], ["extra"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["extra", "one"], ["extra1"]),
+        helper.make_node("Add", ["n_attr", "extra1"], ["end"]),
+        helper.make_node("Slice", ["bad", "start", "end", "axis"], ["output0"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([n_attr], np.int64), "n_attr"),
+        numpy_helper.from_array(np.array([0], np.int64), "start"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        numpy_helper.from_array(bad, "bad"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fails_on_real_images",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, "attrs", bad.shape[2]])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

@@ -24,7 +24,13 @@ from edge.runtime.decoders import decode_yolov5, decode_yolov8, decode_yolox
 from edge.runtime.detector import Detector
 from edge.runtime.preprocess import Letterbox
 from edge.runtime.registry import load_manifest
-from tests.runtime.graphs import OPSET, planted_model, write_model_and_manifest, yolov8_output
+from tests.runtime.graphs import (
+    OPSET,
+    fails_on_real_images_model,
+    planted_model,
+    write_model_and_manifest,
+    yolov8_output,
+)
 
 IMG_W, IMG_H = 1280, 720
 COCO = [f"c{i}" for i in range(80)]
@@ -275,3 +281,20 @@ def test_dynamic_nchw_conv_model_loads(tmp_path: Path) -> None:
     )
     with Detector(load_manifest(path)) as det:
         assert len(det.detect(image(), score_threshold=1.0)) == 0
+
+
+# -- run-time faults still reach detect() ----------------------------------------------
+
+
+def test_fault_model_loads_and_fails_on_real_frames(tmp_path: Path) -> None:
+    """The graph other tests use to inject a decoder fault at run time, now that a
+    class-count mismatch no longer loads: passes the grey load check, fails on frames."""
+    out = yolov8_output([(32, 40, 10, 20)], [[0.9, 0.0]])
+    path = write_model_and_manifest(
+        tmp_path, fails_on_real_images_model(out, input_size=(64, 64)), input_size=(64, 64)
+    )
+    with Detector(load_manifest(path)) as det:
+        with pytest.raises(ModelError, match=r"\(1, 7, 64\) does not have 4\+2=6"):
+            det.detect(image())
+        with pytest.raises(ModelError):
+            det.detect(image())  # every frame, not only the first
