@@ -34,6 +34,12 @@ camera). Each start also publishes ``resolved`` for every configured camera task
 camera that is available (or disabled) now, so an alert raised by an earlier start clears
 once the model is installed or the config fixed; a ``resolved`` for a key that was never
 raised is harmless (alerts are plain, non-retained messages through the outbox).
+A task whose model keeps failing at run time (``MODEL_FAILURES_OFF`` frames in a row:
+:mod:`edge.stream.pipeline`) is switched off the same way while the gateway runs (its
+``task_unavailable`` alert is raised then, with the model's error; a camera left with no
+task raises ``camera_unavailable``); the run loop and the other cameras go on. The API's
+models are watched too: one whose last ``MODEL_FAILURES_OFF`` calls all raised makes
+``/healthz`` degraded until a call succeeds.
 
 Active alerts are remembered in ``<data_dir>/active-alerts.sqlite3``
 (:mod:`edge.service.alert_state`): added before an ``active`` is queued, removed once a
@@ -182,7 +188,7 @@ from edge.service.tasks import build_task_spec, build_zone_rules
 from edge.stream import retention
 from edge.stream.acks import AckStore
 from edge.stream.events import DbSize, EventStore, ZoneEvent, events_db_path
-from edge.stream.pipeline import CameraPipeline, TaskRunner
+from edge.stream.pipeline import MODEL_FAILURES_OFF, CameraPipeline, TaskRunner
 from edge.stream.retention import PruneReport
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec, source_kind
@@ -217,6 +223,50 @@ _CLOCK_EVERY_S = 60.0  # while plausible; every tick while not
 
 class ServiceStartError(EdgeError):
     """The gateway could not start (API port taken, data folder not writable, ...)."""
+
+
+class _WatchedModel:
+    """A detector as the API calls it, noting the calls that raise in a row (health).
+
+    ``detect`` / ``detect_with_timings`` go through; everything else is the detector's.
+    Any thread (the API's workers)."""
+
+    def __init__(self, detector: Any, name: str) -> None:
+        self._detector = detector
+        self.name = name
+        self._lock = threading.Lock()
+        self.failures_in_a_row = 0
+        self.last_error = ""
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:
+            with self._lock:
+                self.failures_in_a_row += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        with self._lock:
+            self.failures_in_a_row = 0
+        return out
+
+    def detect(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(self._detector.detect, *args, **kwargs)
+
+    def detect_with_timings(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(self._detector.detect_with_timings, *args, **kwargs)
+
+    def failing(self, limit: int) -> str | None:
+        """Why the model counts as failing (``limit`` calls or more raised in a row since
+        the last success), else ``None``."""
+        with self._lock:
+            n, err = self.failures_in_a_row, self.last_error
+        if n < limit:
+            return None
+        return f"API model {self.name!r}: the last {n} calls failed ({err})"
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._detector, item)
 
 
 @dataclass
@@ -388,6 +438,7 @@ class GatewayService:
         self.publisher: Any = None  # edge.mqtt.publisher.Publisher (imported lazily)
         self.alert_state: ActiveAlerts | None = None  # with MQTT only
         self.detectors: dict[str, Any] = {}  # model name -> Detector
+        self._api_models: dict[str, _WatchedModel] = {}  # the API's, by model name
         self.model_errors: dict[str, str] = {}
         self._api: _ApiThread | None = None
         self.app: Any = None
@@ -634,6 +685,7 @@ class GatewayService:
             sinks=sinks,
             status_sinks=[self._camera_status],
             snapshots=self.snapshots,
+            task_off_sinks=[self._task_failed],
         )
 
     def _person_detector(self) -> Any:
@@ -733,19 +785,40 @@ class GatewayService:
         camera = a.camera or None  # "" for gateway-wide alerts (disk_low)
         return self._alert(a.kind, a.key, False, why, a.severity, camera=camera, task=a.task)
 
-    def _task_off(self, cam: _Camera, kind: TaskKind, why: str) -> None:
+    def _task_off(self, cam: _Camera, kind: str, why: str) -> None:
         cam.tasks_up[kind] = False
         cam.reasons[kind] = why
         log.error("camera %s: task %s is off: %s", cam.config.name, kind, why)
+
+    def _task_failed(self, camera: str, task: str, why: str) -> None:
+        """A pipeline switched ``task`` off (its model kept failing at run time): the same
+        *off* state and ``task_unavailable`` alert as a model missing at start; the
+        camera's other tasks and the other cameras go on (pipeline thread)."""
+        cam = self.cameras[camera]
+        self._task_off(cam, task, why)
+        self._alert("task_unavailable", f"{camera}/{task}", True, why, "critical",
+                    camera=camera, task=task)  # fmt: skip
+        if not any(cam.tasks_up.values()):
+            cam.off = "no task can run: " + "; ".join(f"{t}: {r}" for t, r in cam.reasons.items())
+            log.error("camera %s: no task runs any more", camera)
+            self._alert("camera_unavailable", camera, True, cam.off, "critical", camera=camera)
 
     def _start_api(self) -> None:
         from edge.api.app import build_app
 
         cfg = self.config
+
+        def watched(name: str | None) -> Any:
+            det = self.detectors.get(name) if name else None
+            if det is None or name is None:
+                return None
+            if name not in self._api_models:
+                self._api_models[name] = _WatchedModel(det, name)
+            return self._api_models[name]
+
         by_api: dict[str, Any] = {}
         for api in ("fence", "hardhat", "workwear"):
-            name = getattr(cfg.tasks, api)
-            by_api[api] = self.detectors.get(name) if name else None
+            by_api[api] = watched(getattr(cfg.tasks, api))
         sinks = [self.publisher.publish_alert] if self.publisher is not None else []
         results: list[ResultSink] = []
         if self.publisher is not None and self.publisher.config.results:
@@ -754,7 +827,7 @@ class GatewayService:
         self.app = build_app(
             cfg,
             detectors=by_api,  # type: ignore[arg-type]
-            person_detector=self._person_detector(),
+            person_detector=watched(cfg.tasks.wearing.person_model_name(cfg.tasks)),
             alert_sinks=sinks,
             result_sinks=results,
         )
@@ -1241,7 +1314,9 @@ class GatewayService:
         MQTT, disk, clock, uptime and ``problems`` (:meth:`problems`). Degraded: a camera
         offline or not running, a task off, a part ended unexpectedly or stalled, free disk
         space under ``storage.min_free_mb``, ``SNAPSHOT_FAILURES_DEGRADED`` snapshot saves
-        failed in a row (a problem line names the folder), an implausible wall clock
+        failed in a row (a problem line names the folder), an API model whose last
+        ``MODEL_FAILURES_OFF`` calls or more all raised (every request answers 5001; a
+        problem line names the model and its last error), an implausible wall clock
         (``clock``: the last :meth:`check_clock` reading, with its ``message``). An offline
         camera shows ``offline_for_s`` and ``offline_alert`` (whether ``camera_offline`` is raised
         yet); ``disk`` is the last :meth:`check_disk` reading (``null`` before the first
@@ -1305,6 +1380,11 @@ class GatewayService:
         clock = self._clock
         if clock is not None and not clock.plausible:
             degraded = True
+        for model in list(self._api_models.values()):
+            failing = model.failing(MODEL_FAILURES_OFF)
+            if failing is not None:  # every request answers 5001
+                degraded = True
+                problems.append(failing)
         snaps = self.snapshots
         if snaps is not None and snaps.failures_in_a_row >= SNAPSHOT_FAILURES_DEGRADED:
             degraded = True

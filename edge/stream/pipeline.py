@@ -20,6 +20,17 @@ one line per :data:`SINK_REFUSED_LOG_INTERVAL_S` (60 s) with the number of refus
 the previous line; the rest is reported when the loop stops. Any other exception from a
 sink is logged with its traceback each time.
 
+A task whose model raises (a :class:`~edge.errors.ModelError` from the decoder, an
+onnxruntime failure, anything from ``detect``) skips that frame: no detections are
+made up, its tracker and zones are not stepped, the other tasks run. Each failure is
+logged (ERROR, rate-limited per camera like the sink refusals) and counted
+(``model_failures`` per task in the metrics). After :data:`MODEL_FAILURES_OFF` (3)
+failures in a row -- not one bad frame -- the task is switched *off* for this camera
+until the pipeline is rebuilt (the gateway restarts): its open incidents end (reason
+``shutdown``), one ERROR with the traceback is logged, ``TaskRunner.off`` holds the
+reason and every ``task_off_sinks`` callable gets ``(camera, task, reason)``. The loop,
+the camera's other tasks and the other cameras go on. A success resets the count.
+
 Time: each frame carries its own time (:class:`~edge.stream.sources.Frame`), which is the
 only clock the tracker and zones see. While a live camera is offline, the loop steps the
 tasks with no detections every ``idle_tick_s`` so open incidents still end after their
@@ -65,10 +76,12 @@ from edge.tasks.base import DetectorLike, ImageBGR
 from edge.types import Detections
 
 __all__ = [
+    "MODEL_FAILURES_OFF",
     "SINK_REFUSED_LOG_INTERVAL_S",
     "CameraPipeline",
     "EventSink",
     "StatusSink",
+    "TaskOffSink",
     "TaskRunner",
     "TaskSpec",
 ]
@@ -79,6 +92,13 @@ EventSink = Callable[[ZoneEvent], None]
 """Receives every event after it is stored (from the pipeline thread; keep it quick)."""
 StatusSink = Callable[[str, bool, str], None]
 """``(camera, online, reason)`` on each camera online/offline change (reader thread)."""
+TaskOffSink = Callable[[str, str, str], None]
+"""``(camera, task, reason)`` when a task is switched off after its model kept failing
+(pipeline thread)."""
+MODEL_FAILURES_OFF = 3
+"""Frames in a row whose model call failed after which a task is switched off."""
+MODEL_FAILURE_LOG_INTERVAL_S = 60.0
+"""Least seconds between two log lines about failing model calls (per camera)."""
 SINK_REFUSED_LOG_INTERVAL_S = 60.0
 """Least seconds between two log lines about events a sink refused as full (per camera;
 read when a pipeline is built)."""
@@ -221,6 +241,9 @@ class TaskRunner:
             k: _Stat()
             for k in ("preprocess", "inference", "decode", "nms", "detect", "track", "zones")
         }
+        self.failures_in_a_row = 0  # model calls that raised, since the last success
+        self.model_failures = 0  # all of them
+        self.off: str | None = None  # why the task was switched off (None: it runs)
 
     def detect(self, image: ImageBGR) -> Detections:
         """Detections of the task's classes, small boxes removed; timings recorded."""
@@ -309,6 +332,8 @@ class CameraPipeline:
         snapshots: where ``start`` snapshots go (``None``: no snapshots).
         idle_tick_s: while a live camera delivers nothing, step the tasks with no
             detections this often (so incidents end); ``None`` disables.
+        task_off_sinks: told ``(camera, task, reason)`` when a task is switched off
+            because its model failed ``model_failures_off`` frames in a row (>= 1).
     """
 
     def __init__(
@@ -322,6 +347,8 @@ class CameraPipeline:
         status_sinks: Sequence[StatusSink] = (),
         snapshots: SnapshotStore | None = None,
         idle_tick_s: float | None = 1.0,
+        task_off_sinks: Sequence[TaskOffSink] = (),
+        model_failures_off: int = MODEL_FAILURES_OFF,
     ) -> None:
         if not tasks:
             raise ValueError("a pipeline needs at least one task")
@@ -356,6 +383,13 @@ class CameraPipeline:
         self._line_stats: dict[str, dict[str, dict[str, int]]] = {}
         self._latest: Frame | None = None
         self._refusals = RateLimitedLog(log, interval_s=SINK_REFUSED_LOG_INTERVAL_S)
+        if model_failures_off < 1:
+            raise ValueError(f"model_failures_off must be >= 1, got {model_failures_off}")
+        self._task_off_sinks = list(task_off_sinks)
+        self._failures_off = model_failures_off
+        self._model_log = RateLimitedLog(
+            log, interval_s=MODEL_FAILURE_LOG_INTERVAL_S, level=logging.ERROR
+        )
 
     # -- status --------------------------------------------------------------------
     def _on_status(self, online: bool, reason: str) -> None:
@@ -373,7 +407,14 @@ class CameraPipeline:
             t = frame.t if self._last_t is None else max(frame.t, self._last_t)
         out: list[ZoneEvent] = []
         for task in self.tasks:
-            dets = task.detect(frame.image)
+            if task.off is not None:
+                continue
+            try:
+                dets = task.detect(frame.image)
+            except Exception as exc:  # the model, not the loop: this task skips the frame
+                out += self._model_failed(task, exc, t=t, wall_ms=frame.wall_ms)
+                continue
+            task.failures_in_a_row = 0
             tracked, events = task.step(
                 dets,
                 t=t,
@@ -392,6 +433,35 @@ class CameraPipeline:
         self._update_zone_stats()
         return out
 
+    def _model_failed(
+        self, task: TaskRunner, exc: Exception, *, t: float, wall_ms: int
+    ) -> list[ZoneEvent]:
+        """Count a failed model call of ``task``; switch the task off at the limit (its
+        open incidents end, the sinks are told). Returns the events that produced."""
+        with self._lock:
+            task.failures_in_a_row += 1
+            task.model_failures += 1
+            n = task.failures_in_a_row
+        why = f"model {task.model!r} failed: {type(exc).__name__}: {exc}"
+        if n < self._failures_off:
+            self._model_log.hit(
+                "camera %s: task %s skipped a frame: %s (%d in a row; off at %d)",
+                self.camera, task.spec.name, why, n, self._failures_off,
+            )  # fmt: skip
+            return []
+        task.off = f"{why} ({n} frames in a row; off until the gateway restarts)"
+        log.error(
+            "camera %s: task %s switched off: %s", self.camera, task.spec.name, task.off,
+            exc_info=exc,
+        )  # fmt: skip
+        events = self._emit(task.close(t=t, wall_ms=wall_ms), task=task, image=None, tracked=None)
+        for sink in self._task_off_sinks:
+            try:
+                sink(self.camera, task.spec.name, task.off)
+            except Exception:
+                log.exception("camera %s: task-off sink %r failed", self.camera, sink)
+        return events
+
     def latest_frame(self) -> Frame | None:
         """The last frame processed (``None`` before the first), e.g. for the console's
         camera view. Its image is not modified by the pipeline; readers must not modify
@@ -407,6 +477,8 @@ class CameraPipeline:
             t = max(now, self._last_t or now)
             self._last_t = t
         for task in self.tasks:  # no detections: the polygon (and frame size) is not used
+            if task.off is not None:
+                continue
             _, events = task.step(
                 Detections.empty(), t=t, wall_ms=wall, frame_size=(1, 1), mono_s=0.0
             )
@@ -509,6 +581,7 @@ class CameraPipeline:
             while not self._stop.is_set() and (max_frames is None or n < max_frames):
                 self._progress_s = time.monotonic()
                 self._refusals.flush()
+                self._model_log.flush()
                 frame = self.source.read(timeout=0.25)
                 if frame is None:
                     if self.source.finished:
@@ -541,11 +614,14 @@ class CameraPipeline:
             t, wall = self._last_t, self._last_wall_ms
         wall_now = time.time_ns() // 1_000_000
         for task in self.tasks:
+            if task.off is not None:  # its incidents ended when it was switched off
+                continue
             events = task.close(
                 t=time.monotonic() if t is None else t, wall_ms=max(wall or 0, wall_now)
             )
             self._emit(events, task=task, image=None, tracked=None)
         self._refusals.flush(force=True)
+        self._model_log.flush(force=True)
         self._update_zone_stats()
         self.source.close()
 
@@ -630,9 +706,10 @@ class CameraPipeline:
         last), ``latency_ms`` (capture to event handed out: p50/p95 over the last 512
         events), ``events`` by type, ``open_incidents``, ``store_errors``,
         ``sink_errors``, ``progress_age_s`` (:meth:`progress_ages`), and per task
-        ``stage_ms`` (preprocess, inference, decode, nms, detect, track, zones:
-        mean/last), ``zones`` (``inside``/``open`` per zone) and ``lines``
-        (``in``/``out`` crossings per line so far).
+        ``model``, ``model_failures`` (model calls that raised), ``off`` (why the task
+        was switched off, or ``None``), ``stage_ms`` (preprocess, inference, decode,
+        nms, detect, track, zones: mean/last), ``zones`` (``inside``/``open`` per zone)
+        and ``lines`` (``in``/``out`` crossings per line so far).
         """
         src = self.source.stats()
         ages = self.progress_ages()
@@ -677,6 +754,8 @@ class CameraPipeline:
         out["tasks"] = {
             t.spec.name: {
                 "model": t.model,
+                "model_failures": t.model_failures,
+                "off": t.off,
                 "stage_ms": {k: s.as_dict() for k, s in t.stage_ms.items()},
                 "zones": zones.get(t.spec.name, {}),
                 "lines": lines.get(t.spec.name, {}),

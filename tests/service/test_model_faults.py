@@ -4,6 +4,12 @@
   ``data.yaml``) used to make model discovery fail for the whole folder: every camera
   went off. Now only the task that wants the broken manifest is off, with the file and
   its problem in ``/healthz`` and the ``task_unavailable`` alert; the other models load.
+- A model that raises at inference (here: an output whose class count does not match its
+  manifest, seen only at run time: the graph's output shape is symbolic and grows a row
+  for bright frames) used to end the camera thread, and the supervisor then stopped the
+  whole gateway (systemd restarted it every 5 s and gave up: the site dark). Now the task
+  skips a failing frame and is switched off after ``MODEL_FAILURES_OFF`` failures in a
+  row (``task_unavailable`` alert, ``/healthz`` degraded); everything else runs on.
 
 Real parts: tiny planted ONNX models run by onnxruntime, a still video read by OpenCV, a
 real mosquitto and subscriber, real SQLite files.
@@ -16,16 +22,25 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import cv2
+import httpx
+import numpy as np
+import onnx
 import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
 
 from edge.cli import main
 from edge.config import config_from_mapping
+from edge.errors import ModelError
+from edge.runtime.registry import file_sha256
 from edge.service.config_check import check_text
 from edge.service.gateway import GatewayService
 from tests.mqtt.broker import MosquittoBroker
 from tests.mqtt.subscriber import Subscriber
 from tests.polling import wait
 from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+from tests.service.running import running_gateway
 from tests.service.test_stall_and_alerts import camera, still_video, write_people_model
 
 GW = "gw-modelfault"
@@ -151,3 +166,186 @@ def test_models_list_lists_the_good_ones_and_names_the_bad_file(
     assert "data.yaml" in err and "not a model manifest" in err
     (models / "data.yaml").unlink()
     assert main(["models", "list", "--models-dir", str(models)]) == 0
+
+
+# -- models that fail at run time -------------------------------------------------------------
+PERSON_BOX = [140.0, 220.0, 80.0, 320.0]  # cx, cy, w, h in the 416 x 416 input
+
+
+def write_bright_fails_model(models: Path, name: str) -> None:
+    """A one-class yolov8 model (``class_names: [person]``) whose output gains a row --
+    looks like two classes, which the decoder refuses (ModelError) -- when the mean input
+    value is above 0.6 (a bright frame). Dark frames decode to one person. The output
+    shape is symbolic, so nothing can tell at load time."""
+    c = yolov8_output([PERSON_BOX], [[0.9]])
+    inits = [
+        numpy_helper.from_array(c, "C"),
+        numpy_helper.from_array(np.array(0.6, np.float32), "th"),
+        numpy_helper.from_array(np.array([1], np.int64), "shape1"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "th"], ["g"]),
+        helper.make_node("Cast", ["g"], ["gi"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["gi", "shape1"], ["e"]),
+        helper.make_node("Slice", ["C", "zero", "e", "axis1"], ["extra"]),
+        helper.make_node("Concat", ["C", "extra"], ["output0"], axis=1),
+    ]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 416, 416])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["b", "rows", "n"])
+    graph = helper.make_graph(nodes, "bright_fails", [inp], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    models.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(models / f"{name}.onnx"))
+    doc = {
+        "name": name,
+        "file": f"{name}.onnx",
+        "sha256": file_sha256(models / f"{name}.onnx"),
+        "family": "yolov8",
+        "input_size": [416, 416],
+        "class_names": ["person"],
+        "licence": "test graph, no weights",
+        "source": "tests/service/test_model_faults.py",
+    }
+    (models / f"{name}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+
+def video(path: Path, bright: list[bool]) -> Path:
+    """An MJPG file of 416 x 416 frames, white where ``bright`` else black."""
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5.0, (416, 416))
+    for b in bright:
+        vw.write(np.full((416, 416, 3), 255 if b else 0, np.uint8))
+    vw.release()
+    return path
+
+
+def test_a_model_failing_at_run_time_turns_its_task_off_not_the_gateway(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """gate's model fails on every (bright) frame: its task is off after 3 frames, with
+    the decoder's message in /healthz and the task_unavailable alert; the run loop keeps
+    going (before: 'pipeline ended', run() returned 1); dock keeps processing frames."""
+    models = tmp_path / "models"
+    write_people_model(models, "people")
+    write_bright_fails_model(models, "flaky")
+    bright = str(video(tmp_path / "bright.avi", [True] * 8))
+    gate = camera("gate", bright, loop=True, realtime=True, target_fps=10)
+    gate["tasks"]["fence"]["model"] = "flaky"
+    dock = camera("dock", str(still_video(tmp_path / "still.avi")), loop=True, realtime=True)
+    cfg = gateway_config(tmp_path, broker.port, [dock, gate])
+    with Subscriber(host=broker.host, port=broker.port, topics=[TOPIC], client_id="mf-2") as sub:
+        with running_gateway(GatewayService(config=cfg)) as gw:
+            service = gw.service
+            assert wait(lambda: "fence" in service.cameras["gate"].reasons, 20, interval=0.05)
+            why = service.cameras["gate"].reasons["fence"]
+            assert "ModelError" in why and "4+1=5" in why and "3 frames in a row" in why, why
+            dock_pipe = service.cameras["dock"].pipeline
+            assert dock_pipe is not None
+            seen = dock_pipe.metrics()["frames_processed"]
+            assert wait(lambda: dock_pipe.metrics()["frames_processed"] >= seen + 3, 20)
+            assert gw.rc == []  # the run loop goes on
+            health = service.health()
+            assert health["status"] == "degraded"
+            assert health["cameras"]["gate"]["tasks"] == {"fence": False}
+            assert health["cameras"]["gate"]["tasks_off"]["fence"] == why
+            assert health["cameras"]["dock"]["tasks"] == {"fence": True}
+            assert health["problems"] == [], health["problems"]
+            assert 'safety_edge_task_up{camera="gate",task="fence"} 0' in service.metrics_text()
+            assert wait(lambda: ("task_unavailable", "gate/fence") in alerts(sub), 10)
+            assert alerts(sub)[("task_unavailable", "gate/fence")] == ("active", why)
+            assert wait(lambda: ("camera_unavailable", "gate") in alerts(sub), 10)
+            assert alerts(sub)[("camera_unavailable", "gate")][0] == "active"
+        assert gw.rc == [0]
+
+
+def test_a_task_skips_failing_frames_and_is_off_after_three_in_a_row(tmp_path: Path) -> None:
+    """One camera, two tasks: 'flaky' fails on bright frames, 'steady' never. Bright
+    frames 1, 3-4 are skipped by flaky alone (no made-up empty detections: its tracker is
+    not stepped); 6-8 are three in a row: flaky is off from then on (frame 9 is not run),
+    steady sees all 10 frames."""
+    models = tmp_path / "models"
+    write_people_model(models, "people")
+    write_bright_fails_model(models, "flaky")
+    from edge.runtime.detector import Detector
+    from edge.runtime.registry import load_manifest
+    from edge.stream.pipeline import MODEL_FAILURES_OFF, CameraPipeline, TaskRunner, TaskSpec
+    from edge.stream.sources import SourceSpec
+    from edge.stream.zones import ZoneSpec
+
+    assert MODEL_FAILURES_OFF == 3
+    pattern = [False, True, False, True, True, False, True, True, True, False]
+    src = video(tmp_path / "mixed.avi", pattern)
+    told: list[tuple[str, str, str]] = []
+    zone = ZoneSpec(name="all", polygon=None)
+    with (
+        Detector(load_manifest(models / "flaky.yaml")) as flaky_det,
+        Detector(load_manifest(models / "people.yaml")) as steady_det,
+    ):
+        flaky = TaskRunner(
+            spec=TaskSpec(name="flaky", zones=(zone,)), detector=flaky_det, camera="cam"
+        )
+        steady = TaskRunner(
+            spec=TaskSpec(name="steady", zones=(zone,)), detector=steady_det, camera="cam"
+        )
+        pipe = CameraPipeline(
+            camera="cam",
+            source=SourceSpec(uri=str(src), realtime=False),
+            tasks=[flaky, steady],
+            task_off_sinks=[lambda cam, task, why: told.append((cam, task, why))],
+        )
+        assert pipe.run() == len(pattern)
+    m = pipe.metrics()["tasks"]
+    assert m["flaky"]["model_failures"] == 6
+    assert m["steady"]["model_failures"] == 0
+    assert steady.stage_ms["detect"].count == 10
+    assert flaky.stage_ms["track"].count == 3  # frames 0, 2 and 5
+    assert flaky.off is not None and m["flaky"]["off"] == flaky.off
+    assert told == [("cam", "flaky", flaky.off)]
+    assert steady.off is None
+
+
+def test_healthz_is_degraded_while_an_api_model_fails_every_call(tmp_path: Path) -> None:
+    """API-only gateway: its fence model fails on bright images. Before, /healthz said ok
+    while every request answered 5001. Now 3 failures in a row make it degraded with the
+    model's error; one success makes it ok again (a bad image is not a broken model).
+    The calls go through the API's own fence task (the detector the app was built with)."""
+    from tests.mqtt.broker import free_port
+
+    models = tmp_path / "models"
+    write_bright_fails_model(models, "flaky")
+    cfg = config_from_mapping(
+        {
+            "gateway_id": GW,
+            "data_dir": str(tmp_path / "data"),
+            "models_dir": str(models),
+            "tasks": {"fence": "flaky", "hardhat": None, "workwear": None},
+            "api": {"host": "127.0.0.1", "port": free_port(), "workers": 1},
+            "service": {"stop_timeout_s": 5, "flush_timeout_s": 1},
+            "cameras": [],
+        }
+    )
+    bright = np.full((416, 416, 3), 255, np.uint8)
+    dark = np.zeros((416, 416, 3), np.uint8)
+    area = np.array([[0, 0], [416, 0], [416, 416], [0, 416]], np.float64)
+    with running_gateway(GatewayService(config=cfg)) as gw:
+        url = gw.service.api_url
+        task = gw.service.app.state.gateway.runners["fence"].task
+
+        def healthz() -> dict[str, Any]:
+            body: dict[str, Any] = httpx.get(f"{url}/healthz", timeout=10).json()
+            return body
+
+        assert healthz()["status"] == "ok"
+        for k in range(3):
+            with pytest.raises(ModelError, match="4\\+1=5"):
+                task.run(bright, area)
+            assert healthz()["status"] == ("degraded" if k == 2 else "ok")
+        body = healthz()
+        assert any("'flaky'" in p and "the last 3 calls failed" in p for p in body["problems"])
+        assert len(task.run(dark, area)) == 1
+        assert healthz()["status"] == "ok"
+        assert gw.rc == []
