@@ -180,7 +180,7 @@ def test_api_allow_spinning_reaches_the_detectors_the_app_and_gateway_build(
     from edge.service.gateway import GatewayService
     from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
 
-    out = yolov8_output([(10, 10, 4, 4)], [[0.9]], num_anchors=3)
+    out = yolov8_output([(10, 10, 4, 4)], [[0.9, 0.0]], num_anchors=3)
     model = planted_model({"output0": out}, input_size=(64, 64))
     write_model_and_manifest(tmp_path / "models", model, name="people", input_size=(64, 64))
     cfg = config_from_mapping(

@@ -18,7 +18,11 @@ from tests.api.server_fixture import (
     start_server,
     write_models,
 )
-from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+from tests.runtime.graphs import (
+    fails_on_real_images_model,
+    write_model_and_manifest,
+    yolov8_output,
+)
 
 IMG = b64(jpeg_bytes())
 FULL_AREA = "0,0,63,0,63,63,0,63"
@@ -100,12 +104,12 @@ def test_disk_full_answers_5002_or_5000_without_crash(tmp_path: Path) -> None:
 
 def _models_with_broken_fence(models: Path) -> None:
     write_models(models)
-    # A fence model whose output has 3 class columns while the manifest names 2: the
-    # session runs, the decoder fails at inference time.
-    out = {"output0": yolov8_output([(32.0, 40.0, 10.0, 20.0)], [[0.9, 0.0, 0.0]])}
+    # A fence model that passes the load check but emits an attribute row more on real
+    # frames: the session runs, the decoder fails at inference time.
+    out = yolov8_output([(32.0, 40.0, 10.0, 20.0)], [[0.9, 0.0]])
     write_model_and_manifest(
         models,
-        planted_model(out, input_size=(64, 64)),
+        fails_on_real_images_model(out, input_size=(64, 64)),
         name="broken",
         class_names=["person", "car"],
         input_size=(64, 64),

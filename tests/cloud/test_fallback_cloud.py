@@ -37,7 +37,12 @@ from edge.runtime.detector import Detector
 from edge.tasks.base import DetectorLike
 from edge.tasks.hardhat import ResultItem
 from tests.api.server_fixture import INPUT, Server, free_port, jpeg_bytes, start_server
-from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+from tests.runtime.graphs import (
+    fails_on_real_images_model,
+    planted_model,
+    write_model_and_manifest,
+    yolov8_output,
+)
 
 AREA = "20,30,60,30,60,60,20,60"
 HAT_PATH = "/v1/aiop/api/local/SafeHat/base/hat_detect"
@@ -59,12 +64,16 @@ LOCAL: dict[str, Spec] = {
 
 
 def write_specs(folder: Path, specs: Mapping[str, Spec], *, broken: str | None = None) -> None:
-    """One planted model per spec; ``broken``: that one's manifest names a class more than
-    its output has, so every inference fails in the decoder (a real ModelError)."""
+    """One planted model per spec; ``broken``: that one passes the load check but emits an
+    attribute row more on real frames, so every inference fails in the decoder (a real
+    ModelError)."""
     for name, (boxes, scores, classes) in specs.items():
-        model = planted_model({"output0": yolov8_output(boxes, scores)}, input_size=INPUT)
-        names = [*classes, "extra"] if name == broken else classes
-        write_model_and_manifest(folder, model, name=name, class_names=names, input_size=INPUT)
+        out = yolov8_output(boxes, scores)
+        if name == broken:
+            model = fails_on_real_images_model(out, input_size=INPUT)
+        else:
+            model = planted_model({"output0": out}, input_size=INPUT)
+        write_model_and_manifest(folder, model, name=name, class_names=classes, input_size=INPUT)
 
 
 @pytest.fixture(scope="module")
