@@ -71,7 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -104,6 +104,7 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "EventType",
+    "LocalTime",
     "SizePrune",
     "ZoneEvent",
     "event_to_dict",
@@ -111,6 +112,7 @@ __all__ = [
     "local_if_naive",
     "old_schema_message",
     "parse_time",
+    "resolve_local",
 ]
 
 log = logging.getLogger("edge.stream")
@@ -434,6 +436,67 @@ def events_db_path(data_dir: str | Path) -> Path:
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTime:
+    """What a wall-clock reading (a naive date-time) means in a time zone.
+
+    Attributes:
+        kind: ``"unique"``; ``"ambiguous"``: the clock read it twice (fall back: the
+            repeated hour); ``"nonexistent"``: the clock skipped it (spring forward).
+        first: the first moment the clock read it, aware UTC. Ambiguous: the first
+            occurrence (``fold=0``); nonexistent: the moment of the change (the first
+            moment the clock reads later than it).
+        last: the last occurrence (``fold=1``), aware UTC; equals ``first`` unless
+            ambiguous.
+    """
+
+    kind: Literal["unique", "ambiguous", "nonexistent"]
+    first: datetime
+    last: datetime
+
+
+def _wall(u: datetime, tz: tzinfo | None) -> datetime:
+    """The naive wall-clock reading of the aware ``u`` in ``tz`` (``None``: local)."""
+    return (u.astimezone(tz) if tz is not None else u.astimezone()).replace(tzinfo=None)
+
+
+def resolve_local(naive: datetime, tz: tzinfo | None = None) -> LocalTime:
+    """Map a wall-clock reading to real time in ``tz`` (``None``: the process's local time
+    zone, ``TZ`` or ``/etc/localtime``), telling a repeated or skipped reading apart.
+
+    Round trip: ``fold=0`` and ``fold=1`` giving different UTC times that both read back
+    as ``naive`` is ambiguous; a reading that does not come back is nonexistent, and its
+    change is found by bisection (whole seconds, ~12 steps for a one-hour gap).
+
+    Raises:
+        ValueError, OverflowError: the time is out of range in that zone.
+    """
+    naive = naive.replace(tzinfo=None)
+    u = [
+        (
+            naive.replace(fold=f, tzinfo=tz)
+            if tz is not None
+            else naive.replace(fold=f).astimezone()
+        ).astimezone(timezone.utc)
+        for f in (0, 1)
+    ]
+    if _wall(u[0], tz) == naive and _wall(u[1], tz) == naive:
+        if u[0] == u[1]:
+            return LocalTime(kind="unique", first=u[0], last=u[0])
+        lo, hi = min(u), max(u)
+        return LocalTime(kind="ambiguous", first=lo, last=hi)
+    # skipped: the wall clock is before naive until the change, after it from then on
+    lo_s, hi_s = int(min(u).timestamp()), int(max(u).timestamp()) + 1
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if _wall(datetime.fromtimestamp(mid, timezone.utc), tz) > naive:
+            hi_s = mid
+        else:
+            lo_s = mid
+    change = datetime.fromtimestamp(hi_s, timezone.utc)
+    return LocalTime(kind="nonexistent", first=change, last=change)
 
 
 def local_if_naive(dt: datetime) -> datetime:

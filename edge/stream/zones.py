@@ -46,6 +46,10 @@ Behaviour, per track (times are the frame times passed in, never read from a clo
   wall clock is not trusted (:meth:`ZoneMonitor.trust_wall_clock`, set by the gateway's
   clock check) a scheduled zone is armed at all hours: fail-safe, an event at night is
   better than none during a shift the clock does not know it is in.
+  Each range is a span of real time (:class:`Schedule`: across a daylight-saving change
+  it starts at the first occurrence of its start time and ends at the last occurrence of
+  its end time), so a change of the clock at night neither disarms a zone for the
+  repeated hour nor splits one incident in two.
 - **acknowledgement**: :meth:`ZoneMonitor.acknowledge` (a control room's ``ack``, from
   another thread) marks an open incident: it raises no more ``update`` events, and its
   ``end`` carries ``attributes["ack"]``. The check and the end are ordered by a lock, so
@@ -69,7 +73,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import time as dtime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,7 +84,7 @@ import numpy.typing as npt
 from edge.errors import AreaError
 from edge.kernels.geometry import box_anchors, point_polyline_distance, validate_polygon
 from edge.mqtt.ids import new_event_id
-from edge.stream.events import AttributeValue, EventType, ZoneEvent
+from edge.stream.events import AttributeValue, EventType, ZoneEvent, resolve_local
 from edge.stream.tracker import TRACK_IDS
 from edge.tasks.fence import AnchorMode, inside_mask
 from edge.types import BoolArray, Detections
@@ -243,16 +248,32 @@ def _parse_days(spec: str | Iterable[str]) -> frozenset[int]:
 class Schedule:
     """When a zone is armed: days of the week and time ranges, in a time zone.
 
+    Each range on each of ``days`` is one span of real time, from the first moment the
+    clock reads its start to the last moment it reads its end (end exclusive); an
+    overnight range belongs to the day it starts on (``mon-fri 22:00-06:00`` covers
+    Saturday 03:00, not Monday 03:00). Across daylight-saving changes:
+
+    - fall back (a repeated hour): a start in it is its first occurrence, an end its
+      last, so ``02:30-06:00`` on the night Berlin goes from 03:00 CEST to 02:00 CET runs
+      from 02:30 CEST to 06:00 CET without a break (4 h of real time), and
+      ``22:00-02:30`` ends at 02:30 CET.
+    - spring forward (a skipped hour): a start or end in the gap is the moment of the
+      change (``02:30-06:00`` arms at 03:00 CEST, ``22:00-02:30`` ends at 03:00 CEST);
+      a range wholly inside the gap (``02:15-02:45``) is not armed that day.
+
     Attributes:
         days: ISO weekday numbers 0 (Monday) .. 6 (Sunday) on which a range *starts*.
         ranges: time ranges; empty means all day.
         tz: IANA time zone name (e.g. ``Europe/Berlin``); ``None`` = the gateway's local
-            time zone.
+            time zone (read when a day is first needed: restart after changing it).
     """
 
     days: frozenset[int] = frozenset(range(7))
     ranges: tuple[TimeRange, ...] = ()
     tz: str | None = None
+    _spans: dict[date, tuple[tuple[int, int], ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not self.days or not self.days <= frozenset(range(7)):
@@ -262,6 +283,7 @@ class Schedule:
                 ZoneInfo(self.tz)
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {self.tz!r}") from None
+        object.__setattr__(self, "_spans", {})
 
     @classmethod
     def parse(
@@ -279,28 +301,48 @@ class Schedule:
         return ZoneInfo(self.tz) if self.tz is not None else None
 
     def active_at(self, wall_ms: int) -> bool:
-        """Whether the schedule is on at Unix time ``wall_ms`` (milliseconds)."""
-        utc = datetime.fromtimestamp(wall_ms / 1000.0, tz=timezone.utc)
-        tz = self._tzinfo()
-        local = utc.astimezone(tz) if tz is not None else utc.astimezone()
-        return self.active_local(local)
+        """Whether the schedule is on at Unix time ``wall_ms`` (milliseconds).
 
-    def active_local(self, local: datetime) -> bool:
-        """Whether the schedule is on at a local (wall) date and time."""
-        day = local.weekday()
-        if not self.ranges:
-            return day in self.days
-        sec = local.hour * 3600 + local.minute * 60 + local.second
-        yesterday = (local - timedelta(days=1)).weekday()
-        for r in self.ranges:
-            if r.overnight:
-                if (day in self.days and sec >= r.start_s) or (
-                    yesterday in self.days and sec < r.end_s
-                ):
-                    return True
-            elif day in self.days and r.start_s <= sec < r.end_s:
-                return True
-        return False
+        Cheap per frame: one conversion to the local date, then the real-time spans of
+        that date (cached per date) are compared in UTC milliseconds.
+        """
+        tz = self._tzinfo()
+        today = datetime.fromtimestamp(wall_ms / 1000.0, tz=tz).date()
+        spans = self._spans.get(today)
+        if spans is None:
+            spans = self._spans_near(today, tz)
+            if len(self._spans) >= 16:  # a few days are ever needed; keep it small
+                self._spans.clear()
+            self._spans[today] = spans
+        return any(a <= wall_ms < b for a, b in spans)
+
+    def _spans_near(self, today: date, tz: tzinfo | None) -> tuple[tuple[int, int], ...]:
+        """[start, end) Unix ms of the ranges starting yesterday, today and tomorrow (a
+        range of tomorrow matters only where a change repeats midnight)."""
+        ranges = self.ranges or (TimeRange(0, _DAY_S),)
+        out: list[tuple[int, int]] = []
+        for delta in (-1, 0, 1):
+            day = today + timedelta(days=delta)
+            if day.weekday() not in self.days:
+                continue
+            midnight = datetime.combine(day, dtime())
+            for r in ranges:
+                end_day = midnight + timedelta(days=1) if r.overnight else midnight
+                try:
+                    a = resolve_local(midnight + timedelta(seconds=r.start_s), tz).first
+                    b = resolve_local(end_day + timedelta(seconds=r.end_s), tz).last
+                except (ValueError, OverflowError):  # the years 1 and 9999: never armed
+                    continue
+                if b > a:
+                    out.append((_unix_ms(a), _unix_ms(b)))
+        return tuple(out)
+
+
+def _unix_ms(u: datetime) -> int:
+    return (u - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # -- zone specification ---------------------------------------------------------------
