@@ -30,7 +30,7 @@ from typing import Any
 
 from edge.api.store import APIS, TIERS, AppError, AppRecord, Store, StoreError, db_path
 from edge.errors import EdgeError
-from edge.stream.events import local_if_naive
+from edge.stream.events import LocalTimeError, local_if_naive
 
 __all__ = ["DATA_DIR_ENV", "add_subcommands", "limit_arg", "missing_database", "resolve_data_dir"]
 
@@ -178,6 +178,8 @@ def _parse_start(text: str | None) -> datetime | None:
         raise AppError(f"--start {text!r} is not an ISO date/time (e.g. 2026-01-31)") from None
     try:
         return local_if_naive(dt)
+    except LocalTimeError as exc:  # the repeated or skipped hour of a clock change
+        raise AppError(f"--start {exc}") from None
     except (ValueError, OverflowError):  # local 0001-01-01 or 9999-12-31 leave the range
         raise AppError(
             f"--start {text!r} is out of range in the gateway's time zone: a package's year of "

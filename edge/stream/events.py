@@ -105,11 +105,13 @@ __all__ = [
     "EventStoreError",
     "EventType",
     "LocalTime",
+    "LocalTimeError",
     "SizePrune",
     "ZoneEvent",
     "event_to_dict",
     "events_db_path",
     "local_if_naive",
+    "local_zone_name",
     "old_schema_message",
     "parse_time",
     "resolve_local",
@@ -499,6 +501,40 @@ def resolve_local(naive: datetime, tz: tzinfo | None = None) -> LocalTime:
     return LocalTime(kind="nonexistent", first=change, last=change)
 
 
+class LocalTimeError(ValueError):
+    """A time typed without an offset that the local clock read twice or never."""
+
+
+def local_zone_name() -> str:
+    """The gateway's local time zone by name, for messages and the start-up log: the
+    ``TZ`` variable (``Europe/Berlin``, ``:/usr/share/zoneinfo/Europe/Berlin``), else
+    the zone ``/etc/localtime`` links to, else :data:`time.tzname` (``CET/CEST``)."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    link = tz or ""
+    if not tz:
+        try:
+            link = os.path.realpath("/etc/localtime") if os.path.islink("/etc/localtime") else ""
+        except OSError:
+            link = ""
+    if link:
+        marker = "zoneinfo/"
+        k = link.rfind(marker)
+        return link[k + len(marker) :] if k >= 0 else link
+    std, dst = time.tzname
+    return std if std == dst else f"{std}/{dst}"
+
+
+def _offset(u: datetime, naive: datetime) -> str:
+    """``naive`` minus the UTC ``u`` as ``+HH:MM``."""
+    minutes = round((naive - u.replace(tzinfo=None)).total_seconds() / 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _typed(dt: datetime) -> str:
+    return dt.isoformat(timespec="minutes" if not dt.second and not dt.microsecond else "auto")
+
+
 def local_if_naive(dt: datetime) -> datetime:
     """``dt`` as an aware time: a naive ``dt`` is read as the gateway's local time.
 
@@ -506,8 +542,33 @@ def local_if_naive(dt: datetime) -> datetime:
     console's event filter, ``/console/api/stats?since=``, ``quota add --start``, the
     console's package Start field): naive = the gateway's local time (its ``TZ`` or
     ``/etc/localtime``, what ``date`` prints). Aware times are returned unchanged.
+
+    Raises:
+        LocalTimeError: a naive time the local clock read twice (the repeated hour when
+            the clock goes back: which one is meant?) or never (the hour skipped when it
+            goes forward); the message names the offsets or the time to type instead.
+        ValueError, OverflowError: out of range in the local zone (years 1 and 9999).
     """
-    return dt.astimezone() if dt.tzinfo is None else dt
+    if dt.tzinfo is not None:
+        return dt
+    try:
+        r = resolve_local(dt)
+    except (ValueError, OverflowError):  # at the ends of datetime's range: no change there
+        return dt.astimezone()
+    if r.kind == "ambiguous":
+        raise LocalTimeError(
+            f"{_typed(dt)} is ambiguous in {local_zone_name()} (the clock went back): "
+            f"add {_offset(r.first, dt)} or {_offset(r.last, dt)}"
+        )
+    if r.kind == "nonexistent":
+        # the reading the clock showed instead: read with the offset before the change
+        later = max(_wall(dt.replace(fold=f).astimezone(timezone.utc), None) for f in (0, 1))
+        use = _typed(later) if later.date() != dt.date() else _typed(later)[11:]
+        raise LocalTimeError(
+            f"{_typed(dt)} does not exist in {local_zone_name()} (the clock went forward): "
+            f"add an offset or use {use}"
+        )
+    return dt.astimezone()
 
 
 def parse_time(text: str, *, now_ms: int | None = None) -> int:
