@@ -187,7 +187,13 @@ from edge.service.notify import Notifier
 from edge.service.tasks import build_task_spec, build_zone_rules
 from edge.stream import retention
 from edge.stream.acks import AckStore
-from edge.stream.events import DbSize, EventStore, ZoneEvent, events_db_path
+from edge.stream.events import (
+    DbSize,
+    EventStore,
+    ZoneEvent,
+    events_db_path,
+    local_zone_name,
+)
 from edge.stream.pipeline import MODEL_FAILURES_OFF, CameraPipeline, TaskRunner
 from edge.stream.retention import PruneReport
 from edge.stream.snapshots import SnapshotStore
@@ -207,6 +213,47 @@ __all__ = [
 ]
 
 log = logging.getLogger("edge.service")
+
+
+def log_local_time_zone(cfg: GatewayConfig) -> None:
+    """At start-up: one INFO line naming the local time zone (the one of schedules without
+    ``tz`` and of times typed without an offset, read once by the process: a change needs
+    a restart), and a WARNING when that zone is UTC and some zone or line schedule has no
+    ``tz`` -- usually an image whose time zone was never set, not a site on UTC."""
+    now = datetime.now().astimezone()
+    off = now.utcoffset()
+    minutes = 0 if off is None else round(off.total_seconds() / 60)
+    sign = "+" if minutes >= 0 else "-"
+    utc_text = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    name = local_zone_name()
+    log.info(
+        "local time zone: %s (%s): schedules without tz and times typed without an offset "
+        "use it; restart the gateway after changing it",
+        name, utc_text,
+    )  # fmt: skip
+    if time.timezone != 0 or time.daylight:
+        return
+    untimed = [
+        f"{cam.name}/{task}/{item}"
+        for cam in cfg.cameras
+        for task, tc in cam.tasks.items()
+        for item, sched in (
+            *((z.name, z.schedule) for z in tc.zones),
+            *((ln.name, ln.schedule) for ln in tc.lines),
+        )
+        if sched is not None and sched.tz is None
+    ]
+    if untimed:
+        shown = ", ".join(untimed[:5]) + (
+            f" and {len(untimed) - 5} more" if len(untimed) > 5 else ""
+        )
+        log.warning(
+            "schedules without tz run in UTC (the gateway's time zone is %s): %s; set tz "
+            "(e.g. tz: Europe/Berlin) on each schedule or the gateway's time zone "
+            "(timedatectl set-timezone), then restart the gateway",
+            name, shown,
+        )  # fmt: skip
+
 
 OUTBOX_FILENAME = "outbox.sqlite3"
 _MIB = 1024 * 1024
@@ -484,6 +531,7 @@ class GatewayService:
 
     def _start(self) -> None:
         cfg = self.config
+        log_local_time_zone(cfg)
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
