@@ -1,6 +1,84 @@
 // Events page: new events arrive over server-sent events and go on top of the list; when
 // the session ended the page goes to the login page (and comes back after it).
 "use strict";
+// The filter's From/To: times are shown in the browser's time zone (console.js), so a date
+// or date-time typed without an offset is meant in it too. On submit it gets the browser's
+// UTC offset *for that date and time* (summer/winter time right per date) before it goes to
+// the gateway, which reads a time without an offset in its own zone (as without JS).
+(function () {
+  var form = document.getElementById("event-filter");
+  if (!form) return;
+  var NAIVE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?$/;
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  var zoneName = "";
+  try { zoneName = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zoneName = ""; }
+  function offsetText(minutesEast) {
+    var a = Math.abs(minutesEast);
+    return (minutesEast < 0 ? "-" : "+") + pad(Math.floor(a / 60)) + ":" + pad(a % 60);
+  }
+  function sameWall(a, b) {
+    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() &&
+      a.getDate() === b.getDate() && a.getHours() === b.getHours() &&
+      a.getMinutes() === b.getMinutes() && a.getSeconds() === b.getSeconds();
+  }
+  // "2026-03-31T08:00" -> {value: "2026-03-31T08:00+02:00"} (a date alone: its local
+  // midnight); a reading the browser's clock showed twice or never -> {error: why}, as the
+  // gateway says it; anything else (1h, an offset, Unix time, nonsense) is left as typed
+  // for the gateway to judge.
+  function withOffset(text) {
+    var t = text.trim(), m = NAIVE.exec(t);
+    if (!m) return { value: text };
+    var d = new Date(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
+    if (isNaN(d)) return { value: text };
+    var date = m[1] + "-" + m[2] + "-" + m[3], time = m[4] ? t.slice(11) : "00:00";
+    var where = zoneName ? " in " + zoneName : " in this browser's time zone";
+    if (d.getFullYear() !== +m[1] || d.getMonth() !== +m[2] - 1 || d.getDate() !== +m[3] ||
+        d.getHours() !== +(m[4] || 0) || d.getMinutes() !== +(m[5] || 0)) {
+      return { error: date + "T" + time + " does not exist" + where +
+               " (the clock went forward): add an offset or use " + pad(d.getHours()) + ":" +
+               pad(d.getMinutes()) };
+    }
+    var tzo = d.getTimezoneOffset();
+    for (var k = -1; k <= 1; k += 2) {
+      var other = new Date(d.getTime() + k * 3 * 3600e3).getTimezoneOffset();
+      var alt = new Date(d.getTime() + (other - tzo) * 60000);
+      if (other !== tzo && alt.getTime() !== d.getTime() && sameWall(alt, d)) {
+        var first = alt < d ? other : tzo, last = alt < d ? tzo : other;
+        return { error: date + "T" + time + " is ambiguous" + where +
+                 " (the clock went back): add " + offsetText(-first) + " or " +
+                 offsetText(-last) };
+      }
+    }
+    return { value: date + "T" + time + offsetText(-tzo) };
+  }
+  window.consoleFilterTime = withOffset;
+  var hint = document.getElementById("filter-zone");
+  if (hint) {
+    hint.textContent = "Dates and times without an offset are in your browser's time zone (" +
+      (zoneName ? zoneName + ", " : "") + "now UTC" + offsetText(-new Date().getTimezoneOffset()) +
+      "), as the times in the list.";
+  }
+  ["since", "until"].forEach(function (name) {
+    var input = form.elements[name];
+    if (input) input.addEventListener("input", function () { input.setCustomValidity(""); });
+  });
+  form.addEventListener("submit", function (ev) {
+    var fields = ["since", "until"].map(function (name) { return form.elements[name]; });
+    var got = fields.map(function (input) {
+      return input && input.value ? withOffset(input.value) : null;
+    });
+    for (var i = 0; i < fields.length; i++) {
+      if (got[i] && got[i].error) {
+        ev.preventDefault();
+        fields[i].setCustomValidity(got[i].error);
+        fields[i].reportValidity();
+        return;
+      }
+    }
+    got.forEach(function (g, j) { if (g) fields[j].value = g.value; });
+  });
+})();
+
 (function () {
   var table = document.getElementById("events");
   var live = document.getElementById("live-state");
