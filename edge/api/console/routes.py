@@ -90,7 +90,13 @@ from edge.api.console.zone_edit import (
 from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
 from edge.api.store import TIERS, AppError, AppRecord, Store, StoreError
 from edge.kernels.geometry import MAX_AREA_POINTS, MIN_AREA_POINTS
-from edge.stream.events import EventStoreError, events_db_path, local_if_naive, parse_time
+from edge.stream.events import (
+    EventStoreError,
+    LocalTimeError,
+    events_db_path,
+    local_if_naive,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from edge.api.app import Gateway
@@ -390,6 +396,8 @@ def _package_start(text: str) -> datetime | None:
         ) from None
     try:
         return local_if_naive(dt)
+    except LocalTimeError as exc:  # the repeated or skipped hour of a DST change
+        raise AppError(f"Start {exc}") from None
     except (ValueError, OverflowError):
         raise AppError(f"Start {text[:40]!r} is out of range") from None
 
