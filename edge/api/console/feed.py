@@ -40,12 +40,19 @@ _COLS = (
 @dataclass(frozen=True)
 class EventFilter:
     """Which events: exact camera/task (``None`` = any), ``since_ms <= time_ms <
-    until_ms`` (Unix ms, ``None`` = open)."""
+    until_ms`` (Unix ms, ``None`` = open).
+
+    ``before_id`` (with ``until_ms``) makes the end a keyset cursor on the list's order
+    ``(time_ms, event_id)``: ``(time_ms, event_id) < (until_ms, before_id)``, i.e. also the
+    events at ``until_ms`` itself whose id sorts before ``before_id`` -- the next page after
+    a page that ended with that event, inside one millisecond too, with nothing skipped or
+    repeated. Without ``until_ms`` it is ignored."""
 
     camera: str | None = None
     task: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+    before_id: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         parts: list[str] = []
@@ -56,7 +63,12 @@ class EventFilter:
             ("time_ms", ">=", self.since_ms),
             ("time_ms", "<", self.until_ms),
         ):
-            if val is not None:
+            if val is None:
+                continue
+            if col == "time_ms" and op == "<" and self.before_id is not None:
+                parts.append("(time_ms < ? OR (time_ms = ? AND event_id < ?))")
+                args.extend([val, val, self.before_id])
+            else:
                 parts.append(f"{col} {op} ?")
                 args.append(val)
         return " AND ".join(parts), args
@@ -117,8 +129,10 @@ class EventFeed:
             conn.close()
 
     def recent(self, flt: EventFilter, *, limit: int = 100) -> list[dict[str, Any]]:
-        """Matching events, newest first (by time), at most ``limit`` (1..1000)."""
-        limit = max(1, min(int(limit), 1000))
+        """Matching events, newest first (by ``(time_ms, event_id)``, the order
+        :attr:`EventFilter.before_id` pages on), at most ``limit`` (1..1001: a page of
+        1000 and the one row that says there are more)."""
+        limit = max(1, min(int(limit), 1001))
         where, args = flt.where()
         sql = f"SELECT {_COLS} FROM events"
         if where:

@@ -109,6 +109,8 @@ HERE = Path(__file__).resolve().parent
 MAX_FORM_BYTES = 64 * 1024
 SSE_POLL_S = 0.5
 SSE_MAX_S = 5.0
+EVENTS_PAGE = 100
+"""Rows on one Events page; more in the period: a notice and an "Older" link."""
 _ROLLUP_IDLE_S = 60.0
 _API_TITLES = {"hardhat": "Hard-hat", "workwear": "Workwear", "fence": "Electronic fence"}
 _TIER_LABELS = {"100k": "100k", "400k": "400k", "800k": "800k", "4m": "4M", "8m": "8M"}
@@ -1079,11 +1081,17 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         except ValueError as exc:
             error = str(exc)
             since = until = None
+        before = q.get("before", "")
+        if before and not error and not (before.isascii() and before.isprintable()):
+            error = "before must be an event id"
+        if len(before) > 64:
+            error = "before must be an event id (64 characters at most)"
         flt = EventFilter(
             camera=sel["camera"] or None,
             task=sel["task"] or None,
             since_ms=since,
             until_ms=until,
+            before_id=before or None if until is not None and not error else None,
         )
         return flt, sel, error
 
@@ -1094,17 +1102,33 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
 
         def load() -> Any:
             last = state.feed.last_id()
-            rows = state.feed.add_acks(state.feed.recent(flt, limit=100))
+            rows = state.feed.recent(flt, limit=EVENTS_PAGE + 1)
+            more = len(rows) > EVENTS_PAGE
+            rows = state.feed.add_acks(rows[:EVENTS_PAGE])
             cams, tasks = state.feed.names()
             cams = sorted(set(cams) | {c.name for c in state.config.cameras})
-            return last, rows, cams, sorted(set(tasks) | {"fence", "hardhat", "workwear"})
+            tasks = sorted(set(tasks) | {"fence", "hardhat", "workwear"})
+            return last, rows, more, cams, tasks
 
-        last, rows, cams, tasks = await _run(load)
+        last, rows, more, cams, tasks = await _run(load)
+        older = None
+        if more:
+            # the next page: the same filter with its start as Unix ms (a "1h" typed here
+            # must not slide by the time the link is followed), ending at the last row
+            # shown: (time_ms, event_id) < its own, the list's order (EventFilter.before_id)
+            q = {k: v for k, v in (("camera", sel["camera"]), ("task", sel["task"])) if v}
+            if flt.since_ms is not None:
+                q["since"] = str(flt.since_ms)
+            q.update(until=str(rows[-1]["time_ms"]), before=str(rows[-1]["event_id"]))
+            older = "/console/events?" + urllib.parse.urlencode(q)
         return state.render(
             "events.html",
             session,
             page="events",
             events=rows,
+            page_size=EVENTS_PAGE,
+            older=older,
+            paged=flt.before_id is not None,
             last_id=last,
             cams=cams,
             tasks=tasks,
