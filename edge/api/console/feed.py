@@ -7,7 +7,9 @@ read-only connection opened per call, so the console never writes to it and work
 pipeline ever ran). Rows are addressed by SQLite's ``rowid``, which grows with every
 insert: the live feed asks for ``rowid > last seen``, so an event written late (a camera
 lagging behind another) is still delivered, once. :meth:`EventFeed.add_acks` adds who
-acknowledged each row's incident (the ``event_acks`` table, :mod:`edge.stream.acks`).
+acknowledged each row's incident (the ``event_acks`` table, :mod:`edge.stream.acks`);
+:meth:`EventFeed.acks_after` follows that table by its ``rowid`` the same way, so an
+acknowledgement reaches a live page that already shows the incident.
 
 :class:`ThumbnailCache` serves snapshot JPEGs scaled down for the lists (decoded,
 resized and re-encoded once, then kept in memory by path and modification time).
@@ -26,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.stream.acks import read_acks
+from edge.stream.acks import ACKS_TABLE, Ack, read_acks
 from edge.stream.events import EventStoreError
 
 __all__ = ["EventFeed", "EventFilter", "ThumbnailCache", "safe_snapshot_path"]
@@ -172,6 +174,50 @@ class EventFeed:
             ack = acks.get(key) if key is not None else None
             r["ack"] = None if ack is None else ack.summary()
         return rows
+
+    def last_ack_id(self) -> int:
+        """The newest acknowledgement's row id in ``event_acks`` (0: none, or no table)."""
+        rows = self._query(f"SELECT COALESCE(MAX(rowid), 0) FROM {ACKS_TABLE}", [])
+        return int(rows[0][0]) if rows else 0
+
+    def acks_after(self, rowid: int, flt: EventFilter, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Acknowledgements recorded after row ``rowid`` of ``event_acks``, in insertion
+        order, of incidents on ``flt``'s camera/task (its times are not applied: an old
+        incident may be acknowledged now): ``{"id": rowid, "incident_id": the start
+        event's id, "event_id": the id the command named, "ack": {"by", "at", "at_ms",
+        "note"}}`` -- what the live Events page needs to fill the rows it shows."""
+        sql = (
+            "SELECT rowid, incident_id, event_id, by_name, at_ms, note, request_id, camera,"
+            f" task, zone FROM {ACKS_TABLE} WHERE rowid > ?"
+        )
+        args: list[Any] = [int(rowid)]
+        for col, val in (("camera", flt.camera), ("task", flt.task)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        sql += " ORDER BY rowid LIMIT ?"
+        out = []
+        for r in self._query(sql, [*args, int(limit)]):
+            ack = Ack(
+                incident_id=r[1],
+                event_id=r[2],
+                by=r[3],
+                at_ms=int(r[4]),
+                note=r[5],
+                request_id=r[6],
+                camera=r[7],
+                task=r[8],
+                zone=r[9],
+            )
+            out.append(
+                {
+                    "id": int(r[0]),
+                    "incident_id": ack.incident_id,
+                    "event_id": ack.event_id,
+                    "ack": ack.summary(),
+                }
+            )
+        return out
 
     def last_id(self) -> int:
         """The newest row's id (0 when there is none)."""

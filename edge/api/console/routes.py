@@ -31,9 +31,12 @@ Forms are posted as ``application/x-www-form-urlencoded`` (parsed here, at most
 CSRF token (:func:`edge.api.console.auth`).
 
 Live events: the SSE stream polls the events table every :data:`SSE_POLL_S` for rows
-newer than the last one sent and ends after :data:`SSE_MAX_S`; the browser reconnects
-at once with ``Last-Event-ID``, so nothing is missed or repeated, and a stopping server
-never waits for an open console longer than that.
+newer than the last one sent (``event: zone``) and the ``event_acks`` table for
+acknowledgements newer than the last one sent (``event: ack``, so a page showing an
+incident shows its acknowledgement without a reload), and ends after :data:`SSE_MAX_S`;
+the browser reconnects at once with ``Last-Event-ID`` (``<event rowid>.<ack rowid>``),
+so nothing is missed or repeated, and a stopping server never waits for an open console
+longer than that.
 """
 
 from __future__ import annotations
@@ -1102,15 +1105,16 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
 
         def load() -> Any:
             last = state.feed.last_id()
+            last_ack = state.feed.last_ack_id()
             rows = state.feed.recent(flt, limit=EVENTS_PAGE + 1)
             more = len(rows) > EVENTS_PAGE
             rows = state.feed.add_acks(rows[:EVENTS_PAGE])
             cams, tasks = state.feed.names()
             cams = sorted(set(cams) | {c.name for c in state.config.cameras})
             tasks = sorted(set(tasks) | {"fence", "hardhat", "workwear"})
-            return last, rows, more, cams, tasks
+            return last, last_ack, rows, more, cams, tasks
 
-        last, rows, more, cams, tasks = await _run(load)
+        last, last_ack, rows, more, cams, tasks = await _run(load)
         older = None
         if more:
             # the next page: the same filter with its start as Unix ms (a "1h" typed here
@@ -1130,6 +1134,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             older=older,
             paged=flt.before_id is not None,
             last_id=last,
+            last_ack_id=last_ack,
             cams=cams,
             tasks=tasks,
             sel=sel,
@@ -1142,7 +1147,17 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         _session(state, request)
         flt, _sel, _err = event_filter(request.query_params)
         flt = EventFilter(camera=flt.camera, task=flt.task, since_ms=flt.since_ms)
-        start = request.headers.get("last-event-id") or request.query_params.get("after", "")
+        # Two cursors: events rowid and event_acks rowid. Last-Event-ID is "E" or "E.A"
+        # (what this stream sent last); else ?after=E and ?acks=A; a missing one starts
+        # at the newest row. Ids carry ".A" when the client gave an ack cursor (events.js
+        # does), so a reconnect goes on after the last acknowledgement sent too.
+        header = request.headers.get("last-event-id")
+        q = request.query_params
+        if header:
+            start, _dot, ack_start = header.partition(".")
+            ack_start = ack_start if _dot else q.get("acks", "")
+        else:
+            start, ack_start = q.get("after", ""), q.get("acks", "")
         after = _event_id(start) if start else await _run(state.feed.last_id)
         if after is None:
             return _secure(
@@ -1151,22 +1166,40 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
                     status_code=400,
                 )
             )
+        ack_after = _event_id(ack_start) if ack_start else await _run(state.feed.last_ack_id)
+        if ack_after is None:
+            return _secure(
+                JSONResponse(
+                    {"error": "acks must be an acknowledgement id (0 to 2**63-1, digits)"},
+                    status_code=400,
+                )
+            )
+        dotted = bool(ack_start)
 
         async def gen() -> AsyncIterator[bytes]:
-            last = after
+            last, last_ack = after, ack_after
+
+            def sse_id() -> str:
+                return f"{last}.{last_ack}" if dotted else str(last)
+
             yield b"retry: 500\n\n"
             end = time.monotonic() + SSE_MAX_S
             while time.monotonic() < end and not state.closing.is_set():
                 try:
                     rows = await _run(functools.partial(state.feed.after, last, flt))
                     rows = await _run(functools.partial(state.feed.add_acks, rows))
+                    acks = await _run(functools.partial(state.feed.acks_after, last_ack, flt))
                 except EventStoreError as exc:
                     log.warning("console event stream: %s", exc)
-                    rows = []
+                    rows, acks = [], []
                 for r in rows:
                     last = r["id"]
                     data = json.dumps(r, separators=(",", ":"), ensure_ascii=False)
-                    yield f"id: {last}\nevent: zone\ndata: {data}\n\n".encode()
+                    yield f"id: {sse_id()}\nevent: zone\ndata: {data}\n\n".encode()
+                for a in acks:
+                    last_ack = a["id"]
+                    data = json.dumps(a, separators=(",", ":"), ensure_ascii=False)
+                    yield f"id: {sse_id()}\nevent: ack\ndata: {data}\n\n".encode()
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(SSE_POLL_S)

@@ -1,5 +1,7 @@
-// Events page: new events arrive over server-sent events and go on top of the list; when
-// the session ended the page goes to the login page (and comes back after it).
+// Events page: new events arrive over server-sent events and go on top of the list, and
+// an incident acknowledged meanwhile (event "ack") gets who and when in the rows of it
+// shown (tr[data-incident]); when the session ended the page goes to the login page (and
+// comes back after it).
 "use strict";
 // The filter's From/To: times are shown in the browser's time zone (console.js), so a date
 // or date-time typed without an offset is meant in it too. On submit it gets the browser's
@@ -89,6 +91,25 @@
   window.consoleEventsSeen = 0;
 
   function td(tr, text) { var c = document.createElement("td"); c.textContent = text; tr.appendChild(c); return c; }
+  function fillAck(cell, a) {
+    cell.textContent = "";
+    var who = document.createElement("span"); who.className = "pill ok";
+    who.textContent = a.by; who.title = a.note || ""; cell.appendChild(who);
+    var at = document.createElement("time"); at.setAttribute("datetime", new Date(a.at_ms).toISOString());
+    cell.appendChild(document.createTextNode(" ")); cell.appendChild(at);
+  }
+  // {incident_id, event_id, ack: {by, at, at_ms, note}}: every row of that incident shown
+  function acked(d) {
+    body.querySelectorAll("tr[data-incident]").forEach(function (tr) {
+      if (tr.dataset.incident !== d.incident_id) return;
+      var cell = tr.querySelector("td.ack");
+      if (!cell) return;
+      fillAck(cell, d.ack);
+      window.consoleLocalTimes(tr);
+    });
+    window.consoleAcksSeen++;
+  }
+  window.consoleAcksSeen = 0;
   function add(e) {
     var tr = document.createElement("tr");
     tr.dataset.event = e.event_id; tr.className = "ev-" + e.type + " fresh";
@@ -105,13 +126,9 @@
     td(tr, e.type); td(tr, e.camera); td(tr, e.task + " / " + e.zone); td(tr, e.label);
     td(tr, e.score.toFixed(2)); td(tr, e.track_id == null ? "" : String(e.track_id));
     td(tr, e.attributes && e.attributes.dwell_s != null ? Number(e.attributes.dwell_s).toFixed(1) : "");
+    tr.dataset.incident = e.type === "start" ? e.event_id : (e.start_event_id || "");
     var ack = td(tr, ""); ack.className = "ack";
-    if (e.ack) {
-      var who = document.createElement("span"); who.className = "pill ok";
-      who.textContent = e.ack.by; who.title = e.ack.note || ""; ack.appendChild(who);
-      var at = document.createElement("time"); at.setAttribute("datetime", new Date(e.ack.at_ms).toISOString());
-      ack.appendChild(document.createTextNode(" ")); ack.appendChild(at);
-    }
+    if (e.ack) fillAck(ack, e.ack);
     window.consoleLocalTimes(tr);
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > 500) body.deleteRow(body.rows.length - 1);
@@ -124,15 +141,21 @@
   // restarting: 502/503) closes the EventSource for good, so then ask the session probe:
   // 401 -> the login page, coming back here; else a new EventSource after a backoff
   // (1 s doubling to 30 s) that starts after the last event shown.
-  var lastId = table.dataset.after, wait = 1000, retry = null;
+  // lastId: "<events rowid>.<event_acks rowid>", the stream's ids
+  var lastId = table.dataset.after + "." + (table.dataset.acks || "0"), wait = 1000, retry = null;
   var es = null;
   function connect() {
     retry = null;
-    q.set("after", lastId);
+    var parts = lastId.split(".");
+    q.set("after", parts[0]); q.set("acks", parts[1] || "0");
     es = new EventSource("/console/events/stream?" + q.toString());
     es.addEventListener("zone", function (m) {
       if (m.lastEventId) lastId = m.lastEventId;
       add(JSON.parse(m.data));
+    });
+    es.addEventListener("ack", function (m) {
+      if (m.lastEventId) lastId = m.lastEventId;
+      acked(JSON.parse(m.data));
     });
     es.addEventListener("open", function () {
       wait = 1000; live.textContent = "live"; live.className = "pill ok";
