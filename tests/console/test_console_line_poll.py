@@ -422,12 +422,13 @@ def test_the_page_updates_the_counts_in_place_marks_them_stale_and_pauses(
             ctx.close()
     for url in requests:
         parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "blob":  # a refreshed frame, decoded from bytes fetched here
+            continue
         assert parts.scheme == "http" and parts.hostname == "127.0.0.1", url
     assert not errors  # no script error
-    # The only failed requests: the polls answered 503 or while logged out and the disabled
-    # camera's frame.
-    assert set(failed) == {
-        (503, POLL_URL),
-        (401, POLL_URL),
-        (404, "/console/cameras/spare-cam/frame.jpg"),
-    }, failed
+    # The only failed requests: the polls answered 503 or while logged out (the line counts
+    # for sure; the camera states and frame refreshes when one fell in that moment) and
+    # the disabled camera's frame.
+    must = {(503, POLL_URL), (401, POLL_URL), (404, "/console/cameras/spare-cam/frame.jpg")}
+    may = {(401, "/console/data/cameras"), (401, "/console/cameras/gate-cam/frame.jpg")}
+    assert must <= set(failed) <= must | may, failed

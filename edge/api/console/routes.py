@@ -1010,6 +1010,31 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             stamp=int(time.time() * 1000),
         )
 
+    @route("/data/cameras", ["GET"])
+    async def camera_state_data(request: Request) -> Response:
+        """Each configured camera's state for the Cameras page's polling: ``{"live",
+        "time_ms": the gateway's clock (Unix ms, for the page's frame age), "cameras":
+        {name: {"enabled", "online" (``null``: no status), "running", "fps" (frames/s or
+        ``null``), "off" (why it does not run, or ``null``)}}}``."""
+        _session(state, request)
+
+        def load() -> dict[str, Any]:
+            backend = state.backend
+            states = dict(backend.camera_states()) if backend is not None else {}
+            out: dict[str, Any] = {}
+            for cam in state.config.cameras:
+                st = states.get(cam.name, {})
+                out[cam.name] = {
+                    "enabled": cam.enabled,
+                    "online": st.get("online"),
+                    "running": bool(st.get("running", False)),
+                    "fps": st.get("fps"),
+                    "off": st.get("off"),
+                }
+            return {"live": backend is not None, "time_ms": int(time.time() * 1000), "cameras": out}
+
+        return _secure(JSONResponse(await _run(load)))
+
     @route("/data/lines", ["GET"])
     async def line_counts(request: Request) -> Response:
         """Counting-line counts for the Cameras page's polling (``?camera=``: one camera,
@@ -1050,19 +1075,19 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         _session(state, request)
         camera = request.path_params["camera"]
 
-        def load() -> tuple[bytes, str] | None:
+        def load() -> tuple[bytes, str, int | None] | None:
             backend = state.backend
             if backend is not None:
                 got = backend.latest_frame(camera)
                 if got is not None:
                     ok, buf = cv2.imencode(".jpg", got[0], [cv2.IMWRITE_JPEG_QUALITY, 85])
                     if ok:
-                        return buf.tobytes(), _iso(got[1])
+                        return buf.tobytes(), _iso(got[1]), int(got[1])
             rel = state.feed.latest_snapshot(camera)
             if rel is not None:
                 p = safe_snapshot_path(state.snapshot_root(), rel)
                 if p is not None:
-                    return p.read_bytes(), "snapshot"
+                    return p.read_bytes(), "snapshot", None
             return None
 
         got = await _run(load)
@@ -1070,6 +1095,8 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             return _secure(Response(status_code=404))
         resp = Response(got[0], media_type="image/jpeg")
         resp.headers["X-Frame-Time"] = got[1]
+        if got[2] is not None:  # the frame's wall-clock time, Unix ms (the page's "n s old")
+            resp.headers["X-Frame-Ms"] = str(got[2])
         return _secure(resp)
 
     def event_filter(q: Mapping[str, str]) -> tuple[EventFilter, dict[str, str], str]:

@@ -4,6 +4,12 @@
 // in place (no redraw); a failed poll marks the counts stale and retries (backing off to
 // 5x the period), a hidden tab stops polling and polls at once when shown again; a 401
 // (the session ended) goes to the login page, which comes back here.
+// Frames and camera states (the second part): every #cams[data-frame-every-ms] each
+// camera's frame.jpg is fetched again (its X-Frame-Ms time), decoded off screen and then
+// swapped in (the overlay is redrawn in its pixels), and the time of the frame shown is
+// written under it -- "n s old" in red when older than OLD_MS by the gateway's clock, or
+// why no new frame came (HTTP error, no answer); the camera's state pill (online · fps /
+// offline / disabled) follows GET #cams[data-state-url] (live gateways only).
 "use strict";
 (function () {
   var SVGNS = "http://www.w3.org/2000/svg";
@@ -40,7 +46,10 @@
   }
   document.querySelectorAll(".cam .frame").forEach(function (frame) {
     var img = frame.querySelector("img");
-    img.addEventListener("load", function () { draw(frame); });
+    img.addEventListener("load", function () {
+      img.hidden = false; frame.querySelector(".noframe").hidden = true;
+      draw(frame);
+    });
     function none() {
       img.hidden = true; frame.querySelector(".noframe").hidden = false; frame.dataset.drawn = "none";
     }
@@ -163,4 +172,141 @@
     else if (!busy) poll();
   });
   poll();
+})();
+
+
+(function () {
+  var cams = document.getElementById("cams");
+  if (!cams) return;
+  var every = Math.max(1000, Number(cams.dataset.frameEveryMs) || 3000);
+  var stateUrl = cams.dataset.stateUrl || "";
+  var OLD_MS = 10000, TIMEOUT_MS = 10000;
+  var skew = 0;  // gateway clock - browser clock (ms), from the state poll
+  var timer = null, busy = 0;
+  window.consoleFramePolls = 0;
+
+  function login() {
+    location.assign("/console/login?next=" + encodeURIComponent(location.pathname + location.search));
+  }
+  function hhmmss(ms) { return new Date(ms).toLocaleTimeString(); }
+
+  // the note under a frame: its time and age, or why there is no newer one
+  function note(cam) {
+    var el = cam.querySelector(".frame-time"), frame = cam.querySelector(".frame");
+    if (!el || !frame) return;
+    var ms = Number(frame.dataset.frameMs || 0), why = frame.dataset.failed || "";
+    var text, bad = false;
+    if (frame.dataset.snapshot === "1") {
+      text = "latest incident snapshot (no live frame here)";
+    } else if (ms) {
+      var age = Math.max(0, Date.now() + skew - ms);
+      text = "frame of " + hhmmss(ms);
+      if (age > OLD_MS) { text += ", " + Math.round(age / 1000) + " s old"; bad = true; }
+      if (why) { text += "; no newer frame: " + why; bad = true; }
+    } else {
+      text = why ? "no frame: " + why : "";
+    }
+    el.dataset.frameMs = ms ? String(ms) : "";
+    el.classList.toggle("bad", bad);
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function loadFrame(cam) {
+    var frame = cam.querySelector(".frame");
+    if (!frame || !frame.dataset.src || frame.dataset.busy === "1") return Promise.resolve();
+    var img = frame.querySelector("img");
+    frame.dataset.busy = "1";
+    var ctl = new AbortController();
+    var kill = setTimeout(function () { ctl.abort(); }, TIMEOUT_MS);
+    var when = null;
+    return fetch(frame.dataset.src + "?t=" + Date.now(),
+                 { credentials: "same-origin", cache: "no-store", signal: ctl.signal })
+      .then(function (r) {
+        if (r.status === 401) { login(); throw new Error("logged out"); }
+        if (r.status === 404) throw new Error("the camera has no frame yet");
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        when = r.headers.get("X-Frame-Ms");
+        frame.dataset.snapshot = r.headers.get("X-Frame-Time") === "snapshot" ? "1" : "";
+        return r.blob();
+      })
+      .then(function (blob) {
+        return new Promise(function (resolve, reject) {
+          var url = URL.createObjectURL(blob), pre = new Image();
+          pre.onload = function () {
+            var old = frame.dataset.blob;
+            frame.dataset.blob = url;
+            img.src = url;  // decoded already: swapped at once; "load" redraws the overlay
+            if (old) setTimeout(function () { URL.revokeObjectURL(old); }, 1000);
+            resolve();
+          };
+          pre.onerror = function () { URL.revokeObjectURL(url); reject(new Error("not an image")); };
+          pre.src = url;
+        });
+      })
+      .then(function () {
+        frame.dataset.frameMs = when && /^\d+$/.test(when) ? when : "";
+        frame.dataset.failed = "";
+      }, function (e) {
+        frame.dataset.failed = e.name === "AbortError" ? "no answer in " + TIMEOUT_MS / 1000 + " s"
+                                                        : e.message;
+      })
+      .then(function () {
+        clearTimeout(kill); frame.dataset.busy = ""; note(cam);
+      });
+  }
+
+  function showState(cam, st) {
+    var pill = cam.querySelector(".cam-state"), off = cam.querySelector(".cam-off");
+    if (!pill) return;
+    var text, cls;
+    if (!st) { text = "no status"; cls = ""; }
+    else if (!st.enabled) { text = "disabled"; cls = ""; }
+    else if (st.online) {
+      text = "online" + (st.fps ? " · " + Number(st.fps).toFixed(1) + " fps" : ""); cls = " ok";
+    } else if (st.online == null) { text = "no status"; cls = ""; }
+    else { text = "offline"; cls = " bad"; }
+    if (pill.textContent !== text) pill.textContent = text;
+    pill.className = "pill cam-state" + cls;
+    pill.removeAttribute("title");
+    if (off) { off.textContent = (st && st.off) || ""; off.hidden = !(st && st.off); }
+  }
+
+  function pollStates() {
+    if (!stateUrl) return Promise.resolve();
+    return fetch(stateUrl, { credentials: "same-origin", cache: "no-store",
+                             headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) { login(); throw new Error("logged out"); }
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
+      .then(function (d) {
+        skew = d.time_ms - Date.now();
+        document.querySelectorAll(".cam[data-camera]").forEach(function (cam) {
+          showState(cam, d.cameras[cam.dataset.camera]);
+        });
+      }, function (e) {
+        document.querySelectorAll(".cam .cam-state").forEach(function (pill) {
+          pill.title = "state not updated: " + e.message;
+          pill.classList.add("bad");
+        });
+      });
+  }
+
+  function tick() {
+    clearTimeout(timer); timer = null;
+    if (document.hidden) return;  // visibilitychange starts it again
+    busy++;
+    var all = [pollStates()];
+    document.querySelectorAll(".cam[data-camera]").forEach(function (cam) { all.push(loadFrame(cam)); });
+    Promise.all(all).then(function () {
+      busy--; window.consoleFramePolls++;
+      if (!busy && !document.hidden) timer = setTimeout(tick, every);
+    });
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { clearTimeout(timer); timer = null; }
+    else if (!busy) tick();
+  });
+  tick();  // at once: the time of the frame the page came with is not known
 })();
