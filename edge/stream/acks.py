@@ -30,7 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from edge.closing import Closing
 from edge.mqtt.schema import iso_utc
 from edge.stream.events import FUTURE_TOLERANCE_MS, EventStoreError
 
-__all__ = ["ACKS_TABLE", "Ack", "AckStore", "read_acks"]
+__all__ = ["ACKS_TABLE", "ACK_COLUMNS", "Ack", "AckStore", "ack_from_row", "read_acks"]
 
 ACKS_TABLE = "event_acks"
 log = logging.getLogger("edge.stream")
@@ -62,7 +62,8 @@ _DDL = (
         id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)""",
     f"INSERT OR IGNORE INTO {ACKS_TABLE}_meta (id, version) VALUES (1, {_VERSION})",
 )
-_COLS = "incident_id, event_id, by_name, at_ms, note, request_id, camera, task, zone"
+ACK_COLUMNS = "incident_id, event_id, by_name, at_ms, note, request_id, camera, task, zone"
+"""The acks table's columns in the order :func:`ack_from_row` reads them."""
 # An acknowledgement whose incident has left the events table: neither its ``start``
 # event nor the event its command named is stored (``prune`` and ``prune_detached``).
 _DETACHED = (
@@ -119,7 +120,8 @@ def _iso(ms: int) -> str:
         return f"{ms} ms"
 
 
-def _row_to_ack(r: tuple[Any, ...]) -> Ack:
+def ack_from_row(r: Sequence[Any]) -> Ack:
+    """An :class:`Ack` from a row selected as :data:`ACK_COLUMNS`."""
     return Ack(
         incident_id=r[0],
         event_id=r[1],
@@ -138,10 +140,11 @@ def _select_many(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Ack]:
     for i in range(0, len(ids), 500):  # SQLite's host-parameter limit
         chunk = ids[i : i + 500]
         sql = (
-            f"SELECT {_COLS} FROM {ACKS_TABLE} WHERE incident_id IN ({', '.join('?' * len(chunk))})"
+            f"SELECT {ACK_COLUMNS} FROM {ACKS_TABLE} "
+            f"WHERE incident_id IN ({', '.join('?' * len(chunk))})"
         )
         for r in conn.execute(sql, chunk):
-            out[r[0]] = _row_to_ack(r)
+            out[r[0]] = ack_from_row(r)
     return out
 
 
@@ -219,7 +222,7 @@ class AckStore(Closing):
             try:
                 with db:
                     cur = db.execute(
-                        f"INSERT OR IGNORE INTO {ACKS_TABLE} ({_COLS}) "
+                        f"INSERT OR IGNORE INTO {ACKS_TABLE} ({ACK_COLUMNS}) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             ack.incident_id,
@@ -236,14 +239,14 @@ class AckStore(Closing):
                     if cur.rowcount == 1:
                         return ack, True
                     row = db.execute(
-                        f"SELECT {_COLS} FROM {ACKS_TABLE} WHERE incident_id = ?",
+                        f"SELECT {ACK_COLUMNS} FROM {ACKS_TABLE} WHERE incident_id = ?",
                         (ack.incident_id,),
                     ).fetchone()
             except sqlite3.Error as exc:
                 raise EventStoreError(
                     f"cannot record acknowledgement in {self.path}: {exc}"
                 ) from exc
-        return _row_to_ack(row), False
+        return ack_from_row(row), False
 
     def get(self, incident_id: str) -> Ack | None:
         """The acknowledgement of one incident (its ``start`` event id), if any."""

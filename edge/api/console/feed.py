@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.stream.acks import ACKS_TABLE, Ack, read_acks
+from edge.stream.acks import ACK_COLUMNS, ACKS_TABLE, ack_from_row, read_acks
 from edge.stream.events import EventStoreError
 
 __all__ = ["EventFeed", "EventFilter", "ThumbnailCache", "safe_snapshot_path"]
@@ -186,10 +186,7 @@ class EventFeed:
         incident may be acknowledged now): ``{"id": rowid, "incident_id": the start
         event's id, "event_id": the id the command named, "ack": {"by", "at", "at_ms",
         "note"}}`` -- what the live Events page needs to fill the rows it shows."""
-        sql = (
-            "SELECT rowid, incident_id, event_id, by_name, at_ms, note, request_id, camera,"
-            f" task, zone FROM {ACKS_TABLE} WHERE rowid > ?"
-        )
+        sql = f"SELECT rowid, {ACK_COLUMNS} FROM {ACKS_TABLE} WHERE rowid > ?"
         args: list[Any] = [int(rowid)]
         for col, val in (("camera", flt.camera), ("task", flt.task)):
             if val is not None:
@@ -198,17 +195,7 @@ class EventFeed:
         sql += " ORDER BY rowid LIMIT ?"
         out = []
         for r in self._query(sql, [*args, int(limit)]):
-            ack = Ack(
-                incident_id=r[1],
-                event_id=r[2],
-                by=r[3],
-                at_ms=int(r[4]),
-                note=r[5],
-                request_id=r[6],
-                camera=r[7],
-                task=r[8],
-                zone=r[9],
-            )
+            ack = ack_from_row(r[1:])
             out.append(
                 {
                     "id": int(r[0]),
