@@ -102,10 +102,12 @@ from edge.api.body_budget import BodyBudget, BodyLease, BudgetFull
 from edge.api.console import mount_console
 from edge.api.console.auth import LoginThrottle, admin_token_problem
 from edge.api.contract import Api, ApiFault, Fault
+from edge.api.model_watch import WatchedModel
 from edge.api.store import AppRecord, Grant, Store, StoreError, db_path
 from edge.config import GatewayConfig
 from edge.errors import EdgeError
 from edge.stream.events import local_if_naive
+from edge.stream.pipeline import MODEL_FAILURES_OFF
 from edge.tasks.base import DetectorLike
 from edge.tasks.compliance import Analysis
 
@@ -255,12 +257,40 @@ class LoopHeartbeat:
 # -- the gateway ---------------------------------------------------------------------
 
 
-class _Runner:
-    """The task behind one API, or why there is none."""
+_MODEL_FAILING = "failing"
+"""What the unauthenticated ``/healthz`` says for an API whose model's last
+``MODEL_FAILURES_OFF`` calls all raised (every request answered 5001)."""
 
-    def __init__(self, *, task: Any | None, reason: str = "") -> None:
+
+class _Runner:
+    """The task behind one API, or why there is none; ``watched``: the models the task
+    calls (its detector, the person detector), counting their calls failing in a row."""
+
+    def __init__(
+        self, *, task: Any | None, reason: str = "", watched: Sequence[WatchedModel] = ()
+    ) -> None:
         self.task = task
         self.reason = reason
+        self.watched = tuple(watched)
+
+    def failing(self) -> str | None:
+        """Why the API's model counts as failing (:meth:`WatchedModel.failing` with
+        ``MODEL_FAILURES_OFF``), else ``None``."""
+        for model in self.watched:
+            why = model.failing(MODEL_FAILURES_OFF)
+            if why is not None:
+                return why
+        return None
+
+    def state(self, *, public: bool) -> str:
+        """``up``, ``failing`` / the reason (``public``: no reason text), or why there
+        is no model (``public``: :data:`_MODEL_DOWN`)."""
+        if self.task is None:
+            return _MODEL_DOWN if public else self.reason
+        why = self.failing()
+        if why is None:
+            return "up"
+        return _MODEL_FAILING if public else why
 
 
 class Gateway:
@@ -1280,10 +1310,25 @@ def _load_runners(
                 person = got_person
     if person_name is None:
         person = None
+    # Every model the API calls is watched (calls failing in a row, for /healthz); one
+    # watcher per detector object. The service hands in its own WatchedModel instances.
+    watchers: dict[int, WatchedModel] = {}
+
+    def watch(det: DetectorLike | None, name: str | None) -> Any:
+        if det is None or isinstance(det, WatchedModel):
+            return det
+        if id(det) not in watchers:
+            watchers[id(det)] = WatchedModel(det, name or type(det).__name__)
+        return watchers[id(det)]
+
+    for api in C.APIS:
+        loaded[api] = watch(loaded.get(api), names[api])
+    person = watch(person, person_name)
     rule = tc.wearing.to_rule()
     runners: dict[Api, _Runner] = {}
     for api in C.APIS:
         det = loaded.get(api)
+        uses = [m for m in (det, person if api != "fence" else None) if isinstance(m, WatchedModel)]
         if det is None:
             runners[api] = _Runner(task=None, reason=reasons.get(api, "no model"))
         elif api == "hardhat":
@@ -1293,7 +1338,8 @@ def _load_runners(
                     score_threshold=tc.score_threshold,
                     person_detector=person,
                     rule=rule,
-                )
+                ),
+                watched=uses,
             )
         elif api == "workwear":
             runners[api] = _Runner(
@@ -1302,7 +1348,8 @@ def _load_runners(
                     score_threshold=tc.score_threshold,
                     person_detector=person,
                     rule=rule,
-                )
+                ),
+                watched=uses,
             )
         else:
             runners[api] = _Runner(
@@ -1312,7 +1359,8 @@ def _load_runners(
                     anchor=tc.fence_anchor,
                     overlap_threshold=tc.fence_overlap_threshold,
                     score_threshold=tc.score_threshold,
-                )
+                ),
+                watched=uses,
             )
     return runners, owned
 
@@ -1458,14 +1506,15 @@ def build_app(
 
     @app.get("/healthz", tags=["monitoring"])
     async def healthz() -> dict[str, Any]:
-        """Liveness: ``status`` ok, models per API (``up`` / ``model not available``), pool
-        use. Unauthenticated, so it says no more than that: why a model is missing (paths,
-        file names) is in the log and the admin's ``/console/api/status``."""
+        """Liveness: ``status`` (``ok``; ``degraded`` while a model is ``failing``), models
+        per API (``up`` / ``failing``: its last ``MODEL_FAILURES_OFF`` calls all raised,
+        every request answered 5001 / ``model not available``), pool use. Unauthenticated,
+        so it says no more than that: why a model is missing or failing (paths, file names,
+        the error) is in the log and the admin's ``/console/api/status``."""
+        models = {api: r.state(public=True) for api, r in runners.items()}
         return {
-            "status": "ok",
-            "models": {
-                api: ("up" if r.task is not None else _MODEL_DOWN) for api, r in runners.items()
-            },
+            "status": "degraded" if _MODEL_FAILING in models.values() else "ok",
+            "models": models,
             "inflight": gateway.inflight,
             "capacity": gateway.capacity,
         }
@@ -1597,10 +1646,7 @@ def _console_routes(app: FastAPI, gateway: Gateway) -> None:
             return {
                 "gateway_id": cfg.gateway_id,
                 "version": __version__,
-                "models": {
-                    api: ("up" if r.task is not None else r.reason)
-                    for api, r in gateway.runners.items()
-                },
+                "models": {api: r.state(public=False) for api, r in gateway.runners.items()},
                 "inflight": gateway.inflight,
                 "capacity": gateway.capacity,
                 "counters": dict(gateway.counters),

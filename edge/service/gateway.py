@@ -164,6 +164,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from edge.api.model_watch import WatchedModel
 from edge.config import CameraConfig, GatewayConfig, TaskKind
 from edge.errors import EdgeError
 from edge.mqtt.config import MqttConfig
@@ -272,48 +273,7 @@ class ServiceStartError(EdgeError):
     """The gateway could not start (API port taken, data folder not writable, ...)."""
 
 
-class _WatchedModel:
-    """A detector as the API calls it, noting the calls that raise in a row (health).
-
-    ``detect`` / ``detect_with_timings`` go through; everything else is the detector's.
-    Any thread (the API's workers)."""
-
-    def __init__(self, detector: Any, name: str) -> None:
-        self._detector = detector
-        self.name = name
-        self._lock = threading.Lock()
-        self.failures_in_a_row = 0
-        self.last_error = ""
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as exc:
-            with self._lock:
-                self.failures_in_a_row += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            raise
-        with self._lock:
-            self.failures_in_a_row = 0
-        return out
-
-    def detect(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(self._detector.detect, *args, **kwargs)
-
-    def detect_with_timings(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(self._detector.detect_with_timings, *args, **kwargs)
-
-    def failing(self, limit: int) -> str | None:
-        """Why the model counts as failing (``limit`` calls or more raised in a row since
-        the last success), else ``None``."""
-        with self._lock:
-            n, err = self.failures_in_a_row, self.last_error
-        if n < limit:
-            return None
-        return f"API model {self.name!r}: the last {n} calls failed ({err})"
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._detector, item)
+_WatchedModel = WatchedModel  # shared with the app (edge.api.model_watch)
 
 
 @dataclass
