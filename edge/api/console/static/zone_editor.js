@@ -60,7 +60,21 @@
   function edited() { delete status.dataset.sticky; render(); }
   function radius() { return Math.max(4, Math.round(Math.max(W, H) / 150)); }
 
+  // Fit the frame into the window: at most the height left between the frame's top and
+  // the window's bottom, less the buttons' row, so "Save and apply" stays in view (the
+  // overlay follows the image's box; toImage maps the scaled box back to frame pixels).
+  var frame = img.parentNode, buttons = save.parentNode;
+  function fit() {
+    var top = frame.getBoundingClientRect().top + window.scrollY;
+    var cs = window.getComputedStyle(buttons);
+    var below = buttons.offsetHeight + parseFloat(cs.marginTop) + parseFloat(cs.marginBottom) + 8;
+    root.style.setProperty("--editor-max-h", Math.max(240, Math.floor(window.innerHeight - top - below)) + "px");
+  }
+  fit();
+  window.addEventListener("resize", fit);
+
   function start() {
+    fit();
     W = img.naturalWidth; H = img.naturalHeight;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     initial = cfg.points ? cfg.points.map(function (p) {
