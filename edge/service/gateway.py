@@ -37,7 +37,10 @@ raised is harmless (alerts are plain, non-retained messages through the outbox).
 A task whose model keeps failing at run time (``MODEL_FAILURES_OFF`` frames in a row:
 :mod:`edge.stream.pipeline`) is switched off the same way while the gateway runs (its
 ``task_unavailable`` alert is raised then, with the model's error; a camera left with no
-task raises ``camera_unavailable``); the run loop and the other cameras go on. The API's
+task raises ``camera_unavailable``); the run loop and the other cameras go on. The
+pipeline retries it with backoff (60 s, doubling to 1 h): when a retry succeeds the task
+is on again, ``task_unavailable`` (and a ``camera_unavailable`` it caused) is resolved and
+``/healthz`` no longer counts it. The API's
 models are watched too: one whose last ``MODEL_FAILURES_OFF`` calls all raised makes
 ``/healthz`` degraded until a call succeeds.
 
@@ -195,7 +198,12 @@ from edge.stream.events import (
     events_db_path,
     local_zone_name,
 )
-from edge.stream.pipeline import MODEL_FAILURES_OFF, CameraPipeline, TaskRunner
+from edge.stream.pipeline import (
+    MODEL_FAILURES_OFF,
+    MODEL_RETRY_FIRST_S,
+    CameraPipeline,
+    TaskRunner,
+)
 from edge.stream.retention import PruneReport
 from edge.stream.snapshots import SnapshotStore
 from edge.stream.sources import SourceSpec, source_kind
@@ -424,6 +432,9 @@ class GatewayService:
         timesync_dir: systemd-timesyncd's runtime folder (see :mod:`edge.service.clock`).
         kernel_sync: the kernel's NTP state (default
             :func:`~edge.service.clock.kernel_clock_synchronized`; tests pass their own).
+        model_retry_s: seconds from a task switched off at run time (its model kept
+            failing) to the pipeline's first retry (doubling per failed retry; tests pass
+            a short one).
     """
 
     def __init__(
@@ -434,8 +445,10 @@ class GatewayService:
         wall_clock: Callable[[], float] = time.time,
         timesync_dir: Path = TIMESYNC_DIR,
         kernel_sync: Callable[[], bool | None] = kernel_clock_synchronized,
+        model_retry_s: float = MODEL_RETRY_FIRST_S,
     ) -> None:
         self.config = config
+        self._model_retry_s = model_retry_s
         self.notifier = notifier or Notifier()
         self.mqtt: MqttConfig | None = config.resolved_mqtt()
         self.cameras: dict[str, _Camera] = {c.name: _Camera(config=c) for c in config.cameras}
@@ -694,6 +707,8 @@ class GatewayService:
             status_sinks=[self._camera_status],
             snapshots=self.snapshots,
             task_off_sinks=[self._task_failed],
+            task_on_sinks=[self._task_back],
+            model_retry_s=self._model_retry_s,
         )
 
     def _person_detector(self) -> Any:
@@ -810,6 +825,23 @@ class GatewayService:
             cam.off = "no task can run: " + "; ".join(f"{t}: {r}" for t, r in cam.reasons.items())
             log.error("camera %s: no task runs any more", camera)
             self._alert("camera_unavailable", camera, True, cam.off, "critical", camera=camera)
+
+    def _task_back(self, camera: str, task: str, message: str) -> None:
+        """A task switched off at run time is back on (a retry of its model succeeded):
+        on again in ``/healthz`` and the metrics, its ``task_unavailable`` resolved, and
+        the ``camera_unavailable`` its off raised (no task was left) too (pipeline
+        thread; the pipeline logged the INFO line)."""
+        cam = self.cameras[camera]
+        cam.tasks_up[task] = True
+        cam.reasons.pop(task, None)
+        camera_back = cam.off is not None and cam.pipeline is not None  # by _task_failed
+        if camera_back:
+            cam.off = None
+        self._alert("task_unavailable", f"{camera}/{task}", False, message, "critical",
+                    camera=camera, task=task)  # fmt: skip
+        if camera_back:
+            running = "running " + ", ".join(t for t, up in cam.tasks_up.items() if up)
+            self._alert("camera_unavailable", camera, False, running, "critical", camera=camera)
 
     def _start_api(self) -> None:
         from edge.api.app import build_app

@@ -25,11 +25,21 @@ onnxruntime failure, anything from ``detect``) skips that frame: no detections a
 made up, its tracker and zones are not stepped, the other tasks run. Each failure is
 logged (ERROR, rate-limited per camera like the sink refusals) and counted
 (``model_failures`` per task in the metrics). After :data:`MODEL_FAILURES_OFF` (3)
-failures in a row -- not one bad frame -- the task is switched *off* for this camera
-until the pipeline is rebuilt (the gateway restarts): its open incidents end (reason
-``shutdown``), one ERROR with the traceback is logged, ``TaskRunner.off`` holds the
-reason and every ``task_off_sinks`` callable gets ``(camera, task, reason)``. The loop,
-the camera's other tasks and the other cameras go on. A success resets the count.
+failures in a row -- not one bad frame -- the task is switched *off* for this camera:
+its open incidents end (reason ``shutdown``), one ERROR with the traceback is logged,
+``TaskRunner.off`` holds the reason and every ``task_off_sinks`` callable gets
+``(camera, task, reason)``. The loop, the camera's other tasks and the other cameras go
+on. A success resets the count.
+
+An off task is retried with backoff (a GPU provider hiccup, a driver reset or memory
+pressure must not leave a safety task off for months): :data:`MODEL_RETRY_FIRST_S` (60 s)
+of frame time after it went off, one real model call on the next frame. A success
+switches it back *on* (its tracker starts afresh, its zones and lines were emptied at the
+off, so no stale incident), one INFO line is logged and every ``task_on_sinks`` callable
+gets ``(camera, task, message)``. A failure leaves it off and doubles the delay (capped at
+:data:`MODEL_RETRY_MAX_S`, 1 h), logged through the same rate-limited ERROR line as the
+skipped frames. The delay starts from the first again once the task has run
+:data:`MODEL_RETRY_RESET_S` (10 min) without being switched off.
 
 Time: each frame carries its own time (:class:`~edge.stream.sources.Frame`), which is the
 only clock the tracker and zones see. While a live camera is offline, the loop steps the
@@ -77,11 +87,15 @@ from edge.types import Detections
 
 __all__ = [
     "MODEL_FAILURES_OFF",
+    "MODEL_RETRY_FIRST_S",
+    "MODEL_RETRY_MAX_S",
+    "MODEL_RETRY_RESET_S",
     "SINK_REFUSED_LOG_INTERVAL_S",
     "CameraPipeline",
     "EventSink",
     "StatusSink",
     "TaskOffSink",
+    "TaskOnSink",
     "TaskRunner",
     "TaskSpec",
 ]
@@ -95,8 +109,18 @@ StatusSink = Callable[[str, bool, str], None]
 TaskOffSink = Callable[[str, str, str], None]
 """``(camera, task, reason)`` when a task is switched off after its model kept failing
 (pipeline thread)."""
+TaskOnSink = Callable[[str, str, str], None]
+"""``(camera, task, message)`` when a task switched off is back on: a retry of its model
+succeeded (pipeline thread)."""
 MODEL_FAILURES_OFF = 3
 """Frames in a row whose model call failed after which a task is switched off."""
+MODEL_RETRY_FIRST_S = 60.0
+"""Seconds (frame time) after a task is switched off before its model is tried again."""
+MODEL_RETRY_MAX_S = 3600.0
+"""The retry delay doubles with each failed retry up to this many seconds."""
+MODEL_RETRY_RESET_S = 600.0
+"""A task back on for this many seconds without being switched off again starts from
+:data:`MODEL_RETRY_FIRST_S` the next time."""
 MODEL_FAILURE_LOG_INTERVAL_S = 60.0
 """Least seconds between two log lines about failing model calls (per camera)."""
 SINK_REFUSED_LOG_INTERVAL_S = 60.0
@@ -244,6 +268,9 @@ class TaskRunner:
         self.failures_in_a_row = 0  # model calls that raised, since the last success
         self.model_failures = 0  # all of them
         self.off: str | None = None  # why the task was switched off (None: it runs)
+        self.offs = 0  # times switched off (or retried in vain) since it last ran long enough
+        self.retry_at: float | None = None  # frame time of the next retry while off
+        self.on_since: float | None = None  # frame time it came back on (backoff reset)
 
     def detect(self, image: ImageBGR) -> Detections:
         """Detections of the task's classes, small boxes removed; timings recorded."""
@@ -334,6 +361,11 @@ class CameraPipeline:
             detections this often (so incidents end); ``None`` disables.
         task_off_sinks: told ``(camera, task, reason)`` when a task is switched off
             because its model failed ``model_failures_off`` frames in a row (>= 1).
+        task_on_sinks: told ``(camera, task, message)`` when an off task is back on (a
+            retry of its model succeeded).
+        model_retry_s: seconds (frame time, > 0) from a task's off to the first retry;
+            doubles with each failed retry up to ``model_retry_max_s``; back to
+            ``model_retry_s`` once the task has run ``model_retry_reset_s`` seconds.
     """
 
     def __init__(
@@ -349,6 +381,10 @@ class CameraPipeline:
         idle_tick_s: float | None = 1.0,
         task_off_sinks: Sequence[TaskOffSink] = (),
         model_failures_off: int = MODEL_FAILURES_OFF,
+        task_on_sinks: Sequence[TaskOnSink] = (),
+        model_retry_s: float = MODEL_RETRY_FIRST_S,
+        model_retry_max_s: float = MODEL_RETRY_MAX_S,
+        model_retry_reset_s: float = MODEL_RETRY_RESET_S,
     ) -> None:
         if not tasks:
             raise ValueError("a pipeline needs at least one task")
@@ -387,6 +423,15 @@ class CameraPipeline:
             raise ValueError(f"model_failures_off must be >= 1, got {model_failures_off}")
         self._task_off_sinks = list(task_off_sinks)
         self._failures_off = model_failures_off
+        if not 0 < model_retry_s <= model_retry_max_s or model_retry_reset_s < 0:
+            raise ValueError(
+                "need 0 < model_retry_s <= model_retry_max_s and model_retry_reset_s >= 0, got "
+                f"{model_retry_s}, {model_retry_max_s}, {model_retry_reset_s}"
+            )
+        self._task_on_sinks = list(task_on_sinks)
+        self._retry_s = model_retry_s
+        self._retry_max_s = model_retry_max_s
+        self._retry_reset_s = model_retry_reset_s
         self._model_log = RateLimitedLog(
             log, interval_s=MODEL_FAILURE_LOG_INTERVAL_S, level=logging.ERROR
         )
@@ -407,13 +452,21 @@ class CameraPipeline:
             t = frame.t if self._last_t is None else max(frame.t, self._last_t)
         out: list[ZoneEvent] = []
         for task in self.tasks:
-            if task.off is not None:
+            retry = task.off is not None
+            if retry and (task.retry_at is None or t < task.retry_at):
                 continue
             try:
                 dets = task.detect(frame.image)
             except Exception as exc:  # the model, not the loop: this task skips the frame
-                out += self._model_failed(task, exc, t=t, wall_ms=frame.wall_ms)
+                if retry:
+                    self._retry_failed(task, exc, t=t)
+                else:
+                    out += self._model_failed(task, exc, t=t, wall_ms=frame.wall_ms)
                 continue
+            if retry:
+                self._back_on(task, t=t)
+            elif task.on_since is not None and t - task.on_since >= self._retry_reset_s:
+                task.offs, task.on_since = 0, None  # ran fine long enough: backoff reset
             task.failures_in_a_row = 0
             tracked, events = task.step(
                 dets,
@@ -449,7 +502,10 @@ class CameraPipeline:
                 self.camera, task.spec.name, why, n, self._failures_off,
             )  # fmt: skip
             return []
-        task.off = f"{why} ({n} frames in a row; off until the gateway restarts)"
+        task.offs += 1
+        delay = self._retry_delay(task.offs)
+        task.retry_at, task.on_since = t + delay, None
+        task.off = f"{why} ({n} frames in a row; retry in {delay:g} s)"
         log.error(
             "camera %s: task %s switched off: %s", self.camera, task.spec.name, task.off,
             exc_info=exc,
@@ -461,6 +517,38 @@ class CameraPipeline:
             except Exception:
                 log.exception("camera %s: task-off sink %r failed", self.camera, sink)
         return events
+
+    def _retry_delay(self, offs: int) -> float:
+        """Seconds to the next retry after ``offs`` (>= 1) offs / failed retries in a row."""
+        return float(min(self._retry_s * 2.0 ** min(offs - 1, 64), self._retry_max_s))
+
+    def _retry_failed(self, task: TaskRunner, exc: Exception, *, t: float) -> None:
+        """A retry of an off task failed: it stays off, the next retry after a longer
+        delay (one rate-limited ERROR line; the sinks were told at the off)."""
+        with self._lock:
+            task.model_failures += 1
+            task.offs += 1
+        delay = self._retry_delay(task.offs)
+        task.retry_at = t + delay
+        why = f"model {task.model!r} failed: {type(exc).__name__}: {exc}"
+        task.off = f"{why} (retry {task.offs - 1} failed; next retry in {delay:g} s)"
+        self._model_log.hit(
+            "camera %s: task %s stays off: %s", self.camera, task.spec.name, task.off
+        )
+
+    def _back_on(self, task: TaskRunner, *, t: float) -> None:
+        """A retry of an off task succeeded: it runs again from this frame, with a fresh
+        tracker (its zones and lines were emptied at the off); the sinks are told."""
+        was = task.off
+        task.tracker.reset()
+        task.off, task.retry_at, task.on_since = None, None, t
+        msg = f"model {task.model!r} works again (was off: {was})"
+        log.info("camera %s: task %s back on: %s", self.camera, task.spec.name, msg)
+        for sink in self._task_on_sinks:
+            try:
+                sink(self.camera, task.spec.name, msg)
+            except Exception:
+                log.exception("camera %s: task-on sink %r failed", self.camera, sink)
 
     def latest_frame(self) -> Frame | None:
         """The last frame processed (``None`` before the first), e.g. for the console's

@@ -10,6 +10,9 @@
   whole gateway (systemd restarted it every 5 s and gave up: the site dark). Now the task
   skips a failing frame and is switched off after ``MODEL_FAILURES_OFF`` failures in a
   row (``task_unavailable`` alert, ``/healthz`` degraded); everything else runs on.
+- Such a task used to stay off until the gateway restarted (a transient GPU/driver fault
+  left a safety task off for months). Now it is retried with backoff and comes back on
+  (alerts resolved, ``/healthz`` ok) when its model works again.
 
 Real parts: tiny planted ONNX models run by onnxruntime, a still video read by OpenCV, a
 real mosquitto and subscriber, real SQLite files.
@@ -349,3 +352,145 @@ def test_healthz_is_degraded_while_an_api_model_fails_every_call(tmp_path: Path)
         assert len(task.run(dark, area)) == 1
         assert healthz()["status"] == "ok"
         assert gw.rc == []
+
+
+# -- retry with backoff -----------------------------------------------------------------------
+def levels_video(path: Path, bright: list[bool]) -> Path:
+    """Like :func:`video`, but frame ``i`` is grey ``160 + 3 i`` when bright (the flaky
+    model fails) else ``3 i`` (it works), so a model call tells which frame it got."""
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5.0, (416, 416))
+    for i, b in enumerate(bright):
+        vw.write(np.full((416, 416, 3), (160 if b else 0) + 3 * i, np.uint8))
+    vw.release()
+    return path
+
+
+class FrameNoting:
+    """A real detector that notes the index of each frame it is called on (from its grey
+    level: :func:`levels_video`)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.class_names = detector.class_names
+        self.manifest = detector.manifest
+        self.called: list[int] = []
+
+    def _note(self, image: Any) -> None:
+        v = float(image.mean())
+        self.called.append(round((v - 160) / 3) if v >= 150 else round(v / 3))
+
+    def detect(self, image: Any, **kw: Any) -> Any:
+        self._note(image)
+        return self.detector.detect(image, **kw)
+
+    def detect_with_timings(self, image: Any, **kw: Any) -> Any:
+        self._note(image)
+        return self.detector.detect_with_timings(image, **kw)
+
+
+def test_an_off_task_is_retried_with_backoff_and_comes_back_on(tmp_path: Path) -> None:
+    """Non-realtime file at 5 fps (frame i at t0 + 0.2 i); first retry 0.25 s, cap 0.9 s,
+    backoff reset after 1 s on. Bright frames 0-16, 24-26 fail. Off at frame 2 (t 0.4):
+    retries at frames 4 (0.8, +0.25), 7 (1.4, +0.5), 12 (2.4, +1.0 capped to 0.9) fail,
+    17 (3.4, +0.9) works: back on, fresh tracker. It runs 17-23 (over 1 s: backoff reset),
+    is off again at 26 and its first retry is again 0.25 s later (frame 28, works).
+    Before: off until restart (frames 0-2 and nothing after)."""
+    models = tmp_path / "models"
+    write_bright_fails_model(models, "flaky")
+    from edge.runtime.detector import Detector
+    from edge.runtime.registry import load_manifest
+    from edge.stream.pipeline import CameraPipeline, TaskRunner, TaskSpec
+    from edge.stream.sources import SourceSpec
+    from edge.stream.zones import ZoneSpec
+
+    pattern = [True] * 17 + [False] * 7 + [True] * 3 + [False] * 3
+    src = levels_video(tmp_path / "levels.avi", pattern)
+    told: list[tuple[str, str, str, str]] = []
+    zone = ZoneSpec(name="all", polygon=None)
+    with Detector(load_manifest(models / "flaky.yaml")) as det:
+        noting = FrameNoting(det)
+        flaky = TaskRunner(
+            spec=TaskSpec(name="flaky", zones=(zone,)), detector=noting, camera="cam"
+        )
+        events: list[Any] = []
+        pipe = CameraPipeline(
+            camera="cam",
+            source=SourceSpec(uri=str(src), realtime=False),
+            tasks=[flaky],
+            sinks=[events.append],
+            task_off_sinks=[lambda cam, task, why: told.append(("off", cam, task, why))],
+            task_on_sinks=[lambda cam, task, msg: told.append(("on", cam, task, msg))],
+            model_retry_s=0.25,
+            model_retry_max_s=0.9,
+            model_retry_reset_s=1.0,
+        )
+        assert pipe.run() == len(pattern)
+    assert noting.called == [0, 1, 2, 4, 7, 12, *range(17, 27), 28, 29]
+    assert [(k, c, t) for k, c, t, _ in told] == [
+        ("off", "cam", "flaky"),
+        ("on", "cam", "flaky"),
+        ("off", "cam", "flaky"),
+        ("on", "cam", "flaky"),
+    ]
+    assert "3 frames in a row; retry in 0.25 s" in told[0][3]
+    assert "works again" in told[1][3] and "retry 3 failed; next retry in 0.9 s" in told[1][3]
+    assert "retry in 0.25 s" in told[2][3]  # the backoff was reset
+    assert flaky.off is None and pipe.metrics()["tasks"]["flaky"]["off"] is None
+    assert pipe.metrics()["tasks"]["flaky"]["model_failures"] == 3 + 3 + 3
+    # the incident the off ended is not left open; the task's incidents resume after
+    kinds = [(e.type, e.attributes.get("reason") if e.type == "end" else None) for e in events]
+    assert ("end", "shutdown") in kinds, kinds
+    off_end = kinds.index(("end", "shutdown"))
+    assert any(k == "start" for k, _ in kinds[:off_end]), kinds
+    assert any(k == "start" for k, _ in kinds[off_end + 1 :]), kinds
+    assert kinds.count(("start", None)) == sum(1 for k, _ in kinds if k == "end"), kinds
+
+
+def test_a_task_off_after_model_failures_comes_back_on_when_the_model_works_again(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """gate's model fails on the first 12 (bright) frames, then works (dark frames, one
+    person in the zone). Retry after 0.5 s: the task goes off (task_unavailable and
+    camera_unavailable active, /healthz degraded), a retry on a bright frame fails, a
+    later one works: the alerts are resolved, /healthz is ok, events come from the task
+    again. Before: off until the gateway restarts."""
+    models = tmp_path / "models"
+    write_bright_fails_model(models, "flaky")
+    src = video(tmp_path / "flaky.avi", [True] * 12 + [False] * 100)
+    gate = camera("gate", str(src), realtime=True, target_fps=10)
+    gate["tasks"]["fence"]["model"] = "flaky"
+    gate["tasks"]["fence"]["zones"][0]["polygon"] = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    cfg = gateway_config(tmp_path, broker.port, [gate])
+    with Subscriber(host=broker.host, port=broker.port, topics=[TOPIC], client_id="mf-3") as sub:
+        service = GatewayService(config=cfg, model_retry_s=0.5)
+        with running_gateway(service) as gw:
+
+            def state(kind: str, key: str) -> str:
+                return alerts(sub).get((kind, key), ("", ""))[0]
+
+            def raised(kind: str, key: str) -> list[str]:
+                """Messages of the ``active`` alerts of that key so far."""
+                got = (m.json()["alert"] for m in sub.on_topic("/alerts"))
+                return [a["message"] for a in got if (a["kind"], a["key"], a["state"]) == (
+                    kind, key, "active")]  # fmt: skip
+
+            assert wait(lambda: raised("task_unavailable", "gate/fence"), 20)
+            why = raised("task_unavailable", "gate/fence")[0]
+            assert "3 frames in a row; retry in 0.5 s" in why, why
+            assert wait(lambda: raised("camera_unavailable", "gate"), 10)
+            pipe = service.cameras["gate"].pipeline
+            assert pipe is not None
+            assert wait(lambda: state("task_unavailable", "gate/fence") == "resolved", 20)
+            health = service.health()
+            assert health["status"] == "ok", health
+            assert health["cameras"]["gate"]["tasks"] == {"fence": True}
+            assert "tasks_off" not in health["cameras"]["gate"]
+            assert 'safety_edge_task_up{camera="gate",task="fence"} 1' in service.metrics_text()
+            assert alerts(sub)[("task_unavailable", "gate/fence")][1].startswith(
+                "model 'flaky' works again"
+            )
+            assert wait(lambda: state("camera_unavailable", "gate") == "resolved", 10)
+            assert pipe.metrics()["tasks"]["fence"]["model_failures"] >= 4  # a retry failed
+            assert wait(lambda: pipe.metrics()["events"]["start"] >= 1, 20)  # none while bright
+            assert len(raised("task_unavailable", "gate/fence")) == 1  # not raised per retry
+            assert gw.rc == []
