@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edge.config import config_from_mapping
+from edge.config import GatewayConfig, config_from_mapping
 from edge.service.clock import (
     BUILD_FLOOR_MS,
     check_clock,
@@ -142,17 +142,9 @@ def off_now_hours() -> str:
     return f"{h:02d}:00-{h + 1:02d}:00"
 
 
-def clock_alerts(sub: Subscriber) -> list[dict[str, Any]]:
-    return [
-        m.json()["alert"]
-        for m in sub.on_topic("/alerts")
-        if m.json()["alert"]["kind"] == "clock_unsynced"
-    ]
-
-
-def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
-    tmp_path: Path, broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
-) -> None:
+def press_config(tmp_path: Path, broker: MosquittoBroker) -> GatewayConfig:
+    """A gateway whose camera ``press`` (a still person, 10 fps) has one fence zone
+    scheduled for an hour 12 hours away: off now, whatever the time of day."""
     write_people_model(tmp_path / "models", "people")
     video = still_video(tmp_path / "still.avi")
     zone = {
@@ -163,7 +155,7 @@ def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
         "cooldown_s": 30,
         "schedule": {"days": "daily", "hours": [off_now_hours()], "tz": "UTC"},
     }
-    cfg = config_from_mapping(
+    return config_from_mapping(
         {
             "gateway_id": GW,
             "data_dir": str(tmp_path / "data"),
@@ -182,6 +174,20 @@ def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
             ],
         }
     )
+
+
+def clock_alerts(sub: Subscriber) -> list[dict[str, Any]]:
+    return [
+        m.json()["alert"]
+        for m in sub.on_topic("/alerts")
+        if m.json()["alert"]["kind"] == "clock_unsynced"
+    ]
+
+
+def test_a_wrong_clock_keeps_scheduled_zones_armed_and_is_alerted(
+    tmp_path: Path, broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = press_config(tmp_path, broker)
     wall = [0.0]  # 1970-01-01: a gateway without RTC battery after boot
     service = GatewayService(
         config=cfg,
@@ -243,38 +249,10 @@ def test_an_event_stamped_ahead_holds_the_clock_wrong_only_until_ntp_synchronize
     NTP synchronized: plausible, the alert resolved, the schedule applies, ``/healthz`` ok,
     and the future event is named in the message and logged once."""
     caplog.set_level("WARNING", logger="edge.service")
-    write_people_model(tmp_path / "models", "people")
-    video = still_video(tmp_path / "still.avi")
     data = tmp_path / "data"
     with EventStore(path=events_db_path(data)) as events:
         events.add_many([ev(0, camera="yard", t_ms=Y2099_MS)])
-    zone = {
-        "name": "press",
-        "min_dwell_s": 0,
-        # long enough that a frame gap on a loaded CI machine cannot end the incident
-        # as lost before the clock check ends it with reason schedule
-        "cooldown_s": 30,
-        "schedule": {"days": "daily", "hours": [off_now_hours()], "tz": "UTC"},
-    }
-    cfg = config_from_mapping(
-        {
-            "gateway_id": GW,
-            "data_dir": str(data),
-            "models_dir": str(tmp_path / "models"),
-            "tasks": {"fence": "people", "hardhat": None, "workwear": None},
-            "service": {"api": False, "stop_timeout_s": 10, "flush_timeout_s": 5},
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "prefix": "ck"},
-            "cameras": [
-                {
-                    "name": "press",
-                    "source": str(video),
-                    "loop": True,
-                    "target_fps": 10,
-                    "tasks": {"fence": {"zones": [zone]}},
-                }
-            ],
-        }
-    )
+    cfg = press_config(tmp_path, broker)
     kernel: list[bool | None] = [False]  # no NTP server reached yet
     timesyncd = tmp_path / "timesync"
     timesyncd.mkdir()  # timesyncd runs, not synchronized: says nothing more
