@@ -48,7 +48,12 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.api.contract import API_PATHS, APIS, PATH_PREFIX
 from edge.api.store import AppRecord, Store, db_path
 from edge.cloud.client import ContractClient
-from tests.runtime.graphs import planted_model, write_model_and_manifest, yolov8_output
+from tests.runtime.graphs import (
+    fails_on_real_images_model,
+    planted_model,
+    write_model_and_manifest,
+    yolov8_output,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 INPUT = (64, 64)
@@ -138,6 +143,21 @@ def write_models(models_dir: Path, *, slow_matmuls: int = 0) -> None:
         write_model_and_manifest(
             models_dir, model, name=name, class_names=classes, input_size=INPUT
         )
+
+
+def write_models_with_broken_fence(models_dir: Path) -> None:
+    """:func:`write_models` plus ``broken``, a fence model (classes person, car) that passes
+    the load check but emits an attribute row more on real (non-uniform) frames: the
+    session runs, the decoder fails at inference time; a uniform grey image works."""
+    write_models(models_dir)
+    out = yolov8_output([(32.0, 40.0, 10.0, 20.0)], [[0.9, 0.0]])
+    write_model_and_manifest(
+        models_dir,
+        fails_on_real_images_model(out, input_size=(64, 64)),
+        name="broken",
+        class_names=["person", "car"],
+        input_size=(64, 64),
+    )
 
 
 # -- the server -------------------------------------------------------------------------------

@@ -14,28 +14,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.api.server_fixture import b64, image_bytes, jpeg_bytes, start_server, write_models
-from tests.runtime.graphs import fails_on_real_images_model, write_model_and_manifest, yolov8_output
+from tests.api.server_fixture import (
+    b64,
+    image_bytes,
+    jpeg_bytes,
+    start_server,
+    write_models_with_broken_fence,
+)
 
 FULL_AREA = "0,0,63,0,63,63,0,63"
 REAL = {"image": [b64(jpeg_bytes())], "area": FULL_AREA}  # not uniform: the model fails
 GREY = {"image": [b64(image_bytes(bgr=(128, 128, 128)))], "area": FULL_AREA}  # it works
 
 
-def _models(models: Path) -> None:
-    write_models(models)
-    out = yolov8_output([(32.0, 40.0, 10.0, 20.0)], [[0.9, 0.0]])
-    write_model_and_manifest(
-        models,
-        fails_on_real_images_model(out, input_size=(64, 64)),
-        name="broken",
-        class_names=["person", "car"],
-        input_size=(64, 64),
-    )
-
-
 def test_healthz_says_failing_after_three_5001_in_a_row(tmp_path: Path) -> None:
-    _models(tmp_path / "models")
+    write_models_with_broken_fence(tmp_path / "models")
     with start_server(
         tmp_path,
         tasks={"fence": "broken", "workwear": None},

@@ -16,12 +16,7 @@ from tests.api.server_fixture import (
     b64,
     jpeg_bytes,
     start_server,
-    write_models,
-)
-from tests.runtime.graphs import (
-    fails_on_real_images_model,
-    write_model_and_manifest,
-    yolov8_output,
+    write_models_with_broken_fence,
 )
 
 IMG = b64(jpeg_bytes())
@@ -102,22 +97,8 @@ def test_disk_full_answers_5002_or_5000_without_crash(tmp_path: Path) -> None:
         _assert_healthy(s)
 
 
-def _models_with_broken_fence(models: Path) -> None:
-    write_models(models)
-    # A fence model that passes the load check but emits an attribute row more on real
-    # frames: the session runs, the decoder fails at inference time.
-    out = yolov8_output([(32.0, 40.0, 10.0, 20.0)], [[0.9, 0.0]])
-    write_model_and_manifest(
-        models,
-        fails_on_real_images_model(out, input_size=(64, 64)),
-        name="broken",
-        class_names=["person", "car"],
-        input_size=(64, 64),
-    )
-
-
 def test_missing_and_failing_models(tmp_path: Path) -> None:
-    _models_with_broken_fence(tmp_path / "models")
+    write_models_with_broken_fence(tmp_path / "models")
     with start_server(
         tmp_path,
         tasks={"hardhat": "no-such-model", "fence": "broken", "workwear": None},
