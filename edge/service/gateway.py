@@ -281,9 +281,6 @@ class ServiceStartError(EdgeError):
     """The gateway could not start (API port taken, data folder not writable, ...)."""
 
 
-_WatchedModel = WatchedModel  # shared with the app (edge.api.model_watch)
-
-
 @dataclass
 class _Camera:
     config: CameraConfig
@@ -458,7 +455,7 @@ class GatewayService:
         self.publisher: Any = None  # edge.mqtt.publisher.Publisher (imported lazily)
         self.alert_state: ActiveAlerts | None = None  # with MQTT only
         self.detectors: dict[str, Any] = {}  # model name -> Detector
-        self._api_models: dict[str, _WatchedModel] = {}  # the API's, by model name
+        self._api_models: dict[str, WatchedModel] = {}  # the API's, by model name
         self.model_errors: dict[str, str] = {}
         self._api: _ApiThread | None = None
         self.app: Any = None
@@ -853,7 +850,7 @@ class GatewayService:
             if det is None or name is None:
                 return None
             if name not in self._api_models:
-                self._api_models[name] = _WatchedModel(det, name)
+                self._api_models[name] = WatchedModel(det, name)
             return self._api_models[name]
 
         by_api: dict[str, Any] = {}
