@@ -343,6 +343,11 @@ class TaskRunner:
         raise KeyError(line)
 
 
+def _failure_text(task: TaskRunner, exc: Exception) -> str:
+    """What a failed model call of ``task`` says in logs, the off reason and alerts."""
+    return f"model {task.model!r} failed: {type(exc).__name__}: {exc}"
+
+
 class CameraPipeline:
     """One camera's loop (see the module docstring).
 
@@ -438,11 +443,7 @@ class CameraPipeline:
 
     # -- status --------------------------------------------------------------------
     def _on_status(self, online: bool, reason: str) -> None:
-        for sink in self._status_sinks:
-            try:
-                sink(self.camera, online, reason)
-            except Exception:
-                log.exception("camera %s: status sink %r failed", self.camera, sink)
+        self._tell(self._status_sinks, "status", online, reason)
 
     # -- one frame -----------------------------------------------------------------
     def process(self, frame: Frame) -> list[ZoneEvent]:
@@ -495,7 +496,7 @@ class CameraPipeline:
             task.failures_in_a_row += 1
             task.model_failures += 1
             n = task.failures_in_a_row
-        why = f"model {task.model!r} failed: {type(exc).__name__}: {exc}"
+        why = _failure_text(task, exc)
         if n < self._failures_off:
             self._model_log.hit(
                 "camera %s: task %s skipped a frame: %s (%d in a row; off at %d)",
@@ -511,11 +512,7 @@ class CameraPipeline:
             exc_info=exc,
         )  # fmt: skip
         events = self._emit(task.close(t=t, wall_ms=wall_ms), task=task, image=None, tracked=None)
-        for sink in self._task_off_sinks:
-            try:
-                sink(self.camera, task.spec.name, task.off)
-            except Exception:
-                log.exception("camera %s: task-off sink %r failed", self.camera, sink)
+        self._tell(self._task_off_sinks, "task-off", task.spec.name, task.off)
         return events
 
     def _retry_delay(self, offs: int) -> float:
@@ -530,7 +527,7 @@ class CameraPipeline:
             task.offs += 1
         delay = self._retry_delay(task.offs)
         task.retry_at = t + delay
-        why = f"model {task.model!r} failed: {type(exc).__name__}: {exc}"
+        why = _failure_text(task, exc)
         task.off = f"{why} (retry {task.offs - 1} failed; next retry in {delay:g} s)"
         self._model_log.hit(
             "camera %s: task %s stays off: %s", self.camera, task.spec.name, task.off
@@ -544,11 +541,16 @@ class CameraPipeline:
         task.off, task.retry_at, task.on_since = None, None, t
         msg = f"model {task.model!r} works again (was off: {was})"
         log.info("camera %s: task %s back on: %s", self.camera, task.spec.name, msg)
-        for sink in self._task_on_sinks:
+        self._tell(self._task_on_sinks, "task-on", task.spec.name, msg)
+
+    def _tell(self, sinks: Sequence[Callable[..., None]], kind: str, *args: Any) -> None:
+        """Call every sink with ``(camera, *args)``; a sink that raises is logged with its
+        traceback (``kind`` names the sink list) and the others are still called."""
+        for sink in sinks:
             try:
-                sink(self.camera, task.spec.name, msg)
+                sink(self.camera, *args)
             except Exception:
-                log.exception("camera %s: task-on sink %r failed", self.camera, sink)
+                log.exception("camera %s: %s sink %r failed", self.camera, kind, sink)
 
     def latest_frame(self) -> Frame | None:
         """The last frame processed (``None`` before the first), e.g. for the console's
