@@ -181,9 +181,8 @@ from edge.service.clock import (
     TIMESYNC_DIR,
     ClockReading,
     check_clock,
-    combine_sync,
+    clock_synchronized,
     kernel_clock_synchronized,
-    timesync_synchronized,
 )
 from edge.service.config_check import task_model_name
 from edge.service.metrics import prometheus_text
@@ -1099,9 +1098,7 @@ class GatewayService:
         reading = check_clock(
             now_ms=int(self._wall_clock() * 1000),
             newest_event_ms=self._newest_event_ms,
-            synchronized=combine_sync(
-                timesync_synchronized(self._timesync_dir), self._kernel_sync()
-            ),
+            synchronized=clock_synchronized(self._timesync_dir, self._kernel_sync),
             require_sync=self.config.service.clock_require_sync,
         )
         was = self._clock
