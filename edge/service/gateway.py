@@ -162,7 +162,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +196,7 @@ from edge.stream.events import (
     ZoneEvent,
     events_db_path,
     local_zone_name,
+    utc_offset_text,
 )
 from edge.stream.pipeline import (
     MODEL_FAILURES_OFF,
@@ -228,11 +229,7 @@ def log_local_time_zone(cfg: GatewayConfig) -> None:
     ``tz`` and of times typed without an offset, read once by the process: a change needs
     a restart), and a WARNING when that zone is UTC and some zone or line schedule has no
     ``tz`` -- usually an image whose time zone was never set, not a site on UTC."""
-    now = datetime.now().astimezone()
-    off = now.utcoffset()
-    minutes = 0 if off is None else round(off.total_seconds() / 60)
-    sign = "+" if minutes >= 0 else "-"
-    utc_text = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    utc_text = "UTC" + utc_offset_text(datetime.now().astimezone().utcoffset() or timedelta())
     name = local_zone_name()
     log.info(
         "local time zone: %s (%s): schedules without tz and times typed without an offset "

@@ -71,7 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -115,6 +115,7 @@ __all__ = [
     "old_schema_message",
     "parse_time",
     "resolve_local",
+    "utc_offset_text",
 ]
 
 log = logging.getLogger("edge.stream")
@@ -524,11 +525,16 @@ def local_zone_name() -> str:
     return std if std == dst else f"{std}/{dst}"
 
 
-def _offset(u: datetime, naive: datetime) -> str:
-    """``naive`` minus the UTC ``u`` as ``+HH:MM``."""
-    minutes = round((naive - u.replace(tzinfo=None)).total_seconds() / 60)
+def utc_offset_text(delta: timedelta) -> str:
+    """A UTC offset as ``+HH:MM`` / ``-HH:MM`` (whole minutes)."""
+    minutes = round(delta.total_seconds() / 60)
     sign = "+" if minutes >= 0 else "-"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _offset(u: datetime, naive: datetime) -> str:
+    """``naive`` minus the UTC ``u`` as ``+HH:MM``."""
+    return utc_offset_text(naive - u.replace(tzinfo=None))
 
 
 def _typed(dt: datetime) -> str:
