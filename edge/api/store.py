@@ -1113,7 +1113,7 @@ class Store(Closing):
                 raise AppError(f"application {row[1]!r} is not granted the {a} API; grant it first")
             if start is None:
                 probe = clock_synchronized or _clock.clock_synchronized
-                self._check_clock(c, t_now, synchronized=probe() is True)
+                self._check_clock(c, t_now, synchronized=probe)
             cur = c.execute(
                 "INSERT INTO packages (app_id, api, tier, calls, used, start_at, expires_at,"
                 " created_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
@@ -1141,9 +1141,16 @@ class Store(Closing):
         ("an alert", "SELECT MAX(last_seen_at) FROM alerts"),
     )
 
-    def _check_clock(self, c: sqlite3.Connection, now: datetime, *, synchronized: bool) -> None:
+    def _check_clock(
+        self,
+        c: sqlite3.Connection,
+        now: datetime,
+        *,
+        synchronized: Callable[[], bool | None],
+    ) -> None:
         """Raise :class:`AppError` when ``now`` cannot be the real time (see add_package).
-        ``synchronized``: the clock is NTP synchronized (the recorded times are no floor)."""
+        ``synchronized()``: is the clock NTP synchronized (the recorded times are then no
+        floor)? Asked only when ``now`` is before a floor."""
         release = f"before this software's release ({CLOCK_FLOOR.date()})"
         floor, what = CLOCK_FLOOR, release
         slack_h = CLOCK_SLACK.total_seconds() / 3600
@@ -1156,7 +1163,8 @@ class Store(Closing):
                 )
         if now >= floor:
             return
-        if synchronized and now >= CLOCK_FLOOR:
+        synced = synchronized() is True
+        if synced and now >= CLOCK_FLOOR:
             log.warning(
                 "package dated by the NTP-synchronized clock %s, though it reads %s: that "
                 "record was written while the clock ran ahead",
@@ -1164,7 +1172,7 @@ class Store(Closing):
                 what,
             )
             return
-        if synchronized:  # only the fixed floor binds a synchronized clock
+        if synced:  # only the fixed floor binds a synchronized clock
             what = release
         log.warning(
             "package not added: the clock reads %s, %s; it is probably not set yet",
