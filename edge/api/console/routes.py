@@ -951,9 +951,22 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
 
     # -- cameras, events, snapshots ------------------------------------------------------
 
-    def camera_views() -> list[dict[str, Any]]:
+    def raw_states() -> dict[str, Mapping[str, Any]]:
         backend = state.backend
-        states = dict(backend.camera_states()) if backend is not None else {}
+        return dict(backend.camera_states()) if backend is not None else {}
+
+    def camera_state(cam: Any, st: Mapping[str, Any]) -> dict[str, Any]:
+        """A camera's state as the Cameras page shows it (page render and polling alike)."""
+        return {
+            "enabled": cam.enabled,
+            "online": st.get("online"),
+            "running": bool(st.get("running", False)),
+            "fps": st.get("fps"),
+            "off": st.get("off"),
+        }
+
+    def camera_views() -> list[dict[str, Any]]:
+        states = raw_states()
         out = []
         for cam in state.config.cameras:
             st = states.get(cam.name, {})
@@ -981,11 +994,7 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
             out.append(
                 {
                     "name": cam.name,
-                    "enabled": cam.enabled,
-                    "online": st.get("online"),
-                    "running": st.get("running", False),
-                    "fps": st.get("fps"),
-                    "off": st.get("off"),
+                    **camera_state(cam, st),
                     "tasks": tasks,
                     "zones_json": json.dumps(
                         [z | {"task": t["name"]} for t in tasks for z in t["zones"]]
@@ -1019,19 +1028,13 @@ def _add_routes(router: APIRouter, state: ConsoleState) -> None:
         _session(state, request)
 
         def load() -> dict[str, Any]:
-            backend = state.backend
-            states = dict(backend.camera_states()) if backend is not None else {}
-            out: dict[str, Any] = {}
-            for cam in state.config.cameras:
-                st = states.get(cam.name, {})
-                out[cam.name] = {
-                    "enabled": cam.enabled,
-                    "online": st.get("online"),
-                    "running": bool(st.get("running", False)),
-                    "fps": st.get("fps"),
-                    "off": st.get("off"),
-                }
-            return {"live": backend is not None, "time_ms": int(time.time() * 1000), "cameras": out}
+            states = raw_states()
+            out = {
+                cam.name: camera_state(cam, states.get(cam.name, {}))
+                for cam in state.config.cameras
+            }
+            live = state.backend is not None
+            return {"live": live, "time_ms": int(time.time() * 1000), "cameras": out}
 
         return _secure(JSONResponse(await _run(load)))
 
