@@ -16,7 +16,7 @@ import pytest
 
 from edge.stream.lines import LineCounter, LineSpec
 from edge.stream.tracker import Tracker, TrackerConfig
-from edge.types import Detections
+from tests.stream.test_tracker import dets
 
 FRAME = (768, 576)
 LINE_Y = 400.0
@@ -63,13 +63,8 @@ def drive(
     for k, b in enumerate(boxes):
         size = FRAME if sizes is None else sizes[k]
         t = 1000.0 + k / FPS
-        n = 0 if b is None else 1
-        dets = Detections(
-            xyxy=np.asarray([] if b is None else [b], np.float32).reshape(n, 4),
-            scores=np.full((n,), 0.8, np.float32),
-            class_ids=np.zeros((n,), np.int32),
-        )
-        tracked = trk.update(dets, t=t)
+        boxes_k = [] if b is None else [b]
+        tracked = trk.update(dets(boxes_k, [0.8] * len(boxes_k)), t=t)
         for e in ctr.step(tracked, t=t, wall_ms=T0_MS + round(k * 1000 / FPS), frame_size=size):
             out.append((k, str(e.attributes["direction"])))
     return out

@@ -19,7 +19,7 @@ import pytest
 from edge.stream.events import ZoneEvent
 from edge.stream.tracker import Tracker, TrackerConfig
 from edge.stream.zones import ZoneMonitor, ZoneSpec
-from edge.types import Detections
+from tests.stream.test_tracker import dets
 
 FRAME = (768, 576)
 EDGE_Y = 400.0
@@ -55,13 +55,8 @@ def drive(mon: ZoneMonitor, boxes: list[Box], fps: float) -> list[ZoneEvent]:
     events: list[ZoneEvent] = []
     for k, b in enumerate(boxes):
         t = 1000.0 + k / fps
-        n = 0 if b is None else 1
-        dets = Detections(
-            xyxy=np.asarray([] if b is None else [b], np.float32).reshape(n, 4),
-            scores=np.full((n,), 0.8, np.float32),
-            class_ids=np.zeros((n,), np.int32),
-        )
-        tracked = trk.update(dets, t=t)
+        boxes_k = [] if b is None else [b]
+        tracked = trk.update(dets(boxes_k, [0.8] * len(boxes_k)), t=t)
         events += mon.step(tracked, t=t, wall_ms=T0_MS + round(k * 1000 / fps), frame_size=FRAME)
     return events
 
