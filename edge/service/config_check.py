@@ -296,7 +296,7 @@ def _environment_problems(
     env_errors: bool,
     resolve: Resolver = socket.getaddrinfo,
 ) -> list[Problem]:
-    from edge.runtime.registry import ManifestProblem, scan_models
+    from edge.runtime.registry import ModelScan, scan_models
     from edge.service.tasks import default_zone_classes
 
     out: list[Problem] = []
@@ -305,16 +305,14 @@ def _environment_problems(
         path, line = _walk(root, data, loc, key_line=False)
         out.append(Problem(format_path(path), line, message, severity))
 
-    manifests: dict[str, Any] = {}
-    broken: list[ManifestProblem] = []
+    scan = ModelScan(manifests={}, problems=[])
     models_error = ""
     try:
         scan = scan_models(config.models_dir)
     except Exception as exc:  # a missing folder must become one reported problem
         models_error = str(exc)
-    else:
-        manifests, broken = scan.manifests, scan.problems
-    for bad in broken:
+    manifests = scan.manifests
+    for bad in scan.problems:
         # Each bad file by name; the other manifests still resolve. At start-up a
         # warning: the gateway runs the models that load (the task that wants this one
         # is off, health degraded); `config check` fails on it.
@@ -349,7 +347,7 @@ def _environment_problems(
                 off.append(f"{kind}: no model")
                 continue
             manifest = manifests.get(name)
-            declared = next((b for b in broken if b.name == name), None)
+            declared = scan.problem_for(name)
             if manifest is None and declared is not None:
                 add(
                     loc,
