@@ -127,6 +127,14 @@ def test_loss_counts_are_carried_over_when_even_the_headroom_is_full(tmp_path: P
             with pytest.raises(OutboxFullError):
                 pub.publish_event(event(100 + i, "end"))
         assert wait(lambda: refused(hook[-1:]) == 5, 5), hook
+
+        def settled() -> bool:
+            # The hook sees an alert before the outbox is tried: wait until every loss
+            # alert handed to it has also been counted as deferred.
+            n = pub.metrics()["mqtt_loss_alerts_deferred_total"]
+            return n == sum(a["kind"] == LOSS for a in hook)
+
+        assert wait(settled, 5), (hook, pub.metrics())
         m = pub.metrics()
         assert m["mqtt_loss_alerts_deferred_total"] >= 1 and "mqtt_alerts_lost_total" not in m
         since = hook[0]["since"]
@@ -135,6 +143,7 @@ def test_loss_counts_are_carried_over_when_even_the_headroom_is_full(tmp_path: P
             with pytest.raises(OutboxFullError):
                 pub.publish_event(event(200 + i, "start"))
         assert wait(lambda: refused(hook[-1:]) == 8, 5), hook
+        assert wait(settled, 5), (hook, pub.metrics())
         assert pub.metrics()["mqtt_loss_alerts_deferred_total"] > deferred
         assert {a["since"] for a in hook if a["kind"] == LOSS} == {since}
         assert pub.outbox.rows == 10 + ALERT_HEADROOM_ROWS  # none of the attempts stored
